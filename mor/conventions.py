@@ -1,0 +1,110 @@
+"""The conventions of mor, written once and used everywhere.
+
+Filters and systems
+-------------------
+* An FIR filter is a real array ``h[0..L-1]``; it acts by ``y[t] = sum_k h[k] u[t-k]`` and has
+  transfer function ``H(z) = sum_k h[k] z^{-k}``.
+* A discrete-time state-space model ``x[t+1] = A x[t] + B u[t]``, ``y[t] = C x[t] + D u[t]`` has
+  impulse response ``h[0] = D`` and ``h[k] = C A^{k-1} B`` for ``k >= 1``.
+* Modal form: ``A = diag(lambda)``, ``h[k] = sum_n R_n lambda_n^{k-1}`` and
+  ``H(z) = D + sum_n R_n / (z - lambda_n)``. A real system has real poles or conjugate pairs with
+  conjugate residues. The *compact* form keeps one mode per pair with residue ``2 R`` (real poles
+  as they are), so that ``h[k] = Re sum_n R'_n lambda_n^{k-1}``.
+* The *order* of a system is its McMillan degree (a conjugate pair counts 2); its number of
+  *modes* is the number of compact modes (a pair counts 1), the state size of a GPU recurrence.
+* The Hankel matrix of a filter is ``H[i, j] = h[i + j + 1]``, symmetric of size
+  ``(L - 1) x (L - 1)``; its singular values ``sigma_1 >= sigma_2 >= ...`` are the Hankel singular
+  values (HSV).
+* Every public function takes filters of shape ``(..., L)`` and returns results with the same
+  leading (batch) shape. One 1-D filter is a batch of one with an empty batch shape.
+
+Errors (relative to the filter's own norm; absolute for a zero filter)
+----------------------------------------------------------------------
+* ``l2``: ``||h - h_hat||_2`` over the ``L`` taps, relative to ``||h||_2``.
+* ``tail``: ``||h_hat[L:]||_2`` (what the model emits after lag ``L``), relative to ``||h||_2``.
+* ``hinf``: ``max_w |H(e^{iw}) - H_hat(e^{iw})|`` with ``H_hat`` the model's full response,
+  relative to ``max_w |H(e^{iw})|``.
+
+AAK theory: a model of order ``d`` has absolute H-infinity error ``>= sigma_{d+1}``; balanced
+truncation has absolute H-infinity error ``<= 2 sum_{i>d} sigma_i``. Relative figures divide both
+bounds by ``max |H|``. ``sigma_{d+1}`` bounds ``hinf`` from below, never ``l2``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+NORMS: tuple[str, ...] = ("l2", "hinf")
+Norm = Literal["l2", "hinf"]
+
+#: Poles whose modulus is at least ``1 - STABILITY_MARGIN`` count as unstable in reductions.
+STABILITY_MARGIN = 0.0
+
+
+def as_filters(h, name: str = "h") -> np.ndarray:
+    """Validate FIR filters and return them as a float64 array of shape ``(..., L)``.
+
+    Integer and float inputs are accepted; complex, empty, 0-d and non-finite inputs raise a
+    ``ValueError`` that says what is wrong (for non-finite taps, the index of the first bad
+    filter in the batch).
+    """
+    arr = np.asarray(h)
+    if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+        raise ValueError(f"{name} must be a numeric array, got dtype {arr.dtype}")
+    if np.iscomplexobj(arr):
+        raise ValueError(f"{name} must be real: mor works on real filters, got dtype {arr.dtype}")
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must have shape (..., L) with L >= 1, got a 0-d array")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}): need at least one tap per filter")
+    arr = arr.astype(np.float64, copy=False)
+    finite = np.isfinite(arr).all(axis=-1)
+    if not finite.all():
+        bad = tuple(int(i) for i in np.argwhere(~finite)[0])
+        label = f"filter {bad}" if bad else "the filter"
+        raise ValueError(f"{name} has NaN or Inf taps in {label}")
+    return arr
+
+
+def check_order(order, length: int, name: str = "order") -> np.ndarray:
+    """Validate orders (an int or an integer array) against a filter length ``L``.
+
+    Valid orders are ``0 <= order <= L - 1``.
+    """
+    arr = np.asarray(order)
+    if not (np.issubdtype(arr.dtype, np.integer) or
+            (np.issubdtype(arr.dtype, np.floating) and np.all(arr == np.round(arr)))):
+        raise ValueError(f"{name} must be an integer, got {order!r}")
+    arr = arr.astype(np.int64)
+    if np.any(arr < 0):
+        raise ValueError(f"{name} must be >= 0, got {arr.min()}")
+    if np.any(arr > length - 1):
+        raise ValueError(f"{name} must be <= L - 1 = {length - 1} for filters of length {length}, "
+                         f"got {arr.max()}")
+    return arr
+
+
+def check_tol(tol: float) -> float:
+    """Validate a relative error tolerance (a positive finite number)."""
+    tol = float(tol)
+    if not np.isfinite(tol) or tol <= 0:
+        raise ValueError(f"tol must be a positive finite number, got {tol}")
+    return tol
+
+
+def check_norm(norm: str) -> str:
+    """Validate the name of an error norm (``"l2"`` or ``"hinf"``)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    return norm
+
+
+def relative(err: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``err / ref`` where ``ref > 0`` and ``err`` itself (absolute) where ``ref == 0``."""
+    err = np.asarray(err, dtype=np.float64)
+    ref = np.broadcast_to(np.asarray(ref, dtype=np.float64), err.shape)
+    out = err.copy()
+    np.divide(err, ref, out=out, where=ref > 0)
+    return out

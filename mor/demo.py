@@ -1,0 +1,76 @@
+"""The embedded default: Hyena-like filters generated deterministically, and the demo run."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from mor.bounds import error_bounds
+from mor.metrics import compare
+from mor.reduce import reduce
+
+
+def hyena_like_filters(n_filters: int = 32, length: int = 1024, seed: int = 0) -> np.ndarray:
+    r"""Filters shaped like Hyena's implicit long convolutions, shape ``(n_filters, L)``.
+
+    As in Hyena, each filter is a small MLP with sine activations over positional features
+    ``z(t) = (t/L, cos(2 pi j t/L), sin(2 pi j t/L))_{j=1..8}``, multiplied by an exponential
+    decay window ``exp(-alpha t / L)`` with ``alpha`` spread over ``[0.5, 8]`` across filters:
+
+    .. math::
+
+        h[t] = \left(w_2^T \sin(\omega W_1 z(t) + b_1)\right) e^{-\alpha t / L}.
+
+    Deterministic for a given ``seed``; a stand-in for trained filters in demos and tests.
+    """
+    if n_filters < 1 or length < 1:
+        raise ValueError(f"need n_filters >= 1 and length >= 1, got {n_filters}, {length}")
+    rng = np.random.default_rng(seed)
+    t = np.arange(length) / max(length, 1)
+    j = np.arange(1, 9)[:, None]
+    feats = np.concatenate([t[None], np.cos(2 * np.pi * j * t), np.sin(2 * np.pi * j * t)])
+    width, omega = 32, 4.0
+    w1 = rng.standard_normal((n_filters, width, feats.shape[0])) / np.sqrt(feats.shape[0])
+    b1 = rng.uniform(-np.pi, np.pi, (n_filters, width, 1))
+    w2 = rng.standard_normal((n_filters, 1, width)) / np.sqrt(width)
+    hidden = np.sin(omega * (w1 @ feats) + b1)
+    alpha = np.geomspace(0.5, 8.0, n_filters)[:, None]
+    return (w2 @ hidden)[:, 0, :] * np.exp(-alpha * np.arange(length) / length * 4)
+
+
+def run_demo(n_filters: int = 32, length: int = 512, orders=(4, 8, 16, 32),
+             out=print) -> None:
+    """Spectrum, balanced truncation at several orders and errors beside the bounds."""
+    h = hyena_like_filters(n_filters, length)
+    out(f"mor demo: {n_filters} Hyena-like filters of length {length} (mor.demo.hyena_like_filters)")
+    start = time.perf_counter()
+    bounds = error_bounds(h)
+    out(f"full Hankel spectrum in {time.perf_counter() - start:.2f} s; "
+        f"median sigma_(d+1)/sigma_1:")
+    rel = bounds.hsv / bounds.hsv[:, :1]
+    out("  " + "  ".join(f"d={d}: {np.median(rel[:, d]):.2e}" for d in orders))
+    out("")
+    out("balanced truncation, medians over filters (relative errors; aak = sigma_(d+1)/max|H| "
+        "<= hinf <= bt_bound = 2 sum_(i>d) sigma_i/max|H|)")
+    header = f"{'order':>5} {'modes':>5} {'l2':>10} {'tail':>10} {'aak':>10} {'hinf':>10} " \
+             f"{'bt_bound':>10} {'hinf/aak':>8} {'time':>7}"
+    out(header)
+    for d in orders:
+        start = time.perf_counter()
+        ssm = reduce(h, d)
+        elapsed = time.perf_counter() - start
+        cmp = compare(h, ssm)
+        if np.any(cmp.hinf < cmp.aak * (1 - 1e-6)):
+            raise RuntimeError(f"order {d}: an error below the AAK bound; please report")
+        out(f"{d:>5} {int(np.median(ssm.modes)):>5} {np.median(cmp.l2):>10.3e} "
+            f"{np.median(cmp.tail):>10.3e} {np.median(cmp.aak):>10.3e} "
+            f"{np.median(cmp.hinf):>10.3e} {np.median(bounds.bt[:, d] / cmp.peak):>10.3e} "
+            f"{np.median(cmp.hinf / np.maximum(cmp.aak, 1e-300)):>8.2f} {elapsed:>6.2f}s")
+    out("")
+    start = time.perf_counter()
+    ssm = reduce(h, tol=1e-3, norm="l2", on_fail="flag")
+    met = ssm.info["met_tol"]
+    out(f"order selection for l2 <= 1e-3 in {time.perf_counter() - start:.2f} s: orders "
+        f"{np.bincount(ssm.order[met]).nonzero()[0].tolist()} chosen; "
+        f"{int((~met).sum())} filter(s) could not meet it up to order 64")

@@ -1,0 +1,138 @@
+r"""Square-root balanced truncation (BT), optionally with singular-perturbation DC matching.
+
+FIR filters
+    The shift-register realisation ``(A = shift, B = e_1, C = h[1:], D = h[0])`` has
+    controllability Gramian ``I`` and observability Gramian ``H^T H`` with ``H`` the Hankel
+    matrix, so square-root BT needs only the Hankel SVD ``H = U Sigma V^T`` (this is Kung's
+    method / ERA on the zero-padded Markov parameters). The projections
+    ``T = V_r Sigma_r^{-1/2}`` and ``W = H U_r Sigma_r^{-1/2}`` give
+
+    .. math::
+
+        A_r = \Sigma_r^{1/2} V_r[1:]^T V_r[:-1] \Sigma_r^{-1/2}, \quad
+        B_r = \Sigma_r^{1/2} V_r[0]^T, \quad C_r = U_r[0] \Sigma_r^{1/2}, \quad D_r = h[0],
+
+    because ``U_r^T H = Sigma_r V_r^T`` and ``A V_r`` shifts the rows of ``V_r`` down by one.
+    Balanced realisations are nested: order ``d`` is the leading ``d x d`` block of order ``r``.
+
+Dense systems
+    ``StateSpace.balanced_realization`` (square-root Gramian factors).
+
+Guarantees (strict ``sigma_d > sigma_{d+1}``): the reduced model is stable, and
+``sigma_{d+1} <= ||H - H_d||_inf <= 2 sum_{i>d} sigma_i``.
+
+Singular perturbation (``dc_match=True``) replaces truncation of the discarded states
+``x_2`` by their steady state ``x_2 = (I - A_22)^{-1} (A_21 x_1 + B_2 u)`` (discrete time):
+
+.. math::
+
+    A_d = A_{11} + A_{12} (I - A_{22})^{-1} A_{21}, \quad
+    B_d = B_1 + A_{12} (I - A_{22})^{-1} B_2, \\
+    C_d = C_1 + C_2 (I - A_{22})^{-1} A_{21}, \quad
+    D_d = D + C_2 (I - A_{22})^{-1} B_2,
+
+which matches the DC gain ``H(1)`` of the balanced model it starts from, keeps stability and
+the same ``2 sum sigma`` bound, and refits the direct term. For FIR filters it starts from the
+balanced model of an intermediate order ``r`` (``2 d`` or ``d + 32``, at most ``L - 1``): the DC
+gain matched is that model's, within ``2 sum_{i>r} sigma_i`` of the filter's.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mor._linalg import svd_gesvd
+from mor.hankel import KRYLOV_RTOL, hankel_svd
+from mor.ssm import ModalSSM
+
+
+class BalancedFamily:
+    """Balanced realisations of a flat batch, from which models of any order are cut.
+
+    Attributes
+    ----------
+    hsv : ndarray ``(F, k)``
+        Leading Hankel singular values.
+    rank : ndarray ``(F,)``
+        Largest usable order: the number of singular values above the accuracy floor of the
+        spectrum (``sqrt``-scaled states below it would be noise).
+    """
+
+    name = "balanced"
+
+    def __init__(self, a, b, c, d, hsv, rank, *, dc_match: bool = False):
+        self.a, self.b, self.c, self.d = a, b, c, d
+        self.hsv, self.rank, self.dc_match = hsv, rank, dc_match
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
+                 hankel_method: str = "auto", rtol: float = KRYLOV_RTOL) -> "BalancedFamily":
+        """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states."""
+        size = h.shape[-1] - 1
+        keep = min(size, max(2 * max_order, max_order + 32)) if dc_match else max_order
+        k = min(size, keep + 1)
+        s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol)
+        floor = 10 * max(rtol, size * np.finfo(float).eps)
+        rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
+        r = keep
+        sqrt_s = np.sqrt(s[:, :r])
+        inv = np.divide(1.0, sqrt_s, out=np.zeros_like(sqrt_s), where=sqrt_s > 0)
+        vr = v[:, :, :r]
+        a = sqrt_s[:, :, None] * (np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]) * inv[:, None, :]
+        b = sqrt_s * vr[:, 0]
+        c = u[:, 0, :r] * sqrt_s
+        return cls(a, b, c, h[:, 0].copy(), s, rank, dc_match=dc_match)
+
+    @classmethod
+    def from_statespace(cls, sys, max_order: int, *, dc_match: bool = False) -> "BalancedFamily":
+        """Balanced realisations of a flat :class:`~mor.StateSpace` batch."""
+        n = sys.n_states
+        lc, lo = sys.gramian_factors()
+        s = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc, compute_uv=False)
+        rank = (s > n * np.finfo(float).eps * 10 * s[:, :1]).sum(axis=1)
+        r = int(rank.max(initial=0)) if dc_match else min(max_order, int(rank.max(initial=0)))
+        a, b, c, d, s = sys.balanced_realization(r)
+        return cls(a, b, c, d, s, np.minimum(rank, n), dc_match=dc_match)
+
+    def model(self, orders: np.ndarray, which: np.ndarray | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Compact modal arrays ``(poles, residues, direct)`` of the models of given orders.
+
+        ``orders`` (``(F',)``, at most :attr:`rank`) for the filters ``which`` (all by default).
+        """
+        which = np.arange(self.d.shape[0]) if which is None else which
+        f = orders.shape[0]
+        groups = {int(o): np.flatnonzero(orders == o) for o in np.unique(orders)}
+        width = max(groups, default=0)
+        poles = np.zeros((f, width), dtype=np.complex128)
+        residues = np.zeros((f, width), dtype=np.complex128)
+        direct = self.d[which].copy()
+        for order, idx in groups.items():
+            a, b, c, d = self._realization(order, which[idx])
+            ssm = ModalSSM.from_dense(a, b, c, d)
+            pc, rc, dc = ssm.compact()
+            poles[idx, : pc.shape[1]] = pc
+            residues[idx, : pc.shape[1]] = rc
+            direct[idx] = dc
+        return poles, residues, direct
+
+    def _realization(self, order: int, idx: np.ndarray):
+        a, b, c, d = self.a[idx], self.b[idx], self.c[idx], self.d[idx]
+        if not self.dc_match:
+            return a[:, :order, :order], b[:, :order], c[:, :order], d
+        a11, a12 = a[:, :order, :order], a[:, :order, order:]
+        a21, a22 = a[:, order:, :order], a[:, order:, order:]
+        b1, b2, c1, c2 = b[:, :order], b[:, order:], c[:, :order], c[:, order:]
+        # the states beyond a filter's rank are zero (from zero singular values): keep them out
+        live = np.arange(a.shape[-1] - order)[None, :] < (self.rank[idx] - order)[:, None]
+        mask = live[:, :, None] & live[:, None, :]
+        ia22 = np.eye(a22.shape[-1]) - np.where(mask, a22, 0.0)
+        rhs = np.concatenate([np.where(live[:, :, None], a21, 0.0),
+                              np.where(live, b2, 0.0)[:, :, None]], axis=2)
+        sol = np.linalg.solve(ia22, rhs)
+        c2 = np.where(live, c2, 0.0)
+        a_r = a11 + a12 @ sol[:, :, :order]
+        b_r = b1 + (a12 @ sol[:, :, order:])[:, :, 0]
+        c_r = c1 + np.einsum("fi,fij->fj", c2, sol[:, :, :order])
+        d_r = d + np.einsum("fi,fi->f", c2, sol[:, :, order])
+        return a_r, b_r, c_r, d_r

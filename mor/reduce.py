@@ -1,0 +1,210 @@
+"""``mor.reduce``: FIR filters (or dense systems) to stable real modal models."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from mor import _freq
+from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
+from mor.methods.balanced import BalancedFamily
+from mor.metrics import model_errors
+from mor.ssm import ModalSSM
+from mor.statespace import StateSpace
+
+METHODS = {"balanced": BalancedFamily}
+DEFAULT_MAX_ORDER = 64
+
+
+def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
+           method: str = "balanced", norm: str = "l2", max_order: int | None = None,
+           on_fail: str = "raise", allow_unstable: bool = False,
+           **method_options: Any) -> ModalSSM:
+    r"""Reduce FIR filters to stable real modal state-space models.
+
+    Exactly one of ``order``, ``modes`` and ``tol`` says how large the models are.
+
+    Parameters
+    ----------
+    h : array_like ``(..., L)`` or StateSpace
+        Real FIR filters (taps ``h[0..L-1]``), or dense systems (``order`` or ``modes`` only).
+    order : int or array_like of int
+        McMillan degree per filter (broadcast over the batch), ``0 <= order <= L - 1``.
+        ``order=0`` is the direct term alone. A filter whose Hankel rank is lower (an exactly
+        low-order filter) gets its rank, flagged ``rank_capped`` in ``info``.
+    modes : int
+        Cap on compact modes (the GPU state size): the largest order whose model has at most
+        ``modes`` compact modes (a conjugate pair or a real pole each take one).
+    tol : float
+        Relative error tolerance in ``norm``: per filter the smallest order whose *achieved*
+        error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
+        for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
+        ``max_order``.
+    method : {"balanced"}
+        Square-root balanced truncation; see :mod:`mor.methods.balanced`. Options:
+        ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
+        (see :func:`mor.hankel_singular_values`).
+    norm : {"l2", "hinf"}
+        The norm of ``tol``.
+    max_order : int, optional
+        Largest order the ``tol`` search tries (default ``min(L - 1, 64)``).
+    on_fail : {"raise", "flag"}
+        What to do with a filter whose model fails (no order up to ``max_order`` meets ``tol``,
+        or a pole on or outside the unit circle): raise ``ValueError``, or give it order 0 and
+        say why in ``info["reason"]`` (``info["failed"]`` is true).
+    allow_unstable : bool
+        Keep models with poles of modulus ``>= 1`` instead of failing them.
+
+    Returns
+    -------
+    ModalSSM
+        With ``info`` holding, per filter: ``order``, the achieved ``l2``, ``tail`` and
+        ``hinf`` errors, ``aak`` (``sigma_{d+1}/max|H|``) and ``bt_bound``
+        (``2 sum_{i>d} sigma_i / max|H|``), ``met_tol``, ``rank_capped``, ``failed``,
+        ``reason``; and ``method`` and ``search``.
+    """
+    if on_fail not in ("raise", "flag"):
+        raise ValueError(f"on_fail must be 'raise' or 'flag', got {on_fail!r}")
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
+    given = [name for name, v in (("order", order), ("modes", modes), ("tol", tol))
+             if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of order, modes and tol (got {given or 'none'})")
+    norm = check_norm(norm)
+    if isinstance(h, StateSpace):
+        if tol is not None:
+            raise ValueError("tol needs FIR filters (its errors are defined on the taps); give "
+                             "order or modes for a StateSpace")
+        batch, size = h.shape, h.n_states
+        flat = StateSpace(h.a.reshape((-1, size, size)), h.b.reshape(-1, size),
+                          h.c.reshape(-1, size), h.d.reshape(-1))
+        build = METHODS[method].from_statespace
+    else:
+        h = as_filters(h)
+        batch, size = h.shape[:-1], h.shape[-1] - 1
+        flat = h.reshape(-1, size + 1)
+        build = METHODS[method].from_fir
+    f = int(np.prod(batch, dtype=np.int64))
+    info: dict[str, Any] = {"method": method + ("+dc_match" if method_options.get("dc_match")
+                                                 else "")}
+    reason = np.full(f, "", dtype=object)
+    met = None
+    if order is not None:
+        requested = np.broadcast_to(check_order(order, size + 1), batch).reshape(-1)
+        family = build(flat, int(requested.max(initial=0)), **method_options)
+        orders = np.minimum(requested, family.rank)
+        model = family.model(orders)
+        info["search"] = "order given"
+    elif modes is not None:
+        modes = int(check_order(modes, size + 1, "modes"))
+        cap = min(size, 2 * modes)
+        family = build(flat, cap, **method_options)
+        requested = np.minimum(np.full(f, cap), family.rank)
+        orders, model = _largest_within_modes(family, requested, modes)
+        info["search"] = f"largest order <= {cap} with at most {modes} modes"
+    else:
+        tol = check_tol(tol)
+        top = min(size, DEFAULT_MAX_ORDER) if max_order is None else int(
+            check_order(max_order, size + 1, "max_order"))
+        family = build(flat, top, **method_options)
+        requested = np.full(f, top)
+        orders, model, met, start = _smallest_meeting_tol(flat, family, tol, norm, top)
+        info["search"] = (f"orders scanned upward from a proven lower bound "
+                          f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}")
+        info["search_start"] = start.reshape(batch)
+        reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
+    if not allow_unstable:
+        unstable = ~ModalSSM.from_compact(*model).is_stable()
+        reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
+    failed = reason != ""
+    if failed.any() and on_fail == "raise":
+        bad = np.flatnonzero(failed)
+        where = "; ".join(f"filter {tuple(int(j) for j in np.unravel_index(i, batch))}: "
+                          f"{reason[i]}" for i in bad[:5])
+        raise ValueError(f"{bad.size} filter(s) failed ({where}{'; ...' if bad.size > 5 else ''})"
+                         "; pass on_fail='flag' to keep going")
+    poles, residues, direct = model
+    if failed.any():
+        poles[failed], residues[failed] = 0, 0
+        direct[failed] = family.d[failed]
+        orders = np.where(failed, 0, orders)
+    if isinstance(h, StateSpace):
+        errors = _system_errors(flat, family, (poles, residues, direct), orders)
+    else:
+        errors = model_errors(flat, poles, residues, direct, orders, family.hsv)
+    for key, value in errors.items():
+        info[key] = value.reshape(batch)
+    info["failed"] = failed.reshape(batch)
+    info["reason"] = reason.reshape(batch)
+    if met is None:
+        info["rank_capped"] = ((orders < requested) & ~failed).reshape(batch)
+    else:
+        info["met_tol"] = (met & ~failed).reshape(batch)
+    m = poles.shape[-1]
+    return ModalSSM.from_compact(poles.reshape(batch + (m,)), residues.reshape(batch + (m,)),
+                                 direct.reshape(batch), info=info)
+
+
+def _system_errors(sys: StateSpace, family, model, orders) -> dict[str, np.ndarray]:
+    """``hinf`` of reduced dense systems, with the exact AAK and BT bounds (full spectrum)."""
+    full = _freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
+    peak = _freq.peak_magnitude(full)[0]
+    err = _freq.peak_magnitude(_freq.Difference(full, _freq.ModalResponse(*model)))[0]
+    hsv = np.concatenate([family.hsv, np.zeros((orders.size, 1))], axis=1)
+    tail = np.cumsum(hsv[:, ::-1], axis=1)[:, ::-1]
+    idx = np.minimum(orders, hsv.shape[1] - 1)[:, None]
+    return {"order": orders.copy(), "peak": peak, "hinf": relative(err, peak),
+            "aak": relative(np.take_along_axis(hsv, idx, 1)[:, 0], peak),
+            "bt_bound": relative(2 * np.take_along_axis(tail, idx, 1)[:, 0], peak)}
+
+
+def _largest_within_modes(family, cap: np.ndarray, modes: int):
+    """Per filter the largest order ``<= cap`` whose model has at most ``modes`` compact modes."""
+    orders = cap.copy()
+    pending = np.arange(cap.size)
+    width = max(modes, 1)
+    poles = np.zeros((cap.size, width), dtype=np.complex128)
+    residues = np.zeros_like(poles)
+    direct = family.d.copy()
+    while pending.size:
+        p, r, d = family.model(orders[pending], pending)
+        fits = (r != 0).sum(axis=1) <= modes
+        done = pending[fits]
+        k = min(p.shape[1], width)
+        poles[done, :k] = p[fits][:, :k]
+        residues[done, :k] = r[fits][:, :k]
+        direct[done] = d[fits]
+        pending = pending[~fits]
+        orders[pending] -= 1
+    return orders, (poles, residues, direct)
+
+
+def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int):
+    """Scan orders upward per filter until the achieved ``norm`` error is ``<= tol``."""
+    f = h.shape[0]
+    hsv = family.hsv
+    limit = np.minimum(family.rank, top)
+    start = np.zeros(f, dtype=np.int64)
+    if norm == "hinf":
+        peak = _freq.peak_magnitude(_freq.FirResponse(h))[0]
+        above = np.concatenate([hsv, np.zeros((f, 1))], axis=1) > tol * peak[:, None]
+        start = np.minimum(np.argmin(above, axis=1), limit + 1)  # first sigma_{d+1} <= tol peak
+    orders = start.copy()
+    met = np.zeros(f, dtype=bool)
+    best = np.full(f, np.inf)
+    best_order = np.minimum(start, limit)
+    pending = np.flatnonzero(start <= limit)
+    while pending.size:
+        p, r, d = family.model(orders[pending], pending)
+        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,))[norm]
+        improved = err < best[pending]
+        best[pending[improved]] = err[improved]
+        best_order[pending[improved]] = orders[pending[improved]]
+        ok = err <= tol
+        met[pending[ok]] = True
+        orders[pending[~ok]] += 1
+        pending = pending[~ok & (orders[pending] <= limit[pending])]
+    final = np.where(met, orders, best_order)
+    return final, family.model(final), met, start

@@ -1,0 +1,386 @@
+"""``ModalSSM``: a batch of real discrete-time SISO systems in modal (pole-residue) form."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+
+from mor import _freq, _kernels
+from mor._gramians import hankel_values_from_factors, stein_factor
+
+_PAIR_RTOL = 1e-8
+
+
+class ModalSSM:
+    r"""A batch of real discrete-time SISO systems in modal form.
+
+    .. math::
+
+        H(z) = D + \sum_n \frac{R_n}{z - \lambda_n}, \qquad
+        h[0] = D, \quad h[k] = \sum_n R_n \lambda_n^{k-1} \ (k \ge 1).
+
+    Poles are real or come in conjugate pairs with conjugate residues, so that the impulse
+    response is real. ``poles`` and ``residues`` (shape ``(..., n)``) list every pole of the
+    real system (both members of a pair); ``n`` is the largest order in the batch and systems of
+    lower order are padded with zero residues at the end. ``order`` is the McMillan degree of
+    each system (a pair counts 2, for distinct poles), ``modes`` its number of compact modes
+    (a pair counts 1).
+
+    Parameters
+    ----------
+    poles, residues : array_like, complex, shape ``(..., n)``
+        Conjugate-closed poles and residues (checked to a relative ``1e-8``; the pairs are then
+        made exactly conjugate). Modes with a zero residue are padding.
+    direct : array_like, real, shape ``(...)``
+        Direct term ``D = h[0]``.
+    info : dict, optional
+        What produced the model (method, flags, achieved errors); arrays of the batch shape are
+        indexed with the batch.
+
+    Notes
+    -----
+    Internally the batch is kept in compact form, one mode per pair (residue ``2 R``) or real
+    pole, sorted by decreasing H2 weight ``|R| / sqrt(1 - |lambda|^2)``; see :meth:`compact`.
+    """
+
+    def __init__(self, poles, residues, direct, *, info: dict[str, Any] | None = None):
+        poles = np.asarray(poles, dtype=np.complex128)
+        residues = np.asarray(residues, dtype=np.complex128)
+        direct = np.asarray(direct)
+        if np.iscomplexobj(direct):
+            raise ValueError("direct must be real")
+        direct = direct.astype(np.float64)
+        if poles.ndim == 0 or poles.shape != residues.shape:
+            raise ValueError(f"poles and residues must have the same shape (..., n), got "
+                             f"{poles.shape} and {residues.shape}")
+        if direct.shape != poles.shape[:-1]:
+            raise ValueError(f"direct must have the batch shape {poles.shape[:-1]}, got "
+                             f"{direct.shape}")
+        for name, arr in (("poles", poles), ("residues", residues), ("direct", direct)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} has NaN or Inf entries")
+        pc, rc = _compact_from_full(poles.reshape(-1, poles.shape[-1]),
+                                    residues.reshape(-1, poles.shape[-1]))
+        self._set(pc.reshape(poles.shape[:-1] + pc.shape[-1:]),
+                  rc.reshape(poles.shape[:-1] + pc.shape[-1:]), direct, info)
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_compact(cls, poles, residues, direct, *, info: dict[str, Any] | None = None
+                     ) -> "ModalSSM":
+        r"""Build from the compact form ``h[k] = Re \sum_n R'_n \lambda_n^{k-1}`` (``k >= 1``).
+
+        A mode with a non-real pole stands for the pair ``(lambda, conj(lambda))`` with residues
+        ``(R'/2, conj(R')/2)``; a real pole keeps the real part of its residue.
+        """
+        poles = np.asarray(poles, dtype=np.complex128)
+        residues = np.asarray(residues, dtype=np.complex128)
+        direct = np.asarray(direct, dtype=np.float64)
+        if poles.ndim == 0 or poles.shape != residues.shape or direct.shape != poles.shape[:-1]:
+            raise ValueError(f"need poles, residues of shape (..., m) and direct of shape (...), "
+                             f"got {poles.shape}, {residues.shape}, {direct.shape}")
+        for name, arr in (("poles", poles), ("residues", residues), ("direct", direct)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} has NaN or Inf entries")
+        residues = np.where(poles.imag == 0, residues.real, residues)
+        obj = cls.__new__(cls)
+        obj._set(poles, residues, direct, info)
+        return obj
+
+    @classmethod
+    def from_dense(cls, a, b, c, d, *, info: dict[str, Any] | None = None) -> "ModalSSM":
+        r"""Diagonalise real dense systems ``(A, B, C, D)`` (batched: ``A`` of shape ``(..., n, n)``).
+
+        ``A = T \Lambda T^{-1}`` gives residues ``R = (C T) \odot (T^{-1} B)``. The modal form is
+        as accurate as the eigenvector matrix ``T`` is well conditioned; a defective ``A``
+        raises ``ValueError``.
+        """
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
+            raise ValueError(f"A must have shape (..., n, n), got {a.shape}")
+        n = a.shape[-1]
+        b = np.asarray(b, dtype=np.float64).reshape(a.shape[:-1])
+        c = np.asarray(c, dtype=np.float64).reshape(a.shape[:-1])
+        d = np.asarray(d, dtype=np.float64).reshape(a.shape[:-2])
+        if n == 0:
+            empty = np.zeros(a.shape[:-2] + (0,), dtype=np.complex128)
+            return cls.from_compact(empty, empty, d, info=info)
+        lam, t = np.linalg.eig(a)
+        try:
+            tb = np.linalg.solve(t, b[..., None].astype(np.complex128))[..., 0]
+        except np.linalg.LinAlgError as exc:
+            raise ValueError("A is defective (no basis of eigenvectors): no modal form") from exc
+        res = np.einsum("...i,...ij->...j", c, t) * tb
+        # LAPACK returns conjugate pairs of a real matrix consecutively, positive imaginary part
+        # first: keep that member with the residue doubled, and the real poles as they are.
+        keep = lam.imag >= 0
+        res = np.where(lam.imag > 0, 2 * res, res.real)
+        res = np.where(keep, res, 0)
+        lam = np.where(keep, lam, 0)
+        return cls.from_compact(lam, res, d, info=info)
+
+    def _set(self, poles_c, residues_c, direct, info):
+        live = residues_c != 0
+        weight = np.zeros(poles_c.shape)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight[live] = np.abs(residues_c[live]) / np.sqrt(
+                np.maximum(1.0 - np.abs(poles_c[live]) ** 2, 0.0))
+        weight[live & np.isnan(weight)] = np.inf
+        weight[~live] = -1.0
+        perm = np.argsort(-weight, axis=-1, kind="stable")
+        poles_c = np.take_along_axis(np.where(live, poles_c, 0), perm, axis=-1)
+        residues_c = np.take_along_axis(residues_c, perm, axis=-1)
+        m = int(live.sum(axis=-1).max(initial=0))
+        self._poles_c = np.ascontiguousarray(poles_c[..., :m])
+        self._residues_c = np.ascontiguousarray(residues_c[..., :m])
+        self._direct = direct
+        self.info: dict[str, Any] = dict(info or {})
+
+    # ------------------------------------------------------------------ shape and forms
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Batch shape."""
+        return self._direct.shape
+
+    @property
+    def direct(self) -> np.ndarray:
+        """Direct term ``D = h[0]``, shape ``(...)``."""
+        return self._direct
+
+    @property
+    def modes(self) -> np.ndarray:
+        """Number of compact modes of each system (a conjugate pair counts 1)."""
+        return (self._residues_c != 0).sum(axis=-1)
+
+    @property
+    def order(self) -> np.ndarray:
+        """McMillan degree of each real system (a conjugate pair counts 2)."""
+        live = self._residues_c != 0
+        return (live * np.where(self._poles_c.imag != 0, 2, 1)).sum(axis=-1)
+
+    def compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        r"""``(poles, residues, direct)`` with ``h[k] = Re \sum_n R'_n \lambda_n^{k-1}``.
+
+        One mode per conjugate pair (residue doubled) or real pole: the form GPU recurrences
+        run. Shape ``(..., m)`` with ``m`` the largest number of modes in the batch; padded modes
+        have zero pole and residue.
+        """
+        return self._poles_c.copy(), self._residues_c.copy(), self._direct.copy()
+
+    @property
+    def poles(self) -> np.ndarray:
+        """All poles of each real system (both members of a pair), shape ``(..., n)``."""
+        return self._full()[0]
+
+    @property
+    def residues(self) -> np.ndarray:
+        """Residues matching :attr:`poles`, shape ``(..., n)``."""
+        return self._full()[1]
+
+    def _full(self) -> tuple[np.ndarray, np.ndarray]:
+        pc, rc = self._poles_c, self._residues_c
+        pair = pc.imag != 0
+        first_r = np.where(pair, rc / 2, rc)
+        second_p = np.where(pair, np.conj(pc), 0)
+        second_r = np.where(pair, np.conj(rc) / 2, 0)
+        p = np.stack([pc, second_p], axis=-1).reshape(pc.shape[:-1] + (-1,))
+        r = np.stack([first_r, second_r], axis=-1).reshape(p.shape)
+        perm = np.argsort(r == 0, axis=-1, kind="stable")
+        n = int(self.order.max(initial=0))
+        return (np.take_along_axis(p, perm, axis=-1)[..., :n],
+                np.take_along_axis(r, perm, axis=-1)[..., :n])
+
+    def _flat_compact(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        f, m = int(np.prod(self.shape, dtype=np.int64)), self._poles_c.shape[-1]
+        return (self._poles_c.reshape(f, m), self._residues_c.reshape(f, m),
+                self._direct.reshape(f))
+
+    def __len__(self) -> int:
+        if not self.shape:
+            raise TypeError("len() of a single system (empty batch shape)")
+        return self.shape[0]
+
+    def __getitem__(self, key) -> "ModalSSM":
+        if not self.shape:
+            raise IndexError("a single system cannot be indexed")
+        size = int(np.prod(self.shape, dtype=np.int64))
+        sel = np.arange(size).reshape(self.shape)[key]
+        flat = sel.reshape(-1)
+        pc, rc, d = self._flat_compact()
+        info = {}
+        for k, v in self.info.items():
+            if isinstance(v, np.ndarray) and v.shape[: len(self.shape)] == self.shape:
+                v = v.reshape((size,) + v.shape[len(self.shape):])[flat]
+                v = v.reshape(sel.shape + v.shape[1:])
+            info[k] = v
+        return ModalSSM.from_compact(pc[flat].reshape(sel.shape + (-1,)),
+                                     rc[flat].reshape(sel.shape + (-1,)),
+                                     d[flat].reshape(sel.shape), info=info)
+
+    def __repr__(self) -> str:
+        order = self.order
+        return (f"ModalSSM(shape={self.shape}, order {order.min(initial=0)}.."
+                f"{order.max(initial=0)}, modes <= {self._poles_c.shape[-1]})")
+
+    # ------------------------------------------------------------------ responses and norms
+    def impulse(self, length: int, *, kernel: str = "numba") -> np.ndarray:
+        r"""Impulse response ``h[0..L-1]``, shape ``(..., L)``.
+
+        ``kernel="numba"`` accumulates powers in a compiled loop (``O(m L)`` per system);
+        ``kernel="numpy"`` is the reference with explicit powers (``O(m L)`` memory).
+        """
+        length = int(length)
+        if length < 0:
+            raise ValueError(f"length must be >= 0, got {length}")
+        fn = {"numba": _kernels.impulse_compact,
+              "numpy": _kernels.impulse_compact_reference}.get(kernel)
+        if fn is None:
+            raise ValueError(f"kernel must be 'numba' or 'numpy', got {kernel!r}")
+        return fn(*self._flat_compact(), length).reshape(self.shape + (length,))
+
+    def freqresp(self, w) -> np.ndarray:
+        r"""Frequency response ``H(e^{i w}) = D + \sum_n R_n / (e^{iw} - \lambda_n)``.
+
+        ``w`` (radians per sample) has shape ``(K,)``; the result has shape ``(..., K)``.
+        """
+        w = np.asarray(w, dtype=np.float64)
+        if w.ndim != 1:
+            raise ValueError(f"w must be 1-D, got shape {w.shape}")
+        pc, rc, d = self._flat_compact()
+        ww = np.broadcast_to(w, (pc.shape[0], w.size))
+        return _freq.modal_response_at(pc, rc, d, ww).reshape(self.shape + (w.size,))
+
+    def is_stable(self, margin: float = 0.0) -> np.ndarray:
+        """``True`` where every live pole has ``|lambda| < 1 - margin``."""
+        live = self._residues_c != 0
+        return ~((np.abs(self._poles_c) >= 1.0 - margin) & live).any(axis=-1)
+
+    def _require_stable(self, what: str) -> None:
+        if not np.all(self.is_stable()):
+            bad = tuple(int(i) for i in np.argwhere(~np.atleast_1d(self.is_stable()))[0])
+            raise ValueError(f"{what} is defined for stable systems only; system {bad} has a "
+                             f"pole with |lambda| >= 1")
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
+        """Gramian factors ``(L_c, L_o)`` of the diagonal realisation ``(Lambda, 1, R)``."""
+        p, r = self._full()
+        lc = stein_factor(p, np.ones(p.shape + (1,), dtype=np.complex128))
+        lo = stein_factor(np.conj(p), np.conj(r)[..., None])
+        return lc, lo
+
+    def h2_norm(self) -> np.ndarray:
+        r"""``||h||_2 = (D^2 + \sum_{k \ge 1} h[k]^2)^{1/2}`` over the infinite response.
+
+        Computed as ``(D^2 + ||L_c^H C^H||^2)^{1/2}`` with ``L_c`` the square-root factor of the
+        controllability Gramian of the diagonal realisation (no cancellation).
+        """
+        self._require_stable("the H2 norm")
+        p, r = self._full()
+        lc = stein_factor(p, np.ones(p.shape + (1,), dtype=np.complex128))
+        strictly = np.linalg.norm(np.einsum("...i,...ij->...j", r, lc), axis=-1)
+        return np.hypot(self._direct, strictly)
+
+    def tail_norm(self, length: int) -> np.ndarray:
+        r"""``||h[L:]||_2 = ||L_o^H \lambda^{L-1}||``: what the system emits after lag ``L``."""
+        self._require_stable("the tail norm")
+        length = int(length)
+        if length < 1:
+            return self.h2_norm()
+        p, r = self._full()
+        lo = stein_factor(np.conj(p), np.conj(r)[..., None])
+        state = p ** (length - 1)
+        return np.linalg.norm(np.einsum("...ij,...i->...j", np.conj(lo), state), axis=-1)
+
+    def hinf_norm(self) -> np.ndarray:
+        r"""``max_w |H(e^{iw})|``: exact dense grid, refined by golden section near the peaks.
+
+        ``inf`` for a system with a pole on or outside the unit circle.
+        """
+        pc, rc, d = self._flat_compact()
+        peak, _ = _freq.peak_magnitude(_freq.ModalResponse(pc, rc, d))
+        return peak.reshape(self.shape)
+
+    def hankel_singular_values(self) -> np.ndarray:
+        r"""Hankel singular values ``sigma(L_o^H L_c)`` from the modal Gramians, ``(..., n)``.
+
+        ``P = L_c L_c^H`` and ``Q = L_o L_o^H`` solve the Stein equations of the diagonal
+        realisation; see :mod:`mor._gramians` for the square-root accuracy.
+        """
+        self._require_stable("Hankel singular values")
+        lc, lo = self._factors()
+        return hankel_values_from_factors(lc, lo)
+
+    # ------------------------------------------------------------------ conversions
+    def to_dense(self):
+        r"""Real block-diagonal :class:`~mor.StateSpace` ``(A, B, C, D)``.
+
+        A pair ``(\lambda = a + ib, R'/2)`` becomes the block ``[[a, -b], [b, a]]`` with
+        ``B = (1, 0)`` and ``C = (Re R', -Im R')``; a real pole the scalar ``\lambda`` with
+        ``B = 1``, ``C = R'``. Padding gives zero blocks.
+        """
+        from mor.statespace import StateSpace
+
+        pc, rc, d = self._flat_compact()
+        n = int(self.order.max(initial=0))
+        f = pc.shape[0]
+        a = np.zeros((f, n, n))
+        b = np.zeros((f, n))
+        c = np.zeros((f, n))
+        for i in range(f):
+            j = 0
+            for lam, res in zip(pc[i], rc[i]):
+                if res == 0:
+                    continue
+                if lam.imag != 0:
+                    a[i, j:j + 2, j:j + 2] = [[lam.real, -lam.imag], [lam.imag, lam.real]]
+                    b[i, j] = 1.0
+                    c[i, j:j + 2] = [res.real, -res.imag]
+                    j += 2
+                else:
+                    a[i, j, j] = lam.real
+                    b[i, j] = 1.0
+                    c[i, j] = res.real
+                    j += 1
+        return StateSpace(a.reshape(self.shape + (n, n)), b.reshape(self.shape + (n,)),
+                          c.reshape(self.shape + (n,)), d.reshape(self.shape))
+
+    def save(self, path) -> None:
+        """Write the batch to a versioned ``.npz`` file; see :func:`mor.load`."""
+        from mor.io import save_modal
+
+        save_modal(self, path)
+
+
+def _compact_from_full(poles: np.ndarray, residues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Compact form of a flat batch ``(F, n)`` of conjugate-closed modes (validated)."""
+    f, n = poles.shape
+    pc = np.zeros((f, n), dtype=np.complex128)
+    rc = np.zeros((f, n), dtype=np.complex128)
+    for i in range(f):
+        live = residues[i] != 0
+        p, r = poles[i, live], residues[i, live]
+        rscale = np.abs(r).max(initial=0.0)
+        pscale = max(1.0, np.abs(p).max(initial=0.0))
+        real = p.imag == 0
+        if np.any(np.abs(r[real].imag) > _PAIR_RTOL * rscale):
+            raise ValueError(f"system {i}: a real pole has a complex residue (the impulse "
+                             f"response would be complex)")
+        up, down = p.imag > 0, p.imag < 0
+        pu, ru, pd, rd = p[up], r[up], np.conj(p[down]), np.conj(r[down])
+        if pu.size != pd.size:
+            raise ValueError(f"system {i}: poles are not closed under conjugation")
+        if pu.size:
+            rows, cols = scipy.optimize.linear_sum_assignment(np.abs(pu[:, None] - pd[None, :]))
+            pd, rd = pd[cols], rd[cols]
+            if (np.abs(pu - pd).max() > _PAIR_RTOL * pscale
+                    or np.abs(ru - rd).max() > _PAIR_RTOL * rscale):
+                raise ValueError(f"system {i}: poles or residues are not closed under "
+                                 f"conjugation (the impulse response would be complex)")
+        k = pu.size
+        pc[i, :k] = (pu + pd) / 2
+        rc[i, :k] = ru + rd
+        pc[i, k:k + real.sum()] = p[real].real
+        rc[i, k:k + real.sum()] = r[real].real
+    return pc, rc
