@@ -15,6 +15,8 @@ from mor.statespace import StateSpace
 
 METHODS = {"balanced": BalancedFamily}
 DEFAULT_MAX_ORDER = 64
+#: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
+CONVERSION_RTOL = 1e-6
 
 
 def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
@@ -115,6 +117,11 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
                           f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}")
         info["search_start"] = start.reshape(batch)
         reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
+    *model, lost = model
+    inaccurate = (lost > CONVERSION_RTOL) & (reason == "") & (met is None)
+    for i in np.flatnonzero(inaccurate):
+        reason[i] = (f"near-defective poles: the modal form is off by {lost[i]:.1e} (relative) "
+                     f"on the Markov parameters; try a lower order")
     if not allow_unstable:
         unstable = ~ModalSSM.from_compact(*model).is_stable()
         reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
@@ -130,12 +137,14 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         poles[failed], residues[failed] = 0, 0
         direct[failed] = family.d[failed]
         orders = np.where(failed, 0, orders)
+        lost[failed] = 0.0
     if isinstance(h, StateSpace):
         errors = _system_errors(flat, family, (poles, residues, direct), orders)
     else:
         errors = model_errors(flat, poles, residues, direct, orders, family.hsv)
     for key, value in errors.items():
         info[key] = value.reshape(batch)
+    info["conversion_error"] = lost.reshape(batch)
     info["failed"] = failed.reshape(batch)
     info["reason"] = reason.reshape(batch)
     if met is None:
@@ -168,17 +177,19 @@ def _largest_within_modes(family, cap: np.ndarray, modes: int):
     poles = np.zeros((cap.size, width), dtype=np.complex128)
     residues = np.zeros_like(poles)
     direct = family.d.copy()
+    lost = np.zeros(cap.size)
     while pending.size:
-        p, r, d = family.model(orders[pending], pending)
+        p, r, d, e = family.model(orders[pending], pending)
         fits = (r != 0).sum(axis=1) <= modes
         done = pending[fits]
         k = min(p.shape[1], width)
         poles[done, :k] = p[fits][:, :k]
         residues[done, :k] = r[fits][:, :k]
         direct[done] = d[fits]
+        lost[done] = e[fits]
         pending = pending[~fits]
         orders[pending] -= 1
-    return orders, (poles, residues, direct)
+    return orders, (poles, residues, direct, lost)
 
 
 def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int):
@@ -197,7 +208,7 @@ def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int
     best_order = np.minimum(start, limit)
     pending = np.flatnonzero(start <= limit)
     while pending.size:
-        p, r, d = family.model(orders[pending], pending)
+        p, r, d, _ = family.model(orders[pending], pending)
         err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,))[norm]
         improved = err < best[pending]
         best[pending[improved]] = err[improved]

@@ -94,8 +94,9 @@ class ModalSSM:
         r"""Diagonalise real dense systems ``(A, B, C, D)`` (batched: ``A`` of shape ``(..., n, n)``).
 
         ``A = T \Lambda T^{-1}`` gives residues ``R = (C T) \odot (T^{-1} B)``. The modal form is
-        as accurate as the eigenvector matrix ``T`` is well conditioned; a defective ``A``
-        raises ``ValueError``.
+        as accurate as the eigenvector matrix ``T`` is well conditioned: ``info`` receives
+        ``conversion_error``, the relative difference of the Markov parameters ``C A^k B``
+        (``k < 2n``) of the two forms. A singular ``T`` raises ``ValueError``.
         """
         a = np.asarray(a, dtype=np.float64)
         if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
@@ -106,7 +107,9 @@ class ModalSSM:
         d = np.asarray(d, dtype=np.float64).reshape(a.shape[:-2])
         if n == 0:
             empty = np.zeros(a.shape[:-2] + (0,), dtype=np.complex128)
-            return cls.from_compact(empty, empty, d, info=info)
+            ssm = cls.from_compact(empty, empty, d, info=info)
+            ssm.info.setdefault("conversion_error", np.zeros(a.shape[:-2]))
+            return ssm
         lam, t = np.linalg.eig(a)
         try:
             tb = np.linalg.solve(t, b[..., None].astype(np.complex128))[..., 0]
@@ -119,7 +122,20 @@ class ModalSSM:
         res = np.where(lam.imag > 0, 2 * res, res.real)
         res = np.where(keep, res, 0)
         lam = np.where(keep, lam, 0)
-        return cls.from_compact(lam, res, d, info=info)
+        ssm = cls.from_compact(lam, res, d, info=info)
+        # Near-defective A (clustered poles; an FIR filter's own realisation is nilpotent) makes
+        # the eigenvector matrix ill-conditioned: measure what the conversion lost on the
+        # Markov parameters C A^k B, k < 2n, which determine an order-n system.
+        markov = np.empty(a.shape[:-2] + (2 * n,))
+        x = b
+        for k in range(2 * n):
+            markov[..., k] = np.einsum("...i,...i->...", c, x)
+            x = np.einsum("...ij,...j->...i", a, x)
+        scale = np.linalg.norm(markov, axis=-1)
+        lost = np.linalg.norm(ssm.impulse(2 * n + 1)[..., 1:] - markov, axis=-1)
+        ssm.info.setdefault("conversion_error", np.divide(
+            lost, scale, out=np.where(lost > 0, np.inf, 0.0), where=scale > 0))
+        return ssm
 
     def _set(self, poles_c, residues_c, direct, info):
         live = residues_c != 0

@@ -32,9 +32,11 @@ Singular perturbation (``dc_match=True``) replaces truncation of the discarded s
     D_d = D + C_2 (I - A_{22})^{-1} B_2,
 
 which matches the DC gain ``H(1)`` of the balanced model it starts from, keeps stability and
-the same ``2 sum sigma`` bound, and refits the direct term. For FIR filters it starts from the
-balanced model of an intermediate order ``r`` (``2 d`` or ``d + 32``, at most ``L - 1``): the DC
-gain matched is that model's, within ``2 sum_{i>r} sigma_i`` of the filter's.
+the same ``2 sum sigma`` bound, and refits the direct term. For FIR filters on the dense
+Hankel path it starts from the whole balanced realisation (all states above the spectrum's
+rounding floor), so the filter's own DC gain is matched; on the Krylov path from the balanced
+model of an intermediate order ``r = max(2 d, d + 32)``, whose DC gain is within
+``2 sum_{i>r} sigma_i`` of the filter's.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from __future__ import annotations
 import numpy as np
 
 from mor._linalg import svd_gesvd
-from mor.hankel import KRYLOV_RTOL, hankel_svd
+from mor.hankel import DENSE_MAX_SIZE, KRYLOV_RTOL, hankel_svd
 from mor.ssm import ModalSSM
 
 
@@ -69,9 +71,16 @@ class BalancedFamily:
                  hankel_method: str = "auto", rtol: float = KRYLOV_RTOL) -> "BalancedFamily":
         """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states."""
         size = h.shape[-1] - 1
-        keep = min(size, max(2 * max_order, max_order + 32)) if dc_match else max_order
+        keep = max_order
+        if dc_match:
+            whole = hankel_method == "dense" or size <= DENSE_MAX_SIZE
+            keep = size if whole else min(size, max(2 * max_order, max_order + 32))
         k = min(size, keep + 1)
         s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol)
+        if keep == 0:
+            f = h.shape[0]
+            return cls(np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), h[:, 0].copy(),
+                       s, np.zeros(f, dtype=np.int64), dc_match=dc_match)
         floor = 10 * max(rtol, size * np.finfo(float).eps)
         rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
         r = keep
@@ -95,10 +104,12 @@ class BalancedFamily:
         return cls(a, b, c, d, s, np.minimum(rank, n), dc_match=dc_match)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Compact modal arrays ``(poles, residues, direct)`` of the models of given orders.
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Compact modal models of given orders: ``(poles, residues, direct, conversion_error)``.
 
         ``orders`` (``(F',)``, at most :attr:`rank`) for the filters ``which`` (all by default).
+        ``conversion_error`` is what diagonalising the balanced realisation lost (see
+        :meth:`ModalSSM.from_dense`).
         """
         which = np.arange(self.d.shape[0]) if which is None else which
         f = orders.shape[0]
@@ -107,6 +118,7 @@ class BalancedFamily:
         poles = np.zeros((f, width), dtype=np.complex128)
         residues = np.zeros((f, width), dtype=np.complex128)
         direct = self.d[which].copy()
+        lost = np.zeros(f)
         for order, idx in groups.items():
             a, b, c, d = self._realization(order, which[idx])
             ssm = ModalSSM.from_dense(a, b, c, d)
@@ -114,7 +126,8 @@ class BalancedFamily:
             poles[idx, : pc.shape[1]] = pc
             residues[idx, : pc.shape[1]] = rc
             direct[idx] = dc
-        return poles, residues, direct
+            lost[idx] = ssm.info["conversion_error"]
+        return poles, residues, direct, lost
 
     def _realization(self, order: int, idx: np.ndarray):
         a, b, c, d = self.a[idx], self.b[idx], self.c[idx], self.d[idx]

@@ -1,0 +1,114 @@
+"""Hankel spectrum: dense and matrix-free paths, exact-order filters, bounds."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, strategies as st
+
+import mor
+from mor.demo import hyena_like_filters
+from mor.hankel import hankel_matrix, hankel_svd
+from systems import decayed_length, stable_modal
+
+
+def test_hankel_matrix_convention():
+    h = np.arange(1.0, 6.0)  # h[0..4]
+    expected = scipy.linalg.hankel(h[1:])  # H[i, j] = h[i + j + 1], zero below the anti-diagonal
+    np.testing.assert_array_equal(hankel_matrix(h), expected)
+
+
+def test_dense_matches_scipy_svdvals():
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((3, 90))
+    ref = np.stack([scipy.linalg.svdvals(scipy.linalg.hankel(x[1:])) for x in h])
+    assert np.all(np.abs(mor.hankel_singular_values(h) - ref) <= 1e-12 * ref[:, :1])
+
+
+@pytest.mark.parametrize("length", [400, 1025])
+def test_krylov_agrees_with_dense(length):
+    h = hyena_like_filters(3, length, seed=length)
+    dense, _, _ = hankel_svd(h, 40, method="dense", vectors=False)
+    krylov, u, v = hankel_svd(h, 40, method="krylov")
+    assert np.all(np.abs(krylov - dense) <= 1e-10 * dense[:, :1])
+    # the vectors are singular vectors: H v = sigma u
+    big = hankel_matrix(h[0])
+    resid = np.linalg.norm(big @ v[0] - u[0] * krylov[0], axis=0)
+    assert resid.max() <= 1e-7 * krylov[0, 0]
+
+
+def test_krylov_agrees_with_dense_on_trained_filters(trained_filters):
+    h = trained_filters[:, 7, :1024]  # one channel per layer, first 1024 taps
+    dense, _, _ = hankel_svd(h, 64, method="dense", vectors=False)
+    krylov, _, _ = hankel_svd(h, 64, method="krylov", vectors=False)
+    assert np.all(np.abs(krylov - dense) <= 1e-10 * dense[:, :1])
+
+
+def test_krylov_exactly_low_rank_and_zero():
+    lam = np.array([0.9, -0.5, 0.3])
+    h = np.concatenate([[0.0], (np.array([1.0, 2.0, -1.0]) * lam ** np.arange(600)[:, None]).sum(1)])
+    s = mor.hankel_singular_values(np.stack([h, 0 * h]), 20, method="krylov")
+    assert np.all(s[0, 3:] <= 1e-12 * s[0, 0]) and np.all(s[1] == 0)
+
+
+@given(stable_modal())
+def test_exact_order_filters_have_a_gap(ssm):
+    """A stable order-n filter, truncated where its l1 tail is < 1e-13: sigma_{n+1} <= 1e-10 sigma_1."""
+    n = int(ssm.order)
+    length = max(decayed_length(ssm), n + 2)
+    h = ssm.impulse(length)
+    s = mor.hankel_singular_values(h, n + 1)
+    assert s[n] <= 1e-10 * s[0]
+    # and the filter's leading values are the system's own (square-root Gramians)
+    np.testing.assert_allclose(s[:n], ssm.hankel_singular_values(), rtol=1e-6,
+                               atol=1e-11 * s[0])
+
+
+def test_hsv_of_system_objects():
+    ssm = mor.ModalSSM.from_compact([0.5, 0.8j], [1.0, 0.5 + 0.1j], 0.0)
+    np.testing.assert_allclose(mor.hankel_singular_values(ssm), ssm.hankel_singular_values())
+    dense = ssm.to_dense()
+    np.testing.assert_allclose(mor.hankel_singular_values(dense, 2),
+                               ssm.hankel_singular_values()[:2], rtol=1e-10)
+
+
+class TestBounds:
+    def test_full_spectrum_bounds(self):
+        rng = np.random.default_rng(5)
+        h = rng.standard_normal((2, 50)) * 0.9 ** np.arange(50)
+        b = mor.error_bounds(h)
+        s = mor.hankel_singular_values(h)
+        assert b.exact_tail
+        np.testing.assert_allclose(b.aak, s)
+        np.testing.assert_allclose(b.bt[:, 3], 2 * s[:, 3:].sum(1))
+        np.testing.assert_allclose(b.bt[:, -1], 2 * s[:, -1])
+
+    def test_partial_spectrum_bound_is_certified(self):
+        rng = np.random.default_rng(6)
+        h = rng.standard_normal((3, 120)) * 0.95 ** np.arange(120)
+        full, part = mor.error_bounds(h), mor.error_bounds(h, max_order=10)
+        assert not part.exact_tail and part.bt.shape == (3, 11)
+        assert np.all(part.bt >= full.bt[:, :11] * (1 - 1e-12))
+
+    def test_frobenius_identity(self):
+        rng = np.random.default_rng(7)
+        h = rng.standard_normal(33)
+        from mor.bounds import hankel_frobenius_sq
+        np.testing.assert_allclose(hankel_frobenius_sq(h), np.sum(hankel_matrix(h) ** 2))
+
+    def test_order_range(self):
+        with pytest.raises(ValueError, match="max_order"):
+            mor.error_bounds(np.ones(10), max_order=9)
+        with pytest.raises(ValueError, match="length 1"):
+            mor.error_bounds(np.ones(1))
+
+
+@given(st.integers(2, 60), st.integers(0, 2**31))
+def test_hsv_invariant_under_scaling_and_sign(length, seed):
+    h = np.random.default_rng(seed).standard_normal(length)
+    s = mor.hankel_singular_values(h)
+    np.testing.assert_allclose(mor.hankel_singular_values(-3 * h), 3 * s, rtol=1e-10,
+                               atol=1e-12 * max(s.max(initial=0), 1))
+    # h[0] (the direct term) does not enter the Hankel matrix
+    g = h.copy()
+    g[0] += 5
+    np.testing.assert_array_equal(mor.hankel_singular_values(g), s)

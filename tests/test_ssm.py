@@ -1,0 +1,188 @@
+"""ModalSSM: forms, kernels, norms, indexing and files."""
+
+import numpy as np
+import pytest
+import scipy.signal
+from hypothesis import given
+
+import mor
+from mor import _kernels
+from systems import stable_modal
+
+
+def _example():
+    return mor.ModalSSM.from_compact(
+        np.array([[0.9 * np.exp(0.3j), -0.5, 0.7j], [0.99 * np.exp(2j), 0.2, 0]]),
+        np.array([[1.0 - 0.5j, 0.3, 0.2 + 0.1j], [0.05 + 0.02j, -1.0, 0]]),
+        np.array([0.1, -0.4]))
+
+
+def test_orders_modes_and_full_form():
+    ssm = _example()
+    np.testing.assert_array_equal(ssm.order, [5, 3])
+    np.testing.assert_array_equal(ssm.modes, [3, 2])
+    p, r = ssm.poles, ssm.residues
+    assert p.shape == (2, 5)
+    # conjugate-closed; padding at the end with zero residue
+    for pi, ri, n in zip(p, r, ssm.order):
+        live = ri != 0
+        assert live.sum() == n
+        np.testing.assert_allclose(np.sort_complex(pi[live]), np.sort_complex(np.conj(pi[live])))
+    rebuilt = mor.ModalSSM(p, r, ssm.direct)
+    np.testing.assert_allclose(rebuilt.impulse(50), ssm.impulse(50), atol=1e-14)
+
+
+def test_rejects_non_conjugate_closed():
+    with pytest.raises(ValueError, match="conjugation"):
+        mor.ModalSSM([0.5j, -0.4j], [1.0, 1.0], 0.0)
+    with pytest.raises(ValueError, match="conjugation"):
+        mor.ModalSSM([0.5j, -0.5j], [1.0 + 1j, 1.0 + 1j], 0.0)
+    with pytest.raises(ValueError, match="complex residue"):
+        mor.ModalSSM([0.5], [1.0 + 1j], 0.0)
+    with pytest.raises(ValueError, match="same shape"):
+        mor.ModalSSM([0.5], [1.0, 2.0], 0.0)
+    with pytest.raises(ValueError, match="NaN"):
+        mor.ModalSSM([np.nan], [1.0], 0.0)
+    with pytest.raises(ValueError, match="batch shape"):
+        mor.ModalSSM([[0.5]], [[1.0]], [0.0, 1.0])
+
+
+def test_impulse_convention():
+    ssm = mor.ModalSSM.from_compact([0.5], [2.0], 3.0)
+    np.testing.assert_allclose(ssm.impulse(4), [3.0, 2.0, 1.0, 0.5])
+
+
+@given(stable_modal())
+def test_numba_and_numpy_kernels_agree(ssm):
+    np.testing.assert_allclose(ssm.impulse(300, kernel="numba"), ssm.impulse(300, kernel="numpy"),
+                               rtol=1e-11, atol=1e-13)
+
+
+def test_fir_dtft_kernel_agrees_with_reference():
+    rng = np.random.default_rng(0)
+    h, w = rng.standard_normal((3, 200)), rng.uniform(0, np.pi, (3, 7))
+    np.testing.assert_allclose(_kernels.fir_dtft(h, w), _kernels.fir_dtft_reference(h, w),
+                               rtol=1e-11, atol=1e-11)
+
+
+@given(stable_modal())
+def test_dense_modal_compact_forms_agree(ssm):
+    length = 200
+    h = ssm.impulse(length)
+    dense = ssm.to_dense()
+    np.testing.assert_allclose(dense.impulse(length), h, atol=1e-12)
+    back = mor.ModalSSM.from_dense(dense.a, dense.b, dense.c, dense.d)
+    np.testing.assert_allclose(back.impulse(length), h, atol=1e-9)
+    p, r, d = ssm.compact()
+    k = np.arange(1, length)
+    np.testing.assert_allclose(d + 0 * k[:1], h[0])
+    np.testing.assert_allclose(np.real((r[:, None] * p[:, None] ** (k - 1)).sum(0)), h[1:],
+                               atol=1e-12)
+    full = (ssm.residues[:, None] * ssm.poles[:, None] ** (k - 1)).sum(0)
+    np.testing.assert_allclose(full.real, h[1:], atol=1e-12)
+    assert np.abs(full.imag).max() <= 1e-12
+
+
+@given(stable_modal())
+def test_freqresp_is_the_dtft_of_the_impulse(ssm):
+    w = np.linspace(0, np.pi, 17)
+    length = 4000
+    h = ssm.impulse(length)
+    dtft = (h * np.exp(-1j * w[:, None] * np.arange(length))).sum(1)
+    np.testing.assert_allclose(ssm.freqresp(w), dtft, atol=1e-9 * np.abs(dtft).max())
+
+
+@given(stable_modal(max_modulus=0.97))
+def test_norms(ssm):
+    h = ssm.impulse(20000)
+    np.testing.assert_allclose(ssm.h2_norm(), np.linalg.norm(h), rtol=1e-10)
+    np.testing.assert_allclose(ssm.tail_norm(30), np.linalg.norm(h[30:]), rtol=1e-8,
+                               atol=1e-14 * np.linalg.norm(h))
+    w = np.linspace(0, np.pi, 400001)
+    dense_peak = np.abs(ssm.freqresp(w)).max()
+    peak = ssm.hinf_norm()
+    assert peak >= dense_peak * (1 - 1e-12)
+    assert peak <= dense_peak * (1 + 1e-6)
+
+
+def test_hinf_resolves_a_sharp_resonance():
+    # |lambda| = 1 - 1e-6: the peak is 1e-6 wide, far below any default grid spacing
+    lam = (1 - 1e-6) * np.exp(1.2345j)
+    ssm = mor.ModalSSM.from_compact([lam], [1e-3], 0.0)
+    exact = np.abs(ssm.freqresp([1.2345]))[0]
+    assert ssm.hinf_norm() == pytest.approx(exact, rel=1e-6)
+    assert ssm.hinf_norm() > 500
+
+
+def test_unstable_is_reported():
+    ssm = mor.ModalSSM.from_compact([1.01, 0.5], [1.0, 1.0], 0.0)
+    assert not ssm.is_stable()
+    assert ssm.is_stable(margin=0.0) == ssm.is_stable()
+    assert mor.ModalSSM.from_compact([0.99], [1.0], 0.0).is_stable()
+    assert not mor.ModalSSM.from_compact([0.99], [1.0], 0.0).is_stable(margin=0.02)
+    assert ssm.hinf_norm() == np.inf
+    with pytest.raises(ValueError, match="stable"):
+        ssm.h2_norm()
+    with pytest.raises(ValueError, match="stable"):
+        ssm.hankel_singular_values()
+
+
+def test_dlti_cross_check():
+    ssm = _example()[0]
+    dense = ssm.to_dense()
+    sys = scipy.signal.dlti(dense.a, dense.b[:, None], dense.c[None, :], dense.d, dt=1)
+    _, (y,) = sys.impulse(n=60)
+    np.testing.assert_allclose(y[:, 0], ssm.impulse(60), atol=1e-12)
+
+
+def test_indexing_and_info():
+    ssm = _example()
+    ssm.info["tag"] = np.array(["a", "b"], dtype=object)
+    ssm.info["method"] = "x"
+    one = ssm[1]
+    assert one.shape == () and one.order == 3 and one.info["tag"] == "b"
+    np.testing.assert_allclose(one.impulse(20), ssm.impulse(20)[1])
+    assert ssm[::-1].info["tag"].tolist() == ["b", "a"]
+    assert ssm[np.array([True, False])].shape == (1,)
+    assert len(ssm) == 2
+    with pytest.raises(IndexError):
+        one[0]
+
+
+def test_save_load_round_trip(tmp_path):
+    ssm = mor.reduce(np.random.default_rng(1).standard_normal((2, 3, 40)) * 0.9 ** np.arange(40), 6)
+    path = tmp_path / "bank.npz"
+    ssm.save(path)
+    back = mor.load(path)
+    assert back.shape == (2, 3)
+    np.testing.assert_array_equal(back.compact()[0], ssm.compact()[0])
+    np.testing.assert_array_equal(back.compact()[1], ssm.compact()[1])
+    np.testing.assert_array_equal(back.direct, ssm.direct)
+    assert back.info["method"] == "balanced"
+    np.testing.assert_array_equal(back.info["l2"], ssm.info["l2"])
+    assert back.info["reason"].shape == (2, 3)
+
+
+def test_load_refuses_bad_files(tmp_path):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"this is not a zip archive")
+    with pytest.raises(ValueError, match="not a readable"):
+        mor.load(junk)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, x=np.ones(3))
+    with pytest.raises(ValueError, match="not a mor ModalSSM"):
+        mor.load(foreign)
+    newer = tmp_path / "newer.npz"
+    np.savez(newer, mor_format="mor.ModalSSM", mor_version=99)
+    with pytest.raises(ValueError, match="version 99"):
+        mor.load(newer)
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, mor_format="mor.ModalSSM", mor_version=1, poles=np.ones((2, 3)),
+             residues=np.ones((2, 2)), direct=np.ones(2), info_json="{}")
+    with pytest.raises(ValueError, match="corrupt"):
+        mor.load(broken)
+    truncated = tmp_path / "truncated.npz"
+    _example().save(truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(ValueError, match="not a readable"):
+        mor.load(truncated)

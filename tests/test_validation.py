@@ -1,0 +1,144 @@
+"""Bad input gets a ValueError that says what is wrong; valid edge cases work."""
+
+import numpy as np
+import pytest
+
+import mor
+
+
+@pytest.mark.parametrize("fn", [
+    lambda h: mor.hankel_singular_values(h),
+    lambda h: mor.reduce(h, 1),
+    lambda h: mor.error_bounds(h),
+])
+class TestBadFilters:
+    def test_nan_names_the_filter(self, fn):
+        h = np.ones((3, 4, 16))
+        h[2, 1, 5] = np.nan
+        with pytest.raises(ValueError, match=r"NaN or Inf.*\(2, 1\)"):
+            fn(h)
+
+    def test_inf(self, fn):
+        h = np.ones(16)
+        h[3] = np.inf
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            fn(h)
+
+    def test_complex(self, fn):
+        with pytest.raises(ValueError, match="real"):
+            fn(np.ones(8) * 1j)
+
+    def test_empty(self, fn):
+        with pytest.raises(ValueError, match="empty"):
+            fn(np.ones((3, 0)))
+
+    def test_zero_dim(self, fn):
+        with pytest.raises(ValueError, match="0-d"):
+            fn(np.float64(1.0))
+
+    def test_strings(self, fn):
+        with pytest.raises(ValueError, match="numeric"):
+            fn(np.array(["a", "b"]))
+
+
+@pytest.mark.parametrize("order", [-1, 16, 100])
+def test_order_out_of_range(order):
+    with pytest.raises(ValueError, match="order"):
+        mor.reduce(np.ones(16), order)
+
+
+def test_order_not_integer():
+    with pytest.raises(ValueError, match="integer"):
+        mor.reduce(np.ones(16), 2.5)
+
+
+@pytest.mark.parametrize("tol", [0.0, -1e-3, np.nan, np.inf])
+def test_bad_tol(tol):
+    with pytest.raises(ValueError, match="tol"):
+        mor.reduce(np.ones(16), tol=tol)
+
+
+def test_exactly_one_size_argument():
+    with pytest.raises(ValueError, match="exactly one"):
+        mor.reduce(np.ones(16))
+    with pytest.raises(ValueError, match="exactly one"):
+        mor.reduce(np.ones(16), 2, tol=1e-3)
+
+
+def test_bad_norm_method_on_fail():
+    with pytest.raises(ValueError, match="norm"):
+        mor.reduce(np.ones(16), tol=1e-3, norm="l1")
+    with pytest.raises(ValueError, match="unknown method"):
+        mor.reduce(np.ones(16), 2, method="magic")
+    with pytest.raises(ValueError, match="on_fail"):
+        mor.reduce(np.ones(16), 2, on_fail="ignore")
+
+
+def test_hsv_k_out_of_range():
+    with pytest.raises(ValueError, match="k must"):
+        mor.hankel_singular_values(np.ones(16), 16)
+    with pytest.raises(ValueError, match="method"):
+        mor.hankel_singular_values(np.ones(16), 2, method="qr")
+
+
+def test_compare_shape_mismatch():
+    ssm = mor.reduce(np.ones((2, 16)), 2)
+    with pytest.raises(ValueError, match="batch shape"):
+        mor.compare(np.ones((3, 16)), ssm)
+
+
+class TestEdgeCases:
+    def test_zero_filter(self):
+        h = np.zeros((2, 64))
+        assert np.all(mor.hankel_singular_values(h, 5) == 0)
+        ssm = mor.reduce(h, 4)
+        assert np.all(ssm.order == 0) and np.all(ssm.info["rank_capped"])
+        np.testing.assert_array_equal(ssm.impulse(64), 0)
+        assert np.all(ssm.info["l2"] == 0) and np.all(ssm.info["hinf"] == 0)
+        tol = mor.reduce(h, tol=1e-3)
+        assert np.all(tol.order == 0) and np.all(tol.info["met_tol"])
+
+    def test_length_one(self):
+        h = np.array([[2.5], [-1.0]])
+        assert mor.hankel_singular_values(h).shape == (2, 0)
+        ssm = mor.reduce(h, 0)
+        np.testing.assert_array_equal(ssm.impulse(3), [[2.5, 0, 0], [-1, 0, 0]])
+        assert np.all(ssm.info["l2"] == 0)
+        assert np.all(mor.reduce(h, tol=1e-6).order == 0)
+
+    def test_integer_dtype(self):
+        h = np.array([3, 1, -2, 4, 0, 1, 2])
+        np.testing.assert_allclose(mor.reduce(h, 3).impulse(7),
+                                   mor.reduce(h.astype(float), 3).impulse(7))
+        np.testing.assert_allclose(mor.hankel_singular_values(h),
+                                   mor.hankel_singular_values(h.astype(float)))
+
+    def test_single_filter_and_batch_of_one(self):
+        rng = np.random.default_rng(0)
+        h = rng.standard_normal(40) * 0.9 ** np.arange(40)
+        one = mor.reduce(h, 6)
+        batch = mor.reduce(h[None], 6)
+        assert one.shape == () and batch.shape == (1,)
+        np.testing.assert_allclose(one.impulse(40), batch.impulse(40)[0])
+        assert mor.hankel_singular_values(h, 3).shape == (3,)
+        assert mor.hankel_singular_values(h[None], 3).shape == (1, 3)
+
+    def test_order_zero_is_direct_term(self):
+        h = np.array([0.7, 0.3, 0.1])
+        ssm = mor.reduce(h, 0)
+        np.testing.assert_array_equal(ssm.impulse(3), [0.7, 0, 0])
+
+    def test_full_order_fir_is_reported_not_garbage(self):
+        # An FIR filter's exact realisation is nilpotent (a defective pole at 0): its modal
+        # form cannot be accurate, and reduce says so instead of returning garbage.
+        h = np.array([3.0, 1, -2, 4, 0.5, 1, 2])
+        with pytest.raises(ValueError, match="near-defective"):
+            mor.reduce(h, 6)
+        flagged = mor.reduce(h, 6, on_fail="flag")
+        assert flagged.info["failed"] and flagged.order == 0
+
+    def test_per_filter_orders(self):
+        rng = np.random.default_rng(1)
+        h = rng.standard_normal((3, 30)) * 0.8 ** np.arange(30)
+        ssm = mor.reduce(h, np.array([1, 4, 9]))
+        np.testing.assert_array_equal(ssm.order, [1, 4, 9])
