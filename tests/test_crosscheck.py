@@ -1,0 +1,75 @@
+"""Cross-checks against reference libraries: pyMOR, SciPy."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+
+import mor
+from mor.demo import hyena_like_filters
+
+pymor_iosys = pytest.importorskip("pymor.models.iosys")
+pymor_bt = pytest.importorskip("pymor.reductors.bt")
+
+
+def _pymor_fir_model(h):
+    sys = mor.StateSpace.from_fir(h)
+    return pymor_iosys.LTIModel.from_matrices(sys.a, sys.b[:, None], sys.c[None, :],
+                                              np.array([[sys.d]]), sampling_time=1)
+
+
+def _impulse_descriptor(a, b, c, d, e, length):
+    ea, eb = np.linalg.solve(e, a), np.linalg.solve(e, b)
+    out = np.empty(length)
+    out[0] = d[0, 0]
+    x = eb[:, 0]
+    for k in range(1, length):
+        out[k] = c[0] @ x
+        x = ea @ x
+    return out
+
+
+def test_hsv_matches_pymor():
+    h = hyena_like_filters(1, 160, seed=9)[0]
+    ref = _pymor_fir_model(h).hsv()
+    ours = mor.hankel_singular_values(h)
+    np.testing.assert_allclose(ours[:40], ref[:40], rtol=1e-8, atol=1e-12 * ref[0])
+
+
+def test_statespace_hsv_matches_pymor_and_lyapunov():
+    ssm = mor.ModalSSM.from_compact([0.95 * np.exp(0.3j), 0.6, -0.8, 0.5j],
+                                    [1.0 + 0.5j, -0.3, 0.2, 0.05 - 0.1j], 0.1)
+    dense = ssm.to_dense()
+    fom = pymor_iosys.LTIModel.from_matrices(dense.a, dense.b[:, None], dense.c[None, :],
+                                             np.array([[dense.d]]), sampling_time=1)
+    np.testing.assert_allclose(dense.hankel_singular_values(), fom.hsv(), rtol=1e-9)
+    np.testing.assert_allclose(ssm.hankel_singular_values(), fom.hsv(), rtol=1e-9)
+    lc, lo = dense.gramian_factors()
+    p = scipy.linalg.solve_discrete_lyapunov(dense.a, np.outer(dense.b, dense.b))
+    q = scipy.linalg.solve_discrete_lyapunov(dense.a.T, np.outer(dense.c, dense.c))
+    np.testing.assert_allclose(lc @ lc.T, p, atol=1e-12 * np.abs(p).max())
+    np.testing.assert_allclose(lo @ lo.T, q, atol=1e-12 * np.abs(q).max())
+
+
+@pytest.mark.parametrize("order", [2, 5, 12])
+def test_balanced_truncation_matches_pymor(order):
+    h = hyena_like_filters(1, 120, seed=order)[0]
+    rom = pymor_bt.BTReductor(_pymor_fir_model(h)).reduce(order)
+    a, b, c, d, e = rom.to_matrices()
+    e = np.eye(order) if e is None else e
+    ref = _impulse_descriptor(a, b, c, d, e, 400)
+    ours = mor.reduce(h, order).impulse(400)
+    np.testing.assert_allclose(ours, ref, atol=1e-8 * np.abs(ref).max())
+
+
+def test_square_root_hsv_beat_sqrt_eig_pq():
+    """Values far below sqrt(eps) sigma_1 keep their accuracy; sqrt(eig(PQ)) loses them."""
+    ssm = mor.ModalSSM.from_compact(np.array([0.9, 0.5, 0.1]), np.array([1.0, 1e-5, 1e-10]), 0.0)
+    # reference: the Hankel SVD of the (decayed) impulse response, accurate to eps * sigma_1
+    ref = mor.hankel_singular_values(ssm.impulse(400), 3)
+    ours = ssm.hankel_singular_values()
+    np.testing.assert_allclose(ours, ref, rtol=1e-4)
+    dense = ssm.to_dense()
+    p = scipy.linalg.solve_discrete_lyapunov(dense.a, np.outer(dense.b, dense.b))
+    q = scipy.linalg.solve_discrete_lyapunov(dense.a.T, np.outer(dense.c, dense.c))
+    naive = np.sqrt(np.abs(np.sort(np.linalg.eigvals(p @ q).real)[::-1]))
+    assert abs(naive[2] - ref[2]) > 10 * abs(ours[2] - ref[2])
