@@ -55,30 +55,30 @@ def impulse_compact_reference(poles: np.ndarray, residues: np.ndarray, direct: n
 
 
 @numba.njit(cache=True, parallel=True)
-def _fir_dtft_numba(h, w, out):
+def _fir_dtft_numba(h, rows, w, out):
     length = h.shape[1]
-    for f in numba.prange(h.shape[0]):
-        for j in range(w.shape[1]):
-            z = np.exp(-1j * w[f, j])
-            acc = 0j
-            for k in range(length - 1, -1, -1):
-                acc = acc * z + h[f, k]
-            out[f, j] = acc
+    for j in numba.prange(w.shape[0]):
+        z = np.exp(-1j * w[j])
+        acc = 0j
+        f = rows[j]
+        for k in range(length - 1, -1, -1):
+            acc = acc * z + h[f, k]
+        out[j] = acc
 
 
-def fir_dtft(h: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """``H(e^{iw}) = sum_k h[k] e^{-iwk}`` by Horner's rule, per filter at its own frequencies.
+def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``H_f(e^{iw_j}) = sum_k h[f, k] e^{-i w_j k}`` for pairs ``(f, w_j) = (rows[j], w[j])``.
 
-    ``h`` has shape ``(F, L)`` and ``w`` shape ``(F, K)``; the result has shape ``(F, K)``.
+    Horner's rule, ``O(L)`` per pair; ``h`` has shape ``(F, L)``, ``rows`` and ``w`` ``(K,)``.
     """
     h = np.ascontiguousarray(h, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     out = np.empty(w.shape, dtype=np.complex128)
-    _fir_dtft_numba(h, w, out)
+    _fir_dtft_numba(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
     return out
 
 
-def fir_dtft_reference(h: np.ndarray, w: np.ndarray) -> np.ndarray:
+def fir_dtft_reference(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     """NumPy reference for :func:`fir_dtft`."""
     k = np.arange(h.shape[1])
-    return np.einsum("fk,fjk->fj", h, np.exp(-1j * w[:, :, None] * k))
+    return (h[rows] * np.exp(-1j * w[:, None] * k)).sum(axis=1)

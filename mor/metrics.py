@@ -90,13 +90,14 @@ def compare(h, ssm: ModalSSM) -> Comparison:
 
 def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
                  orders: np.ndarray, hsv: np.ndarray,
-                 norms: tuple[str, ...] = ("l2", "tail", "hinf")
-                 ) -> dict[str, np.ndarray]:
+                 norms: tuple[str, ...] = ("l2", "tail", "hinf"),
+                 peak: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Errors of flat compact models ``(F, m)`` against flat filters ``(F, L)``.
 
     ``hsv`` (``(F, k)``) holds the leading Hankel singular values, ``k > max(orders)`` unless
     ``orders`` reach ``L - 1``. ``norms`` limits the work to the errors asked for among
-    ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and ``bt_bound`` along).
+    ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and ``bt_bound`` along);
+    ``peak`` (``max |H|`` per filter) is computed unless given.
     """
     length = h.shape[-1]
     size = length - 1
@@ -113,7 +114,8 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         out["tail"] = relative(tail, ref_l2)
     if "hinf" in norms:
         fir = _freq.FirResponse(h)
-        peak = _freq.peak_magnitude(fir)[0]
+        if peak is None:
+            peak = _freq.peak_magnitude(fir)[0]
         model = _freq.ModalResponse(poles, residues, direct)
         abs_err = _freq.peak_magnitude(_freq.Difference(fir, model))[0]
         zero = np.zeros((h.shape[0], 1))

@@ -198,8 +198,8 @@ def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int
     hsv = family.hsv
     limit = np.minimum(family.rank, top)
     start = np.zeros(f, dtype=np.int64)
+    peak = _freq.peak_magnitude(_freq.FirResponse(h))[0] if norm == "hinf" else None
     if norm == "hinf":
-        peak = _freq.peak_magnitude(_freq.FirResponse(h))[0]
         above = np.concatenate([hsv, np.zeros((f, 1))], axis=1) > tol * peak[:, None]
         start = np.minimum(np.argmin(above, axis=1), limit + 1)  # first sigma_{d+1} <= tol peak
     orders = start.copy()
@@ -209,7 +209,8 @@ def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int
     pending = np.flatnonzero(start <= limit)
     while pending.size:
         p, r, d, _ = family.model(orders[pending], pending)
-        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,))[norm]
+        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
+                           peak=None if peak is None else peak[pending])[norm]
         improved = err < best[pending]
         best[pending[improved]] = err[improved]
         best_order[pending[improved]] = orders[pending[improved]]

@@ -44,7 +44,10 @@ from __future__ import annotations
 import numpy as np
 
 from mor._linalg import svd_gesvd
-from mor.hankel import DENSE_MAX_SIZE, KRYLOV_RTOL, hankel_svd
+from mor.hankel import DENSE_MAX_SIZE, hankel_svd
+
+#: Certified accuracy of the Krylov Hankel SVD used by BT (relative to ``sigma_1``).
+BT_RTOL = 1e-10
 from mor.ssm import ModalSSM
 
 
@@ -68,7 +71,7 @@ class BalancedFamily:
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
-                 hankel_method: str = "auto", rtol: float = KRYLOV_RTOL) -> "BalancedFamily":
+                 hankel_method: str = "auto", rtol: float = BT_RTOL) -> "BalancedFamily":
         """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states."""
         size = h.shape[-1] - 1
         keep = max_order
