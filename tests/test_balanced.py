@@ -51,7 +51,7 @@ def test_dense_and_krylov_paths_give_the_same_models():
     a = mor.reduce(h, 16, hankel_method="dense")
     b = mor.reduce(h, 16, hankel_method="krylov")
     np.testing.assert_allclose(a.info["hinf"], b.info["hinf"], rtol=1e-6)
-    np.testing.assert_allclose(a.impulse(800), b.impulse(800), atol=1e-8 * np.abs(h).max())
+    np.testing.assert_allclose(a.impulse(800), b.impulse(800), atol=1e-6 * np.abs(h).max())
 
 
 def test_trained_filters_bounds_and_stability(trained_filters):
