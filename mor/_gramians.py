@@ -18,11 +18,32 @@ from __future__ import annotations
 import numpy as np
 
 from mor._linalg import svd_gesvd
+from mor._parallel import map_chunks, worker_threads
 
 _MAX_DOUBLINGS = 64
 
 
 def stein_factor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Factor ``Z`` (``(..., n, n)``) with ``Z Z^H = sum_k A^k B B^H (A^H)^k``.
+
+    See :func:`_stein_factor`; this wrapper spreads large batches over worker threads.
+    """
+    batch = b.shape[:-2]
+    count = int(np.prod(batch, dtype=np.int64))
+    if count < 64 or worker_threads() < 2:
+        return _stein_factor(a, b)
+    a_flat = a.reshape((count,) + a.shape[len(batch):])
+    b_flat = b.reshape((count,) + b.shape[-2:])
+    out = np.empty((count, b.shape[-2], b.shape[-2]), dtype=np.result_type(a, b, np.float64))
+
+    def run(sl):
+        out[sl] = _stein_factor(a_flat[sl], b_flat[sl])
+
+    map_chunks(run, count, -(-count // worker_threads()))
+    return out.reshape(batch + out.shape[1:])
+
+
+def _stein_factor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Factor ``Z`` (``(..., n, n)``) with ``Z Z^H = sum_k A^k B B^H (A^H)^k``.
 
     Parameters
@@ -56,6 +77,8 @@ def stein_factor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         apow = apow * apow if diagonal else apow @ apow
     else:  # pragma: no cover - only for radius within ~1e-19 of 1
         raise ValueError("the Gramian did not converge: a pole lies too close to the unit circle")
+    if z.shape[-1] < n:  # converged before the factor filled n columns
+        z = np.concatenate([z, np.zeros(z.shape[:-1] + (n - z.shape[-1],), z.dtype)], axis=-1)
     return z
 
 

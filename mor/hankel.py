@@ -23,17 +23,15 @@ Two paths, chosen automatically:
 
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
-
 import numpy as np
 import scipy.fft
 
 from mor._linalg import svd_gesvd
+from mor._parallel import map_chunks, worker_threads
 from mor.conventions import as_filters
 
 #: Hankel sizes up to this use the dense path when ``method="auto"``.
-DENSE_MAX_SIZE = 384
+DENSE_MAX_SIZE = 160
 #: Default certified accuracy of the Krylov path, relative to ``sigma_1``.
 KRYLOV_RTOL = 1e-11
 _KRYLOV_CACHE = 2**23  # bytes of Krylov basis per chunk of filters
@@ -59,7 +57,7 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
     k : int, optional
         Number of values, ``1 <= k <= L - 1``; all ``L - 1`` when omitted.
     method : {"auto", "dense", "krylov"}
-        ``auto`` takes the dense path for ``L - 1 <= 384`` or ``k > (L - 1) / 4`` and the
+        ``auto`` takes the dense path for ``L - 1 <= 160`` or ``k > (L - 1) / 4`` and the
         matrix-free Krylov path otherwise.
     rtol : float
         Krylov path: certified accuracy of every value, relative to ``sigma_1``.
@@ -119,41 +117,24 @@ def _dense(flat: np.ndarray, k: int, vectors: bool):
 
 def _krylov_chunked(flat: np.ndarray, k: int, rtol: float, vectors: bool):
     f, n = flat.shape[0], flat.shape[1] - 1
-    workers = min(available_cores(), f)
     block = _block_size(k)
     max_dim = min(n - n % block, max(8 * k, 16 * block, 512))
     # The orthogonalisation streams the basis through memory several times a step: chunks of
     # filters whose bases (typically 2k vectors) stay in cache run 2-3x faster than big batches.
-    chunk = max(1, min(-(-f // workers), _KRYLOV_CACHE // (16 * k * n)))
+    chunk = max(1, min(-(-f // worker_threads()), _KRYLOV_CACHE // (16 * k * n)))
     out_s = np.empty((f, k))
     out_u = np.empty((f, n, k)) if vectors else None
     out_v = np.empty((f, n, k)) if vectors else None
 
-    def run(start):
-        sl = slice(start, start + chunk)
+    def run(sl):
         theta, q = _krylov_eigh(flat[sl], k, rtol, block, max_dim, vectors)
         out_s[sl] = np.abs(theta)
         if vectors:
             out_v[sl] = q
             out_u[sl] = q * np.where(theta < 0, -1.0, 1.0)[:, None, :]
 
-    starts = range(0, f, chunk)
-    if workers > 1 and len(starts) > 1:
-        # NumPy's BLAS, LAPACK and FFT calls release the GIL: chunks run on separate cores.
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(run, starts))
-    else:
-        for start in starts:
-            run(start)
+    map_chunks(run, f, chunk)
     return out_s, out_u, out_v
-
-
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        return os.cpu_count() or 1
 
 
 def _block_size(k: int) -> int:
@@ -203,7 +184,7 @@ def _krylov_eigh(h: np.ndarray, k: int, rtol: float, block: int, max_dim: int,
         q, beta = np.linalg.qr(np.swapaxes(w, 1, 2))
         last = dim + block > max_dim
         step += 1
-        if dim >= k and (step % max(1, dim // (16 * block)) == 0 or last):
+        if dim >= k and (step % max(1, k // (4 * block)) == 0 or last):
             t = tmat[:, :dim, :dim]
             ritz, s = np.linalg.eigh(0.5 * (t + np.swapaxes(t, 1, 2)))
             top = np.argsort(-np.abs(ritz), axis=1, kind="stable")[:, :k]

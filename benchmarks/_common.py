@@ -1,0 +1,245 @@
+"""Shared helpers of the benchmark scripts: timing, machine facts, tables, result files.
+
+Import this only after the thread-pinning environment variables are set (the scripts set them
+at their very top, before anything imports NumPy).
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import platform
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
+DATA = ROOT.parent / "shared" / "data" / "hyena_filters.npz"
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+
+# Make `import mor` find this checkout's package whatever the working directory (an editable
+# install made before mor/__init__.py existed resolves `mor` as an empty namespace package).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def pin_threads():
+    """One BLAS/OpenMP thread (the env vars are set by the script; this also limits loaded pools)."""
+    from threadpoolctl import threadpool_limits
+    return threadpool_limits(1)
+
+
+def load_filters():
+    """The shared trained filters ``(4, 256, 2048)`` as float64."""
+    import numpy as np
+    if not DATA.exists():
+        raise SystemExit(f"shared filters not found at {DATA}")
+    return np.load(DATA)["filters"].astype(np.float64)
+
+
+class one_core:
+    """Context manager: restrict this process to one CPU (mor sizes its thread pool by the
+    process's CPU affinity, not by the BLAS/OpenMP variables), then restore the affinity."""
+
+    def __enter__(self):
+        self.saved = None
+        if hasattr(os, "sched_getaffinity"):
+            self.saved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {min(self.saved)})
+        return self
+
+    def __exit__(self, *exc):
+        if self.saved is not None:
+            os.sched_setaffinity(0, self.saved)
+        return False
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def mor_settings() -> dict:
+    """mor's tolerances and thread use as found in the checkout (they may change)."""
+    out = {"cores_visible": cores()}
+    try:
+        import mor.hankel as mh
+        out["hankel_krylov_rtol_default"] = getattr(mh, "KRYLOV_RTOL", None)
+        out["hankel_dense_max_size"] = getattr(mh, "DENSE_MAX_SIZE", None)
+        out["batch_threads"] = "affinity cores" if hasattr(mh, "available_cores") else "1"
+    except ImportError:
+        pass
+    try:
+        import mor.methods.balanced as mb
+        out["bt_rtol_default"] = getattr(mb, "BT_RTOL", out.get("hankel_krylov_rtol_default"))
+    except ImportError:
+        pass
+    return out
+
+
+def timed(fn, repeats: int | None = None, warmup: bool = False):
+    """Run ``fn``; return ``(result_of_first_timed_run, median_seconds, all_seconds)``.
+
+    Without ``repeats``: 5 runs when one takes < 0.2 s, 3 when < 2 s, else 1. ``warmup`` runs
+    ``fn`` once untimed first (FFT plans, numba, caches).
+    """
+    if warmup:
+        fn()
+    start = time.perf_counter()
+    out = fn()
+    times = [time.perf_counter() - start]
+    if repeats is None:
+        repeats = 5 if times[0] < 0.2 else 3 if times[0] < 2.0 else 1
+    for _ in range(repeats - 1):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return out, statistics.median(times), times
+
+
+def _cpu_model() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or "unknown"
+    match = re.search(r"^model name\s*:\s*(.+)$", text, re.M)
+    return match.group(1).strip() if match else "unknown"
+
+
+def _nproc() -> str:
+    try:
+        # nproc honours OMP_NUM_THREADS, which the scripts pin to 1: ask without it.
+        env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",
+                                                                "OMP_THREAD_LIMIT")}
+        return subprocess.run(["nproc"], capture_output=True, text=True, check=True,
+                              env=env).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return str(os.cpu_count())
+
+
+def machine() -> dict:
+    return {"platform": platform.platform(), "python": platform.python_version(),
+            "nproc": _nproc(), "cpu": _cpu_model(),
+            "threads": {v: os.environ.get(v) for v in THREAD_VARS},
+            "threadpools": _threadpools()}
+
+
+def _threadpools() -> list:
+    try:
+        from threadpoolctl import threadpool_info
+        return [f"{i.get('internal_api')} {i.get('version')}: {i.get('num_threads')} thread(s)"
+                for i in threadpool_info()]
+    except Exception:  # noqa: BLE001
+        return []
+
+
+def versions(names=("numpy", "scipy", "mor", "pymor", "slycot", "control", "numba")) -> dict:
+    out = {}
+    for name in names:
+        try:
+            mod = importlib.import_module(name)
+            out[name] = str(getattr(mod, "__version__", "?"))
+        except Exception as exc:  # noqa: BLE001 - a missing optional package is a fact to record
+            out[name] = f"not available ({type(exc).__name__})"
+    return out
+
+
+def command() -> str:
+    pins = " ".join(f"{v}=1" for v in THREAD_VARS)
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return f"{pins} python {shlex.join([script] + sys.argv[1:])}"
+
+
+def now() -> str:
+    return datetime.datetime.now().astimezone().isoformat(timespec="seconds")
+
+
+def fmt_t(seconds) -> str:
+    if seconds is None:
+        return "skipped"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    return f"{seconds:.2f} s"
+
+
+def fmt_e(x, digits: int = 1) -> str:
+    return "—" if x is None else f"{x:.{digits}e}"
+
+
+def fmt_r(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.0f}x" if x >= 100 else f"{x:.1f}x" if x >= 10 else f"{x:.2f}x"
+
+
+def md_table(headers, rows) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _jsonable(obj):
+    import numpy as np
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return _jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, float) and obj != obj:
+        return None
+    return obj
+
+
+def write_json(name: str, payload: dict) -> Path:
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    path = RESULTS_DIR / f"{name}.json"
+    path.write_text(json.dumps(_jsonable(payload), indent=1) + "\n")
+    return path
+
+
+def write_section(name: str, body: str) -> Path:
+    """Replace (or append) the section between this name's markers in RESULTS.md."""
+    begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
+    block = f"{begin}\n{body.rstrip()}\n{end}\n"
+    text = RESULTS_MD.read_text() if RESULTS_MD.exists() else (
+        "# Benchmark results\n\nEach section is written by its script "
+        "(`benchmarks/<name>.py`); rerunning a script replaces its section.\n\n")
+    pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: block, text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + block
+    RESULTS_MD.write_text(text)
+    return RESULTS_MD
+
+
+def header_block(title: str, meta: dict) -> str:
+    m, v = meta["machine"], meta["versions"]
+    return "\n".join([
+        f"## {title}",
+        "",
+        f"- date: {meta['date']}",
+        f"- command: `{meta['command']}`",
+        f"- machine: {m['platform']}, Python {m['python']}, nproc {m['nproc']}, CPU {m['cpu']}; "
+        f"one BLAS/OpenMP thread (env vars + threadpoolctl)",
+        "- versions: " + ", ".join(f"{k} {val}" for k, val in v.items()),
+        "- mor settings found: " + ", ".join(f"{k} {val}" for k, val in
+                                              meta.get("mor_settings", {}).items()),
+        f"- wall time of the whole script: {meta['script_seconds']:.0f} s",
+        "",
+    ])
