@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
 DATA = ROOT.parent / "shared" / "data" / "hyena_filters.npz"
-THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # Make `import mor` find this checkout's package whatever the working directory (an editable
 # install made before mor/__init__.py existed resolves `mor` as an empty namespace package).
@@ -32,8 +32,11 @@ if str(ROOT) not in sys.path:
 
 
 def pin_threads():
-    """One BLAS/OpenMP thread (the env vars are set by the script; this also limits loaded pools)."""
+    """One BLAS/OpenMP thread (the env vars are set by the script; this also limits loaded
+    pools) and one mor/Numba thread (the batch rows raise it with :class:`mor_threads`)."""
+    import numba
     from threadpoolctl import threadpool_limits
+    numba.set_num_threads(1)
     return threadpool_limits(1)
 
 
@@ -45,20 +48,22 @@ def load_filters():
     return np.load(DATA)["filters"].astype(np.float64)
 
 
-class one_core:
-    """Context manager: restrict this process to one CPU (mor sizes its thread pool by the
-    process's CPU affinity, not by the BLAS/OpenMP variables), then restore the affinity."""
+class mor_threads:
+    """Context manager: let mor use ``n`` threads (Numba's thread count is mor's one knob for
+    its parallelism; the scripts keep it at 1 except in the batch rows), then restore it."""
+
+    def __init__(self, n: int):
+        self.n = n
 
     def __enter__(self):
-        self.saved = None
-        if hasattr(os, "sched_getaffinity"):
-            self.saved = os.sched_getaffinity(0)
-            os.sched_setaffinity(0, {min(self.saved)})
+        import numba
+        self.saved = numba.get_num_threads()
+        numba.set_num_threads(min(self.n, numba.config.NUMBA_NUM_THREADS))
         return self
 
     def __exit__(self, *exc):
-        if self.saved is not None:
-            os.sched_setaffinity(0, self.saved)
+        import numba
+        numba.set_num_threads(self.saved)
         return False
 
 
@@ -76,7 +81,7 @@ def mor_settings() -> dict:
         import mor.hankel as mh
         out["hankel_krylov_rtol_default"] = getattr(mh, "KRYLOV_RTOL", None)
         out["hankel_dense_max_size"] = getattr(mh, "DENSE_MAX_SIZE", None)
-        out["batch_threads"] = "affinity cores" if hasattr(mh, "available_cores") else "1"
+        out["batch_threads"] = "numba.get_num_threads()"
     except ImportError:
         pass
     try:
