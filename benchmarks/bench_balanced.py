@@ -249,7 +249,7 @@ def bench_batch(filters, n_filters, order, n_rera, log):
 
 
 # ---------------------------------------------------------------------------- report
-LABELS = {"mor": "mor reduce (default)", "mor_core": "mor core, no error metrics*",
+LABELS = {"mor": "mor reduce (default)", "mor_core": "mor reduce(errors=())*",
           "mor_dense": "mor reduce (hankel_method=dense)", "ab09ad": "slycot AB09AD",
           "pymor_bt": "pyMOR BTReductor", "pymor_rera": "pyMOR RandomizedERA",
           "pymor_era": "pyMOR ERAReductor (full SVD)"}
@@ -299,8 +299,8 @@ def render(meta, orders, batch, note, tgts):
                       C.fmt_r(r.get("time_ratio_to_mor"))]
         table.append(cells)
     lines += [C.md_table(head, table), ""]
-    lines.append("\\* `BalancedFamily.from_fir(h, d).model(d)` (internal): the reduction alone; "
-                 "`reduce` also certifies the model (l2, tail and H-inf errors).\n")
+    lines.append("\\* `mor.reduce(h, d, errors=())`: the reduction alone; the default `reduce` "
+                 "also reports the model's achieved l2, tail and H-inf errors and the bounds.\n")
     lines.append("H-infinity error relative to max|H| (all through `ModalSSM.from_dense` + "
                  "`mor.compare`) and its ratio to mor's dense BT; `aak` = σ_{d+1}/max|H| is "
                  "the least any order-d model can have.\n")
