@@ -64,6 +64,9 @@ class FirResponse:
     def __init__(self, h: np.ndarray):
         self.h, self.size, self.count = h, h.shape[-1], h.shape[0]
 
+    def take(self, rows: np.ndarray) -> "FirResponse":
+        return FirResponse(self.h[rows])
+
     def grid(self, m: int) -> np.ndarray:
         return scipy.fft.rfft(self.h, n=m, axis=-1)
 
@@ -105,6 +108,9 @@ class DenseResponse:
     def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray):
         self.parts = (a, b, c, d)
         self.size, self.count = 32 * a.shape[-1], a.shape[0]
+
+    def take(self, rows: np.ndarray) -> "DenseResponse":
+        return DenseResponse(*(x[rows] for x in self.parts))
 
     def grid(self, m: int) -> np.ndarray:
         a, b, c, d = self.parts

@@ -44,9 +44,15 @@ def save_modal(ssm: ModalSSM, path: str | os.PathLike) -> None:
             arrays[f"info.{key}"] = value.astype(str) if value.dtype == object else value
         else:
             scalars[key] = value.item() if isinstance(value, np.generic) else value
-    arrays["info_json"] = np.array(json.dumps(scalars))
+    arrays["info_json"] = np.array(json.dumps(scalars, default=_json_default))
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"info entry of type {type(obj).__name__} cannot be saved")
 
 
 def load(path: str | os.PathLike) -> ModalSSM:

@@ -9,11 +9,12 @@ import numpy as np
 from mor import _freq
 from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
 from mor.methods.balanced import BalancedFamily
+from mor.methods.hankel_norm import HankelNormFamily
 from mor.metrics import model_errors
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
-METHODS = {"balanced": BalancedFamily}
+METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily}
 DEFAULT_MAX_ORDER = 64
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
 CONVERSION_RTOL = 1e-6
@@ -44,10 +45,13 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
-    method : {"balanced"}
-        Square-root balanced truncation; see :mod:`mor.methods.balanced`. Options:
+    method : {"balanced", "hankel"}
+        ``"balanced"``: square-root balanced truncation (:mod:`mor.methods.balanced`); options
         ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
-        (see :func:`mor.hankel_singular_values`).
+        (see :func:`mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
+        approximation (:mod:`mor.methods.hankel_norm`); options ``intermediate_order``,
+        ``direct`` (``"hinf"``: the H-infinity-optimal direct term, or ``"keep"``),
+        ``hankel_method``, ``rtol``. Both also take a ``StateSpace``.
     norm : {"l2", "hinf"}
         The norm of ``tol``.
     max_order : int, optional
@@ -68,7 +72,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         With ``info`` holding, per filter: ``order``, the achieved ``l2``, ``tail`` and
         ``hinf`` errors, ``aak`` (``sigma_{d+1}/max|H|``) and ``bt_bound``
         (``2 sum_{i>d} sigma_i / max|H|``), ``met_tol``, ``rank_capped``, ``failed``,
-        ``reason``, ``conversion_error``; and ``method`` and ``search``.
+        ``reason``, ``conversion_error`` (for ``"hankel"`` also ``truncation_tail`` and
+        ``glover_bound = sum_{i>d} sigma_i / max|H| + truncation_tail``); and ``method``,
+        ``method_options`` and ``search``.
 
     A model whose diagonalisation loses more than ``1e-6`` (relative) of its Markov parameters
     (near-defective poles) fails like an unstable one.
@@ -99,8 +105,7 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         flat = h.reshape(-1, size + 1)
         build = METHODS[method].from_fir
     f = int(np.prod(batch, dtype=np.int64))
-    info: dict[str, Any] = {"method": method + ("+dc_match" if method_options.get("dc_match")
-                                                 else "")}
+    info: dict[str, Any] = {"method": method, "method_options": dict(method_options)}
     reason = np.full(f, "", dtype=object)
     met = None
     if order is not None:
@@ -152,6 +157,11 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         achieved = _system_errors(flat, family, (poles, residues, direct), orders, errors)
     else:
         achieved = model_errors(flat, poles, residues, direct, orders, family.hsv, errors)
+    if "peak" in achieved and isinstance(family, HankelNormFamily):
+        # Glover: ||G - G_d - D||_inf <= sum_{i>d} sigma_i, plus the truncation tail
+        tail = relative(family.tail, achieved["peak"])
+        achieved["truncation_tail"] = tail
+        achieved["glover_bound"] = achieved["bt_bound"] / 2 + tail
     for key, value in achieved.items():
         info[key] = value.reshape(batch)
     info["conversion_error"] = lost.reshape(batch)

@@ -125,14 +125,19 @@ class ModalSSM:
         ssm = cls.from_compact(lam, res, d, info=info)
         # Near-defective A (clustered poles; an FIR filter's own realisation is nilpotent) makes
         # the eigenvector matrix ill-conditioned: measure what the conversion lost on the
-        # Markov parameters C A^k B, k < 2n, which determine an order-n system.
+        # Markov parameters C (A/rho)^k B, k < 2n, which determine an order-n system (rho
+        # scales unstable systems so that the powers stay bounded).
+        rho = np.maximum(np.abs(lam).max(axis=-1), 1.0)
+        scaled = a / rho[..., None, None]
         markov = np.empty(a.shape[:-2] + (2 * n,))
         x = b
         for k in range(2 * n):
             markov[..., k] = np.einsum("...i,...i->...", c, x)
-            x = np.einsum("...ij,...j->...i", a, x)
+            x = np.einsum("...ij,...j->...i", scaled, x)
+        pc, rc, _ = ssm.compact()
+        modal = ModalSSM.from_compact(pc / rho[..., None], rc, d).impulse(2 * n + 1)[..., 1:]
         scale = np.linalg.norm(markov, axis=-1)
-        lost = np.linalg.norm(ssm.impulse(2 * n + 1)[..., 1:] - markov, axis=-1)
+        lost = np.linalg.norm(modal - markov, axis=-1)
         ssm.info.setdefault("conversion_error", np.divide(
             lost, scale, out=np.where(lost > 0, np.inf, 0.0), where=scale > 0))
         return ssm

@@ -103,16 +103,25 @@ class HankelNormFamily:
 
     name = "hankel"
 
-    def __init__(self, balanced: BalancedFamily, reference, tail: np.ndarray):
+    def __init__(self, balanced: BalancedFamily, reference, tail: np.ndarray,
+                 direct: str = "hinf"):
+        if direct not in ("hinf", "keep"):
+            raise ValueError(f"direct must be 'hinf' or 'keep', got {direct!r}")
+        self.direct_rule = direct
         self.balanced = balanced
         self.reference = reference  # a _freq response of the systems being approximated
         self.hsv, self.rank, self.d, self.tail = balanced.hsv, balanced.rank, balanced.d, tail
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, intermediate_order: int | None = None,
-                 hankel_method: str = "auto", rtol: float = BT_RTOL) -> "HankelNormFamily":
-        """Families for flat FIR filters ``(F, L)``; ``intermediate_order`` defaults to
-        ``min(L - 1, max(2 d, d + 32))``."""
+                 direct: str = "hinf", hankel_method: str = "auto", rtol: float = BT_RTOL
+                 ) -> "HankelNormFamily":
+        """Families for flat FIR filters ``(F, L)``.
+
+        ``intermediate_order`` defaults to ``min(L - 1, max(2 d, d + 32))``; ``direct`` is
+        ``"hinf"`` (the direct term minimising the H-infinity error) or ``"keep"`` (the filter's
+        own ``h[0]``, better for the ``l2`` error over the taps).
+        """
         from mor.bounds import bounds_from_hsv, hankel_frobenius_sq
 
         size = h.shape[-1] - 1
@@ -121,17 +130,18 @@ class HankelNormFamily:
         if not max_order <= r <= size:
             raise ValueError(f"intermediate_order must lie in [{max_order}, {size}], got {r}")
         balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
-        bounds = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size)
-        tail = np.where(balanced.rank < r, 0.0, bounds.bt[:, min(r, bounds.bt.shape[1] - 1)]
-                        if r < size else 0.0)
-        return cls(balanced, _freq.FirResponse(h), tail)
+        bt = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size).bt
+        bt = np.concatenate([bt, np.zeros((h.shape[0], 1))], axis=1)  # no tail at order L - 1
+        tail = np.take_along_axis(bt, np.minimum(balanced.rank, r)[:, None], axis=1)[:, 0]
+        return cls(balanced, _freq.FirResponse(h), tail, direct)
 
     @classmethod
-    def from_statespace(cls, sys, max_order: int) -> "HankelNormFamily":
+    def from_statespace(cls, sys, max_order: int, *, direct: str = "hinf"
+                        ) -> "HankelNormFamily":
         """Families for a flat :class:`~mor.StateSpace` batch (its whole balanced realisation)."""
         balanced = BalancedFamily.from_statespace(sys, sys.n_states)
         return cls(balanced, _freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
-                   np.zeros(sys.d.shape[0]))
+                   np.zeros(sys.d.shape[0]), direct)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
         """Compact models ``(poles, residues, direct, conversion_error)``; see
@@ -155,7 +165,7 @@ class HankelNormFamily:
             idx = np.flatnonzero(~exact & (orders == key[0]) & (sizes == key[1]))
             p, r, e = self._approximant(which[idx], *key)
             poles[idx, : p.shape[1]], residues[idx, : p.shape[1]], lost[idx] = p, r, e
-        if (~exact).any():
+        if (~exact).any() and self.direct_rule == "hinf":
             idx = np.flatnonzero(~exact)
             direct[idx] = self._best_direct(which[idx], poles[idx], residues[idx])
         return poles, residues, direct, lost
@@ -182,7 +192,7 @@ class HankelNormFamily:
     def _best_direct(self, which, poles, residues) -> np.ndarray:
         """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of :mod:`mor._freq`."""
         m = _freq.grid_size(self.reference.size)
-        ref = self.reference.grid(m)[which]
+        ref = self.reference.take(which).grid(m)
         err = ref - _freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
         lo, hi = err.real.min(axis=1), err.real.max(axis=1)
 

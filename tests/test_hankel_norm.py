@@ -1,0 +1,132 @@
+"""Optimal Hankel-norm approximation against the theory and against SLICOT's AB09CD."""
+
+import numpy as np
+import pytest
+import scipy.linalg
+from hypothesis import given, strategies as st
+
+import mor
+from mor.demo import hyena_like_filters
+from mor.methods.hankel_norm import to_continuous, to_discrete
+from systems import decayed_length, stable_modal
+
+
+def _error_system(full: mor.StateSpace, model: mor.ModalSSM) -> mor.StateSpace:
+    red = model.to_dense()
+    return mor.StateSpace(scipy.linalg.block_diag(full.a, red.a), np.r_[full.b, red.b],
+                          np.r_[full.c, -red.c], full.d - red.d)
+
+
+def test_bilinear_map_round_trip_and_transfer_function():
+    ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.4j), 0.5, -0.3], [1.0 + 0.2j, 0.4, 0.05], 0.2)
+    sys = ssm.to_dense()
+    parts = (sys.a[None], sys.b[None], sys.c[None], sys.d[None])
+    cont = to_continuous(*parts)
+    eye = np.eye(sys.n_states)
+    for s in (0.3 + 0.7j, -2.0 + 0.1j, 5j):
+        z = (1 + s) / (1 - s)
+        hd = parts[3][0] + parts[2][0] @ np.linalg.solve(z * eye - parts[0][0], parts[1][0])
+        hc = cont[3][0] + cont[2][0] @ np.linalg.solve(s * eye - cont[0][0], cont[1][0])
+        assert hd == pytest.approx(hc, rel=1e-12)
+    for x, y in zip(to_discrete(*cont), parts):
+        np.testing.assert_allclose(x, y, atol=1e-13)
+
+
+@given(stable_modal(max_pairs=4, max_real=3), st.data())
+def test_hankel_norm_error_is_sigma_next_on_dense_systems(ssm, data):
+    sys = ssm.to_dense()
+    n = sys.n_states
+    if n < 2:
+        return
+    hsv = sys.hankel_singular_values()
+    d = data.draw(st.integers(0, n - 2))
+    if hsv[d] < 1e-9 * hsv[0] or hsv[d] > (1 - 1e-6) * hsv[max(d - 1, 0)] and d > 0:
+        return  # AAK needs a simple sigma_{d+1} above the rounding floor
+    red = mor.reduce(sys, d, method="hankel")
+    assert red.order == d and red.is_stable()
+    err = _error_system(sys, red).hankel_singular_values()[0]
+    assert err == pytest.approx(hsv[d], rel=1e-6, abs=1e-12 * hsv[0])
+    abs_hinf = red.info["hinf"] * red.info["peak"]
+    assert hsv[d] * (1 - 1e-6) <= abs_hinf <= hsv[d:].sum() * (1 + 1e-6) + 1e-12
+
+
+@given(stable_modal(max_pairs=3, max_real=2), st.data())
+def test_hankel_norm_on_fir_filters_of_stable_systems(ssm, data):
+    n = int(ssm.order)
+    if n < 2:
+        return
+    length = max(decayed_length(ssm), n + 2)
+    h = ssm.impulse(length)
+    s = mor.hankel_singular_values(h, n + 1)
+    d = data.draw(st.integers(0, n - 2))
+    if s[d] < 1e-8 * s[0] or (d > 0 and s[d] > (1 - 1e-6) * s[d - 1]):
+        return
+    red = mor.reduce(h, d, method="hankel")
+    assert red.order == d and red.is_stable()
+    # the error's Hankel norm, from its impulse response (model decayed as well)
+    rho = np.abs(red.poles).max(initial=0.0)
+    horizon = length + (int(np.log(1e-17) / np.log(rho)) + 1 if rho > 0 else 1)
+    e = np.zeros(horizon)
+    e[:length] = h
+    e -= red.impulse(horizon)
+    err = mor.hankel_singular_values(e, 1)[0]
+    tail = red.info["truncation_tail"] * red.info["peak"]
+    assert abs(err - s[d]) <= 1e-6 * s[d] + tail + 1e-12 * s[0]
+    assert red.info["hinf"] <= red.info["glover_bound"] * (1 + 1e-6)
+
+
+def test_trained_filters_beat_balanced_truncation_in_hinf(trained_filters):
+    h = trained_filters[:, ::128]
+    hn = mor.reduce(h, 16, method="hankel")
+    bt = mor.reduce(h, 16)
+    assert np.all(hn.is_stable()) and np.all(hn.order == 16)
+    assert np.all(hn.info["hinf"] >= hn.info["aak"] * (1 - 1e-6))
+    assert np.all(hn.info["hinf"] <= hn.info["glover_bound"] * (1 + 1e-6))
+    assert np.median(hn.info["hinf"] / bt.info["hinf"]) < 0.9
+
+
+def test_direct_keep_keeps_the_first_tap():
+    h = hyena_like_filters(2, 200)
+    keep = mor.reduce(h, 6, method="hankel", direct="keep")
+    np.testing.assert_allclose(keep.direct, h[:, 0])
+    best = mor.reduce(h, 6, method="hankel")
+    assert np.all(best.info["hinf"] <= keep.info["hinf"] * (1 + 1e-9))
+    with pytest.raises(ValueError, match="direct"):
+        mor.reduce(h, 6, method="hankel", direct="zero")
+
+
+def test_tol_search_with_hankel_method():
+    h = hyena_like_filters(3, 300, seed=4)
+    red = mor.reduce(h, tol=3e-2, norm="hinf", method="hankel")
+    assert np.all(red.info["met_tol"]) and np.all(red.info["hinf"] <= 3e-2)
+    for i in range(3):
+        for k in range(int(red.info["search_start"][i]), int(red.order[i])):
+            assert mor.reduce(h[i], k, method="hankel").info["hinf"] > 3e-2
+
+
+ctrlsys = pytest.importorskip("ctrlsys")
+
+
+@pytest.mark.parametrize("order", [4, 12])
+def test_matches_slicot_ab09cd(trained_filters, order):
+    """Against AB09CD on a dense system of order 160 (a balanced model of a trained filter)."""
+    base = mor.reduce(trained_filters[1, 5], 160)
+    sys = base.to_dense()
+    n = sys.n_states
+    # SLICOT overwrites its array arguments: hand it copies
+    out = ctrlsys.ab09cd("D", "N", "F", n, 1, 1, order, sys.a.copy(order="F"),
+                         sys.b[:, None].copy(order="F"), sys.c[None, :].copy(order="F"),
+                         np.array([[sys.d]], order="F"), 0.0, 0.0)
+    ar, br, cr, dr, nr, hsv, *_ = out
+    assert nr == order
+    theirs = mor.ModalSSM.from_dense(ar[:nr, :nr], br[:nr, 0], cr[0, :nr], dr[0, 0])
+    ours = mor.reduce(sys, order, method="hankel")
+    np.testing.assert_allclose(sys.hankel_singular_values()[: order + 2], hsv[: order + 2],
+                               rtol=1e-7)
+    err_ours = _error_system(sys, ours).hankel_singular_values()[0]
+    err_theirs = _error_system(sys, theirs).hankel_singular_values()[0]
+    assert err_ours == pytest.approx(hsv[order], rel=1e-6)
+    assert err_theirs == pytest.approx(hsv[order], rel=1e-6)
+    # the same strictly proper part (the direct terms are chosen differently)
+    np.testing.assert_allclose(ours.impulse(400)[1:], theirs.impulse(400)[1:],
+                               atol=1e-7 * np.abs(theirs.impulse(400)).max())
