@@ -16,6 +16,8 @@ from mor.statespace import StateSpace
 
 METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily}
 DEFAULT_MAX_ORDER = 64
+#: The tol search computes the Hankel factorisation for this many orders first.
+TOL_FIRST_ORDER = 24
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
 CONVERSION_RTOL = 1e-6
 
@@ -105,14 +107,17 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         flat = h.reshape(-1, size + 1)
         build = METHODS[method].from_fir
     f = int(np.prod(batch, dtype=np.int64))
+    own_direct = flat.d if isinstance(h, StateSpace) else flat[:, 0]
     info: dict[str, Any] = {"method": method, "method_options": dict(method_options)}
     reason = np.full(f, "", dtype=object)
     met = None
+    everyone = np.arange(f)
     if order is not None:
         requested = np.broadcast_to(check_order(order, size + 1), batch).reshape(-1)
         family = build(flat, int(requested.max(initial=0)), **method_options)
         orders = np.minimum(requested, family.rank)
         model = family.model(orders)
+        groups = [(everyone, family, everyone)]
         info["search"] = "order given"
     elif modes is not None:
         modes = int(check_order(modes, size + 1, "modes"))
@@ -120,16 +125,18 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         family = build(flat, cap, **method_options)
         requested = np.minimum(np.full(f, cap), family.rank)
         orders, model = _largest_within_modes(family, requested, modes)
+        groups = [(everyone, family, everyone)]
         info["search"] = f"largest order <= {cap} with at most {modes} modes"
     else:
         tol = check_tol(tol)
         top = min(size, DEFAULT_MAX_ORDER) if max_order is None else int(
             check_order(max_order, size + 1, "max_order"))
-        family = build(flat, top, **method_options)
-        requested = np.full(f, top)
-        orders, model, met, start = _smallest_meeting_tol(flat, family, tol, norm, top)
+        orders, model, met, start, groups = _tol_search(flat, build, method_options, tol, norm,
+                                                        top)
         info["search"] = (f"orders scanned upward from a proven lower bound "
-                          f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}")
+                          f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}, the Hankel "
+                          f"factorisation computed for {TOL_FIRST_ORDER} orders first and "
+                          f"doubled for the filters that need more")
         info["search_start"] = start.reshape(batch)
         reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
     *model, lost = model
@@ -150,18 +157,22 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     poles, residues, direct = model
     if failed.any():
         poles[failed], residues[failed] = 0, 0
-        direct[failed] = family.d[failed]
+        direct[failed] = own_direct[failed]
         orders = np.where(failed, 0, orders)
         lost[failed] = 0.0
-    if isinstance(h, StateSpace):
-        achieved = _system_errors(flat, family, (poles, residues, direct), orders, errors)
-    else:
-        achieved = model_errors(flat, poles, residues, direct, orders, family.hsv, errors)
-    if "peak" in achieved and isinstance(family, HankelNormFamily):
-        # Glover: ||G - G_d - D||_inf <= sum_{i>d} sigma_i, plus the truncation tail
-        tail = relative(family.tail, achieved["peak"])
-        achieved["truncation_tail"] = tail
-        achieved["glover_bound"] = achieved["bt_bound"] / 2 + tail
+    achieved: dict[str, np.ndarray] = {}
+    for idx, family, local in groups:
+        part = (poles[idx], residues[idx], direct[idx])
+        if isinstance(h, StateSpace):
+            got = _system_errors(flat, family, part, orders[idx], errors)
+        else:
+            got = model_errors(flat[idx], *part, orders[idx], family.hsv[local], errors)
+        if "peak" in got and isinstance(family, HankelNormFamily):
+            # Glover: ||G - G_d - D||_inf <= sum_{i>d} sigma_i, plus the truncation tail
+            got["truncation_tail"] = relative(family.tail[local], got["peak"])
+            got["glover_bound"] = got["bt_bound"] / 2 + got["truncation_tail"]
+        for key, value in got.items():
+            achieved.setdefault(key, np.zeros(f, dtype=value.dtype))[idx] = value
     for key, value in achieved.items():
         info[key] = value.reshape(batch)
     info["conversion_error"] = lost.reshape(batch)
@@ -214,21 +225,60 @@ def _largest_within_modes(family, cap: np.ndarray, modes: int):
     return orders, (poles, residues, direct, lost)
 
 
-def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int):
-    """Scan orders upward per filter until the achieved ``norm`` error is ``<= tol``."""
+def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, top: int):
+    """Per filter the smallest order ``<= top`` whose achieved ``norm`` error is ``<= tol``.
+
+    The Hankel factorisation is computed for ``TOL_FIRST_ORDER`` orders first and, for the
+    filters whose scan runs past it, again with twice as many, until ``top``: the search costs
+    little more than one reduction at the orders it finds. Returns the orders, the models
+    ``(poles, residues, direct, conversion_error)``, ``met``, the scan's proven start and the
+    groups ``(indices, family, rows in the family)`` the models came from.
+    """
+    f = flat.shape[0]
+    orders = np.zeros(f, dtype=np.int64)
+    met = np.zeros(f, dtype=bool)
+    start = np.zeros(f, dtype=np.int64)
+    first = np.zeros(f, dtype=np.int64)
+    peak = _freq.peak_magnitude(_freq.FirResponse(flat))[0] if norm == "hinf" else None
+    parts, groups = [], []
+    pending, k = np.arange(f), min(top, TOL_FIRST_ORDER)
+    while pending.size:
+        family = build(flat[pending], k, **options)
+        sub_peak = None if peak is None else peak[pending]
+        o, ok, lower, model = _scan(flat[pending], family, tol, norm, k, first[pending], sub_peak)
+        start[pending] = lower
+        more = ~ok & (np.minimum(family.rank, k) == k) & (k < top)
+        done = ~more
+        orders[pending[done]], met[pending[done]] = o[done], ok[done]
+        parts.append((pending[done], [x[done] for x in model]))
+        groups.append((pending[done], family, np.flatnonzero(done)))
+        first[pending[more]] = np.maximum(lower[more], k + 1)
+        pending, k = pending[more], min(top, 2 * k)
+    width = max((p[1][0].shape[1] for p in parts), default=0)
+    poles = np.zeros((f, width), dtype=np.complex128)
+    residues = np.zeros_like(poles)
+    direct, lost = np.zeros(f), np.zeros(f)
+    for idx, (p, r, d, e) in parts:
+        poles[idx, : p.shape[1]], residues[idx, : p.shape[1]] = p, r
+        direct[idx], lost[idx] = d, e
+    return orders, (poles, residues, direct, lost), met, start, groups
+
+
+def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
+          peak: np.ndarray | None):
+    """Scan orders upward from ``max(first, AAK start)`` to ``min(top, rank)`` per filter."""
     f = h.shape[0]
     hsv = family.hsv
     limit = np.minimum(family.rank, top)
-    start = np.zeros(f, dtype=np.int64)
-    peak = _freq.peak_magnitude(_freq.FirResponse(h))[0] if norm == "hinf" else None
-    if norm == "hinf":
+    lower = np.zeros(f, dtype=np.int64)
+    if norm == "hinf":  # AAK: no order d with sigma_{d+1} > tol max|H| can meet tol
         above = np.concatenate([hsv, np.zeros((f, 1))], axis=1) > tol * peak[:, None]
-        start = np.minimum(np.argmin(above, axis=1), limit + 1)  # first sigma_{d+1} <= tol peak
-    orders = start.copy()
+        lower = np.minimum(np.argmin(above, axis=1), limit + 1)
+    orders = np.maximum(lower, first)
     met = np.zeros(f, dtype=bool)
     best = np.full(f, np.inf)
-    best_order = np.minimum(start, limit)
-    pending = np.flatnonzero(start <= limit)
+    best_order = np.minimum(orders, limit)
+    pending = np.flatnonzero(orders <= limit)
     while pending.size:
         p, r, d, _ = family.model(orders[pending], pending)
         err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
@@ -241,4 +291,4 @@ def _smallest_meeting_tol(h: np.ndarray, family, tol: float, norm: str, top: int
         orders[pending[~ok]] += 1
         pending = pending[~ok & (orders[pending] <= limit[pending])]
     final = np.where(met, orders, best_order)
-    return final, family.model(final), met, start
+    return final, met, lower, family.model(final)

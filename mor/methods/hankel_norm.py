@@ -108,6 +108,7 @@ class HankelNormFamily:
         if direct not in ("hinf", "keep"):
             raise ValueError(f"direct must be 'hinf' or 'keep', got {direct!r}")
         self.direct_rule = direct
+        self._grid = None
         self.balanced = balanced
         self.reference = reference  # a _freq response of the systems being approximated
         self.hsv, self.rank, self.d, self.tail = balanced.hsv, balanced.rank, balanced.d, tail
@@ -192,7 +193,9 @@ class HankelNormFamily:
     def _best_direct(self, which, poles, residues) -> np.ndarray:
         """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of :mod:`mor._freq`."""
         m = _freq.grid_size(self.reference.size)
-        ref = self.reference.take(which).grid(m)
+        if self._grid is None:  # the reference's exact grid, once for every search step
+            self._grid = self.reference.grid(m)
+        ref = self._grid[which]
         err = ref - _freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
         lo, hi = err.real.min(axis=1), err.real.max(axis=1)
 
