@@ -1,7 +1,7 @@
 """mor: long FIR filters to compact state-space models.
 
 Public API: :func:`hankel_singular_values`, :func:`error_bounds`, :func:`reduce`,
-:func:`compare`, :class:`ModalSSM`, :class:`StateSpace`, :func:`load`.
+:func:`select_order`, :func:`compare`, :class:`ModalSSM`, :class:`StateSpace`, :func:`load`.
 """
 
 from mor.bounds import ErrorBounds, error_bounds
@@ -9,9 +9,10 @@ from mor.hankel import hankel_singular_values
 from mor.io import load
 from mor.metrics import Comparison, compare
 from mor.reduce import reduce
+from mor.select import OrderSelection, select_order
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
-__all__ = ["Comparison", "ErrorBounds", "ModalSSM", "StateSpace", "compare", "error_bounds",
-           "hankel_singular_values", "load", "reduce"]
+__all__ = ["Comparison", "ErrorBounds", "ModalSSM", "OrderSelection", "StateSpace", "compare",
+           "error_bounds", "hankel_singular_values", "load", "reduce", "select_order"]
 __version__ = "0.1.0"

@@ -149,3 +149,30 @@ class TestStateSpace:
         a = mor.reduce(mor.StateSpace.from_fir(h), 8)
         b = mor.reduce(h, 8)
         np.testing.assert_allclose(a.impulse(300), b.impulse(300), atol=1e-9)
+
+
+class TestSelectOrder:
+    def test_orders_match_reduce_and_report_failures(self):
+        h = hyena_like_filters(4, 300, seed=8)
+        sel = mor.select_order(h, 5e-2, max_order=12)
+        red = mor.reduce(h, tol=5e-2, max_order=12, on_fail="flag")
+        np.testing.assert_array_equal(sel.met, red.info["met_tol"])
+        np.testing.assert_array_equal(sel.order[sel.met], red.order[sel.met])
+        assert np.all(sel.order[~sel.met] == -1) and np.all(np.isnan(sel.error[~sel.met]))
+        assert np.all(sel.error[sel.met] <= 5e-2)
+        assert sum(sel.histogram().values()) == 4
+        assert "histogram" in str(sel)
+
+    def test_unreachable_everywhere(self):
+        h = hyena_like_filters(2, 200, seed=9)
+        sel = mor.select_order(h, 1e-9, norm="hinf", max_order=3)
+        assert not sel.met.any() and np.all(sel.order == -1)
+
+    def test_per_layer_histogram(self, trained_filters):
+        h = trained_filters[:, :8]
+        sel = mor.select_order(h, 2e-2, norm="hinf", method="hankel")
+        per_layer = sel.histogram(axis=0)
+        assert sorted(per_layer) == [0, 1, 2, 3]
+        assert all(sum(c.values()) == 8 for c in per_layer.values())
+        assert np.all(sel.error[sel.met] <= 2e-2)
+        assert np.all(sel.aak[sel.met] <= 2e-2)
