@@ -107,10 +107,10 @@ def test_tol_search_with_hankel_method():
 ctrlsys = pytest.importorskip("ctrlsys")
 
 
-@pytest.mark.parametrize("order", [4, 12])
-def test_matches_slicot_ab09cd(trained_filters, order):
-    """Against AB09CD on a dense system of order 160 (a balanced model of a trained filter)."""
-    base = mor.reduce(trained_filters[1, 5], 160)
+@pytest.mark.parametrize(("size", "order"), [(160, 4), (160, 12), (300, 24)])
+def test_matches_slicot_ab09cd(trained_filters, size, order):
+    """Against AB09CD on dense systems of order 160 and 300 (models of a trained filter)."""
+    base = mor.reduce(trained_filters[1, 5], size)
     sys = base.to_dense()
     n = sys.n_states
     # SLICOT overwrites its array arguments: hand it copies
