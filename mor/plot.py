@@ -1,0 +1,235 @@
+"""Figures for spectra, responses, poles and errors (matplotlib, no global state).
+
+Every function draws on the axes it is given, or on a new :class:`matplotlib.figure.Figure`
+that it creates without pyplot (so nothing is registered globally), and returns
+``(figure, axes)``. Batches are summarised by their median and a 10–90 % band.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+from mor.bounds import error_bounds
+from mor.conventions import as_filters
+from mor.reduce import reduce
+from mor.ssm import ModalSSM
+
+_BAND = (10, 90)
+
+
+def _new_axes(ax: Axes | None, nrows: int = 1, figsize=(6.0, 4.0)):
+    if ax is not None:
+        return ax.figure, ax
+    fig = Figure(figsize=figsize, layout="constrained")
+    axes = fig.subplots(nrows, 1, squeeze=True)
+    return fig, axes
+
+
+def _median_band(ax: Axes, x: np.ndarray, values: np.ndarray, label: str, **style):
+    """Median over the leading axes of ``values`` (``(..., len(x))``) and a 10–90 % band."""
+    flat = values.reshape(-1, values.shape[-1])
+    line, = ax.plot(x, np.median(flat, axis=0), label=label, **style)
+    if flat.shape[0] > 1:
+        lo, hi = np.percentile(flat, _BAND, axis=0)
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+    return line
+
+
+def hankel_spectrum(h, *, max_order: int = 64, ax: Axes | None = None):
+    r"""Hankel spectrum decay with the AAK and balanced-truncation bounds per order.
+
+    For every order ``d``: ``sigma_{d+1} / sigma_1`` (the spectrum itself, which is the AAK
+    lower bound on the H-infinity error of any order-``d`` model, here relative to
+    ``sigma_1``) and ``2 sum_{i>d} sigma_i / sigma_1`` (what balanced truncation guarantees).
+    A batch shows medians and 10–90 % bands.
+
+    Parameters
+    ----------
+    h : array_like ``(..., L)``
+        FIR filters.
+    max_order : int
+        Largest order shown (at most ``L - 2``).
+    """
+    h = as_filters(h)
+    max_order = min(max_order, h.shape[-1] - 2)
+    bounds = error_bounds(h, max_order=max_order)
+    scale = np.where(bounds.hsv[..., :1] > 0, bounds.hsv[..., :1], 1.0)
+    orders = np.arange(max_order + 1)
+    fig, ax = _new_axes(ax)
+    _median_band(ax, orders, bounds.aak / scale, r"$\sigma_{d+1}/\sigma_1$ (AAK lower bound)")
+    _median_band(ax, orders, bounds.bt / scale,
+                 r"$2\sum_{i>d}\sigma_i/\sigma_1$ (balanced truncation bound)", linestyle="--")
+    ax.set_yscale("log")
+    ax.set_xlabel("order d")
+    ax.set_ylabel(r"relative to $\sigma_1$")
+    count = int(np.prod(h.shape[:-1], dtype=np.int64))
+    ax.set_title(f"Hankel spectrum ({count} filter{'s' if count != 1 else ''}, L = {h.shape[-1]})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig, ax
+
+
+def responses(h, models: ModalSSM | Mapping[str, ModalSSM], *, extend: float = 0.25,
+              axes: Sequence[Axes] | None = None):
+    r"""Impulse and magnitude responses of one filter and its reductions, with the errors.
+
+    Three panels: ``h[k]`` and ``h_hat[k]`` for ``1 <= k < (1 + extend) L`` (past ``L`` the
+    model's tail, which the filter does not have; ``h[0]`` is the direct term); ``|H(e^{iw})|`` in dB; ``|H - H_hat|`` in dB with
+    each model's AAK bound ``sigma_{d+1}`` as a dotted line.
+
+    Parameters
+    ----------
+    h : array_like ``(L,)``
+        One FIR filter.
+    models : ModalSSM or mapping of name to ModalSSM
+        Single-system models of ``h``.
+    """
+    h = as_filters(h)
+    if h.ndim != 1:
+        raise ValueError(f"responses draws one filter, got shape {h.shape}")
+    if isinstance(models, ModalSSM):
+        models = {f"order {int(models.order)}": models}
+    length = h.size
+    span = int(round(length * (1 + extend)))
+    k = np.arange(span)
+    w = np.linspace(0, np.pi, 2048)
+    taps = np.zeros(span)
+    taps[:length] = h
+    spectrum = np.exp(-1j * np.outer(w, np.arange(length))) @ h
+    if axes is None:
+        fig = Figure(figsize=(7.0, 8.0), layout="constrained")
+        axes = fig.subplots(3, 1)
+    fig = axes[0].figure
+    axes[0].plot(k[1:], taps[1:], color="black", linewidth=1.0, label="filter")
+    axes[1].plot(w / np.pi, 20 * np.log10(np.maximum(np.abs(spectrum), 1e-300)), color="black",
+                 linewidth=1.0, label="filter")
+    sigma = error_bounds(h, max_order=max(int(m.order) for m in models.values())).hsv
+    for name, model in models.items():
+        if model.shape != ():
+            raise ValueError(f"model {name!r} must be a single system, got shape {model.shape}")
+        line, = axes[0].plot(k[1:], model.impulse(span)[1:], linewidth=1.0, label=name)
+        hat = model.freqresp(w)
+        axes[1].plot(w / np.pi, 20 * np.log10(np.maximum(np.abs(hat), 1e-300)),
+                     color=line.get_color(), linewidth=1.0, label=name)
+        axes[2].plot(w / np.pi, 20 * np.log10(np.maximum(np.abs(spectrum - hat), 1e-300)),
+                     color=line.get_color(), linewidth=1.0, label=name)
+        d = int(model.order)
+        if d < sigma.size:
+            axes[2].axhline(20 * np.log10(sigma[d]), color=line.get_color(), linestyle=":",
+                            linewidth=1.0, label=fr"$\sigma_{{{d + 1}}}$ (AAK, order {d})")
+    axes[0].axvline(length, color="grey", linestyle=":", linewidth=1.0)
+    axes[0].set_xlabel("lag k")
+    axes[0].set_ylabel("h[k]")
+    axes[0].set_title(f"impulse response, k >= 1 (filter ends at L = {length}, dotted)")
+    axes[1].set_xlabel(r"frequency $\omega/\pi$")
+    axes[1].set_ylabel("|H| (dB)")
+    axes[1].set_title("magnitude response")
+    axes[2].set_xlabel(r"frequency $\omega/\pi$")
+    axes[2].set_ylabel(r"$|H - \hat H|$ (dB)")
+    axes[2].set_title("error, beside the AAK lower bound on its peak")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+    return fig, axes
+
+
+def poles(ssm: ModalSSM, *, axes: Sequence[Axes] | None = None):
+    """Poles of a batch of models, coloured by ``log10 |residue|``.
+
+    Two panels: the unit disk, and ``1 - |lambda|`` (log scale) against the pole's angle,
+    where poles crowding the circle (trained long filters have many) are told apart.
+    """
+    p, r = ssm.poles.reshape(-1), ssm.residues.reshape(-1)
+    live = r != 0
+    p, r = p[live], r[live]
+    if axes is None:
+        fig = Figure(figsize=(10.0, 4.5), layout="constrained")
+        axes = fig.subplots(1, 2, width_ratios=(1, 1.6))
+    fig = axes[0].figure
+    colour = np.log10(np.abs(r))
+    t = np.linspace(0, 2 * np.pi, 512)
+    axes[0].plot(np.cos(t), np.sin(t), color="grey", linewidth=0.8)
+    axes[0].scatter(p.real, p.imag, c=colour, s=10, cmap="viridis")
+    axes[0].set_aspect("equal")
+    axes[0].set_xlim(-1.05, 1.05)
+    axes[0].set_ylim(-1.05, 1.05)
+    axes[0].set_xlabel("Re λ")
+    axes[0].set_ylabel("Im λ")
+    axes[0].set_title(f"{p.size} poles in the unit disk")
+    upper = p.imag >= 0
+    points = axes[1].scatter(np.angle(p[upper]) / np.pi, 1.0 - np.abs(p[upper]), c=colour[upper],
+                             s=10, cmap="viridis")
+    axes[1].set_yscale("log")
+    axes[1].set_xlabel(r"angle $\arg\lambda / \pi$")
+    axes[1].set_ylabel(r"$1 - |\lambda|$")
+    axes[1].set_title(f"distance to the circle (closest: {1 - np.abs(p).max(initial=0):.1e})")
+    fig.colorbar(points, ax=axes[1], label="log10 |residue|")
+    for ax in axes:
+        ax.grid(True, alpha=0.3)
+    return fig, axes
+
+
+def error_vs_order(h, orders: Sequence[int], *, methods: Sequence[str] = ("balanced", "hankel"),
+                   norm: str = "hinf", ax: Axes | None = None):
+    r"""Achieved error against order per method (median and 10–90 % band over the batch).
+
+    For ``norm="hinf"`` the AAK bound ``sigma_{d+1}/max|H|`` is drawn too: no method can go
+    below it. Each point is a :func:`mor.reduce` call (models that fail are left out).
+    """
+    h = as_filters(h)
+    orders = np.asarray(orders)
+    fig, ax = _new_axes(ax)
+    aak = None
+    for method in methods:
+        values = np.full(h.shape[:-1] + (orders.size,), np.nan)
+        for j, d in enumerate(orders):
+            red = reduce(h, int(d), method=method, on_fail="flag")
+            values[..., j] = np.where(red.info["failed"], np.nan, red.info[norm])
+            if norm == "hinf" and aak is None:
+                aak = np.full_like(values, np.nan)
+            if norm == "hinf":
+                aak[..., j] = red.info["aak"]
+        flat = values.reshape(-1, orders.size)
+        line, = ax.plot(orders, np.nanmedian(flat, axis=0), marker="o", label=method)
+        if flat.shape[0] > 1:
+            lo, hi = np.nanpercentile(flat, _BAND, axis=0)
+            ax.fill_between(orders, lo, hi, color=line.get_color(), alpha=0.15, linewidth=0)
+    if aak is not None:
+        ax.plot(orders, np.median(aak.reshape(-1, orders.size), axis=0), color="black",
+                linestyle=":", label=r"AAK $\sigma_{d+1}/\max|H|$")
+    ax.set_yscale("log")
+    ax.set_xlabel("order d")
+    ax.set_ylabel(f"relative {norm} error")
+    ax.set_title(f"{norm} error against order")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    return fig, ax
+
+
+def layer_heatmap(values, *, label: str = "order", log: bool = False, ax: Axes | None = None):
+    """Heat map of per-filter values of a model, ``(layers, channels)``: orders or errors.
+
+    Negative or NaN values (``-1``: an order that no search could find) are drawn in red.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.ndim != 2:
+        raise ValueError(f"values must have shape (layers, channels), got {values.shape}")
+    bad = ~(values >= 0)
+    with np.errstate(divide="ignore"):
+        shown = np.log10(values) if log else values.copy()
+    shown = np.ma.masked_array(shown, bad | ~np.isfinite(shown))
+    cmap = matplotlib.colormaps["viridis"].with_extremes(bad="red")
+    fig, ax = _new_axes(ax, figsize=(8.0, 0.5 * values.shape[0] + 1.5))
+    image = ax.imshow(shown, aspect="auto", interpolation="nearest", cmap=cmap)
+    fig.colorbar(image, ax=ax, label=f"log10 {label}" if log else label)
+    ax.set_xlabel("channel")
+    ax.set_ylabel("layer")
+    ax.set_yticks(np.arange(values.shape[0]))
+    ax.set_title(f"{label} per filter" + (f" (red: {int(bad.sum())} not found)" if bad.any()
+                                          else ""))
+    return fig, ax
