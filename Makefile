@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 # One BLAS/OpenMP thread per process: oversubscribing two cores makes SciPy many times slower.
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,13 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_hankel.py
 	$(BIN)/python benchmarks/bench_balanced.py
+	$(BIN)/python benchmarks/bench_hankel_norm.py
+
+# The API reference (mkdocs + mkdocstrings); the README is the front page. Fails on warnings.
+docs: $(STAMP)
+	$(BIN)/pip install --quiet -e '.[docs]'
+	cp README.md docs/index.md
+	$(BIN)/mkdocs build --strict
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis

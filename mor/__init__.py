@@ -1,14 +1,14 @@
 """mor: long FIR filters to compact state-space models.
 
-Public API: :func:`hankel_singular_values`, :func:`error_bounds`, :func:`reduce`,
-:func:`select_order`, :func:`compare`, :class:`ModalSSM`, :class:`StateSpace`, :func:`load`.
+Public API: `hankel_singular_values`, `error_bounds`, `reduce`,
+`select_order`, `compare`, `ModalSSM`, `StateSpace`, `load`.
 """
 
 from mor.bounds import ErrorBounds, error_bounds
 from mor.hankel import hankel_singular_values
 from mor.io import load
 from mor.metrics import Comparison, compare
-from mor.reduce import reduce
+from mor.reduction import reduce
 from mor.select import OrderSelection, select_order
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace

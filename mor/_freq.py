@@ -172,7 +172,7 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
     ----------
     response : FirResponse, ModalResponse, DenseResponse or Difference
     m : int, optional
-        Grid size; :func:`grid_size` of the response by default.
+        Grid size; `grid_size` of the response by default.
     n_grid_candidates, n_pole_candidates : int
         Brackets refined per system: the largest local maxima of the grid that reach half the
         grid's maximum (a band-limited response cannot rise further between samples taken at

@@ -26,7 +26,7 @@ _MAX_DOUBLINGS = 64
 def stein_factor(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Factor ``Z`` (``(..., n, n)``) with ``Z Z^H = sum_k A^k B B^H (A^H)^k``.
 
-    See :func:`_stein_factor`; this wrapper spreads large batches over worker threads.
+    See `_stein_factor`; this wrapper spreads large batches over worker threads.
     """
     batch = b.shape[:-2]
     count = int(np.prod(batch, dtype=np.int64))

@@ -44,7 +44,7 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
 
 def impulse_compact_reference(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
                               length: int) -> np.ndarray:
-    """NumPy reference for :func:`impulse_compact` (explicit powers; memory ``F * m * L``)."""
+    """NumPy reference for `impulse_compact` (explicit powers; memory ``F * m * L``)."""
     k = np.arange(max(length - 1, 0))
     vander = poles[:, :, None] ** k
     out = np.empty((poles.shape[0], length))
@@ -79,6 +79,6 @@ def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def fir_dtft_reference(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """NumPy reference for :func:`fir_dtft`."""
+    """NumPy reference for `fir_dtft`."""
     k = np.arange(h.shape[1])
     return (h[rows] * np.exp(-1j * w[:, None] * k)).sum(axis=1)

@@ -52,7 +52,7 @@ def hankel_frobenius_sq(h: np.ndarray) -> np.ndarray:
 
 
 def bounds_from_hsv(hsv: np.ndarray, frob_sq: np.ndarray, size: int) -> ErrorBounds:
-    """:class:`ErrorBounds` from the leading values ``hsv`` of a Hankel matrix of size ``size``."""
+    """`ErrorBounds` from the leading values ``hsv`` of a Hankel matrix of size ``size``."""
     k = hsv.shape[-1]
     exact = k >= size
     rest = np.zeros(hsv.shape[:-1])

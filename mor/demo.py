@@ -8,7 +8,7 @@ import numpy as np
 
 from mor.bounds import error_bounds
 from mor.metrics import compare
-from mor.reduce import reduce
+from mor.reduction import reduce
 
 
 def hyena_like_filters(n_filters: int = 32, length: int = 1024, seed: int = 0) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Saving and loading :class:`~mor.ModalSSM` banks.
+"""Saving and loading `mor.ModalSSM` banks.
 
 File schema, version 1 (a NumPy ``.npz`` archive, read with ``allow_pickle=False``):
 
@@ -56,7 +56,7 @@ def _json_default(obj):
 
 
 def load(path: str | os.PathLike) -> ModalSSM:
-    """Read a :class:`~mor.ModalSSM` written by :meth:`ModalSSM.save`.
+    """Read a `mor.ModalSSM` written by `ModalSSM.save`.
 
     Raises
     ------

@@ -22,7 +22,7 @@ class Comparison:
     order : ndarray
         McMillan degree ``d`` of each model.
     l2, tail, hinf : ndarray
-        The relative errors of :mod:`mor.conventions`.
+        The relative errors of `mor.conventions`.
     aak : ndarray
         ``sigma_{d+1} / max|H|``: the least ``hinf`` any model of order ``d`` can have.
     bt_bound : ndarray

@@ -1,6 +1,6 @@
 """Figures for spectra, responses, poles and errors (matplotlib, no global state).
 
-Every function draws on the axes it is given, or on a new :class:`matplotlib.figure.Figure`
+Every function draws on the axes it is given, or on a new `matplotlib.figure.Figure`
 that it creates without pyplot (so nothing is registered globally), and returns
 ``(figure, axes)``. Batches are summarised by their median and a 10–90 % band.
 """
@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from mor.bounds import error_bounds
 from mor.conventions import as_filters
-from mor.reduce import reduce
+from mor.reduction import reduce
 from mor.ssm import ModalSSM
 
 _BAND = (10, 90)
@@ -179,7 +179,7 @@ def error_vs_order(h, orders: Sequence[int], *, methods: Sequence[str] = ("balan
     r"""Achieved error against order per method (median and 10–90 % band over the batch).
 
     For ``norm="hinf"`` the AAK bound ``sigma_{d+1}/max|H|`` is drawn too: no method can go
-    below it. Each point is a :func:`mor.reduce` call (models that fail are left out).
+    below it. Each point is a `mor.reduce` call (models that fail are left out).
     """
     h = as_filters(h)
     orders = np.asarray(orders)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mor.reduce import reduce
+from mor.reduction import reduce
 
 
 @dataclass(frozen=True)
@@ -72,7 +72,7 @@ def select_order(h, tol: float, *, norm: str = "l2", method: str = "balanced",
                  max_order: int | None = None, **method_options) -> OrderSelection:
     r"""The smallest order per filter whose achieved ``norm`` error meets ``tol``.
 
-    The search of :func:`mor.reduce` with ``tol`` (orders scanned upward from a proven lower
+    The search of `mor.reduce` with ``tol`` (orders scanned upward from a proven lower
     bound, reusing the Hankel factorisation), keeping the orders and the errors: a filter
     that no order up to ``max_order`` satisfies gets ``order = -1`` and ``met = False``,
     never a smaller order in disguise.
@@ -88,7 +88,7 @@ def select_order(h, tol: float, *, norm: str = "l2", method: str = "balanced",
     max_order : int, optional
         Largest order tried (default ``min(L - 1, 64)``).
     **method_options
-        Passed to the method (see :func:`mor.reduce`).
+        Passed to the method (see `mor.reduce`).
 
     Returns
     -------

@@ -42,7 +42,7 @@ class ModalSSM:
     Notes
     -----
     Internally the batch is kept in compact form, one mode per pair (residue ``2 R``) or real
-    pole, sorted by decreasing H2 weight ``|R| / sqrt(1 - |lambda|^2)``; see :meth:`compact`.
+    pole, sorted by decreasing H2 weight ``|R| / sqrt(1 - |lambda|^2)``; see `compact`.
     """
 
     def __init__(self, poles, residues, direct, *, info: dict[str, Any] | None = None):
@@ -197,7 +197,7 @@ class ModalSSM:
 
     @property
     def residues(self) -> np.ndarray:
-        """Residues matching :attr:`poles`, shape ``(..., n)``."""
+        """Residues matching `poles`, shape ``(..., n)``."""
         return self._full()[1]
 
     def _full(self) -> tuple[np.ndarray, np.ndarray]:
@@ -311,7 +311,7 @@ class ModalSSM:
         ``x^H G x`` of the Gramian ``G_mn = 1 / (1 - conj(lambda_m) lambda_n)``, evaluated
         directly (``O(n^2)``). Where that sum cancels by more than a factor ``1e8`` (clustered
         poles with opposing residues) it is recomputed in square-root form,
-        ``||L^H x||`` with ``G = L L^H`` from :func:`~mor._gramians.stein_factor`, which has
+        ``||L^H x||`` with ``G = L L^H`` from `mor._gramians.stein_factor`, which has
         no cancellation.
         """
         p, r = self._full()
@@ -343,7 +343,7 @@ class ModalSSM:
         r"""Hankel singular values ``sigma(L_o^H L_c)`` from the modal Gramians, ``(..., n)``.
 
         ``P = L_c L_c^H`` and ``Q = L_o L_o^H`` solve the Stein equations of the diagonal
-        realisation; see :mod:`mor._gramians` for the square-root accuracy.
+        realisation; see `mor._gramians` for the square-root accuracy.
         """
         self._require_stable("Hankel singular values")
         lc, lo = self._factors()
@@ -351,7 +351,7 @@ class ModalSSM:
 
     # ------------------------------------------------------------------ conversions
     def to_dense(self):
-        r"""Real block-diagonal :class:`~mor.StateSpace` ``(A, B, C, D)``.
+        r"""Real block-diagonal `mor.StateSpace` ``(A, B, C, D)``.
 
         A pair ``(\lambda = a + ib, R'/2)`` becomes the block ``[[a, -b], [b, a]]`` with
         ``B = (1, 0)`` and ``C = (Re R', -Im R')``; a real pole the scalar ``\lambda`` with
@@ -384,7 +384,7 @@ class ModalSSM:
                           c.reshape(self.shape + (n,)), d.reshape(self.shape))
 
     def save(self, path) -> None:
-        """Write the batch to a versioned ``.npz`` file; see :func:`mor.load`."""
+        """Write the batch to a versioned ``.npz`` file; see `mor.load`."""
         from mor.io import save_modal
 
         save_modal(self, path)

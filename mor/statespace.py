@@ -17,7 +17,7 @@ class StateSpace:
         x[t+1] = A x[t] + B u[t], \qquad y[t] = C x[t] + D u[t],
 
     with ``A`` of shape ``(..., n, n)``, ``B`` and ``C`` of shape ``(..., n)`` and ``D`` of shape
-    ``(...)``. Gramians are computed in square-root form (:meth:`gramian_factors`), so Hankel
+    ``(...)``. Gramians are computed in square-root form (`gramian_factors`), so Hankel
     singular values and balanced truncation (``mor.reduce(sys, order, method="balanced")``)
     keep their accuracy down to ``eps * sigma_1``.
     """
@@ -125,7 +125,7 @@ class StateSpace:
         return a_r, b_r, c_r, self.d.copy(), s
 
     def to_modal(self):
-        """The same systems as a :class:`~mor.ModalSSM` (eigendecomposition of ``A``)."""
+        """The same systems as a `mor.ModalSSM` (eigendecomposition of ``A``)."""
         from mor.ssm import ModalSSM
 
         return ModalSSM.from_dense(self.a, self.b, self.c, self.d)

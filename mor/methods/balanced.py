@@ -97,7 +97,7 @@ class BalancedFamily:
 
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, dc_match: bool = False) -> "BalancedFamily":
-        """Balanced realisations of a flat :class:`~mor.StateSpace` batch."""
+        """Balanced realisations of a flat `mor.StateSpace` batch."""
         n = sys.n_states
         lc, lo = sys.gramian_factors()
         s = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc, compute_uv=False)
@@ -110,9 +110,9 @@ class BalancedFamily:
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Compact modal models of given orders: ``(poles, residues, direct, conversion_error)``.
 
-        ``orders`` (``(F',)``, at most :attr:`rank`) for the filters ``which`` (all by default).
+        ``orders`` (``(F',)``, at most `rank`) for the filters ``which`` (all by default).
         ``conversion_error`` is what diagonalising the balanced realisation lost (see
-        :meth:`ModalSSM.from_dense`).
+        `ModalSSM.from_dense`).
         """
         which = np.arange(self.d.shape[0]) if which is None else which
         f = orders.shape[0]

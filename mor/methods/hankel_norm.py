@@ -6,7 +6,7 @@ approximant ``G_d`` of order ``d`` has ``||G - G_d||_H = sigma_{d+1}``, the leas
 system can have (AAK). It is computed as follows (Glover 1984):
 
 1. a balanced realisation ``(A, B, C, D)`` of ``G``: for FIR filters, balanced truncation to an
-   intermediate order ``r`` (see :mod:`mor.methods.balanced`), which changes ``G`` by at most
+   intermediate order ``r`` (see `mor.methods.balanced`), which changes ``G`` by at most
    ``2 sum_{i>r} sigma_i`` (the *truncation tail*, reported);
 2. the bilinear map ``z = (1 + s) / (1 - s)`` to continuous time,
 
@@ -59,7 +59,7 @@ def to_continuous(a, b, c, d):
 
 
 def to_discrete(a, b, c, d):
-    """Inverse of :func:`to_continuous`."""
+    """Inverse of `to_continuous`."""
     eye = np.eye(a.shape[-1])
     inv = np.linalg.inv(eye - a)
     return ((eye + a) @ inv, np.sqrt(2) * np.einsum("fij,fj->fi", inv, b),
@@ -95,7 +95,7 @@ class HankelNormFamily:
 
     Attributes
     ----------
-    hsv, rank : as in :class:`~mor.methods.balanced.BalancedFamily`
+    hsv, rank : as in `mor.methods.balanced.BalancedFamily`
     tail : ndarray ``(F,)``
         The truncation tail ``2 sum_{i>r} sigma_i`` of the intermediate balanced model
         (certified estimate when the spectrum is partial; zero for a ``StateSpace``).
@@ -139,14 +139,14 @@ class HankelNormFamily:
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, direct: str = "hinf"
                         ) -> "HankelNormFamily":
-        """Families for a flat :class:`~mor.StateSpace` batch (its whole balanced realisation)."""
+        """Families for a flat `mor.StateSpace` batch (its whole balanced realisation)."""
         balanced = BalancedFamily.from_statespace(sys, sys.n_states)
         return cls(balanced, _freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
                    np.zeros(sys.d.shape[0]), direct)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
         """Compact models ``(poles, residues, direct, conversion_error)``; see
-        :meth:`BalancedFamily.model`. Orders at or above a filter's rank are its balanced
+        `BalancedFamily.model`. Orders at or above a filter's rank are its balanced
         truncation at the rank (exact up to the truncation tail)."""
         which = np.arange(self.d.shape[0]) if which is None else which
         f = orders.shape[0]
@@ -191,7 +191,7 @@ class HankelNormFamily:
         return pc, rc, lost
 
     def _best_direct(self, which, poles, residues) -> np.ndarray:
-        """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of :mod:`mor._freq`."""
+        """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of `mor._freq`."""
         m = _freq.grid_size(self.reference.size)
         if self._grid is None:  # the reference's exact grid, once for every search step
             self._grid = self.reference.grid(m)

@@ -1,4 +1,4 @@
-"""``mor.reduce``: FIR filters (or dense systems) to stable real modal models."""
+"""Reduction of FIR filters (or dense systems) to stable real modal models: `mor.reduce`."""
 
 from __future__ import annotations
 
@@ -48,10 +48,10 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
     method : {"balanced", "hankel"}
-        ``"balanced"``: square-root balanced truncation (:mod:`mor.methods.balanced`); options
+        ``"balanced"``: square-root balanced truncation (`mor.methods.balanced`); options
         ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
-        (see :func:`mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
-        approximation (:mod:`mor.methods.hankel_norm`); options ``intermediate_order``,
+        (see `mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
+        approximation (`mor.methods.hankel_norm`); options ``intermediate_order``,
         ``direct`` (``"hinf"``: the H-infinity-optimal direct term, or ``"keep"``),
         ``hankel_method``, ``rtol``. Both also take a ``StateSpace``.
     norm : {"l2", "hinf"}
