@@ -16,9 +16,13 @@ def test_demo_filters_are_deterministic_and_decay():
     assert np.all(np.abs(a[:, -32:]).max(1) < np.abs(a[:, :32]).max(1))
 
 
-def test_demo_runs(capsys):
-    assert main(["demo", "--filters", "4", "--length", "128", "--orders", "2", "6"]) == 0
-    out = capsys.readouterr().out
+def test_demo_runs():
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(main, ["demo", "--filters", "4", "--length", "128",
+                                       "--orders", "2,6"])
+    assert result.exit_code == 0, result.output
+    out = result.output
     assert "hinf" in out and "aak" in out and "order selection" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("2 ", "6 "))]
     assert len(rows) == 2

@@ -108,3 +108,14 @@ def test_draws_on_given_axes(batch):
     ax = fig.subplots()
     out_fig, out_ax = plot.hankel_spectrum(batch[0, 0], max_order=10, ax=ax)
     assert out_fig is fig and out_ax is ax
+
+
+def test_hinf_vs_aak(batch):
+    red = mor.reduce(batch, 6)
+    fig, ax = plot.hinf_vs_aak(red.info["hinf"], red.info["aak"])
+    _renders(fig)
+    _labelled(ax)
+    drawn = ax.collections[0].get_offsets()
+    np.testing.assert_allclose(drawn[:, 0], red.info["aak"].ravel())
+    np.testing.assert_allclose(drawn[:, 1], red.info["hinf"].ravel())
+    assert np.all(drawn[:, 1] >= drawn[:, 0] * (1 - 1e-6))

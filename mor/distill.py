@@ -1,0 +1,315 @@
+"""``mor.distill``: every filter of a model to a modal bank, with a report, in parallel."""
+
+from __future__ import annotations
+
+import json
+import os
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mor.conventions import check_norm
+from mor.io import load, save_modal
+from mor.reduction import METHODS, reduce
+from mor.ssm import ModalSSM
+
+#: Methods ``method="auto"`` chooses from, per filter.
+AUTO_METHODS = ("balanced", "hankel")
+#: Per-filter report columns, in order.
+COLUMNS = ("order", "modes", "method", "l2", "tail", "hinf", "aak", "bt_bound", "met_tol",
+           "failed", "reason", "conversion_error")
+
+
+@dataclass
+class Report:
+    """Per-filter results of a distillation (arrays of the batch shape) and the request."""
+
+    columns: dict[str, np.ndarray]
+    request: dict[str, Any]
+    shape: tuple[int, ...] = field(default=())
+
+    def summary_rows(self) -> list[dict[str, Any]]:
+        """One row per layer (the leading batch axis; one row for a flat batch)."""
+        layers = self.shape[0] if len(self.shape) >= 2 else 1
+        rows = []
+        for layer in range(layers):
+            part = {k: np.asarray(v).reshape(layers, -1)[layer] for k, v in self.columns.items()}
+            ok = ~part["failed"]
+            ratio = part["hinf"][ok] / np.where(part["aak"][ok] > 0, part["aak"][ok], np.nan)
+            rows.append({
+                "layer": layer, "filters": int(ok.size), "failed": int((~ok).sum()),
+                "order_median": float(np.median(part["order"][ok])) if ok.any() else None,
+                "order_max": int(part["order"][ok].max()) if ok.any() else None,
+                "modes_max": int(part["modes"][ok].max()) if ok.any() else None,
+                "l2_median": float(np.median(part["l2"][ok])) if ok.any() else None,
+                "hinf_median": float(np.median(part["hinf"][ok])) if ok.any() else None,
+                "hinf_over_aak_median": float(np.nanmedian(ratio)) if ok.any() else None,
+                "methods": {m: int((part["method"][ok] == m).sum())
+                            for m in np.unique(part["method"][ok])}})
+        return rows
+
+    def __str__(self) -> str:
+        head = ("layer", "filters", "failed", "order med/max", "modes max", "l2 med", "hinf med",
+                "hinf/aak med", "methods")
+        rows = [head]
+        for r in self.summary_rows():
+            fmt = (lambda x: "-" if x is None else f"{x:.2e}")
+            rows.append((str(r["layer"]), str(r["filters"]), str(r["failed"]),
+                         f"{r['order_median']}/{r['order_max']}", str(r["modes_max"]),
+                         fmt(r["l2_median"]), fmt(r["hinf_median"]),
+                         "-" if r["hinf_over_aak_median"] is None
+                         else f"{r['hinf_over_aak_median']:.2f}",
+                         ", ".join(f"{k} {v}" for k, v in r["methods"].items())))
+        widths = [max(len(row[j]) for row in rows) for j in range(len(head))]
+        return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: the request, a per-layer summary and the per-filter columns."""
+        def plain(v):
+            v = np.asarray(v)
+            return np.where(np.isfinite(v), v, None).tolist() if v.dtype.kind == "f" \
+                else v.tolist()
+
+        return {"request": self.request, "shape": list(self.shape),
+                "summary": self.summary_rows(),
+                "filters": {k: plain(v) for k, v in self.columns.items()}}
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+
+@dataclass
+class Distillation:
+    """A distilled model: the ``bank`` of modal filters and its ``report``."""
+
+    bank: ModalSSM
+    report: Report
+
+
+def distill(filters, order=None, *, modes: int | None = None, tol: float | None = None,
+            method: str = "auto", norm: str = "l2", max_order: int | None = None,
+            on_fail: str = "flag", executor: Executor | None = None, workers: int = 1,
+            chunk_size: int = 64, shard_dir: str | os.PathLike | None = None,
+            resume: bool = False, progress: bool = False, **options) -> Distillation:
+    r"""Distill every filter of a model into a bank of modal state-space models.
+
+    Filters are independent: they are cut into chunks of ``chunk_size`` and reduced with
+    :func:`mor.reduce` on ``executor`` (any ``concurrent.futures.Executor``, e.g. a Dask
+    ``Client(...).get_executor()``), on a local process pool of ``workers`` processes, or
+    here when ``workers == 1``. Each process gets ``max(1, cores // workers)`` Numba threads
+    and one BLAS thread, so that workers do not oversubscribe the cores.
+
+    Parameters
+    ----------
+    filters : array_like ``(..., L)``
+        E.g. ``(layers, channels, L)``. Filters with NaN or Inf taps are reported by index and
+        get order 0 (with ``on_fail="flag"``, the default) instead of stopping the others.
+    order, modes, tol, norm, max_order
+        As in :func:`mor.reduce` (exactly one of ``order``, ``modes``, ``tol``).
+    method : {"auto", "balanced", "hankel"}
+        ``"auto"`` runs every method of ``AUTO_METHODS`` and keeps per filter the one with the
+        smallest error in ``norm`` at the given size, or with ``tol`` the smallest order that
+        meets it (then the smaller error); the report says which.
+    on_fail : {"flag", "raise"}
+        ``"flag"`` (default): failed filters get order 0 and a reason in the report.
+    shard_dir : path, optional
+        Write each finished chunk there as a bank file; with ``resume=True`` chunks already
+        written (for the same request) are read back instead of computed again, so an
+        interrupted run loses nothing it wrote.
+    progress : bool
+        Show a progress bar over chunks.
+    **options
+        Passed to the methods (see :func:`mor.reduce`).
+
+    Returns
+    -------
+    Distillation
+        ``bank`` (a `ModalSSM` of the batch shape) and ``report``.
+    """
+    if method != "auto" and method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; available: 'auto', {sorted(METHODS)}")
+    if on_fail not in ("raise", "flag"):
+        raise ValueError(f"on_fail must be 'raise' or 'flag', got {on_fail!r}")
+    if chunk_size < 1 or workers < 1:
+        raise ValueError(f"chunk_size and workers must be >= 1, got {chunk_size}, {workers}")
+    check_norm(norm)
+    array = np.asarray(filters)
+    if array.ndim == 0 or array.size == 0 or np.iscomplexobj(array) or not (
+            np.issubdtype(array.dtype, np.number)):
+        raise ValueError(f"filters must be a non-empty real array of shape (..., L), got dtype "
+                         f"{array.dtype} and shape {array.shape}")
+    batch, length = array.shape[:-1], array.shape[-1]
+    flat = array.reshape(-1, length).astype(np.float64)
+    bad = ~np.isfinite(flat).all(axis=1)
+    if bad.any() and on_fail == "raise":
+        first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(bad)[0], batch))
+        raise ValueError(f"filters has NaN or Inf taps in filter {first}")
+    flat[bad] = 0.0
+    request = {"order": None if order is None else np.asarray(order).tolist(), "modes": modes,
+               "tol": tol, "norm": norm, "method": method, "max_order": max_order,
+               "options": options, "shape": list(array.shape)}
+    threads = max(1, (os.cpu_count() or 1) // workers) if executor or workers > 1 else None
+    job = partial(_distill_chunk, order=order, modes=modes, tol=tol, norm=norm, method=method,
+                  max_order=max_order, threads=threads, options=options)
+    chunks = [(s, min(s + chunk_size, flat.shape[0])) for s in range(0, flat.shape[0],
+                                                                     chunk_size)]
+    if order is not None and np.ndim(order):
+        orders = np.broadcast_to(np.asarray(order), batch).reshape(-1)
+        job_inputs = [(flat[a:b], orders[a:b]) for a, b in chunks]
+    else:
+        job_inputs = [(flat[a:b], None) for a, b in chunks]
+    results = _run(job, job_inputs, chunks, executor, workers, shard_dir, resume, request,
+                   progress)
+    bank, columns = _assemble(results, batch)
+    if bad.any():
+        for i in np.flatnonzero(bad):
+            columns["failed"].reshape(-1)[i] = True
+            columns["reason"].reshape(-1)[i] = "NaN or Inf taps"
+    if on_fail == "raise" and columns["failed"].any():
+        i = int(np.flatnonzero(columns["failed"].reshape(-1))[0])
+        raise ValueError(f"filter {tuple(int(j) for j in np.unravel_index(i, batch))} failed: "
+                         f"{columns['reason'].reshape(-1)[i]}")
+    return Distillation(bank, Report(columns, request, tuple(batch)))
+
+
+def _distill_chunk(data, *, order, modes, tol, norm, method, max_order, threads, options
+                   ) -> dict[str, np.ndarray]:
+    """Reduce one chunk (runs in a worker); returns plain arrays."""
+    h, orders = data
+    if threads is not None:
+        import numba
+        from threadpoolctl import threadpool_limits
+
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        limits = threadpool_limits(1)
+    else:
+        limits = None
+    try:
+        size = {"order": orders if orders is not None else order, "modes": modes, "tol": tol}
+        candidates = AUTO_METHODS if method == "auto" else (method,)
+        results = []
+        for name in candidates:
+            opts = {k: v for k, v in options.items()
+                    if k not in ("direct", "intermediate_order") or name == "hankel"}
+            results.append(reduce(h, norm=norm, method=name, max_order=max_order,
+                                  on_fail="flag", **size, **opts))
+        return _choose(results, candidates, norm, tol is not None)
+    finally:
+        if limits is not None:
+            limits.restore_original_limits()
+
+
+def _choose(results: list[ModalSSM], names, norm: str, by_tol: bool) -> dict[str, np.ndarray]:
+    """Per filter the best of the candidate models."""
+    f = results[0].shape[0]
+    score = np.full((len(results), f), np.inf)
+    for j, red in enumerate(results):
+        ok = ~red.info["failed"]
+        err = np.asarray(red.info[norm], dtype=float)
+        score[j] = np.where(ok, err + (red.order * 1e6 if by_tol else 0.0), np.inf)
+    best = np.argmin(score, axis=0)
+    width = max(r.compact()[0].shape[-1] for r in results)
+    out = {"poles": np.zeros((f, width), complex), "residues": np.zeros((f, width), complex),
+           "direct": np.zeros(f)}
+    cols: dict[str, list] = {c: [] for c in COLUMNS}
+    for i in range(f):
+        red = results[best[i]]
+        p, r, d = red.compact()
+        out["poles"][i, : p.shape[1]], out["residues"][i, : p.shape[1]] = p[i], r[i]
+        out["direct"][i] = d[i]
+        for c in COLUMNS:
+            if c == "method":
+                cols[c].append(names[best[i]])
+            elif c == "modes":
+                cols[c].append(int(red.modes[i]))
+            elif c == "met_tol":
+                cols[c].append(bool(red.info.get("met_tol", ~red.info["failed"])[i]))
+            else:
+                cols[c].append(red.info[c][i])
+    for c in COLUMNS:
+        out[c] = np.asarray(cols[c], dtype=object if c in ("method", "reason") else None)
+    return out
+
+
+def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, progress):
+    """Run the chunks (skipping shards already written), writing shards as they finish."""
+    shards = None if shard_dir is None else Path(shard_dir)
+    results: list[dict | None] = [None] * len(chunks)
+    if shards is not None:
+        shards.mkdir(parents=True, exist_ok=True)
+        if resume:
+            for k, (a, b) in enumerate(chunks):
+                results[k] = _read_shard(shards / _shard_name(a, b), request)
+        elif any(shards.glob("chunk_*.npz")):
+            raise ValueError(f"{shards} already holds shards; pass resume=True to continue "
+                             "that run, or use an empty directory")
+    todo = [k for k in range(len(chunks)) if results[k] is None]
+    bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), disable=not progress,
+               unit="chunk", desc="distilling")
+    own = None
+    if executor is None and workers > 1 and len(todo) > 1:
+        own = executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+    try:
+        mapped = (executor.map(job, [inputs[k] for k in todo]) if executor is not None
+                  else map(job, (inputs[k] for k in todo)))
+        for k, result in zip(todo, mapped):
+            results[k] = result
+            if shards is not None:
+                _write_shard(shards / _shard_name(*chunks[k]), result, request)
+            bar.update(1)
+    finally:
+        bar.close()
+        if own is not None:
+            own.shutdown()
+    return results
+
+
+def _shard_name(start: int, stop: int) -> str:
+    return f"chunk_{start:09d}_{stop:09d}.npz"
+
+
+def _write_shard(path: Path, result: dict, request: dict) -> None:
+    info = {c: result[c] for c in COLUMNS}
+    info["request"] = json.dumps(request, sort_keys=True, default=str)
+    bank = ModalSSM.from_compact(result["poles"], result["residues"], result["direct"],
+                                 info=info)
+    tmp = path.with_suffix(".tmp")
+    save_modal(bank, tmp)
+    os.replace(tmp, path)  # atomic: a killed run leaves whole shards or none
+
+
+def _read_shard(path: Path, request: dict) -> dict | None:
+    if not path.exists():
+        return None
+    bank = load(path)
+    if bank.info.get("request") != json.dumps(request, sort_keys=True, default=str):
+        raise ValueError(f"{path} was written for a different request; use another directory")
+    poles, residues, direct = bank.compact()
+    out = {"poles": poles, "residues": residues, "direct": direct}
+    out.update({c: bank.info[c] for c in COLUMNS})
+    return out
+
+
+def _assemble(results: list[dict], batch: tuple[int, ...]):
+    width = max(r["poles"].shape[1] for r in results)
+    pad = (lambda a: np.pad(a, ((0, 0), (0, width - a.shape[1]))))
+    poles = np.concatenate([pad(r["poles"]) for r in results])
+    residues = np.concatenate([pad(r["residues"]) for r in results])
+    direct = np.concatenate([r["direct"] for r in results])
+    columns = {c: np.concatenate([np.asarray(r[c]) for r in results]).reshape(batch)
+               for c in COLUMNS}
+    for c in ("method", "reason"):
+        columns[c] = columns[c].astype(object)
+    for c in ("met_tol", "failed"):
+        columns[c] = columns[c].astype(bool)
+    info = dict(columns)
+    bank = ModalSSM.from_compact(poles.reshape(batch + (width,)),
+                                 residues.reshape(batch + (width,)), direct.reshape(batch),
+                                 info=info)
+    return bank, columns

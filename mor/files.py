@@ -1,0 +1,125 @@
+"""Reading long filters from the files models are saved in.
+
+Supported: ``.npy``; ``.npz`` (a named array); ``.safetensors``; torch state dicts (``.pt``,
+``.pth``, ``.bin``, ``.ckpt``; needs the ``torch`` extra). In ``.npz``, safetensors and state
+dicts a ``key`` selects the tensor; a glob (``"layers.*.filter"``) selects several, which are
+stacked in sorted key order into a leading "layer" axis. Every tensor must be a real array of
+shape ``(..., L)``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+
+
+def read_filters(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
+    """Filters from ``path``, as a float64 array of shape ``(..., L)``.
+
+    Parameters
+    ----------
+    path : str or path
+        A ``.npy``, ``.npz``, ``.safetensors`` or torch state-dict file.
+    key : str, optional
+        The array's name, or a glob matching several arrays of one shape (stacked in sorted
+        name order). Optional for ``.npy`` and for files holding a single array (or an array
+        named ``filters``).
+
+    Raises
+    ------
+    ValueError
+        For an unknown suffix, a missing key (the available ones are listed), arrays of
+        different shapes under one glob, a non-real or 0-d array, or a corrupt file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            if key is not None:
+                raise ValueError(f"{path}: a .npy file holds one array; do not pass a key")
+            try:
+                array = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a readable .npy file ({exc})") from exc
+            return _checked(array, path, "the array")
+        if suffix == ".npz":
+            if not zipfile.is_zipfile(path):
+                raise ValueError(f"{path}: not a readable .npz file (not a zip archive)")
+            with np.load(path, allow_pickle=False) as data:
+                names = _select(list(data.files), key, path)
+                arrays = {name: data[name] for name in names}
+        elif suffix == ".safetensors":
+            from safetensors.numpy import load_file
+
+            tensors = load_file(path)
+            arrays = {name: tensors[name] for name in _select(list(tensors), key, path)}
+        elif suffix in TORCH_SUFFIXES:
+            arrays = _torch_arrays(path, key)
+        else:
+            raise ValueError(f"{path}: unknown filter file type {suffix!r} (use .npy, .npz, "
+                             f".safetensors or a torch state dict {TORCH_SUFFIXES})")
+    except (OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{path}: not a readable {suffix} file ({exc})") from exc
+    except Exception as exc:  # safetensors and torch raise their own types for corrupt files
+        if isinstance(exc, (ValueError, ImportError, FileNotFoundError)):
+            raise
+        raise ValueError(f"{path}: not a readable {suffix} file ({type(exc).__name__}: "
+                         f"{exc})") from exc
+    return _stack(arrays, path)
+
+
+def _select(names: list[str], key: str | None, path: Path) -> list[str]:
+    if key is None:
+        if len(names) == 1:
+            return names
+        if "filters" in names:
+            return ["filters"]
+        raise ValueError(f"{path}: holds {len(names)} arrays; pass a key (one of "
+                         f"{sorted(names)[:10]}{' ...' if len(names) > 10 else ''})")
+    chosen = sorted(n for n in names if fnmatch.fnmatchcase(n, key))
+    if not chosen:
+        raise ValueError(f"{path}: no array matches key {key!r}; available: "
+                         f"{sorted(names)[:10]}{' ...' if len(names) > 10 else ''}")
+    return chosen
+
+
+def _torch_arrays(path: Path, key: str | None) -> dict[str, np.ndarray]:
+    try:
+        import torch
+    except ImportError as exc:
+        raise ImportError("reading torch state dicts needs torch: pip install 'mor[torch]'") \
+            from exc
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"],
+                                                                       dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
+    tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
+    return {name: tensors[name].detach().to(torch.float64).numpy()
+            for name in _select(list(tensors), key, path)}
+
+
+def _checked(array: np.ndarray, path: Path, name: str) -> np.ndarray:
+    if array.ndim == 0 or not np.issubdtype(array.dtype, np.number) or np.iscomplexobj(array):
+        raise ValueError(f"{path}: {name} must be a real array of shape (..., L), got dtype "
+                         f"{array.dtype} and shape {array.shape}")
+    return np.asarray(array, dtype=np.float64)
+
+
+def _stack(arrays: dict[str, np.ndarray], path: Path) -> np.ndarray:
+    checked = {name: _checked(a, path, repr(name)) for name, a in arrays.items()}
+    if len(checked) == 1:
+        return next(iter(checked.values()))
+    shapes = {name: a.shape for name, a in checked.items()}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"{path}: the selected arrays differ in shape: {shapes}")
+    return np.stack(list(checked.values()))

@@ -1,0 +1,139 @@
+"""Whole-model distillation: choice of method, failures, shards, executors, CLI."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+import mor
+from mor.cli import main
+from mor.demo import hyena_like_filters
+from mor.distill import distill
+
+
+@pytest.fixture(scope="module")
+def model():
+    return hyena_like_filters(12, 160, seed=2).reshape(3, 4, 160)
+
+
+def test_auto_picks_the_best_method_per_filter(model):
+    res = distill(model, 6, norm="hinf")
+    assert res.bank.shape == (3, 4)
+    bt = mor.reduce(model, 6).info["hinf"]
+    hn = mor.reduce(model, 6, method="hankel").info["hinf"]
+    np.testing.assert_allclose(res.report.columns["hinf"], np.minimum(bt, hn))
+    assert set(res.report.columns["method"].ravel()) <= {"balanced", "hankel"}
+    np.testing.assert_allclose(res.bank.impulse(160),
+                               np.where((res.report.columns["method"] == "hankel")[..., None],
+                                        mor.reduce(model, 6, method="hankel").impulse(160),
+                                        mor.reduce(model, 6).impulse(160)), atol=1e-12)
+
+
+def test_tol_smallest_order_and_report(model):
+    res = distill(model, tol=5e-2, norm="l2", method="balanced")
+    ref = mor.reduce(model, tol=5e-2, on_fail="flag")
+    np.testing.assert_array_equal(res.bank.order, ref.order)
+    data = json.loads(res.report.to_json())
+    assert data["request"]["tol"] == 5e-2 and len(data["summary"]) == 3
+    assert np.array_equal(np.array(data["filters"]["order"]), ref.order)
+    assert "layer" in str(res.report)
+
+
+def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
+    h = model.copy()
+    h[1, 2, 7] = np.nan
+    res = distill(h, 4)
+    assert res.report.columns["failed"][1, 2] and res.bank.order[1, 2] == 0
+    assert "NaN" in res.report.columns["reason"][1, 2]
+    assert res.report.columns["failed"].sum() == 1 and np.all(res.bank.order[0] == 4)
+    with pytest.raises(ValueError, match=r"NaN or Inf taps in filter \(1, 2\)"):
+        distill(h, 4, on_fail="raise")
+
+
+def test_process_pool_matches_serial(model):
+    serial = distill(model, 5, chunk_size=3)
+    pooled = distill(model, 5, chunk_size=3, workers=2)
+    np.testing.assert_array_equal(serial.bank.compact()[0], pooled.bank.compact()[0])
+    np.testing.assert_array_equal(serial.report.columns["l2"], pooled.report.columns["l2"])
+
+
+def test_dask_local_cluster_matches_serial(model):
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", dashboard_address=None) as cluster, \
+            distributed.Client(cluster) as client:
+        remote = distill(model, 5, chunk_size=3, executor=client.get_executor())
+    serial = distill(model, 5, chunk_size=3)
+    np.testing.assert_array_equal(serial.bank.compact()[1], remote.bank.compact()[1])
+    np.testing.assert_array_equal(serial.report.columns["hinf"], remote.report.columns["hinf"])
+
+
+def test_shards_resume_and_request_check(tmp_path, model):
+    first = distill(model, 5, chunk_size=4, shard_dir=tmp_path)
+    assert len(list(tmp_path.glob("chunk_*.npz"))) == 3
+    with pytest.raises(ValueError, match="already holds shards"):
+        distill(model, 5, chunk_size=4, shard_dir=tmp_path)
+    again = distill(model, 5, chunk_size=4, shard_dir=tmp_path, resume=True)
+    np.testing.assert_array_equal(first.bank.compact()[0], again.bank.compact()[0])
+    with pytest.raises(ValueError, match="different request"):
+        distill(model, 6, chunk_size=4, shard_dir=tmp_path, resume=True)
+
+
+def test_killed_cli_run_resumes(tmp_path):
+    h = hyena_like_filters(48, 400, seed=5)
+    np.save(tmp_path / "f.npy", h)
+    cmd = [sys.executable, "-m", "mor.cli", "distill", str(tmp_path / "f.npy"), "--tol", "1e-2",
+           "--chunk-size", "2", "--shards", str(tmp_path / "shards"), "--out",
+           str(tmp_path / "bank.npz")]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(list((tmp_path / "shards").glob("chunk_*.npz"))) < 3 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = {p.name: p.read_bytes() for p in (tmp_path / "shards").glob("chunk_*.npz")}
+    assert 3 <= len(written) < 24
+    done = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for name, content in written.items():  # nothing already written was redone or lost
+        assert (tmp_path / "shards" / name).read_bytes() == content
+    bank = mor.load(tmp_path / "bank.npz")
+    np.testing.assert_array_equal(bank.order, mor.reduce(h, tol=1e-2, on_fail="flag").order)
+
+
+def test_cli_end_to_end_on_trained_filters(tmp_path, trained_filters):
+    src = tmp_path / "model.npz"
+    np.savez(src, filters=trained_filters[:, ::32].astype(np.float32))
+    runner = CliRunner()
+    out = runner.invoke(main, ["distill", str(src), "--tol", "2e-2", "--out",
+                               str(tmp_path / "bank.npz"), "--report", str(tmp_path / "rep"),
+                               "--export", "striped-hyena"])
+    assert out.exit_code == 0, out.output
+    assert "layer" in out.output and "failed" in out.output
+    report = json.loads((tmp_path / "rep" / "report.json").read_text())
+    bank = mor.load(tmp_path / "bank.npz")
+    h = trained_filters[:, ::32].astype(np.float32).astype(np.float64)
+    ok = ~np.array(report["filters"]["failed"])
+    l2 = np.linalg.norm(bank.impulse(h.shape[-1]) - h, axis=-1) / np.linalg.norm(h, axis=-1)
+    np.testing.assert_allclose(l2[ok], np.array(report["filters"]["l2"], dtype=float)[ok],
+                               rtol=1e-8)
+    assert np.all(l2[ok] <= 2e-2)
+    for name in ("spectra.png", "orders.png", "l2.png", "hinf_vs_aak.png"):
+        assert (tmp_path / "rep" / name).stat().st_size > 5000
+    assert (tmp_path / "bank.striped-hyena.npz").exists()
+
+
+def test_cli_hsv_and_usage_errors(tmp_path):
+    np.save(tmp_path / "f.npy", hyena_like_filters(4, 128))
+    runner = CliRunner()
+    out = runner.invoke(main, ["hsv", str(tmp_path / "f.npy"), "-k", "20", "--plot",
+                               str(tmp_path / "s.png")])
+    assert out.exit_code == 0, out.output
+    assert "layer 0" in out.output and (tmp_path / "s.png").exists()
+    out = runner.invoke(main, ["distill", str(tmp_path / "f.npy")])
+    assert out.exit_code != 0 and "exactly one of --order" in out.output
