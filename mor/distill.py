@@ -95,15 +95,16 @@ class Distillation:
 def distill(filters, order=None, *, modes: int | None = None, tol: float | None = None,
             method: str = "auto", norm: str = "l2", max_order: int | None = None,
             on_fail: str = "flag", executor: Executor | None = None, workers: int = 1,
-            chunk_size: int = 64, shard_dir: str | os.PathLike | None = None,
+            threads: int | None = None, chunk_size: int = 64, shard_dir: str | os.PathLike | None = None,
             resume: bool = False, progress: bool = False, **options) -> Distillation:
     r"""Distill every filter of a model into a bank of modal state-space models.
 
     Filters are independent: they are cut into chunks of ``chunk_size`` and reduced with
     :func:`mor.reduce` on ``executor`` (any ``concurrent.futures.Executor``, e.g. a Dask
     ``Client(...).get_executor()``), on a local process pool of ``workers`` processes, or
-    here when ``workers == 1``. Each process gets ``max(1, cores // workers)`` Numba threads
-    and one BLAS thread, so that workers do not oversubscribe the cores.
+    here when ``workers == 1``. Each worker gets ``threads`` Numba threads (default
+    ``max(1, cores // workers)``) and one BLAS thread, so that workers do not oversubscribe
+    the cores; a run here keeps the caller's settings.
 
     Parameters
     ----------
@@ -154,7 +155,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     request = {"order": None if order is None else np.asarray(order).tolist(), "modes": modes,
                "tol": tol, "norm": norm, "method": method, "max_order": max_order,
                "options": options, "shape": list(array.shape)}
-    threads = max(1, (os.cpu_count() or 1) // workers) if executor or workers > 1 else None
+    if threads is None and (executor is not None or workers > 1):
+        threads = max(1, (os.cpu_count() or 1) // workers)
     job = partial(_distill_chunk, order=order, modes=modes, tol=tol, norm=norm, method=method,
                   max_order=max_order, threads=threads, options=options)
     chunks = [(s, min(s + chunk_size, flat.shape[0])) for s in range(0, flat.shape[0],
