@@ -19,9 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from mor._golden import golden_max
 from mor._kernels import fir_dtft, impulse_compact
-
-_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 def grid_size(size: int) -> int:
@@ -235,21 +234,8 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
         with np.errstate(all="ignore"):
             return np.abs(response.at(rows, w))
 
-    lo = np.clip(centre - width, 0.0, np.pi)
-    hi = np.clip(centre + width, 0.0, np.pi)
-    c = hi - _GOLDEN * (hi - lo)
-    d = lo + _GOLDEN * (hi - lo)
-    fc, fd = evaluate(c), evaluate(d)
-    for _ in range(iterations):
-        left = fc > fd
-        hi = np.where(left, d, hi)
-        lo = np.where(left, lo, c)
-        new = np.where(left, hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo))
-        fnew = evaluate(new)
-        c, d, fc, fd = (np.where(left, new, d), np.where(left, c, new),
-                        np.where(left, fnew, fd), np.where(left, fc, fnew))
-    refined = np.maximum(fc, fd)
-    refined_w = np.where(fc > fd, c, d)
+    refined_w, refined = golden_max(evaluate, np.clip(centre - width, 0.0, np.pi),
+                                    np.clip(centre + width, 0.0, np.pi), iterations)
     order = np.lexsort((refined, rows))  # per filter, its best candidate comes last
     last = np.r_[rows[order][1:] != rows[order][:-1], True]
     best_rows, best = rows[order][last], order[last]

@@ -41,13 +41,12 @@ system can have (AAK). It is computed as follows (Glover 1984):
 from __future__ import annotations
 
 import numpy as np
-import scipy.fft
 
 from mor import _freq
+from mor._golden import golden_max
 from mor.methods.balanced import BT_RTOL, BalancedFamily
 from mor.ssm import ModalSSM
 
-_GOLDEN = (np.sqrt(5.0) - 1.0) / 2.0
 
 
 def to_continuous(a, b, c, d):
@@ -197,20 +196,6 @@ class HankelNormFamily:
             self._grid = self.reference.grid(m)
         ref = self._grid[which]
         err = ref - _freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
-        lo, hi = err.real.min(axis=1), err.real.max(axis=1)
-
-        def worst(dval):
-            return np.abs(err - dval[:, None]).max(axis=1)
-
-        c = hi - _GOLDEN * (hi - lo)
-        d = lo + _GOLDEN * (hi - lo)
-        fc, fd = worst(c), worst(d)
-        for _ in range(60):
-            left = fc < fd
-            hi = np.where(left, d, hi)
-            lo = np.where(left, lo, c)
-            new = np.where(left, hi - _GOLDEN * (hi - lo), lo + _GOLDEN * (hi - lo))
-            fnew = worst(new)
-            c, d, fc, fd = (np.where(left, new, d), np.where(left, c, new),
-                            np.where(left, fnew, fd), np.where(left, fc, fnew))
-        return np.where(fc < fd, c, d)
+        best, _ = golden_max(lambda dval: -np.abs(err - dval[:, None]).max(axis=1),
+                             err.real.min(axis=1), err.real.max(axis=1), 60)
+        return best
