@@ -1,0 +1,19 @@
+"""GPU recurrence layers for distilled banks (optional: needs the ``torch`` extra).
+
+`ModalRecurrence` (whole sequences, prompts and single tokens), `HeadwiseModalRecurrence`
+(MultiHyena's outer-product form), `LongConv` (the exact layer they replace) and
+`distill_module` (swap a model's long convolutions for recurrences). ``import mor`` never
+imports torch; ``import mor.torch`` does.
+"""
+
+try:
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    raise ImportError("mor.torch needs torch: pip install 'mor[torch]'") from exc
+
+from mor.torch.distill_module import distill_module
+from mor.torch.headwise import HeadwiseModalRecurrence
+from mor.torch.longconv import LongConv
+from mor.torch.recurrence import ModalRecurrence
+
+__all__ = ["HeadwiseModalRecurrence", "LongConv", "ModalRecurrence", "distill_module"]

@@ -1,0 +1,72 @@
+r"""``HeadwiseModalRecurrence``: MultiHyena's head-wise form, the outer product ``k v^T``.
+
+Per head with filter ``h`` (compact modes ``lambda``, ``R``, direct ``h_0``) and head
+dimension ``N``, the convolved signal is the matrix ``k[t] v[t]^T`` and the output is read
+against ``q[t]``:
+
+.. math::
+
+    y[t] = q[t]^T \Big(\mathrm{Re} \sum_n R_n S_n[t] + h_0\, k[t] v[t]^T\Big), \qquad
+    S_n[t+1] = \lambda_n S_n[t] + k[t] v[t]^T,
+
+equivalently ``y[t]_j = sum_i q_i[t] sum_s h[t-s] k_i[s] v_j[s]``. The state has shape
+``(B, H, modes, N, N, 2)``, float32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mor.torch.recurrence import ModalRecurrence
+
+
+class HeadwiseModalRecurrence(nn.Module):
+    """Head-wise modal recurrence on ``q, k, v`` of shape ``(B, H, N, L)``."""
+
+    def __init__(self, heads: ModalRecurrence):
+        super().__init__()
+        self.heads = heads  # one filter per head
+
+    @classmethod
+    def from_ssm(cls, bank) -> "HeadwiseModalRecurrence":
+        """From a bank with one filter per head (shape ``(H,)``)."""
+        return cls(ModalRecurrence.from_ssm(bank))
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Whole sequences by FFT convolution of the outer products (memory ``B H N^2 L``)."""
+        batch, heads, dim, length = k.shape
+        kv = (k.float()[:, :, :, None, :] * v.float()[:, :, None, :, :])
+        h = self.heads.kernel(length)[self.heads.channel_map]  # (H, L)
+        n = 2 * length
+        conv = torch.fft.irfft(torch.fft.rfft(kv, n=n) * torch.fft.rfft(h, n=n)[:, None, None],
+                               n=n)[..., :length]
+        return torch.einsum("bhil,bhijl->bhjl", q.float(), conv).to(q.dtype)
+
+    def init_state(self, batch: int, dim: int) -> torch.Tensor:
+        return torch.zeros(batch, self.heads.channels, self.heads.modes, dim, dim, 2,
+                           device=self.heads.lam.device)
+
+    def prefill(self, q, k, v) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs (``forward``) and the state ``S_n = sum_s lambda_n^{T-1-s} k[s] v[s]^T``."""
+        batch, heads, dim, length = k.shape
+        op = self.heads._chunk_operators(length)  # (H, m, T) powers lambda^{T-1-s}
+        kv = (k.float()[:, :, :, None, :] * v.float()[:, :, None, :, :])
+        sr = torch.einsum("bhijt,hmt->bhmij", kv, op["wr"])
+        si = torch.einsum("bhijt,hmt->bhmij", kv, op["wi"])
+        return self.forward(q, k, v), torch.stack([sr, si], -1)
+
+    def step(self, q_t, k_t, v_t, state: torch.Tensor) -> torch.Tensor:
+        """One token (``q_t, k_t, v_t``: ``(B, H, N)``); ``state`` updated in place."""
+        lam = self.heads.lam[:, :, None, None, :]  # (H, m, 1, 1, 2)
+        res = self.heads.res[:, :, None, None, :]
+        kv = k_t.float()[..., :, None] * v_t.float()[..., None, :]  # (B, H, N, N)
+        sr, si = state[..., 0], state[..., 1]
+        read = (res[..., 0] * sr - res[..., 1] * si).sum(2) \
+            + self.heads.direct[None, :, None, None] * kv
+        y = torch.einsum("bhi,bhij->bhj", q_t.float(), read)
+        new_r = lam[..., 0] * sr - lam[..., 1] * si + kv[:, :, None]
+        new_i = lam[..., 0] * si + lam[..., 1] * sr
+        state[..., 0] = new_r
+        state[..., 1] = new_i
+        return y.to(q_t.dtype)

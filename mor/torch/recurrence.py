@@ -1,0 +1,225 @@
+r"""``ModalRecurrence``: a bank of modal filters as a GPU recurrence layer.
+
+Per channel ``c`` with filter ``f = channel_map[c]`` (compact modal form, `mor.conventions`):
+
+.. math::
+
+    y[t] = \mathrm{Re} \sum_n R_n x_n[t] + h_0 u[t], \qquad x_n[t+1] = \lambda_n x_n[t] + u[t],
+
+which is the convolution of ``u`` with ``h[0] = h_0``, ``h[k] = Re sum_n R_n lambda_n^{k-1}``.
+Poles, residues and the state are kept in float32 (real and imaginary parts: Triton has no
+complex type); activations may be bfloat16 (bf16 would round pole moduli above about 0.998 to
+1). The state has shape ``(batch, channels, modes, 2)``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from mor.ssm import ModalSSM
+
+#: Kernels longer than this are materialised with float64 powers (then cast to float32).
+FLOAT64_KERNEL_LENGTH = 8192
+#: Default prompt chunk of ``prefill(mode="chunked")``.
+DEFAULT_CHUNK = 256
+
+
+class ModalRecurrence(nn.Module):
+    """A long-convolution layer run as a diagonal recurrence; see the module notes.
+
+    Build it with :meth:`from_ssm`. ``forward(u)`` takes ``u`` of shape ``(B, C, L)``.
+    """
+
+    def __init__(self, poles: torch.Tensor, residues: torch.Tensor, direct: torch.Tensor,
+                 channel_map: torch.Tensor):
+        super().__init__()
+        # float64 masters (for kernels of any length) and float32 working copies. A pole at 0
+        # (padding) gets log = -1e4: lambda^0 = 1 and lambda^k = 0 for k >= 1, exactly.
+        poles = poles.to(torch.complex128)
+        safe = torch.where(poles == 0, torch.ones_like(poles), poles)
+        log_poles = torch.where(poles == 0, torch.full_like(poles, -1e4), torch.log(safe))
+        self.register_buffer("log_poles", log_poles, persistent=True)
+        self.register_buffer("residues64", residues.to(torch.complex128), persistent=True)
+        self.register_buffer("direct", direct.to(torch.float32), persistent=True)
+        self.register_buffer("channel_map", channel_map.to(torch.long), persistent=True)
+        lam = poles.to(torch.complex64)
+        res = residues.to(torch.complex64)
+        self.register_buffer("lam", torch.stack([lam.real, lam.imag], -1).contiguous(),
+                             persistent=False)
+        self.register_buffer("res", torch.stack([res.real, res.imag], -1).contiguous(),
+                             persistent=False)
+        self._kernels: dict = {}
+        self._operators: dict = {}
+
+    @classmethod
+    def from_ssm(cls, bank: ModalSSM, channel_map=None) -> "ModalRecurrence":
+        """A layer from a bank of ``F`` filters (shape ``(F,)``).
+
+        ``channel_map`` (``(C,)`` ints) gives each channel's filter (MultiHyena: channels of a
+        head share its filter); by default channel ``c`` uses filter ``c``.
+        """
+        if len(bank.shape) != 1:
+            raise ValueError(f"bank must hold one filter per row, shape (F,), got {bank.shape}")
+        if not np.all(bank.is_stable()):
+            raise ValueError("the bank has poles on or outside the unit circle")
+        poles, residues, direct = bank.compact()
+        f = bank.shape[0]
+        if poles.shape[1] == 0:  # order-0 filters only: one dead mode keeps shapes static
+            poles, residues = np.zeros((f, 1), complex), np.zeros((f, 1), complex)
+        mapping = np.arange(f) if channel_map is None else np.asarray(channel_map)
+        if mapping.ndim != 1 or mapping.size == 0 or mapping.min() < 0 or mapping.max() >= f:
+            raise ValueError(f"channel_map must be a non-empty 1-D array of filter indices in "
+                             f"[0, {f}), got {mapping}")
+        # a padded mode (zero residue) gets pole 0: harmless, its state never reaches y
+        return cls(torch.from_numpy(poles), torch.from_numpy(residues),
+                   torch.from_numpy(direct), torch.from_numpy(mapping))
+
+    @property
+    def channels(self) -> int:
+        return self.channel_map.numel()
+
+    @property
+    def modes(self) -> int:
+        return self.lam.shape[1]
+
+    # ------------------------------------------------------------------ whole sequences
+    def kernel(self, length: int) -> torch.Tensor:
+        """The filters' taps ``(F, length)`` in float32, cached per length and device.
+
+        ``lambda^k = exp(k log lambda)``, in float32 up to ``FLOAT64_KERNEL_LENGTH`` taps and in
+        float64 beyond (the phase error of ``k log lambda`` grows with ``k``).
+        """
+        key = (length, self.log_poles.device)
+        if key not in self._kernels:
+            wide = length > FLOAT64_KERNEL_LENGTH
+            cdt = torch.complex128 if wide else torch.complex64
+            k = torch.arange(max(length - 1, 0), device=self.log_poles.device,
+                             dtype=torch.float64 if wide else torch.float32)
+            powers = torch.exp(k[None, None, :] * self.log_poles.to(cdt)[:, :, None])
+            taps = torch.real(torch.einsum("fn,fnk->fk", self.residues64.to(cdt), powers))
+            full = torch.cat([self.direct[:, None].to(taps.dtype), taps], dim=1)
+            self._kernels = {key: full.to(torch.float32)}  # one length cached at a time
+        return self._kernels[key]
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        """``y = h * u`` over the whole sequence (FFT convolution), ``u``: ``(B, C, L)``."""
+        self._check(u)
+        length = u.shape[-1]
+        h = self.kernel(length)[self.channel_map]
+        n = 2 * length
+        y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(h, n=n), n=n)
+        return y[..., :length].to(u.dtype)
+
+    # ------------------------------------------------------------------ prompts
+    def init_state(self, batch: int) -> torch.Tensor:
+        """A zero state ``(batch, C, modes, 2)`` in float32."""
+        return torch.zeros(batch, self.channels, self.modes, 2, device=self.lam.device)
+
+    def prefill(self, u: torch.Tensor, mode: str = "chunked", chunk: int = DEFAULT_CHUNK
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Outputs and state after a prompt ``u`` (``(B, C, T)``), without a loop over tokens.
+
+        Modes: ``"chunked"`` (exact; per chunk of ``chunk`` tokens an FFT convolution inside the
+        chunk, and real matrix products with the chunk's Vandermonde matrices for the state
+        carried in and out: memory bounded by the chunk), ``"fft"`` (whole-prompt FFT for the
+        outputs and one Vandermonde product for the state: memory ``C * modes * T``),
+        ``"recurrent"`` (token by token through :meth:`step`: the reference).
+        """
+        self._check(u)
+        if mode == "chunked":
+            return self._prefill_chunked(u, chunk)
+        if mode == "fft":
+            return self.forward(u), self._state_after(u.float(), self.init_state(u.shape[0]))
+        if mode == "recurrent":
+            state = self.init_state(u.shape[0])
+            ys = [self.step(u[..., t], state) for t in range(u.shape[-1])]
+            return torch.stack(ys, -1) if ys else u.clone(), state
+        raise ValueError(f"mode must be 'chunked', 'fft' or 'recurrent', got {mode!r}")
+
+    def _chunk_operators(self, count: int) -> dict[str, torch.Tensor]:
+        """Per-channel matrices for a block of ``count`` tokens (cached per size):
+
+        ``a[c, n, tau] = R_n lambda_n^tau`` (the carried-in state's outputs),
+        ``w[c, n, s] = lambda_n^{count-1-s}`` (the block's contribution to the state) and
+        ``lam_t = lambda^count``, as real and imaginary parts.
+        """
+        key = (count, self.log_poles.device)
+        if key not in self._operators:
+            tau = torch.arange(count, device=self.log_poles.device, dtype=torch.float32)
+            log = self.log_poles.to(torch.complex64)[self.channel_map]
+            powers = torch.exp(tau[None, None, :] * log[:, :, None])
+            a = self.residues64.to(torch.complex64)[self.channel_map][:, :, None] * powers
+            w = powers.flip(-1)
+            lam_t = torch.exp(count * log)
+            self._operators = {key: {
+                "ar": a.real.contiguous(), "ai": a.imag.contiguous(),
+                "wr": w.real.contiguous(), "wi": w.imag.contiguous(),
+                "lr": lam_t.real.contiguous(), "li": lam_t.imag.contiguous()}} | {
+                k: v for k, v in self._operators.items() if k[0] != count}
+        return self._operators[key]
+
+    def _state_after(self, u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """``x <- lambda^T x + sum_s lambda^{T-1-s} u[s]`` for a block ``u`` (``(B, C, T)``)."""
+        op = self._chunk_operators(u.shape[-1])
+        xr, xi = state[..., 0], state[..., 1]
+        new_r = op["lr"] * xr - op["li"] * xi + torch.einsum("bct,cmt->bcm", u, op["wr"])
+        new_i = op["lr"] * xi + op["li"] * xr + torch.einsum("bct,cmt->bcm", u, op["wi"])
+        return torch.stack([new_r, new_i], -1)
+
+    def _prefill_chunked(self, u: torch.Tensor, chunk: int):
+        batch, _, total = u.shape
+        state = self.init_state(batch)
+        out = torch.empty_like(u)
+        for start in range(0, total, chunk):
+            block = u[..., start:start + chunk].float()
+            count = block.shape[-1]
+            op = self._chunk_operators(count)
+            carried = (torch.einsum("bcm,cmt->bct", state[..., 0], op["ar"])
+                       - torch.einsum("bcm,cmt->bct", state[..., 1], op["ai"]))
+            h = self.kernel(count)[self.channel_map]
+            n = 2 * count
+            inside = torch.fft.irfft(torch.fft.rfft(block, n=n) * torch.fft.rfft(h, n=n),
+                                     n=n)[..., :count]
+            out[..., start:start + count] = (inside + carried).to(u.dtype)
+            state = self._state_after(block, state)
+        return out, state
+
+    # ------------------------------------------------------------------ decoding
+    def step(self, u_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        """One token: ``y_t`` (``(B, C)``) from ``u_t`` (``(B, C)``); ``state`` updated in place.
+
+        O(modes) per channel, no host synchronisation and static shapes (CUDA-graph
+        capturable); a fused Triton kernel on CUDA when Triton is available.
+        """
+        if u_t.is_cuda and _triton_step is not None:
+            return _triton_step(u_t, state, self.lam, self.res, self.direct, self.channel_map)
+        return self._step_eager(u_t, state)
+
+    def _step_eager(self, u_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
+        lam = self.lam[self.channel_map]
+        res = self.res[self.channel_map]
+        xr, xi = state[..., 0], state[..., 1]
+        u = u_t.float()
+        y = (res[..., 0] * xr - res[..., 1] * xi).sum(-1) + self.direct[self.channel_map] * u
+        new_r = lam[..., 0] * xr - lam[..., 1] * xi + u[..., None]
+        new_i = lam[..., 0] * xi + lam[..., 1] * xr  # uses the old real part
+        state[..., 0] = new_r
+        state[..., 1] = new_i
+        return y.to(u_t.dtype)
+
+    def _check(self, u: torch.Tensor) -> None:
+        if u.ndim != 3 or u.shape[1] != self.channels:
+            raise ValueError(f"u must have shape (batch, {self.channels}, length), got "
+                             f"{tuple(u.shape)}")
+
+    def _apply(self, fn, *args, **kwargs):
+        self._kernels, self._operators = {}, {}
+        return super()._apply(fn, *args, **kwargs)
+
+
+try:  # the fused decode kernel needs Triton (CUDA builds of torch ship it)
+    from mor.torch._triton import triton_step as _triton_step
+except ImportError:  # pragma: no cover - CPU-only torch
+    _triton_step = None
