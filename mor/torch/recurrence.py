@@ -24,6 +24,7 @@ from mor.ssm import ModalSSM
 FLOAT64_KERNEL_LENGTH = 8192
 #: Default prompt chunk of ``prefill(mode="chunked")``.
 DEFAULT_CHUNK = 256
+_KERNEL_BLOCK = 4096
 
 
 class ModalRecurrence(nn.Module):
@@ -95,12 +96,16 @@ class ModalRecurrence(nn.Module):
         if key not in self._kernels:
             wide = length > FLOAT64_KERNEL_LENGTH
             cdt = torch.complex128 if wide else torch.complex64
-            k = torch.arange(max(length - 1, 0), device=self.log_poles.device,
-                             dtype=torch.float64 if wide else torch.float32)
-            powers = torch.exp(k[None, None, :] * self.log_poles.to(cdt)[:, :, None])
-            taps = torch.real(torch.einsum("fn,fnk->fk", self.residues64.to(cdt), powers))
-            full = torch.cat([self.direct[:, None].to(taps.dtype), taps], dim=1)
-            self._kernels = {key: full.to(torch.float32)}  # one length cached at a time
+            log, res = self.log_poles.to(cdt), self.residues64.to(cdt)
+            full = torch.empty(self.log_poles.shape[0], length, device=log.device)
+            full[:, 0] = self.direct
+            for start in range(1, length, _KERNEL_BLOCK):  # memory F * modes * block
+                k = torch.arange(start - 1, min(start - 1 + _KERNEL_BLOCK, length - 1),
+                                 device=log.device, dtype=torch.float64 if wide else torch.float32)
+                powers = torch.exp(k[None, None, :] * log[:, :, None])
+                full[:, start:start + k.numel()] = torch.real(
+                    torch.einsum("fn,fnk->fk", res, powers)).to(torch.float32)
+            self._kernels = {key: full}  # one length cached at a time
         return self._kernels[key]
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -153,11 +158,11 @@ class ModalRecurrence(nn.Module):
             a = self.residues64.to(torch.complex64)[self.channel_map][:, :, None] * powers
             w = powers.flip(-1)
             lam_t = torch.exp(count * log)
-            self._operators = {key: {
+            recent = dict(list(self._operators.items())[-1:])  # full chunks and a remainder
+            self._operators = recent | {key: {
                 "ar": a.real.contiguous(), "ai": a.imag.contiguous(),
                 "wr": w.real.contiguous(), "wi": w.imag.contiguous(),
-                "lr": lam_t.real.contiguous(), "li": lam_t.imag.contiguous()}} | {
-                k: v for k, v in self._operators.items() if k[0] != count}
+                "lr": lam_t.real.contiguous(), "li": lam_t.imag.contiguous()}}
         return self._operators[key]
 
     def _state_after(self, u: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
