@@ -190,7 +190,10 @@ def render(meta, bandwidth, dec, base, pre) -> str:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--parts", default="decode,baselines,prefill",
+                        help="comma-separated parts to run")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
 
     def log(msg):
@@ -203,12 +206,9 @@ def main():
             "python": platform.python_version()}
     bandwidth = copy_bandwidth()
     log(f"copy bandwidth {bandwidth / 1e12:.2f} TB/s")
-    log("decode")
-    dec = decode(bandwidth, log)
-    log("baselines")
-    base = baselines(log)
-    log("prefill")
-    pre = prefill(log)
+    dec = decode(bandwidth, log) if "decode" in parts else []
+    base = baselines(log) if "baselines" in parts else []
+    pre = prefill(log) if "prefill" in parts else []
     (args.out / "bench_torch.json").write_text(json.dumps(
         {"meta": meta, "copy_bandwidth": bandwidth, "decode": dec, "baselines": base,
          "prefill": pre}, indent=1))

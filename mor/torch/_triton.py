@@ -1,4 +1,10 @@
-"""The fused decode step on CUDA (Triton): one launch, the state read and written once."""
+"""The fused decode step on CUDA (Triton): one launch, the state read and written once.
+
+Each program takes ``BLOCK_C`` channels of one batch row and all their modes as a
+``(BLOCK_C, MODES, 2)`` tile (real and imaginary parts innermost, so loads and stores are
+contiguous and vectorised), reads the state once, and writes the new state and the output.
+Small batches get small blocks, so that there are enough programs to fill the GPU.
+"""
 
 from __future__ import annotations
 
@@ -13,22 +19,21 @@ def _step_kernel(u_ptr, state_ptr, lam_ptr, res_ptr, direct_ptr, map_ptr, y_ptr,
     b = tl.program_id(0)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     n = tl.arange(0, MODES)
+    k = tl.arange(0, 2)
     cmask = c < channels
-    mask = cmask[:, None] & (n[None, :] < modes)
+    mask = (cmask[:, None, None] & (n[None, :, None] < modes)) & (k[None, None, :] < 2)
     f = tl.load(map_ptr + c, mask=cmask, other=0)
     u = tl.load(u_ptr + b * channels + c, mask=cmask, other=0.0).to(tl.float32)
-    coef = (f[:, None] * modes + n[None, :]) * 2
-    lr = tl.load(lam_ptr + coef, mask=mask, other=0.0)
-    li = tl.load(lam_ptr + coef + 1, mask=mask, other=0.0)
-    rr = tl.load(res_ptr + coef, mask=mask, other=0.0)
-    ri = tl.load(res_ptr + coef + 1, mask=mask, other=0.0)
-    s = ((b * channels + c)[:, None] * modes + n[None, :]) * 2
-    xr = tl.load(state_ptr + s, mask=mask, other=0.0)
-    xi = tl.load(state_ptr + s + 1, mask=mask, other=0.0)
+    inner = n[None, :, None] * 2 + k[None, None, :]
+    coef = f[:, None, None] * (modes * 2) + inner
+    lr, li = tl.split(tl.load(lam_ptr + coef, mask=mask, other=0.0))
+    rr, ri = tl.split(tl.load(res_ptr + coef, mask=mask, other=0.0))
+    s = (b * channels + c)[:, None, None] * (modes * 2) + inner
+    xr, xi = tl.split(tl.load(state_ptr + s, mask=mask, other=0.0))
     d = tl.load(direct_ptr + f, mask=cmask, other=0.0)
     y = tl.sum(rr * xr - ri * xi, axis=1) + d * u
-    tl.store(state_ptr + s, lr * xr - li * xi + u[:, None], mask=mask)
-    tl.store(state_ptr + s + 1, lr * xi + li * xr, mask=mask)
+    new = tl.join(lr * xr - li * xi + u[:, None], lr * xi + li * xr)
+    tl.store(state_ptr + s, new, mask=mask)
     tl.store(y_ptr + b * channels + c, y.to(y_ptr.dtype.element_ty), mask=cmask)
 
 
@@ -40,8 +45,10 @@ def triton_step(u_t: torch.Tensor, state: torch.Tensor, lam: torch.Tensor, res: 
     u_t = u_t.contiguous()
     y = torch.empty_like(u_t)
     width = triton.next_power_of_2(modes)
-    block = max(1, min(256, 2048 // width))
+    # about 4 waves of programs on 132 SMs, at most 4096 (channel, mode) pairs per program
+    block = triton.next_power_of_2(max(1, batch * channels // 2048))
+    block = max(4, min(block, 4096 // width, triton.next_power_of_2(channels)))
     grid = (batch, triton.cdiv(channels, block))
     _step_kernel[grid](u_t, state, lam, res, direct, channel_map, y, channels, modes,
-                       MODES=width, BLOCK_C=block, num_warps=4)
+                       MODES=width, BLOCK_C=block, num_warps=4 if block * width >= 1024 else 2)
     return y
