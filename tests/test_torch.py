@@ -58,8 +58,9 @@ def test_modes_agree_with_the_exact_convolution():
         y, states[mode] = layer.prefill(u, mode=mode, **({"chunk": 96} if mode == "chunked"
                                                           else {}))
         assert _rel(y, ref) < 1e-5, mode
-    for mode in ("fft", "recurrent"):
-        assert _rel(states[mode], states["chunked"]) < 1e-5, mode
+    # token-by-token float32 accumulation over 640 steps with |lambda| = 0.9999: 5e-5
+    for mode, tol in (("fft", 1e-5), ("recurrent", 5e-5)):
+        assert _rel(states[mode], states["chunked"]) < tol, mode
 
 
 def test_prefill_then_step_continues_the_sequence():
@@ -162,10 +163,12 @@ def test_distill_module_replaces_long_convolutions():
     model = torch.nn.Sequential(Block(1), Block(2))
     u = torch.randn(2, 4, 256)
     before = model(u)
-    model, reports = mt.distill_module(model, 40)
+    model, reports = mt.distill_module(model, 100)
     assert set(reports) == {"0.mix", "1.mix"}
     assert all(isinstance(model[i].mix, mt.ModalRecurrence) for i in range(2))
-    assert _rel(model(u).detach(), before.detach()) < 0.05
+    worst = max(float(r.columns["l2"].max()) for r in reports.values())
+    assert worst < 0.01
+    assert _rel(model(u).detach(), before.detach()) < 0.03
     with pytest.raises(ValueError, match="no long-convolution layer"):
         mt.distill_module(torch.nn.Linear(3, 3), 4)
 
