@@ -99,25 +99,28 @@ def decode(bandwidth: float, log) -> list[dict]:
     return rows
 
 
+def baseline(length: int, batch: int) -> dict:
+    """Per-token cost of `LongConv`'s cached step and of one attention decode step."""
+    conv = mt.LongConv(torch.randn(CHANNELS, length, device="cuda") / length).cuda()
+    cache = conv.init_state(batch)
+    u = torch.randn(batch, CHANNELS, device="cuda")
+    t_conv = cuda_time(lambda: conv.step(u, cache), 20, 3)
+    q = torch.randn(batch, 16, 1, 128, device="cuda", dtype=torch.bfloat16)
+    kv = torch.randn(batch, 16, length, 128, device="cuda", dtype=torch.bfloat16)
+    t_attn = cuda_time(lambda: torch.nn.functional.scaled_dot_product_attention(q, kv, kv),
+                       50, 5)
+    return {"L": length, "batch": batch, "longconv_step_us": t_conv * 1e6,
+            "attention_step_us": t_attn * 1e6}
+
+
 def baselines(log) -> list[dict]:
     rows = []
     for length in (2048, 8192, 32768):
         for batch in (1, 16, 64):
-            h = torch.randn(CHANNELS, length, device="cuda") / length
-            conv = mt.LongConv(h).cuda()
-            cache = conv.init_state(batch)
-            u = torch.randn(batch, CHANNELS, device="cuda")
-            t_conv = cuda_time(lambda: conv.step(u, cache), 20, 3)
-            q = torch.randn(batch, 16, 1, 128, device="cuda", dtype=torch.bfloat16)
-            kv = torch.randn(batch, 16, length, 128, device="cuda", dtype=torch.bfloat16)
-            t_attn = cuda_time(lambda: torch.nn.functional.scaled_dot_product_attention(
-                q, kv, kv), 50, 5)
-            rows.append({"L": length, "batch": batch, "longconv_step_us": t_conv * 1e6,
-                         "attention_step_us": t_attn * 1e6})
-            log(f"  L {length} batch {batch}: LongConv step {t_conv * 1e6:.0f} us, "
-                f"attention {t_attn * 1e6:.0f} us")
-            del conv, cache, kv
+            rows.append(baseline(length, batch))
             torch.cuda.empty_cache()
+            log(f"  L {length} batch {batch}: LongConv step {rows[-1]['longconv_step_us']:.0f} "
+                f"us, attention {rows[-1]['attention_step_us']:.0f} us")
     return rows
 
 
