@@ -90,6 +90,7 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
              if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --order, --modes and --tol")
+    Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the work
     executor = None
     if scheduler:
         try:

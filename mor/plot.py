@@ -230,8 +230,8 @@ def layer_heatmap(values, *, label: str = "order", log: bool = False, ax: Axes |
     ax.set_xlabel("channel")
     ax.set_ylabel("layer")
     ax.set_yticks(np.arange(values.shape[0]))
-    ax.set_title(f"{label} per filter" + (f" (red: {int(bad.sum())} not found)" if bad.any()
-                                          else ""))
+    ax.set_title(f"{label} per filter" + (f" (red: {int(bad.sum())} without a value)"
+                                          if bad.any() else ""))
     return fig, ax
 
 
@@ -245,8 +245,8 @@ def hinf_vs_aak(hinf, aak, *, ax: Axes | None = None):
     keep = np.isfinite(hinf) & np.isfinite(aak) & (hinf > 0) & (aak > 0)
     fig, ax = _new_axes(ax, figsize=(5.0, 5.0))
     ax.scatter(aak[keep], hinf[keep], s=8, alpha=0.6, label="filters")
-    lo = min(aak[keep].min(initial=1.0), hinf[keep].min(initial=1.0))
-    hi = max(aak[keep].max(initial=1.0), hinf[keep].max(initial=1.0))
+    both = np.concatenate([aak[keep], hinf[keep]])
+    lo, hi = (both.min(), both.max()) if both.size else (1e-3, 1.0)
     ax.plot([lo, hi], [lo, hi], color="black", linestyle=":", label="hinf = AAK bound")
     ax.set_xscale("log")
     ax.set_yscale("log")

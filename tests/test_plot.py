@@ -95,7 +95,7 @@ def test_layer_heatmap():
     _labelled(ax)
     shown = ax.images[0].get_array()
     assert shown.mask[0, 2] and shown[1, 0] == 16
-    assert "1 not found" in ax.get_title()
+    assert "1 without a value" in ax.get_title()
     fig, ax = plot.layer_heatmap(np.array([[1e-3, 1e-2]]), label="hinf", log=True)
     np.testing.assert_allclose(ax.images[0].get_array(), [[-3, -2]])
     with pytest.raises(ValueError, match="layers, channels"):
