@@ -13,6 +13,10 @@ from mor.hankel import hankel_svd
 from mor.ssm import ModalSSM
 
 
+#: Filters per chunk when errors of a large batch are computed.
+ERROR_CHUNK = 64
+
+
 @dataclass(frozen=True)
 class Comparison:
     """Per-filter errors of a model against its filter (arrays of the batch shape).
@@ -97,8 +101,16 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
     ``hsv`` (``(F, k)``) holds the leading Hankel singular values, ``k > max(orders)`` unless
     ``orders`` reach ``L - 1``. ``norms`` limits the work to the errors asked for among
     ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and ``bt_bound`` along);
-    ``peak`` (``max |H|`` per filter) is computed unless given.
+    ``peak`` (``max |H|`` per filter) is computed unless given. Large batches are taken in
+    chunks of ``ERROR_CHUNK`` filters, whose frequency grids stay in cache.
     """
+    if h.shape[0] > 2 * ERROR_CHUNK:
+        parts = [model_errors(h[i:i + ERROR_CHUNK], poles[i:i + ERROR_CHUNK],
+                              residues[i:i + ERROR_CHUNK], direct[i:i + ERROR_CHUNK],
+                              orders[i:i + ERROR_CHUNK], hsv[i:i + ERROR_CHUNK], norms,
+                              None if peak is None else peak[i:i + ERROR_CHUNK])
+                 for i in range(0, h.shape[0], ERROR_CHUNK)]
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     length = h.shape[-1]
     size = length - 1
     out: dict[str, np.ndarray] = {"order": orders.copy()}
