@@ -31,6 +31,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def log(msg: str) -> None:
+    """Progress to stderr (stdout carries the report)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 def pin_threads():
     """One BLAS/OpenMP thread (the env vars are set by the script; this also limits loaded
     pools) and one mor/Numba thread (the batch rows raise it with :class:`mor_threads`)."""

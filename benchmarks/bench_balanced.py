@@ -29,7 +29,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 
@@ -378,9 +377,7 @@ def main(argv=None):
     n_batch = args.batch if args.batch is not None else (16 if args.quick else 1024)
     name = NAME + ("_quick" if args.quick else "")
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+    log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
     try:

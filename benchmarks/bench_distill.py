@@ -107,9 +107,7 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+    log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
     filters = C.load_filters()

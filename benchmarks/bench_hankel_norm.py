@@ -25,7 +25,6 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
 import argparse  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -130,9 +129,7 @@ def main():
     args = parser.parse_args()
     name = NAME + ("_quick" if args.quick else "")
 
-    def log(msg):
-        print(msg, file=sys.stderr, flush=True)
-
+    log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
     filters = C.load_filters()
