@@ -222,8 +222,13 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def write_section(name: str, body: str) -> Path:
-    """Replace (or append) the section between this name's markers in RESULTS.md."""
+def write_section(name: str, body: str) -> Path | None:
+    """Replace (or append) the section between this name's markers in RESULTS.md.
+
+    Smoke runs (names ending in ``_quick``) leave RESULTS.md alone.
+    """
+    if name.endswith("_quick"):
+        return None
     begin, end = f"<!-- BEGIN {name} -->", f"<!-- END {name} -->"
     block = f"{begin}\n{body.rstrip()}\n{end}\n"
     text = RESULTS_MD.read_text() if RESULTS_MD.exists() else (
