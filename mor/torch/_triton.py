@@ -36,10 +36,12 @@ def _step_kernel(u_ptr, state_ptr, lam_ptr, res_ptr, direct_ptr, map_ptr, y_ptr,
     u = tl.load(u_ptr + bc, mask=bcmask, other=0.0).to(tl.float32)
     s = bc[:, :, None, None] * (modes * 2) + inner[None]
     smask = bcmask[:, :, None, None] & pmask[None]
-    xr, xi = tl.split(tl.load(state_ptr + s, mask=smask, other=0.0))
+    # the state streams through once: keep it from evicting the parameters from L2
+    xr, xi = tl.split(tl.load(state_ptr + s, mask=smask, other=0.0,
+                              eviction_policy="evict_first"))
     y = tl.sum(rr[None] * xr - ri[None] * xi, axis=2) + d[None, :] * u
     new = tl.join(lr[None] * xr - li[None] * xi + u[:, :, None], lr[None] * xi + li[None] * xr)
-    tl.store(state_ptr + s, new, mask=smask)
+    tl.store(state_ptr + s, new, mask=smask, cache_modifier=".cs")
     tl.store(y_ptr + bc, y.to(y_ptr.dtype.element_ty), mask=bcmask)
 
 
