@@ -23,7 +23,8 @@ def test_demo_runs():
                                        "--orders", "2,6"])
     assert result.exit_code == 0, result.output
     out = result.output
-    assert "hinf" in out and "aak" in out and "order selection" in out
+    assert "hinf" in out and "aak" in out and "whole-model path" in out
+    assert "match the report to" in out
     rows = [line.split() for line in out.splitlines() if line.strip().startswith(("2 ", "6 "))]
     assert len(rows) == 2
     for row in rows:
