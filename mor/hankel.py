@@ -40,10 +40,15 @@ _KRYLOV_CACHE = 2**23  # bytes of Krylov basis per chunk of filters
 _BLOCK = 4
 
 
-def hankel_matrix(h: np.ndarray) -> np.ndarray:
-    """Dense Hankel matrices ``H[..., i, j] = h[..., i + j + 1]``, shape ``(..., L-1, L-1)``."""
-    n = h.shape[-1] - 1
-    padded = np.concatenate([h, np.zeros(h.shape[:-1] + (n,))], axis=-1)
+def hankel_matrix(h: np.ndarray, size: int | None = None) -> np.ndarray:
+    """Dense Hankel matrices ``H[..., i, j] = h[..., i + j + 1]`` (zero past the last tap).
+
+    Of size ``L - 1`` by default (the filter's Hankel matrix); a smaller ``size`` ``P`` gives
+    the square data Hankel matrix of the taps ``1 .. 2P - 1``.
+    """
+    n = h.shape[-1] - 1 if size is None else size
+    padded = np.concatenate([h, np.zeros(h.shape[:-1] + (max(2 * n - h.shape[-1], 0),))],
+                            axis=-1)
     idx = np.arange(n)[:, None] + np.arange(n)[None, :] + 1
     return padded[..., idx]
 
@@ -78,13 +83,16 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
 
 
 def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
-               rtol: float = KRYLOV_RTOL, vectors: bool = True):
+               rtol: float = KRYLOV_RTOL, vectors: bool = True, size: int | None = None):
     r"""Leading singular triplets of the Hankel matrices of validated filters ``(..., L)``.
 
     Returns ``(sigma, u, v)`` with ``H ~ u diag(sigma) v^T``, ``u`` and ``v`` of shape
-    ``(..., L-1, k)`` (``None`` when ``vectors`` is false).
+    ``(..., N, k)`` (``None`` when ``vectors`` is false), ``N = L - 1`` or the given ``size``
+    (see :func:`hankel_matrix`).
     """
-    n = h.shape[-1] - 1
+    n = h.shape[-1] - 1 if size is None else int(size)
+    if not 0 <= n <= h.shape[-1] - 1:
+        raise ValueError(f"size must lie in [0, L - 1], got {n}")
     if k is None:
         k = n
     k = int(k)
@@ -101,25 +109,25 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         vec = np.zeros(batch + (n, k)) if vectors else None
         return empty, vec, vec
     if method == "dense":
-        s, u, v = _dense(flat, k, vectors)
+        s, u, v = _dense(flat, k, vectors, n)
     else:
-        s, u, v = _krylov_chunked(flat, k, rtol, vectors)
+        s, u, v = _krylov_chunked(flat, k, rtol, vectors, n)
     s = s.reshape(batch + (k,))
     if vectors:
         u, v = u.reshape(batch + (n, k)), v.reshape(batch + (n, k))
     return s, u, v
 
 
-def _dense(flat: np.ndarray, k: int, vectors: bool):
-    hm = hankel_matrix(flat)
+def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
+    hm = hankel_matrix(flat, size)
     if not vectors:
         return svd_gesvd(hm, compute_uv=False)[:, :k], None, None
     u, s, vh = svd_gesvd(hm)
     return s[:, :k], u[:, :, :k], np.swapaxes(vh[:, :k, :], 1, 2)
 
 
-def _krylov_chunked(flat: np.ndarray, k: int, rtol: float, vectors: bool):
-    f, n = flat.shape[0], flat.shape[1] - 1
+def _krylov_chunked(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
+    f = flat.shape[0]
     block = _BLOCK
     max_dim = min(n - n % block, max(8 * k, 16 * block, 512))
     # The orthogonalisation streams the basis through memory several times a step: chunks of
@@ -130,7 +138,7 @@ def _krylov_chunked(flat: np.ndarray, k: int, rtol: float, vectors: bool):
     out_v = np.empty((f, n, k)) if vectors else None
 
     def run(sl):
-        theta, q = _krylov_eigh(flat[sl], k, rtol, block, max_dim, vectors)
+        theta, q = _krylov_eigh(flat[sl], k, rtol, block, max_dim, vectors, n)
         out_s[sl] = np.abs(theta)
         if vectors:
             out_v[sl] = q
@@ -141,16 +149,15 @@ def _krylov_chunked(flat: np.ndarray, k: int, rtol: float, vectors: bool):
 
 
 def _krylov_eigh(h: np.ndarray, k: int, rtol: float, block: int, max_dim: int,
-                 vectors: bool = True):
+                 vectors: bool, n: int):
     """Top-``k`` eigenpairs (by modulus) of the symmetric Hankel matrices of ``h`` (``(F, L)``).
 
     Returns ``theta`` (``(F, k)``, sorted by decreasing ``|theta|``) and the Ritz vectors
     ``(F, N, k)`` (``None`` unless ``vectors``).
     """
-    f, length = h.shape
-    n = length - 1
+    f = h.shape[0]
     m = scipy.fft.next_fast_len(2 * n - 1, real=True)
-    spectrum = scipy.fft.rfft(h[:, 1:], n=m, axis=-1)[:, None, :]
+    spectrum = scipy.fft.rfft(h[:, 1:2 * n], n=m, axis=-1)[:, None, :]
 
     def apply(spec, rows):  # (F, b, N) -> (F, b, N): rows of H x
         prod = spec * np.conj(scipy.fft.rfft(rows, n=m, axis=-1))

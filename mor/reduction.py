@@ -10,11 +10,13 @@ from mor import _freq
 from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
 from mor.methods.balanced import BalancedFamily
 from mor.methods.hankel_norm import HankelNormFamily
+from mor.methods.prony import PencilFamily, PronyFamily
 from mor.metrics import model_errors
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
-METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily}
+METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": PencilFamily,
+           "prony": PronyFamily}
 DEFAULT_MAX_ORDER = 64
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
@@ -47,13 +49,16 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
-    method : {"balanced", "hankel"}
+    method : {"balanced", "hankel", "pencil", "prony"}
         ``"balanced"``: square-root balanced truncation (`mor.methods.balanced`); options
         ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
         (see `mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
         approximation (`mor.methods.hankel_norm`); options ``intermediate_order``,
         ``direct`` (``"hinf"``: the H-infinity-optimal direct term, or ``"keep"``),
-        ``hankel_method``, ``rtol``. Both also take a ``StateSpace``.
+        ``hankel_method``, ``rtol``. Both also take a ``StateSpace``. ``"pencil"`` (matrix
+        pencil) and ``"prony"`` (linear prediction): poles from the taps and least-squares
+        residues (:mod:`mor.methods.prony`); option ``unstable`` (``"reflect"``, ``"drop"`` or
+        ``"keep"``; the count is ``info["poles_touched"]``), and ``pencil`` for the pencil.
     norm : {"l2", "hinf"}
         The norm of ``tol``.
     max_order : int, optional
@@ -94,6 +99,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         raise ValueError(f"give exactly one of order, modes and tol (got {given or 'none'})")
     norm = check_norm(norm)
     if isinstance(h, StateSpace):
+        if not hasattr(METHODS[method], "from_statespace"):
+            raise ValueError(f"method {method!r} takes FIR filters; for a StateSpace use "
+                             f"'balanced' or 'hankel'")
         if tol is not None:
             raise ValueError("tol needs FIR filters (its errors are defined on the taps); give "
                              "order or modes for a StateSpace")
@@ -139,7 +147,7 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
                           f"doubled for the filters that need more")
         info["search_start"] = start.reshape(batch)
         reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
-    *model, lost = model
+    *model, lost, touched = model
     inaccurate = (lost > CONVERSION_RTOL) & (reason == "") & (met is None)
     for i in np.flatnonzero(inaccurate):
         reason[i] = (f"near-defective poles: the modal form is off by {lost[i]:.1e} (relative) "
@@ -176,6 +184,7 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     for key, value in achieved.items():
         info[key] = value.reshape(batch)
     info["conversion_error"] = lost.reshape(batch)
+    info["poles_touched"] = touched.reshape(batch)
     info["failed"] = failed.reshape(batch)
     info["reason"] = reason.reshape(batch)
     if met is None:
@@ -211,18 +220,19 @@ def _largest_within_modes(family, cap: np.ndarray, modes: int):
     residues = np.zeros_like(poles)
     direct = family.d.copy()
     lost = np.zeros(cap.size)
+    touched = np.zeros(cap.size, dtype=np.int64)
     while pending.size:
-        p, r, d, e = family.model(orders[pending], pending)
+        p, r, d, e, t = family.model(orders[pending], pending)
         fits = (r != 0).sum(axis=1) <= modes
         done = pending[fits]
         k = min(p.shape[1], width)
         poles[done, :k] = p[fits][:, :k]
         residues[done, :k] = r[fits][:, :k]
         direct[done] = d[fits]
-        lost[done] = e[fits]
+        lost[done], touched[done] = e[fits], t[fits]
         pending = pending[~fits]
         orders[pending] -= 1
-    return orders, (poles, residues, direct, lost)
+    return orders, (poles, residues, direct, lost, touched)
 
 
 def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, top: int):
@@ -257,11 +267,11 @@ def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, t
     width = max((p[1][0].shape[1] for p in parts), default=0)
     poles = np.zeros((f, width), dtype=np.complex128)
     residues = np.zeros_like(poles)
-    direct, lost = np.zeros(f), np.zeros(f)
-    for idx, (p, r, d, e) in parts:
+    direct, lost, touched = np.zeros(f), np.zeros(f), np.zeros(f, dtype=np.int64)
+    for idx, (p, r, d, e, t) in parts:
         poles[idx, : p.shape[1]], residues[idx, : p.shape[1]] = p, r
-        direct[idx], lost[idx] = d, e
-    return orders, (poles, residues, direct, lost), met, start, groups
+        direct[idx], lost[idx], touched[idx] = d, e, t
+    return orders, (poles, residues, direct, lost, touched), met, start, groups
 
 
 def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
@@ -280,7 +290,7 @@ def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndar
     best_order = np.minimum(orders, limit)
     pending = np.flatnonzero(orders <= limit)
     while pending.size:
-        p, r, d, _ = family.model(orders[pending], pending)
+        p, r, d, _, _ = family.model(orders[pending], pending)
         err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
                            peak=None if peak is None else peak[pending])[norm]
         improved = err < best[pending]

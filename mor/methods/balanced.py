@@ -106,9 +106,9 @@ class BalancedFamily:
         a, b, c, d, s = sys.balanced_realization(r)
         return cls(a, b, c, d, s, np.minimum(rank, n), dc_match=dc_match)
 
-    def model(self, orders: np.ndarray, which: np.ndarray | None = None
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Compact modal models of given orders: ``(poles, residues, direct, conversion_error)``.
+    def model(self, orders: np.ndarray, which: np.ndarray | None = None):
+        """Compact modal models of given orders:
+        ``(poles, residues, direct, conversion_error, poles_touched)``.
 
         ``orders`` (``(F',)``, at most `rank`) for the filters ``which`` (all by default).
         ``conversion_error`` is what diagonalising the balanced realisation lost (see
@@ -130,7 +130,7 @@ class BalancedFamily:
             residues[idx, : pc.shape[1]] = rc
             direct[idx] = dc
             lost[idx] = ssm.info["conversion_error"]
-        return poles, residues, direct, lost
+        return poles, residues, direct, lost, np.zeros(f, dtype=np.int64)
 
     def _realization(self, order: int, idx: np.ndarray):
         a, b, c, d = self.a[idx], self.b[idx], self.c[idx], self.d[idx]

@@ -144,7 +144,7 @@ class HankelNormFamily:
                    np.zeros(sys.d.shape[0]), direct)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
-        """Compact models ``(poles, residues, direct, conversion_error)``; see
+        """Compact models ``(poles, residues, direct, conversion_error, poles_touched)``; see
         `BalancedFamily.model`. Orders at or above a filter's rank are its balanced
         truncation at the rank (exact up to the truncation tail)."""
         which = np.arange(self.d.shape[0]) if which is None else which
@@ -157,7 +157,7 @@ class HankelNormFamily:
         sizes = self.rank[which]
         exact = orders >= sizes
         if exact.any():
-            p, r, dd, e = self.balanced.model(sizes[exact], which[exact])
+            p, r, dd, e, _ = self.balanced.model(sizes[exact], which[exact])
             idx = np.flatnonzero(exact)
             poles[idx, : p.shape[1]], residues[idx, : p.shape[1]] = p, r
             direct[idx], lost[idx] = dd, e
@@ -168,7 +168,7 @@ class HankelNormFamily:
         if (~exact).any() and self.direct_rule == "hinf":
             idx = np.flatnonzero(~exact)
             direct[idx] = self._best_direct(which[idx], poles[idx], residues[idx])
-        return poles, residues, direct, lost
+        return poles, residues, direct, lost, np.zeros(f, dtype=np.int64)
 
     def _approximant(self, which, order: int, size: int):
         bal = self.balanced

@@ -1,0 +1,123 @@
+r"""Prony-family methods: poles from the taps, residues by least squares.
+
+Matrix pencil (``method="pencil"``, Hua-Sarkar, SVD-truncated)
+    The square data Hankel matrix ``Y[i, j] = h[i + j + 1]`` (``i, j < P``, taps ``1..2P-1``,
+    no zero padding; ``P = (L - 1) // 2`` by default) has rank ``n`` for an order-``n``
+    filter. With ``U_d`` its ``d`` leading left singular vectors, the poles are the
+    eigenvalues of the shift-invariance solution ``U_d[:-1]^+ U_d[1:]``. Exact for exactly
+    rational filters; robust to noise through the truncation.
+
+Prony (``method="prony"``, classical linear prediction)
+    The order-``d`` recurrence ``h[k] = -sum_{j=1}^d a_j h[k-j]`` (``k = d+1 .. L-1``) solved by
+    least squares; the poles are the roots of ``z^d + a_1 z^{d-1} + ... + a_d``. It minimises
+    the prediction error, not the fit, and its polynomial degrades fast with the order (the
+    benchmarks measure how fast): a baseline, not a recommendation.
+
+Both then take the residues from `mor.methods.residues.fit_residues` (least squares on all
+``L`` taps, direct term ``h[0]``). Poles on or outside the unit circle are reflected
+(``lambda -> 1 / conj(lambda)``, the default) or dropped (``unstable="drop"``), or kept with
+``unstable="keep"`` (then `mor.reduce` fails them unless ``allow_unstable``); the number touched
+is reported per filter (``poles_touched``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mor.hankel import hankel_svd
+from mor.methods.residues import fit_residues
+
+UNSTABLE = ("reflect", "drop", "keep")
+
+
+class PoleFamily:
+    """Models of any order from poles found per order, with least-squares residues.
+
+    ``find_poles(order, rows)`` returns the full (conjugate-closed) poles ``(F', order)`` of
+    the filters ``rows``.
+    """
+
+    name = ""
+
+    def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles):
+        if unstable not in UNSTABLE:
+            raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
+        size = h.shape[-1] - 1
+        k = min(size, max_order + 1)
+        self.h, self.unstable, self._find_poles = h, unstable, find_poles
+        self.hsv = hankel_svd(h, k, vectors=False)[0]  # for the AAK and BT figures
+        self.rank = np.full(h.shape[0], max_order)
+        self.d = h[:, 0].copy()
+
+    def model(self, orders: np.ndarray, which: np.ndarray | None = None):
+        """``(poles, residues, direct, conversion_error, poles_touched)`` in compact form."""
+        which = np.arange(self.d.shape[0]) if which is None else which
+        f = orders.shape[0]
+        width = int(orders.max(initial=0))
+        poles = np.zeros((f, width), dtype=np.complex128)
+        live = np.zeros((f, width), dtype=bool)
+        touched = np.zeros(f, dtype=np.int64)
+        for order in np.unique(orders):
+            idx = np.flatnonzero(orders == order)
+            if order == 0:
+                continue
+            full = self._find_poles(int(order), which[idx])
+            outside = np.abs(full) >= 1.0
+            touched[idx] = outside.sum(axis=1)
+            if self.unstable == "reflect":
+                full = np.where(outside, 1.0 / np.conj(full), full)
+            keep = ~outside if self.unstable == "drop" else np.ones_like(outside)
+            # compact form: one member of each pair (positive imaginary part) and real poles
+            rep = keep & (full.imag >= 0)
+            for row, i in enumerate(idx):
+                chosen = full[row][rep[row]]
+                poles[i, : chosen.size] = chosen
+                live[i, : chosen.size] = True
+        residues, direct = fit_residues(self.h[which], poles, live)
+        return poles, residues, direct, np.zeros(f), touched
+
+
+class PencilFamily(PoleFamily):
+    """Matrix-pencil poles; see the module notes."""
+
+    name = "pencil"
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, pencil: int | None = None,
+                 unstable: str = "reflect", hankel_method: str = "auto") -> "PencilFamily":
+        size = (h.shape[-1] - 1) // 2 if pencil is None else int(pencil)
+        if not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or size < 1:
+            raise ValueError(f"the pencil parameter must lie in [max(order, 1), (L-1)//2 + 1], "
+                             f"got {size} for order {max_order} and L = {h.shape[-1]}")
+        left = hankel_svd(h, min(max_order, size), method=hankel_method, size=size)[1]
+
+        def find_poles(order, rows):  # shift invariance: U[:-1] X = U[1:]
+            return np.stack([np.linalg.eigvals(np.linalg.lstsq(u[:-1, :order], u[1:, :order],
+                                                               rcond=None)[0])
+                             for u in left[rows]])
+
+        return cls(h, max_order, unstable, find_poles)
+
+
+class PronyFamily(PoleFamily):
+    """Classical Prony (linear prediction) poles; see the module notes."""
+
+    name = "prony"
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect"
+                 ) -> "PronyFamily":
+        if 2 * max_order > h.shape[-1] - 1:
+            raise ValueError(f"Prony of order {max_order} needs at least {2 * max_order + 1} "
+                             f"taps, got {h.shape[-1]}")
+
+        def find_poles(order, rows):  # h[k] = -sum_j a_j h[k-j], k > order; roots of a(z)
+            out = np.empty((rows.size, order), dtype=np.complex128)
+            for r, i in enumerate(rows):
+                g = h[i, 1:]
+                past = np.stack([g[order - j: g.size - j] for j in range(1, order + 1)], axis=1)
+                a = np.linalg.lstsq(past, -g[order:], rcond=None)[0]
+                out[r] = np.roots(np.concatenate([[1.0], a]))
+            return out
+
+        return cls(h, max_order, unstable, find_poles)

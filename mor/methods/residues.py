@@ -1,0 +1,60 @@
+r"""Best residues for given poles: linear least squares on the taps.
+
+For compact poles ``lambda_n`` (a non-real pole stands for its conjugate pair) the model
+``h_hat[k] = Re sum_n R'_n lambda_n^{k-1}`` (``k >= 1``) is linear in the real unknowns
+``(Re R'_n, Im R'_n)`` of a pair and ``R'_n`` of a real pole:
+
+.. math::
+
+    \min_{R'} \sum_{k=1}^{L-1} w_k \Big(h[k] - \mathrm{Re} \sum_n R'_n \lambda_n^{k-1}\Big)^2,
+
+solved per filter by a QR-based least-squares solve on column-scaled Vandermonde columns
+(``Re lambda^{k-1}`` and ``-Im lambda^{k-1}`` for a pair). The direct term is ``h[0]``
+exactly: no modal term reaches lag 0. Every pole-based method fits its residues here.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
+                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Least-squares residues for compact ``poles`` (``(F, m)``, modes where ``live``).
+
+    Parameters
+    ----------
+    h : ndarray ``(F, L)``
+        The taps.
+    poles, live : ndarray ``(F, m)``
+        Compact poles and which of them are used.
+    weights : ndarray ``(L,)``, optional
+        Nonnegative weights ``w_k`` of the taps (``k >= 1``); uniform by default.
+
+    Returns
+    -------
+    residues : ndarray ``(F, m)``, complex
+        Compact residues (zero where not ``live``; real for real poles).
+    direct : ndarray ``(F,)``
+        ``h[0]``.
+    """
+    f, length = h.shape
+    k = np.arange(max(length - 1, 0))
+    sqrt_w = np.ones(k.size) if weights is None else np.sqrt(np.asarray(weights)[1:])
+    residues = np.zeros(poles.shape, dtype=np.complex128)
+    for i in range(f):
+        idx = np.flatnonzero(live[i])
+        if idx.size == 0 or k.size == 0:
+            continue
+        lam = poles[i, idx]
+        powers = lam[None, :] ** k[:, None]
+        pair = lam.imag != 0
+        columns = [powers.real, -powers[:, pair].imag]
+        design = np.concatenate(columns, axis=1) * sqrt_w[:, None]
+        scale = np.linalg.norm(design, axis=0)
+        scale[scale == 0] = 1.0
+        coef = np.linalg.lstsq(design / scale, h[i, 1:] * sqrt_w, rcond=None)[0] / scale
+        value = coef[: idx.size].astype(np.complex128)
+        value[pair] += 1j * coef[idx.size:]
+        residues[i, idx] = value
+    return residues, h[:, 0].copy()

@@ -1,0 +1,99 @@
+"""Prony-family methods and the shared least-squares residue fit."""
+
+import numpy as np
+import pytest
+from hypothesis import given, strategies as st
+
+import mor
+from mor.demo import hyena_like_filters
+from mor.methods.residues import fit_residues
+from systems import decayed_length, stable_modal
+
+
+@given(stable_modal())
+def test_pencil_recovers_exact_order_systems(ssm):
+    n = int(ssm.order)
+    length = max(decayed_length(ssm), 2 * n + 4)
+    h = ssm.impulse(length)
+    red = mor.reduce(h, n, method="pencil")
+    assert red.order == n and red.is_stable() and red.info["poles_touched"] == 0
+    assert red.info["l2"] <= 1e-8
+    np.testing.assert_allclose(np.sort_complex(red.poles), np.sort_complex(ssm.poles), atol=1e-6)
+
+
+@given(stable_modal(max_pairs=2, max_real=2))
+def test_prony_recovers_low_order_systems(ssm):
+    n = int(ssm.order)
+    h = ssm.impulse(max(decayed_length(ssm), 2 * n + 4))
+    red = mor.reduce(h, n, method="prony")
+    assert red.order == n and red.info["l2"] <= 1e-6
+
+
+@st.composite
+def filter_order_method(draw):
+    length = draw(st.integers(12, 80))
+    rng = np.random.default_rng(draw(st.integers(0, 2**31)))
+    h = rng.standard_normal(length) * draw(st.floats(0.6, 1.0)) ** np.arange(length)
+    order = draw(st.integers(1, (length - 1) // 2 - 1))
+    return h, order, draw(st.sampled_from(["pencil", "prony"]))
+
+
+@given(filter_order_method())
+def test_stable_real_and_above_the_aak_bound(case):
+    h, order, method = case
+    red = mor.reduce(h, order, method=method, on_fail="flag")
+    if red.info["failed"]:
+        return
+    assert red.is_stable()
+    p, r = red.poles, red.residues
+    np.testing.assert_allclose(np.sort_complex(p), np.sort_complex(np.conj(p)), atol=1e-12)
+    assert red.info["hinf"] >= red.info["aak"] * (1 - 1e-6) - 1e-12
+
+
+def test_unstable_poles_are_reflected_dropped_or_refused():
+    h = hyena_like_filters(6, 300, seed=11)
+    keep = mor.reduce(h, 24, method="pencil", unstable="keep", on_fail="flag")
+    outside = keep.info["poles_touched"] > 0
+    assert outside.any(), "this case needs poles outside the circle"
+    assert np.all(keep.info["failed"][outside]) and np.all(keep.is_stable())
+    kept = mor.reduce(h, 24, method="pencil", unstable="keep", allow_unstable=True)
+    assert not np.all(kept.is_stable())
+    reflected = mor.reduce(h, 24, method="pencil")
+    assert np.all(reflected.is_stable()) and np.all(reflected.order == 24)
+    np.testing.assert_array_equal(reflected.info["poles_touched"], keep.info["poles_touched"])
+    dropped = mor.reduce(h, 24, method="pencil", unstable="drop")
+    assert np.all(dropped.is_stable())
+    assert np.all(dropped.order[outside] < 24) and np.all(dropped.order[~outside] == 24)
+    with pytest.raises(ValueError, match="unstable"):
+        mor.reduce(h, 4, method="pencil", unstable="ignore")
+
+
+def test_fit_residues_exact_and_weighted():
+    ssm = mor.ModalSSM.from_compact([0.8 * np.exp(0.5j), 0.6, 0.3j], [1 - 2j, 0.5, 0.2], 0.7)
+    h = ssm.impulse(120)[None]
+    poles, residues, direct = ssm.compact()
+    live = np.ones((1, poles.size), dtype=bool)
+    fitted, d = fit_residues(h, poles[None], live)
+    np.testing.assert_allclose(fitted[0], residues, atol=1e-12)
+    assert d[0] == 0.7
+    w = np.linspace(1, 2, 120)
+    np.testing.assert_allclose(fit_residues(h, poles[None], live, w)[0][0], residues, atol=1e-12)
+    none, _ = fit_residues(h, poles[None], np.zeros_like(live))
+    assert np.all(none == 0)
+
+
+def test_pencil_on_long_filters_uses_the_matrix_free_path(trained_filters):
+    h = trained_filters[1, :4, :1500]
+    red = mor.reduce(h, 12, method="pencil")
+    dense = mor.reduce(h, 12, method="pencil", hankel_method="dense")
+    np.testing.assert_allclose(red.info["l2"], dense.info["l2"], rtol=1e-5)
+    assert np.all(red.is_stable())
+
+
+def test_method_arguments():
+    with pytest.raises(ValueError, match="pencil parameter"):
+        mor.reduce(np.ones(20), 4, method="pencil", pencil=2)
+    with pytest.raises(ValueError, match="taps"):
+        mor.reduce(np.ones(9), 5, method="prony")
+    with pytest.raises(ValueError, match="takes FIR filters"):
+        mor.reduce(mor.StateSpace.from_fir(np.ones(5)), 2, method="pencil")
