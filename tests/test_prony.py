@@ -45,7 +45,7 @@ def test_stable_real_and_above_the_aak_bound(case):
     if red.info["failed"]:
         return
     assert red.is_stable()
-    p, r = red.poles, red.residues
+    p = red.poles
     np.testing.assert_allclose(np.sort_complex(p), np.sort_complex(np.conj(p)), atol=1e-12)
     assert red.info["hinf"] >= red.info["aak"] * (1 - 1e-6) - 1e-12
 
