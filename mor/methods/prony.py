@@ -34,7 +34,7 @@ class PoleFamily:
     """Models of any order from poles found per order, with least-squares residues.
 
     ``find_poles(order, rows)`` returns the full (conjugate-closed) poles ``(F', order)`` of
-    the filters ``rows``.
+    the filters ``rows`` (NaN where a method found fewer).
     """
 
     name = ""
@@ -61,14 +61,16 @@ class PoleFamily:
             idx = np.flatnonzero(orders == order)
             if order == 0:
                 continue
-            full = self._find_poles(int(order), which[idx])
-            outside = np.abs(full) >= 1.0
+            full = self._find_poles(int(order), which[idx])  # NaN: fewer poles than order
+            found = np.isfinite(full)
+            outside = found & (np.abs(np.where(found, full, 0)) >= 1.0)
             touched[idx] = outside.sum(axis=1)
             if self.unstable == "reflect":
-                full = np.where(outside, 1.0 / np.conj(full), full)
+                full = full.copy()
+                full[outside] = 1.0 / np.conj(full[outside])
             keep = ~outside if self.unstable == "drop" else np.ones_like(outside)
             # compact form: one member of each pair (positive imaginary part) and real poles
-            rep = keep & (full.imag >= 0)
+            rep = keep & found & (full.imag >= 0)
             for row, i in enumerate(idx):
                 chosen = full[row][rep[row]]
                 poles[i, : chosen.size] = chosen

@@ -47,13 +47,20 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
         if idx.size == 0 or k.size == 0:
             continue
         lam = poles[i, idx]
-        powers = lam[None, :] ** k[:, None]
+        # lambda^k / max(1, |lambda|)^(L-2): no overflow for poles outside the circle
+        grow = np.maximum(np.log(np.maximum(np.abs(lam), 1e-300)), 0.0) * (k.size - 1)
+        with np.errstate(divide="ignore"):
+            logs = np.where(lam == 0, -np.inf, np.log(np.where(lam == 0, 1, lam)))
+        powers = np.exp(k[:, None] * logs[None, :] - grow[None, :])
+        powers[0, lam == 0] = 1.0  # 0^0
         pair = lam.imag != 0
         columns = [powers.real, -powers[:, pair].imag]
         design = np.concatenate(columns, axis=1) * sqrt_w[:, None]
         scale = np.linalg.norm(design, axis=0)
         scale[scale == 0] = 1.0
         coef = np.linalg.lstsq(design / scale, h[i, 1:] * sqrt_w, rcond=None)[0] / scale
+        with np.errstate(under="ignore", over="ignore"):
+            coef /= np.exp(np.concatenate([grow, grow[pair]]))
         value = coef[: idx.size].astype(np.complex128)
         value[pair] += 1j * coef[idx.size:]
         residues[i, idx] = value

@@ -1,0 +1,151 @@
+r"""AAA rational approximation on the unit circle, with real (conjugate-symmetric) models.
+
+Samples: ``F_j = H(e^{i w_j})``, ``w_j = 2 pi j / M``, from the FFT of the taps zero-padded to
+``M = 4 L`` points. They are the frequency response of the finite filter: a rational model
+fitted to them approximates the ``L`` taps followed by zeros (the zero-padded, not a periodic,
+response); the taps are what matter, and the residues are refitted on them in the end.
+
+Greedy loop (Nakatsukasa, Sete and Trefethen's AAA), kept real: support points enter in
+conjugate pairs ``(z_k, conj z_k)`` with weights ``(w_k, conj w_k)`` (``z = 1`` and ``z = -1``
+alone, with real weights), so ``r(conj z) = conj r(z)``. The weights minimise
+``sum_j |F_j D(z_j) - N(z_j)|`` over the samples of the upper half circle, with the real
+parameters ``(Re w_k, Im w_k)`` of unit norm: the last right singular vector of a real
+Loewner matrix. Each step adds the pair where the error is largest, until the barycentric
+form has ``order + 1`` support points (``order`` poles); an odd count ends with ``z = 1`` or
+``z = -1``, whichever has the larger error.
+
+Poles are the finite eigenvalues of the pencil ``([[0, w^T], [1, diag(z)]], diag(0, 1, ...))``.
+Froissart doublets (poles whose barycentric residue is below ``1e-13 max|F|``) are removed;
+poles on or outside the circle are reflected or dropped (`mor.methods.prony`), and the
+residues are refitted by least squares on the taps (`mor.methods.residues`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.fft
+import scipy.linalg
+
+from mor.methods.prony import PoleFamily
+
+FROISSART_RTOL = 1e-13
+
+
+class AAAFamily(PoleFamily):
+    """AAA poles with least-squares residues; see the module notes."""
+
+    name = "aaa"
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
+                 samples: int | None = None) -> "AAAFamily":
+        m = scipy.fft.next_fast_len(max(4 * h.shape[-1], 256, 8 * max_order))
+        if samples is not None:
+            m = int(samples)
+            if m < 4 * max_order + 4:
+                raise ValueError(f"AAA needs at least {4 * max_order + 4} samples, got {m}")
+        values = scipy.fft.fft(h, n=m, axis=-1)[:, : m // 2 + 1]
+        z = np.exp(2j * np.pi * np.arange(m // 2 + 1) / m)
+
+        def find_poles(order, rows):
+            out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+            for r, i in enumerate(rows):
+                p = aaa_poles(z, values[i], order)
+                out[r, : p.size] = p
+            return out
+
+        return cls(h, max_order, unstable, find_poles)
+
+
+def aaa_poles(z: np.ndarray, f: np.ndarray, order: int) -> np.ndarray:
+    """At most ``order`` poles (conjugate-closed) of the real AAA fit of samples ``f`` at the
+    upper-half-circle points ``z`` (``z[0] = 1``; ``z[-1] = -1`` when the grid includes it)."""
+    scale = np.abs(f).max(initial=0.0)
+    if order == 0 or scale == 0:
+        return np.zeros(0, dtype=np.complex128)
+    real_point = np.abs(z.imag) < 1e-14
+    support: list[int] = []
+    free = np.ones(z.size, dtype=bool)
+    approx = np.full(f.shape, f.mean())
+    count = 0  # support points with conjugates counted: order + 1 wanted
+    while count < order + 1:
+        err = np.where(free, np.abs(f - approx), -1.0)
+        need = order + 1 - count
+        # pairs while two or more points are wanted; a self-conjugate point (z = +-1) last
+        candidates = np.flatnonzero(free & (real_point if need == 1 else ~real_point))
+        if candidates.size == 0:
+            break
+        j = candidates[np.argmax(err[candidates])]
+        support.append(j)
+        free[j] = False
+        count += 1 if real_point[j] else 2
+        weights = _weights(z, f, support, free, real_point)
+        approx = np.where(free, _evaluate(z, f, support, weights, real_point), f)
+    weights = _weights(z, f, support, free, real_point)
+    zs, fs, ws = _expand(z, f, support, weights, real_point)
+    n = zs.size
+    pencil = np.zeros((n + 1, n + 1), dtype=np.complex128)
+    pencil[0, 1:] = ws
+    pencil[1:, 0] = 1.0
+    pencil[1:, 1:] = np.diag(zs)
+    b = np.eye(n + 1)
+    b[0, 0] = 0.0
+    poles = scipy.linalg.eigvals(pencil, b)
+    poles = poles[np.isfinite(poles)]
+    # Froissart doublets: a tiny barycentric residue N(p) / D'(p)
+    numer = (ws * fs / (poles[:, None] - zs[None, :])).sum(axis=1)
+    dprime = -(ws / (poles[:, None] - zs[None, :]) ** 2).sum(axis=1)
+    poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * scale]
+    return _conjugate_closed(poles)
+
+
+def _expand(z, f, support, weights, real_point):
+    """All support points, values and weights (conjugates included)."""
+    zs, fs, ws = [], [], []
+    pos = 0
+    for j in support:
+        if real_point[j]:
+            zs.append(z[j]), fs.append(f[j].real), ws.append(weights[pos])
+            pos += 1
+        else:
+            w = weights[pos] + 1j * weights[pos + 1]
+            zs += [z[j], np.conj(z[j])]
+            fs += [f[j], np.conj(f[j])]
+            ws += [w, np.conj(w)]
+            pos += 2
+    return np.array(zs), np.array(fs), np.array(ws)
+
+
+def _columns(z, f, support, real_point, rows):
+    """Complex Loewner columns for the real weight parameters, at the samples ``rows``."""
+    cols = []
+    for j in support:
+        c1 = (f[rows] - f[j]) / (z[rows] - z[j])
+        if real_point[j]:
+            cols.append(c1)
+        else:
+            c2 = (f[rows] - np.conj(f[j])) / (z[rows] - np.conj(z[j]))
+            cols += [c1 + c2, 1j * (c1 - c2)]
+    return np.stack(cols, axis=1)
+
+
+def _weights(z, f, support, free, real_point):
+    rows = np.flatnonzero(free)
+    loewner = _columns(z, f, support, real_point, rows)
+    real = np.concatenate([loewner.real, loewner.imag])
+    return np.linalg.svd(real, full_matrices=False)[2][-1]
+
+
+def _evaluate(z, f, support, weights, real_point):
+    zs, fs, ws = _expand(z, f, support, weights, real_point)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cauchy = 1.0 / (z[:, None] - zs[None, :])
+        return (cauchy @ (ws * fs)) / (cauchy @ ws)
+
+
+def _conjugate_closed(poles: np.ndarray) -> np.ndarray:
+    """Exact conjugate pairs and real poles from numerically symmetric ones."""
+    near_real = np.abs(poles.imag) <= 1e-10 * np.maximum(np.abs(poles), 1.0)
+    real = poles[near_real].real
+    upper = poles[~near_real & (poles.imag > 0)]
+    return np.concatenate([upper, np.conj(upper), real])
