@@ -29,13 +29,23 @@ def test_prony_recovers_low_order_systems(ssm):
     assert red.order == n and red.info["l2"] <= 1e-6
 
 
+@given(stable_modal(max_pairs=2, max_real=2))
+def test_robust_pade_recovers_and_drops_spurious_pairs(ssm):
+    n = int(ssm.order)
+    h = ssm.impulse(max(decayed_length(ssm), 4 * n + 10))
+    exact = mor.reduce(h, n, method="pade")
+    assert exact.info["l2"] <= 1e-6
+    more = mor.reduce(h, n + 2, method="pade")  # rank deficient: the degree comes back down
+    assert more.order <= n + 1 and more.info["l2"] <= 1e-6
+
+
 @st.composite
 def filter_order_method(draw):
     length = draw(st.integers(12, 80))
     rng = np.random.default_rng(draw(st.integers(0, 2**31)))
     h = rng.standard_normal(length) * draw(st.floats(0.6, 1.0)) ** np.arange(length)
     order = draw(st.integers(1, (length - 1) // 2 - 1))
-    return h, order, draw(st.sampled_from(["pencil", "prony"]))
+    return h, order, draw(st.sampled_from(["pencil", "prony", "pade", "aaa"]))
 
 
 @given(filter_order_method())
@@ -95,5 +105,7 @@ def test_method_arguments():
         mor.reduce(np.ones(20), 4, method="pencil", pencil=2)
     with pytest.raises(ValueError, match="taps"):
         mor.reduce(np.ones(9), 5, method="prony")
+    with pytest.raises(ValueError, match="taps"):
+        mor.reduce(np.ones(9), 5, method="pade")
     with pytest.raises(ValueError, match="takes FIR filters"):
         mor.reduce(mor.StateSpace.from_fir(np.ones(5)), 2, method="pencil")

@@ -13,7 +13,16 @@ Prony (``method="prony"``, classical linear prediction)
     the prediction error, not the fit, and its polynomial degrades fast with the order (the
     benchmarks measure how fast): a baseline, not a recommendation.
 
-Both then take the residues from `mor.methods.residues.fit_residues` (least squares on all
+Robust Padé (``method="pade"``, Gonnet, Güttel and Trefethen 2013) at ``z = infinity``
+    The type ``(d, d)`` Padé approximant of ``H(z) = sum_k h[k] z^{-k}`` matches the Markov
+    parameters ``h[1..2d]``: its denominator ``a`` solves the Toeplitz system
+    ``sum_{j=0}^{d} a_j h[k-j] = 0`` (``k = d+1 .. 2d``). The robust variant takes ``a`` from
+    the SVD of that ``d x (d+1)`` matrix and lowers ``d`` while the matrix is rank deficient
+    (singular values below ``1e-13`` of the largest), which removes spurious pole-zero pairs;
+    the poles are the roots of ``a``. It sees only the first ``2d + 1`` taps: a classical,
+    local method.
+
+All three then take the residues from `mor.methods.residues.fit_residues` (least squares on all
 ``L`` taps, direct term ``h[0]``). Poles on or outside the unit circle are reflected
 (``lambda -> 1 / conj(lambda)``, the default) or dropped (``unstable="drop"``), or kept with
 ``unstable="keep"`` (then `mor.reduce` fails them unless ``allow_unstable``); the number touched
@@ -123,3 +132,41 @@ class PronyFamily(PoleFamily):
             return out
 
         return cls(h, max_order, unstable, find_poles)
+
+
+class PadeFamily(PoleFamily):
+    """Robust Padé poles at infinity; see the module notes."""
+
+    name = "pade"
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
+                 rank_rtol: float = 1e-13) -> "PadeFamily":
+        if 2 * max_order > h.shape[-1] - 1:
+            raise ValueError(f"Padé of order {max_order} needs at least {2 * max_order + 1} "
+                             f"taps, got {h.shape[-1]}")
+
+        def find_poles(order, rows):
+            out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+            for r, i in enumerate(rows):
+                roots = _robust_pade_denominator(h[i], order, rank_rtol)
+                out[r, : roots.size] = roots
+            return out
+
+        return cls(h, max_order, unstable, find_poles)
+
+
+def _robust_pade_denominator(h: np.ndarray, order: int, rank_rtol: float) -> np.ndarray:
+    """Roots of the robust Padé denominator of degree at most ``order`` (fewer if rank
+    deficient)."""
+    for d in range(order, 0, -1):
+        rows = np.arange(d + 1, 2 * d + 1)
+        toeplitz = h[rows[:, None] - np.arange(d + 1)[None, :]]  # [k, j] = h[k - j]
+        s, vh = np.linalg.svd(toeplitz, full_matrices=True)[1:]
+        if s.size and s[-1] <= rank_rtol * s[0] and d > 1:
+            continue  # rank deficient: a lower degree explains the taps as well
+        a = vh[-1]
+        if abs(a[0]) < np.finfo(float).tiny:
+            continue
+        return np.roots(a / a[0])
+    return np.zeros(0, dtype=np.complex128)
