@@ -1,0 +1,143 @@
+"""mor's AAA against ``scipy.interpolate.AAA`` and ``baryrat.aaa`` on the same samples.
+
+Per filter (16 shared trained filters, L = 2048, and two ``firwin`` designs), at 8, 16 and 32
+poles: the wall time, and the relative H-infinity and l2 errors of each model against the
+filter. mor returns a real model of that order (conjugate-symmetric support, poles inside the
+circle, residues refitted on the taps); SciPy and baryrat return complex rational functions,
+whose real part (up to twice as many poles) is what is scored, from their values on the
+``M = 4 L`` sample grid (the l2 error through the inverse FFT of those values). Their poles
+outside the unit circle are counted. mor's other pole-based methods (matrix pencil, Prony,
+robust Padé) are timed beside it.
+
+Run ``python benchmarks/bench_rational.py [--quick]``.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+import scipy.fft  # noqa: E402
+import scipy.signal  # noqa: E402
+
+import _common as C  # noqa: E402
+import mor  # noqa: E402
+
+NAME = "bench_rational"
+
+
+def score_complex(h: np.ndarray, values: np.ndarray, poles: np.ndarray) -> dict:
+    """Errors of the real part of a complex model given by its values on the full grid."""
+    m = values.size
+    mirrored = np.conj(np.roll(values[::-1], 1))  # r(conj z) on the same grid
+    real_part = 0.5 * (values + mirrored)
+    exact = scipy.fft.fft(h, n=m)
+    taps = np.real(scipy.fft.ifft(real_part))[: h.size]
+    peak = np.abs(exact).max()
+    return {"hinf": float(np.abs(exact - real_part).max() / peak),
+            "l2": float(np.linalg.norm(taps - h) / np.linalg.norm(h)),
+            "outside": int((np.abs(poles) >= 1).sum()), "poles": int(poles.size)}
+
+
+def bench_filter(h: np.ndarray, order: int) -> dict:
+    from scipy.interpolate import AAA
+    import baryrat
+
+    m = scipy.fft.next_fast_len(4 * h.size)
+    z = np.exp(2j * np.pi * np.arange(m) / m)
+    f = scipy.fft.fft(h, n=m)
+    out = {}
+    for name in ("aaa", "pencil", "prony", "pade"):
+        try:
+            mor.reduce(h, order, method=name)  # warm-up
+            _, seconds, _ = C.timed(lambda: mor.reduce(h, order, method=name), repeats=3)
+            red = mor.reduce(h, order, method=name)
+            out[f"mor {name}"] = {"seconds": seconds, "hinf": float(red.info["hinf"]),
+                                  "l2": float(red.info["l2"]), "outside": 0,
+                                  "poles": int(red.order),
+                                  "reflected": int(red.info["poles_touched"])}
+        except ValueError as exc:
+            out[f"mor {name}"] = {"error": str(exc)[:100]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r, seconds, _ = C.timed(lambda: AAA(z, f, rtol=0, max_terms=order + 1), repeats=3)
+        out["scipy AAA"] = {"seconds": seconds, **score_complex(h, r(z), r.poles())}
+        b, seconds, _ = C.timed(lambda: baryrat.aaa(z, f, tol=0, mmax=order + 1), repeats=3)
+        out["baryrat aaa"] = {"seconds": seconds, **score_complex(h, b(z), b.poles())}
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args()
+    log = C.log
+    start = time.perf_counter()
+    C.pin_threads()
+    filters = C.load_filters()
+    sets = {"trained": filters[:, :: (128 if args.quick else 64)].reshape(-1, 2048),
+            "firwin": np.stack([scipy.signal.firwin(255, 0.1), scipy.signal.firwin(255, 0.3)])}
+    orders = (8,) if args.quick else (8, 16, 32)
+    rows = []
+    for label, hs in sets.items():
+        for order in orders:
+            per = [bench_filter(h, order) for h in hs]
+            names = per[0].keys()
+            row = {"set": label, "order": order, "filters": len(per)}
+            for n in names:
+                ok = [p[n] for p in per if "error" not in p[n]]
+                if not ok:
+                    row[n] = None
+                    continue
+                row[n] = {k: float(np.median([o[k] for o in ok]))
+                          for k in ("seconds", "hinf", "l2")}
+                row[n]["outside"] = int(sum(o["outside"] for o in ok))
+            rows.append(row)
+            log(f"{label} order {order}: " + ", ".join(
+                f"{n} {row[n]['seconds'] * 1e3:.1f} ms hinf {row[n]['hinf']:.2e}"
+                for n in names if row[n]))
+    batch = filters[:, ::16].reshape(-1, 2048)
+    mor.reduce(batch[:2], 32, method="aaa")
+    with C.mor_threads(C.cores()):
+        t0 = time.perf_counter()
+        mor.reduce(batch, 32, method="aaa", on_fail="flag")
+        batch_seconds = time.perf_counter() - t0
+    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
+            "versions": C.versions(), "mor_settings": C.mor_settings(),
+            "script_seconds": time.perf_counter() - start}
+    head = ["set", "order"]
+    names = ["mor aaa", "scipy AAA", "baryrat aaa", "mor pencil", "mor prony", "mor pade"]
+    lines = [C.header_block("AAA and Prony family against SciPy and baryrat "
+                            "(`bench_rational.py`)", meta),
+             "Medians per filter: time, relative hinf and l2. SciPy's and baryrat's models are "
+             "complex: their real part is scored (up to twice the poles); `out` counts their "
+             "poles on or outside the unit circle (mor reflects its own). `x mor` is the "
+             "competitor's time over mor AAA's.\n",
+             C.md_table(head + [f"{n} {c}" for n in names for c in ("time", "hinf", "l2")]
+                        + ["scipy out", "baryrat out", "scipy x mor", "baryrat x mor"],
+                        [[r["set"], r["order"]]
+                         + [x for n in names for x in (
+                             (C.fmt_t(r[n]["seconds"]), f"{r[n]['hinf']:.2e}",
+                              f"{r[n]['l2']:.2e}") if r.get(n) else ("-", "-", "-"))]
+                         + [r["scipy AAA"]["outside"], r["baryrat aaa"]["outside"],
+                            f"{r['scipy AAA']['seconds'] / r['mor aaa']['seconds']:.1f}x",
+                            f"{r['baryrat aaa']['seconds'] / r['mor aaa']['seconds']:.1f}x"]
+                         for r in rows]), "",
+             f"Batch: `mor.reduce(h, 32, method=\"aaa\")` on {batch.shape[0]} shared filters "
+             f"(2 threads): {batch_seconds:.1f} s, so about {batch_seconds * 1024 / batch.shape[0]:.0f}"
+             " s for all 1024 (target: under 10 s).\n"]
+    report = "\n".join(lines)
+    print(report)
+    name = NAME + ("_quick" if args.quick else "")
+    C.write_json(name, {"meta": meta, "rows": rows, "batch_seconds": batch_seconds,
+                        "batch_filters": int(batch.shape[0])})
+    C.write_section(name, report)
+
+
+if __name__ == "__main__":
+    main()
