@@ -11,6 +11,8 @@ and l2 errors of
 * ``hankel/keep``: the same approximant keeping the filter's own h[0],
 * ``pencil``: matrix pencil poles, least-squares residues (unstable poles reflected),
 * ``prony``: classical Prony (linear prediction) poles, least-squares residues,
+* ``pade``: robust Padé poles at infinity, least-squares residues,
+* ``aaa``: real AAA poles on the unit circle, least-squares residues,
 
 beside ``aak = sigma_{d+1}/max|H|``, the least H-infinity error any order-d model can have.
 
@@ -41,7 +43,9 @@ METHODS = {"balanced": {"method": "balanced"},
            "hankel": {"method": "hankel"},
            "hankel/keep": {"method": "hankel", "direct": "keep"},
            "pencil": {"method": "pencil"},
-           "prony": {"method": "prony"}}
+           "prony": {"method": "prony"},
+           "pade": {"method": "pade"},
+           "aaa": {"method": "aaa"}}
 
 
 def fir_designs() -> dict[str, np.ndarray]:
