@@ -11,13 +11,14 @@ from mor.conventions import as_filters, check_norm, check_order, check_tol, rela
 from mor.methods.aaa import AAAFamily
 from mor.methods.balanced import BalancedFamily
 from mor.methods.hankel_norm import HankelNormFamily
+from mor.methods.modal import ModalFamily
 from mor.methods.prony import PadeFamily, PencilFamily, PronyFamily
 from mor.metrics import model_errors
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
 METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": PencilFamily,
-           "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily}
+           "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily}
 DEFAULT_MAX_ORDER = 64
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
@@ -50,7 +51,7 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
-    method : {"balanced", "hankel", "pencil", "prony", "pade", "aaa"}
+    method : {"balanced", "hankel", "pencil", "prony", "pade", "aaa", "modal"}
         ``"balanced"``: square-root balanced truncation (`mor.methods.balanced`); options
         ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
         (see `mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
@@ -60,7 +61,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         pencil) and ``"prony"`` (linear prediction): poles from the taps and least-squares
         residues (:mod:`mor.methods.prony`); option ``unstable`` (``"reflect"``, ``"drop"`` or
         ``"keep"``; the count is ``info["poles_touched"]``), and ``pencil`` for the pencil.
-        ``"pade"``: robust Padé at infinity (Gonnet-Güttel-Trefethen).
+        ``"pade"``: robust Padé at infinity (Gonnet-Güttel-Trefethen). ``"modal"``: poles
+        optimised for the ``l2`` error by variable projection (:mod:`mor.methods.modal`),
+        started from ``init`` (another method; ``"balanced"`` by default), ``max_iter``.
         ``"aaa"``: AAA on the unit circle with conjugate-symmetric support points
         (:mod:`mor.methods.aaa`), the same residue fit and stability options.
     norm : {"l2", "hinf"}
