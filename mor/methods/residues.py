@@ -49,9 +49,9 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
         lam = poles[i, idx]
         # lambda^k / max(1, |lambda|)^(L-2): no overflow for poles outside the circle
         grow = np.maximum(np.log(np.maximum(np.abs(lam), 1e-300)), 0.0) * (k.size - 1)
-        with np.errstate(divide="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log(0) at k = 0
             logs = np.where(lam == 0, -np.inf, np.log(np.where(lam == 0, 1, lam)))
-        powers = np.exp(k[:, None] * logs[None, :] - grow[None, :])
+            powers = np.exp(k[:, None] * logs[None, :] - grow[None, :])
         powers[0, lam == 0] = 1.0  # 0^0
         pair = lam.imag != 0
         columns = [powers.real, -powers[:, pair].imag]
