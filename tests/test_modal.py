@@ -33,3 +33,11 @@ def test_poles_stay_strictly_inside():
     h[1:] = 1.0  # an integrator's taps: the best poles would sit on the circle
     fit = mor.reduce(h, 2, method="modal")
     assert fit.is_stable() and np.abs(fit.poles).max() < 1
+
+
+def test_tail_penalty_keeps_the_model_quiet_after_the_window():
+    h = hyena_like_filters(4, 300, seed=7)
+    free = mor.reduce(h, 12, method="modal", tail_weight=0.0)
+    penalised = mor.reduce(h, 12, method="modal")
+    assert penalised.info["tail"].max() < free.info["tail"].max()
+    assert np.all(penalised.is_stable())
