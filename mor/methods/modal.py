@@ -64,7 +64,7 @@ class ModalFamily(PoleFamily):
                 out[r, : full.size] = full
             return out
 
-        return cls(h, max_order, "reflect", find_poles)
+        return cls(h, max_order, "reflect", find_poles, hsv=start.hsv)  # one factorisation
 
 
 def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float

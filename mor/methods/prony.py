@@ -48,13 +48,15 @@ class PoleFamily:
 
     name = ""
 
-    def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles):
+    def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles,
+                 hsv: np.ndarray | None = None):
         if unstable not in UNSTABLE:
             raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
         size = h.shape[-1] - 1
         k = min(size, max_order + 1)
         self.h, self.unstable, self._find_poles = h, unstable, find_poles
-        self.hsv = hankel_svd(h, k, vectors=False)[0]  # for the AAK and BT figures
+        # the leading Hankel singular values, for the AAK and BT figures (given: reused)
+        self.hsv = hankel_svd(h, k, vectors=False)[0] if hsv is None else hsv[:, :k]
         self.rank = np.full(h.shape[0], max_order)
         self.d = h[:, 0].copy()
 
