@@ -97,6 +97,14 @@ def mor_settings() -> dict:
     return out
 
 
+def metadata(script_start: float, **extra) -> dict:
+    """What a results section records: date, command, machine, versions, mor's settings and
+    the script's wall time so far (plus ``extra``)."""
+    return {"date": now(), "command": command(), "machine": machine(), "versions": versions(),
+            "mor_settings": mor_settings(), "script_seconds": time.perf_counter() - script_start,
+            **extra}
+
+
 def timed(fn, repeats: int | None = None, warmup: bool = False):
     """Run ``fn``; return ``(result_of_first_timed_run, median_seconds, all_seconds)``.
 

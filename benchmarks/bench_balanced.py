@@ -394,16 +394,11 @@ def main(argv=None):
     note = control_balred_note(mats, orders[0])
     batch = bench_batch(filters, n_batch, 32, 4 if args.quick else 32, log) if n_batch else None
     tgts = targets(results, batch)
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(), "script_seconds": time.perf_counter() - script_start,
-            "quick": args.quick, "L": length, "source": source}
+    meta = C.metadata(script_start, quick=args.quick, L=length, source=source)
     report = render(meta, results, batch, note, tgts)
     print(report)
     json_path = C.write_json(name, {"meta": meta, "orders": results, "batch": batch,
                                     "control_balred": note, "targets": tgts})
-    if args.quick:
-        report = report.replace("## Balanced truncation", f"## [{NAME} (--quick smoke run)] "
-                                "Balanced truncation", 1)
     md_path = C.write_section(name, report)
     log(f"wrote {json_path} and {md_path}")
 

@@ -118,15 +118,11 @@ def main():
     rows = throughput(h, log)
     log("CLI against the library")
     cli = cli_overhead(h, log)
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(),
-            "script_seconds": time.perf_counter() - script_start}
+    meta = C.metadata(script_start)
     report = render(meta, rows, cli, n)
     print(report)
     name = NAME + ("_quick" if args.quick else "")
     C.write_json(name, {"meta": meta, "throughput": rows, "cli": cli})
-    if args.quick:
-        report = report.replace("## Whole-model", "## [--quick smoke run] Whole-model", 1)
     log(f"wrote {C.write_section(name, report)}")
 
 

@@ -336,16 +336,12 @@ def main(argv=None):
     checks = {"L": check_len, "rows": bench_filters_check(filters, check_len, log)}
     batch = bench_batch(filters, n_batch, log) if n_batch > 0 else None
     grow = growth(rows)
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(), "script_seconds": time.perf_counter() - script_start, "quick": args.quick,
-            "k": K}
+    meta = C.metadata(script_start, quick=args.quick, k=K)
     report = render(meta, rows, checks, batch, grow)
     print(report)
     json_path = C.write_json(name, {"meta": meta, "lengths": rows, "filters_check": checks,
                                     "batch": batch, "growth": grow})
-    title = name if not args.quick else f"{NAME} (--quick smoke run)"
-    md_path = C.write_section(name, report if not args.quick else report.replace(
-        "## Hankel singular values", f"## [{title}] Hankel singular values", 1))
+    md_path = C.write_section(name, report)
     log(f"wrote {json_path} and {md_path}")
 
 

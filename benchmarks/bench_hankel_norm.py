@@ -169,14 +169,10 @@ def main():
         parts[label] = compare_methods(taps[None], usable, log)
     log("order selection")
     selection = selection_cost(trained, log)
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(),
-            "script_seconds": time.perf_counter() - script_start}
+    meta = C.metadata(script_start)
     report = render(meta, parts, selection)
     print(report)
     C.write_json(name, {"meta": meta, "parts": parts, "selection": selection})
-    if args.quick:
-        report = report.replace("## Hankel-norm", "## [--quick smoke run] Hankel-norm", 1)
     log(f"wrote {C.write_section(name, report)}")
 
 

@@ -43,9 +43,7 @@ def main():
         rows.append(row)
         C.log(f"modes {modes}: BT l2 {row['balanced']['l2']:.3e}, modal {row['modal']['l2']:.3e}"
               f" (ratio {row['l2_ratio_median']:.2f})")
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(),
-            "script_seconds": time.perf_counter() - start}
+    meta = C.metadata(start)
     table = [[r["modes"], f"{r['balanced']['order']:g}", f"{r['balanced']['l2']:.2e}",
               f"{r['modal']['l2']:.2e}", f"{r['l2_ratio_median']:.2f} / {r['l2_ratio_max']:.2f}",
               f"{r['balanced']['tail']:.1e} / {r['modal']['tail']:.1e}",

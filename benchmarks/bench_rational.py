@@ -107,9 +107,7 @@ def main():
         t0 = time.perf_counter()
         mor.reduce(batch, 32, method="aaa", on_fail="flag")
         batch_seconds = time.perf_counter() - t0
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(),
-            "script_seconds": time.perf_counter() - start}
+    meta = C.metadata(start)
     head = ["set", "order"]
     names = ["mor aaa", "scipy AAA", "baryrat aaa", "mor pencil", "mor prony", "mor pade"]
     lines = [C.header_block("AAA and Prony family against SciPy and baryrat "

@@ -85,9 +85,7 @@ def main():
                          "holds_1e-4": int((e <= 1e-4).sum())}
         rows.append(row)
         print(row, file=sys.stderr)
-    meta = {"date": C.now(), "command": C.command(), "machine": C.machine(),
-            "versions": C.versions(), "mor_settings": C.mor_settings(),
-            "script_seconds": time.perf_counter() - start}
+    meta = C.metadata(start)
     lines = [C.header_block("Companion-form prefill: accuracy (`companion_prefill.py`)", meta),
              f"Balanced-truncation models of 16 shared trained filters at m modes (order up to "
              f"2m), a random prompt of {PROMPT} tokens; relative error of the modal state "
