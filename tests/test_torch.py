@@ -182,3 +182,21 @@ def test_bad_inputs():
     unstable = mor.ModalSSM.from_compact([[1.01]], [[1.0]], [0.0])
     with pytest.raises(ValueError, match="unit circle"):
         mt.ModalRecurrence.from_ssm(unstable)
+
+
+def test_headwise_longconv_step_and_distill_module():
+    from mor.demo import hyena_like_filters
+
+    h = torch.from_numpy(hyena_like_filters(3, 64, seed=4)).float()
+    conv = mt.HeadwiseLongConv(h)
+    b, n, length = 2, 4, 90
+    q, k, v = (torch.randn(b, 3, n, length) for _ in range(3))
+    full = conv(q, k, v)
+    y, cache = conv.prefill(q[..., :20], k[..., :20], v[..., :20])
+    steps = [conv.step(q[..., t], k[..., t], v[..., t], cache) for t in range(20, length)]
+    assert _rel(torch.cat([y, torch.stack(steps, -1)], -1), full) < 1e-5
+    model, reports = mt.distill_module(torch.nn.ModuleDict({"mix": conv}), 40)
+    assert isinstance(model["mix"], mt.HeadwiseModalRecurrence)
+    worst = float(reports["mix"].columns["l2"].max())
+    assert worst < 0.05
+    assert _rel(model["mix"](q, k, v), full) < 3 * worst

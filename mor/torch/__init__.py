@@ -1,7 +1,8 @@
 """GPU recurrence layers for distilled banks (optional: needs the ``torch`` extra).
 
 `ModalRecurrence` (whole sequences, prompts and single tokens), `HeadwiseModalRecurrence`
-(MultiHyena's outer-product form), `LongConv` (the exact layer they replace) and
+(MultiHyena's outer-product form), `LongConv` and `HeadwiseLongConv` (the exact layers they
+replace) and
 `distill_module` (swap a model's long convolutions for recurrences). ``import mor`` never
 imports torch; ``import mor.torch`` does.
 """
@@ -13,7 +14,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 
 from mor.torch.distill_module import distill_module
 from mor.torch.headwise import HeadwiseModalRecurrence
-from mor.torch.longconv import LongConv
+from mor.torch.longconv import HeadwiseLongConv, LongConv
 from mor.torch.recurrence import ModalRecurrence
 
-__all__ = ["HeadwiseModalRecurrence", "LongConv", "ModalRecurrence", "distill_module"]
+__all__ = ["HeadwiseLongConv", "HeadwiseModalRecurrence", "LongConv", "ModalRecurrence",
+           "distill_module"]

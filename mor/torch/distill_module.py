@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain
 
 import numpy as np
 from torch import nn
 
 from mor.distill import Report, distill
+from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.recurrence import ModalRecurrence
 
 
@@ -22,7 +24,8 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     tensor or array) or ``None``; by default, by the protocol method ``long_filter()`` (which
     `LongConv` has). Each layer's filters go through `mor.distill` (``order``, ``modes`` or
     ``tol`` and ``distill_options``) and the layer is replaced by a `ModalRecurrence` with the
-    same input and output shapes. Filters that fail (see the reports) keep their direct term
+    same input and output shapes, or by a `HeadwiseModalRecurrence` where the layer says
+    ``headwise = True`` (MultiHyena's form, one filter per head; e.g. `HeadwiseLongConv`). Filters that fail (see the reports) keep their direct term
     only: look at ``report.columns["failed"]`` before using the model.
     """
     def accessor(name, module):
@@ -44,8 +47,10 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     for name, h in found:
         taps = h.detach().cpu().double().numpy() if hasattr(h, "detach") else np.asarray(h)
         result = distill(taps, order, modes=modes, tol=tol, **distill_options)
-        layer = ModalRecurrence.from_ssm(result.bank)
-        device = next((b.device for b in model.get_submodule(name).buffers()), None)
+        module = model.get_submodule(name)
+        kind = HeadwiseModalRecurrence if getattr(module, "headwise", False) else ModalRecurrence
+        layer = kind.from_ssm(result.bank)
+        device = next((t.device for t in chain(module.parameters(), module.buffers())), None)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, layer.to(device) if device is not None else layer)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mor.torch._conv import headwise_fft_conv
 from mor.torch.recurrence import ModalRecurrence
 
 
@@ -35,13 +36,8 @@ class HeadwiseModalRecurrence(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Whole sequences by FFT convolution of the outer products (memory ``B H N^2 L``)."""
-        batch, heads, dim, length = k.shape
-        kv = (k.float()[:, :, :, None, :] * v.float()[:, :, None, :, :])
-        h = self.heads.kernel(length)[self.heads.channel_map]  # (H, L)
-        n = 2 * length
-        conv = torch.fft.irfft(torch.fft.rfft(kv, n=n) * torch.fft.rfft(h, n=n)[:, None, None],
-                               n=n)[..., :length]
-        return torch.einsum("bhil,bhijl->bhjl", q.float(), conv).to(q.dtype)
+        h = self.heads.kernel(k.shape[-1])[self.heads.channel_map]  # (H, L)
+        return headwise_fft_conv(q, k, v, h)
 
     def init_state(self, batch: int, dim: int) -> torch.Tensor:
         return torch.zeros(batch, self.heads.channels, self.heads.modes, dim, dim, 2,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from mor.ssm import ModalSSM
+from mor.torch._conv import causal_fft_conv
 
 #: Kernels longer than this are materialised with float64 powers (then cast to float32).
 FLOAT64_KERNEL_LENGTH = 8192
@@ -111,11 +112,7 @@ class ModalRecurrence(nn.Module):
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         """``y = h * u`` over the whole sequence (FFT convolution), ``u``: ``(B, C, L)``."""
         self._check(u)
-        length = u.shape[-1]
-        h = self.kernel(length)[self.channel_map]
-        n = 2 * length
-        y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(h, n=n), n=n)
-        return y[..., :length].to(u.dtype)
+        return causal_fft_conv(u, self.kernel(u.shape[-1])[self.channel_map])
 
     # ------------------------------------------------------------------ prompts
     def init_state(self, batch: int) -> torch.Tensor:
@@ -183,10 +180,7 @@ class ModalRecurrence(nn.Module):
             op = self._chunk_operators(count)
             carried = (torch.einsum("bcm,cmt->bct", state[..., 0], op["ar"])
                        - torch.einsum("bcm,cmt->bct", state[..., 1], op["ai"]))
-            h = self.kernel(count)[self.channel_map]
-            n = 2 * count
-            inside = torch.fft.irfft(torch.fft.rfft(block, n=n) * torch.fft.rfft(h, n=n),
-                                     n=n)[..., :count]
+            inside = causal_fft_conv(block, self.kernel(count)[self.channel_map])
             out[..., start:start + count] = (inside + carried).to(u.dtype)
             state = self._state_after(block, state)
         return out, state
