@@ -200,3 +200,13 @@ def test_headwise_longconv_step_and_distill_module():
     worst = float(reports["mix"].columns["l2"].max())
     assert worst < 0.05
     assert _rel(model["mix"](q, k, v), full) < 3 * worst
+
+
+def test_casting_a_model_keeps_the_recurrence_in_float32():
+    layer = mt.ModalRecurrence.from_ssm(_bank(seed=5))
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), layer).to(torch.bfloat16)
+    assert model[0].weight.dtype == torch.bfloat16
+    assert layer.lam.dtype == layer.res.dtype == layer.direct.dtype == torch.float32
+    assert layer.log_poles.dtype == torch.complex128
+    u = torch.randn(1, 5, 64)
+    assert _rel(layer(u.bfloat16()).float(), layer(u)) < 1e-2

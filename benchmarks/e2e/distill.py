@@ -8,7 +8,7 @@ recipe, `benchmarks/modal_recipe.py`, run where ``--device`` says), and writes
 per-filter ``l2`` error over the taps (and ``tail``, ``hinf`` and the AAK bound for mor's
 methods; the count of unstable poles for the recipe) and the wall time. ``--tol`` adds, for
 balanced truncation and Hankel-norm approximation, per-filter orders at that ``l2`` tolerance
-(``m = 0`` in the file's keys).
+(``m = 0`` in the file's keys; orders up to ``--max-order``).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def model_filters(path: Path) -> np.ndarray:
 
 
 def fit(h: np.ndarray, method: str, modes: int | None, tol: float | None, device: str,
-        steps: int, workers: int) -> dict:
+        steps: int, workers: int, max_order: int) -> dict:
     """One method at one state size on filters ``h`` (``(F, L)``)."""
     start = time.perf_counter()
     if method == "recipe":
@@ -50,7 +50,7 @@ def fit(h: np.ndarray, method: str, modes: int | None, tol: float | None, device
         out.pop("taps")
         return out
     result = mor.distill(h, modes=modes, tol=tol, method=method, workers=workers,
-                         chunk_size=16)
+                         chunk_size=16, max_order=max_order if tol else None)
     bank, columns = result.bank, result.report.columns
     info = {k: columns[k] for k in ("l2", "tail", "hinf", "aak", "failed")}
     poles, residues, direct = bank.compact()
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(MOR_METHODS))
     parser.add_argument("--modes", nargs="+", type=int, default=[1, 2, 4, 8, 16])
     parser.add_argument("--tol", type=float)
+    parser.add_argument("--max-order", type=int, default=256, help="cap of the --tol orders")
     parser.add_argument("--steps", type=int, default=30_000, help="recipe steps")
     parser.add_argument("--workers", type=int, default=1, help="processes for mor's methods")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -79,7 +80,8 @@ def main() -> None:
         if args.tol is not None and method in TOL_METHODS:
             sizes.append((None, args.tol))
         for modes, tol in sizes:
-            r = fit(flat, method, modes, tol, args.device, args.steps, args.workers)
+            r = fit(flat, method, modes, tol, args.device, args.steps, args.workers,
+                    args.max_order)
             key = f"m{modes or 0}"
             arrays |= {f"{key}_{name}": np.asarray(value) for name, value in r.items()}
             print(f"{args.kind} {method} {key}: median l2 {np.median(r['l2']):.4f}, worst "

@@ -26,11 +26,13 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mor.torch import HeadwiseLongConv, LongConv
 from mor.torch._conv import causal_fft_conv, headwise_fft_conv
 
 VOCAB = 256
+DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 @dataclass(frozen=True)
@@ -238,10 +240,13 @@ class AttentionMixer(nn.Module):
 
     def step(self, x_t: torch.Tensor, cache: dict) -> torch.Tensor:
         t = cache["t"]
-        q, k, v = self._qkv(x_t[:, None], torch.tensor([t], device=x_t.device))
+        q, k, v = self._qkv(x_t[:, None], torch.arange(t, t + 1, device=x_t.device))
         cache["k"][:, :, t], cache["v"][:, :, t] = k[:, :, 0], v[:, :, 0]
         cache["t"] = t + 1
-        y = F.scaled_dot_product_attention(q, cache["k"][:, :, :t + 1], cache["v"][:, :, :t + 1])
+        # flash / memory-efficient kernels: cuDNN's would build a new plan for every length
+        with sdpa_kernel(DECODE_BACKENDS):
+            y = F.scaled_dot_product_attention(q, cache["k"][:, :, :t + 1],
+                                               cache["v"][:, :, :t + 1])
         return self.out_proj(y.flatten(1))
 
 

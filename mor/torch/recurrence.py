@@ -14,6 +14,8 @@ complex type); activations may be bfloat16 (bf16 would round pole moduli above a
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import nn
@@ -214,8 +216,18 @@ class ModalRecurrence(nn.Module):
                              f"{tuple(u.shape)}")
 
     def _apply(self, fn, *args, **kwargs):
+        """Moves follow ``fn``; dtype casts do not: poles, residues and direct terms keep their
+        precision when the model is cast (``model.to(torch.bfloat16)`` would round pole moduli
+        above about 0.998 to 1)."""
         self._kernels, self._operators = {}, {}
-        return super()._apply(fn, *args, **kwargs)
+
+        def move_only(t: torch.Tensor) -> torch.Tensor:
+            with warnings.catch_warnings():  # a cast of complex poles to a real dtype warns
+                warnings.simplefilter("ignore", UserWarning)
+                out = fn(t)
+            return out if out.dtype == t.dtype else t.to(out.device)
+
+        return super()._apply(move_only, *args, **kwargs)
 
 
 try:  # the fused decode kernel needs Triton (CUDA builds of torch ship it)

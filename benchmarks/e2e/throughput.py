@@ -1,0 +1,182 @@
+"""Generation throughput on the GPU: distilled Hyena against cached-convolution Hyena and a
+Transformer with a KV cache, at the study's size and at the 1.3B-parameter scale.
+
+For a context of ``P + G`` tokens (prompt ``P``, ``G`` generated; the long filters are
+``P + G`` taps long, as long as the context) each model decodes at batch sizes from 1 up to the
+largest that fits (the distilled model: up to ``MAX_BATCH``, where its throughput has long
+saturated), in bfloat16 (weights and activations; the recurrences' poles, residues and states
+stay float32), eager PyTorch. Decoding cost does not depend on the cached values, so the caches
+are allocated at their steady-state size and ``STEPS`` steps are timed after a warm-up:
+
+- distilled: `mor.torch.ModalRecurrence` (``MODES`` complex modes per channel, fused step);
+- cached convolution: `mor.torch.LongConv` with a bfloat16 ring cache of the last
+  ``P + G - 1`` inputs (read once per step);
+- Transformer: bfloat16 keys and values, the steps timed around position ``P + G / 2`` (the
+  generation's mean cache length).
+
+Weights are random (quality plays no part). Also timed: the prompt's prefill at batch 1. Peak
+memory is ``torch.cuda.max_memory_allocated`` over the timed steps. ``--out DIR`` writes
+``throughput.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+import mor  # noqa: E402
+import mor.torch as mt  # noqa: E402
+from models import Config, LanguageModel  # noqa: E402
+
+SCALES = {"small": dict(width=256, layers=4, heads=8),  # the trained models' size
+          "1.3B": dict(width=2048, layers=24, heads=16)}
+CONTEXTS = ((2048, 2048), (16384, 2048))
+MODES = 16
+STEPS, WARMUP = 128, 8
+BATCHES = (1, 8, 64, 512, 4096)
+MAX_BATCH = 4096
+VARIANTS = ("distilled", "cached", "transformer")
+DEVICE = "cuda"
+
+
+def sync() -> None:
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+def random_bank(channels: int, modes: int, seed: int = 0) -> mor.ModalSSM:
+    rng = np.random.default_rng(seed)
+    mod = rng.uniform(0.9, 0.9999, (channels, modes))
+    poles = mod * np.exp(1j * rng.uniform(0, np.pi, (channels, modes)))
+    residues = (rng.standard_normal((channels, modes)) * (1 - mod)).astype(complex)
+    return mor.ModalSSM.from_compact(poles, residues, rng.standard_normal(channels))
+
+
+def build(variant: str, scale: str, context: int) -> LanguageModel:
+    kind = "transformer" if variant == "transformer" else "hyena"
+    cfg = Config(kind, length=context, **SCALES[scale])
+    with torch.device(DEVICE):
+        model = LanguageModel(cfg)
+        for block in model.blocks:
+            if variant == "cached":
+                decay = torch.exp(-torch.arange(context) / (0.3 * context))
+                block.mixer.long = mt.LongConv(torch.randn(cfg.width, context) * decay / 30)
+            elif variant == "distilled":
+                block.mixer.long = mt.ModalRecurrence.from_ssm(random_bank(cfg.width, MODES))
+    return model.to(DEVICE, torch.bfloat16).eval()
+
+
+def empty_caches(model: LanguageModel, batch: int, prompt: int, generated: int) -> list:
+    """Decoding caches at their steady-state size (values do not change the cost)."""
+    caches = []
+    for block in model.blocks:
+        mixer = block.mixer
+        if model.cfg.kind == "transformer":
+            shape = (batch, mixer.heads, prompt + generated, model.cfg.width // mixer.heads)
+            caches.append({"k": torch.zeros(shape, device=DEVICE, dtype=torch.bfloat16),
+                           "v": torch.zeros(shape, device=DEVICE, dtype=torch.bfloat16),
+                           "t": prompt + generated // 2 - (STEPS + WARMUP) // 2})
+            continue
+        short = torch.zeros(batch, 3 * model.cfg.width, 2, device=DEVICE, dtype=torch.bfloat16)
+        if isinstance(mixer.long, mt.LongConv):
+            long = mixer.long.init_state(batch, torch.bfloat16)
+            long.position = prompt % max(1, long.buffer.shape[-1])
+        else:
+            long = mixer.long.init_state(batch)
+        caches.append((short, long))
+    return caches
+
+
+def decode(model: LanguageModel, batch: int, prompt: int, generated: int) -> dict:
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    caches = empty_caches(model, batch, prompt, generated)
+    token = torch.zeros(batch, dtype=torch.long, device=DEVICE)
+    for _ in range(WARMUP):
+        model.step(token, caches)
+    sync()
+    start = time.perf_counter()
+    for _ in range(STEPS):
+        model.step(token, caches)
+    sync()
+    seconds = (time.perf_counter() - start) / STEPS
+    return {"batch": batch, "step_ms": 1e3 * seconds, "tokens_per_s": batch / seconds,
+            "peak_gb": torch.cuda.max_memory_allocated() / 1e9}
+
+
+def largest_batch(model: LanguageModel, prompt: int, generated: int) -> int:
+    """The largest batch whose caches and a decode step fit, by doubling then bisection."""
+    def fits(b: int) -> bool:
+        try:
+            caches = empty_caches(model, b, prompt, generated)
+            model.step(torch.zeros(b, dtype=torch.long, device=DEVICE), caches)
+            del caches
+            return True
+        except torch.OutOfMemoryError:
+            return False
+        finally:
+            torch.cuda.empty_cache()
+
+    low, high = 1, 2
+    while high <= MAX_BATCH and fits(high):
+        low, high = high, 2 * high
+    if high > MAX_BATCH:
+        return MAX_BATCH
+    while high - low > max(1, low // 16):  # within 1/16
+        mid = (low + high) // 2
+        low, high = (mid, high) if fits(mid) else (low, mid)
+    return low
+
+
+def prefill_seconds(model: LanguageModel, prompt: int) -> float:
+    tokens = torch.zeros(1, prompt, dtype=torch.long, device=DEVICE)
+    model.prefill(tokens, prompt + 1) if model.cfg.kind == "transformer" else model.prefill(tokens)
+    sync()
+    start = time.perf_counter()
+    model.prefill(tokens, prompt + 1) if model.cfg.kind == "transformer" else model.prefill(tokens)
+    sync()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scales", nargs="+", default=list(SCALES))
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS))
+    args = parser.parse_args()
+    rows = []
+    for scale in args.scales:
+        for prompt, generated in CONTEXTS:
+            for variant in args.models:
+                model = build(variant, scale, prompt + generated)
+                params = sum(p.numel() for p in model.parameters())
+                top = largest_batch(model, prompt, generated)
+                batches = sorted({b for b in BATCHES if b < top} | {top})
+                for batch in batches:
+                    row = {"scale": scale, "prompt": prompt, "generated": generated,
+                           "model": variant, "params": params, "largest_batch": top,
+                           **decode(model, batch, prompt, generated)}
+                    rows.append(row)
+                    print(f"{scale} {prompt}+{generated} {variant:11s} batch {batch:5d}: "
+                          f"{row['step_ms']:8.2f} ms/step, {row['tokens_per_s']:10.0f} tok/s, "
+                          f"peak {row['peak_gb']:6.1f} GB", flush=True)
+                rows.append({"scale": scale, "prompt": prompt, "model": variant,
+                             "prefill_batch1_s": prefill_seconds(model, prompt)})
+                del model
+                torch.cuda.empty_cache()
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / "throughput.json").write_text(json.dumps(
+                {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
+                 "modes": MODES, "steps": STEPS, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
