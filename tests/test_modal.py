@@ -2,9 +2,12 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
+from systems import stable_modal
 
 
 def test_improves_on_balanced_truncation_in_l2():
@@ -41,3 +44,26 @@ def test_tail_penalty_keeps_the_model_quiet_after_the_window():
     penalised = mor.reduce(h, 12, method="modal")
     assert penalised.info["tail"].max() < free.info["tail"].max()
     assert np.all(penalised.is_stable())
+
+
+@settings(max_examples=25, deadline=None)
+@given(stable_modal(max_pairs=3, max_real=2), st.floats(0.0, 2.0))
+def test_variable_projection_jacobian_is_exact(system, tail_weight):
+    """Golub-Pereyra's Jacobian (with the tail row) equals central differences of the residual."""
+    from mor.methods.modal import RADIUS, _Projection
+
+    poles, _, _ = system.compact()
+    rng = np.random.default_rng(0)
+    h = system.impulse(120) + 0.05 * rng.standard_normal(120)  # a residual that is not small
+    problem = _Projection(h, poles.imag != 0, tail_weight)
+    pair = problem.pair
+    modulus = np.abs(poles[pair]) / RADIUS
+    x = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
+                        np.arctanh(poles[~pair].real / RADIUS)])
+    numeric = np.empty((h.size, x.size))
+    for j in range(x.size):
+        step = np.zeros_like(x)
+        step[j] = 1e-6
+        numeric[:, j] = (problem.residual(x + step) - problem.residual(x - step)) / 2e-6
+    scale = np.abs(numeric).max() + 1e-12
+    np.testing.assert_allclose(problem.jacobian(x), numeric, atol=1e-5 * scale)

@@ -4,9 +4,10 @@
 --modes 1 2 4 8 16 --out DIR`` takes every long filter of ``DIR/{kind}.pt`` (all layers at once),
 fits each method at ``modes=m`` complex modes (``mor.reduce``; ``recipe`` is the paper's AdamW
 recipe, `benchmarks/modal_recipe.py`, run where ``--device`` says), and writes
-``{kind}_{method}.npz`` with, per state size, the compact poles, residues and direct terms, the
-per-filter ``l2`` error over the taps (and ``tail``, ``hinf`` and the AAK bound for mor's
-methods; the count of unstable poles for the recipe) and the wall time. ``--tol`` adds, for
+``{kind}_{method}.npz`` (sizes already there and not asked for stay) with, per state size, the
+compact poles, residues and direct terms, the per-filter ``l2`` error over the taps (and
+``tail``, ``hinf`` and the AAK bound for mor's methods; the count of unstable poles for the
+recipe) and the wall time. ``--tol`` adds, for
 balanced truncation and Hankel-norm approximation, per-filter orders at that ``l2`` tolerance
 (``m = 0`` in the file's keys; orders up to ``--max-order``).
 """
@@ -75,7 +76,9 @@ def main() -> None:
     h = model_filters(args.models / f"{args.kind}.pt")
     flat = h.reshape(-1, h.shape[-1])
     for method in args.methods:
-        arrays = {"shape": np.array(h.shape)}
+        path = args.out / f"{args.kind}_{method}.npz"
+        arrays = dict(np.load(path)) if path.exists() else {}  # other sizes stay
+        arrays["shape"] = np.array(h.shape)
         sizes = [(m, None) for m in args.modes]
         if args.tol is not None and method in TOL_METHODS:
             sizes.append((None, args.tol))
@@ -88,7 +91,7 @@ def main() -> None:
                   f"{np.max(r['l2']):.4f}, {r['seconds']:.1f} s"
                   + (f", {int(r['unstable'].sum())} unstable poles" if "unstable" in r else ""),
                   flush=True)
-            np.savez(args.out / f"{args.kind}_{method}.npz", **arrays)
+            np.savez(path, **arrays)
 
 
 if __name__ == "__main__":

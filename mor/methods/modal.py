@@ -8,14 +8,16 @@ For fixed poles the best residues are a linear least-squares solution
     \phi(\lambda) = \big\| h[1:] - V(\lambda) R^*(\lambda) \big\|_2^2,
     \qquad R^*(\lambda) = \arg\min_R \| h[1:] - V(\lambda) R \|_2,
 
-over the poles alone, by Levenberg-Marquardt (`scipy.optimize.least_squares`, finite-difference
-Jacobian of the projected residual). The poles are parameterised so that every iterate is
+over the poles alone, by Levenberg-Marquardt (`scipy.optimize.least_squares`) with the exact
+Jacobian of the projected residual (Golub-Pereyra; `_Projection`). The poles are parameterised so that every iterate is
 stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the conjugate implied), a
 real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure (which modes are pairs)
-comes from the initial model. The direct term is ``h[0]`` exactly. Each iteration costs
-``2 modes + 1`` residual evaluations (``O(L modes^2)`` each): about a second per filter of
-``L = 2048`` at 16 modes with the default ``max_iter = 20`` Jacobians, where the trained filters
-have converged. The initial model comes
+comes from the initial model. The direct term is ``h[0]`` exactly. Each evaluation costs one
+thin QR of the ``L x 2 modes`` design, ``O(L modes^2)``, and its Jacobian ``O(L modes^2)`` more;
+``max_iter`` bounds the evaluations at ``10 max_iter``. On the shared trained filters
+(``L = 2048``) a fit takes about 0.05 / 0.1 / 0.3 / 1 s per filter at 1 / 2 / 4 / 8 modes on one
+core (20-30x less than with a finite-difference Jacobian, to the same optimum). The initial
+model comes
 from any other method at the same order (``init="balanced"`` by default): the fit starts
 from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases).
 
@@ -29,13 +31,15 @@ default; 0 fits the taps alone); ``tail`` and ``hinf`` are reported beside ``l2`
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 import scipy.optimize
 
 from mor.methods.prony import PoleFamily
-from mor.methods.residues import fit_residues
 
 #: Every pole stays within this radius (strictly stable, whatever the iterate).
 RADIUS = 1.0 - 1e-9
+#: Residual evaluations allowed per unit of ``max_iter``.
+NFEV_PER_ITER = 10
 
 
 class ModalFamily(PoleFamily):
@@ -73,35 +77,124 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: flo
     from ``poles`` (stable)."""
     if poles.size == 0 or h.size < 3:
         return poles
-    pair = poles.imag != 0
+    problem = _Projection(h, poles.imag != 0, tail_weight)
+    pair = problem.pair
     modulus = np.clip(np.abs(poles[pair]) / RADIUS, 1e-6, 1 - 1e-12)
     start = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
                             np.arctanh(np.clip(poles[~pair].real / RADIUS, -1 + 1e-12,
                                                1 - 1e-12))])
+    result = scipy.optimize.least_squares(problem.residual, start, jac=problem.jacobian,
+                                          method="lm", x_scale="jac", max_nfev=NFEV_PER_ITER * max_iter,
+                                          ftol=1e-7)
+    best = result.x if np.sum(result.fun**2) <= np.sum(problem.residual(start) ** 2) else start
+    return problem.poles(best)
 
-    def unpack(x):
-        k = int(pair.sum())
-        lam = np.empty(poles.size, dtype=np.complex128)
+
+class _Projection:
+    r"""The variable-projection residual of one filter and its Jacobian (Kaufman's form).
+
+    For parameters ``x`` the compact poles are ``lambda = RADIUS sigmoid(a) e^{i b}`` (pairs)
+    and ``RADIUS tanh(c)`` (real poles); with the real design ``Phi(x)`` (columns
+    ``Re lambda^k``, ``-Im lambda^k`` per pair, ``lambda^k`` per real pole, ``k = 0..L-2``),
+    thin QR ``Phi = Q R`` and residues ``c = R^{-1} Q^T y`` (``y = h[1:]``), the residual is
+    ``r = [y - Phi c, sqrt(w) ||h_hat[L:]||]``. Kaufman's Jacobian of the projected part is
+    ``-(I - Q Q^T) dPhi/dx_j c``, where ``dPhi/dx_j c = Re(R'_n k lambda_n^{k-1} dlambda_n/dx_j)``
+    touches mode ``n`` only; the tail row is differentiated with ``c`` held fixed (by central
+    differences: it costs ``O(m^2)``). One QR per evaluation, ``O(L m^2)``, instead of one
+    least-squares solve per parameter for a finite-difference Jacobian.
+    """
+
+    def __init__(self, h: np.ndarray, pair: np.ndarray, tail_weight: float):
+        self.y, self.length = h[1:], h.size
+        self.pair, self.tail_weight = pair, tail_weight
+        self.k = np.arange(h.size - 1)
+        self._cache: tuple | None = None
+
+    def poles(self, x: np.ndarray) -> np.ndarray:
+        p = int(self.pair.sum())
+        lam = np.empty(self.pair.size, dtype=np.complex128)
         with np.errstate(over="ignore"):
-            lam[pair] = RADIUS / (1 + np.exp(-x[:k])) * np.exp(1j * x[k:2 * k])
-        lam[~pair] = RADIUS * np.tanh(x[2 * k:])
+            lam[self.pair] = RADIUS / (1 + np.exp(-x[:p])) * np.exp(1j * x[p:2 * p])
+        lam[~self.pair] = RADIUS * np.tanh(x[2 * p:])
         return lam
 
-    taps = h[None, :]
-    live = np.ones((1, poles.size), dtype=bool)
+    def _solve(self, x: np.ndarray) -> tuple:
+        if self._cache is not None and np.array_equal(self._cache[0], x):
+            return self._cache[1]
+        lam = self.poles(x)
+        with np.errstate(divide="ignore", under="ignore"):
+            logs = np.log(np.where(lam == 0, 1e-300, lam))
+        powers = np.exp(self.k[:, None] * logs[None, :])  # lambda^k, (L-1, m)
+        design = np.concatenate([powers.real, -powers[:, self.pair].imag], axis=1)
+        scale = np.linalg.norm(design, axis=0)
+        scale[scale == 0] = 1.0
+        q, r = np.linalg.qr(design / scale)
+        coef = scipy.linalg.solve_triangular(r, q.T @ self.y, check_finite=False) / scale \
+            if np.all(np.abs(np.diag(r)) > 1e-14 * np.abs(r).max()) else \
+            np.linalg.lstsq(design / scale, self.y, rcond=None)[0] / scale
+        residues = coef[:lam.size].astype(np.complex128)
+        residues[self.pair] += 1j * coef[lam.size:]
+        fit = design @ coef
+        solved = (lam, powers, q, r, scale, residues, self.y - fit)
+        self._cache = (x.copy(), solved)
+        return solved
 
-    def residual(x):
-        lam = unpack(x)
-        residues, _ = fit_residues(taps, lam[None], live)
-        k = np.arange(h.size - 1)
-        model = np.real((residues[0][None, :] * lam[None, :] ** k[:, None]).sum(axis=1))
-        return np.append(h[1:] - model, np.sqrt(tail_weight) * _tail(lam, residues[0],
-                                                                   h.size))
+    def residual(self, x: np.ndarray) -> np.ndarray:
+        lam, _, _, _, _, residues, res = self._solve(x)
+        return np.append(res, np.sqrt(self.tail_weight) * _tail(lam, residues, self.length))
 
-    result = scipy.optimize.least_squares(residual, start, method="lm", x_scale="jac",
-                                          max_nfev=max_iter * (start.size + 1), ftol=1e-7)
-    best = result.x if np.sum(result.fun**2) <= np.sum(residual(start) ** 2) else start
-    return unpack(best)
+    def jacobian(self, x: np.ndarray) -> np.ndarray:
+        lam, powers, q, r, scale, residues, res = self._solve(x)
+        pairs, reals = np.flatnonzero(self.pair), np.flatnonzero(~self.pair)
+        # d lambda / d x for each parameter, and the mode it moves
+        modes = np.concatenate([pairs, pairs, reals])
+        sig = np.abs(lam[pairs]) / RADIUS
+        dlam = np.concatenate([lam[pairs] * (1 - sig), 1j * lam[pairs],
+                               RADIUS * (1 - (lam[reals].real / RADIUS) ** 2)])
+        # d(lambda^k)/d lambda = k lambda^(k-1) = k lambda^k / lambda (lambda != 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k_pow = np.where(lam[modes] != 0, self.k[:, None] * powers[:, modes] / lam[modes],
+                             (self.k[:, None] == 1).astype(float))
+        moved = dlam * k_pow  # d(lambda_n^k)/dx_j, (L-1, n)
+        d = np.real(residues[modes] * moved)  # dPhi/dx_j c
+        # (dPhi/dx_j)^T r: nonzero in mode n's columns only (Re and -Im for a pair)
+        g = np.zeros((q.shape[1], x.size))
+        cols = np.arange(x.size)
+        g[modes, cols] = moved.real.T @ res
+        pair_col = lam.size + np.cumsum(self.pair) - 1  # column of -Im lambda^k per pair mode
+        is_pair = self.pair[modes]
+        g[pair_col[modes[is_pair]], cols[is_pair]] = -(moved[:, is_pair].imag.T @ res)
+        solve_t = scipy.linalg.solve_triangular(r, g / scale[:, None], trans="T",
+                                                check_finite=False)  # R^-T S^-1 g
+        jac = -(d - q @ (q.T @ d)) - q @ solve_t
+        if self.tail_weight == 0.0:
+            return np.vstack([jac, np.zeros((1, x.size))])
+        # the tail row: through the poles with the coefficients fixed, and through the
+        # coefficients, dc/dx_j = -Phi^+ dPhi_j c + (Phi^T Phi)^-1 dPhi_j^T r
+        dcoef = scipy.linalg.solve_triangular(r, solve_t - q.T @ d, check_finite=False) \
+            / scale[:, None]
+        coef = np.concatenate([residues.real, residues[self.pair].imag])
+        row = _central_difference(lambda x_: self._tail_of(x_, coef), x) \
+            + _central_difference(lambda c_: self._tail_of(x, c_), coef) @ dcoef
+        return np.vstack([jac, np.sqrt(self.tail_weight) * row])
+
+    def _tail_of(self, x: np.ndarray, coef: np.ndarray) -> float:
+        m = self.pair.size
+        residues = coef[:m].astype(np.complex128)
+        residues[self.pair] += 1j * coef[m:]
+        return _tail(self.poles(x), residues, self.length)
+
+
+def _central_difference(f, x: np.ndarray) -> np.ndarray:
+    """The gradient of a scalar function by central differences (cheap functions only)."""
+    step = 1e-6 * np.maximum(1.0, np.abs(x))
+    out = np.empty(x.size)
+    for j in range(x.size):
+        up, down = x.copy(), x.copy()
+        up[j] += step[j]
+        down[j] -= step[j]
+        out[j] = (f(up) - f(down)) / (2 * step[j])
+    return out
 
 
 def _tail(lam: np.ndarray, residues: np.ndarray, length: int) -> float:

@@ -1,0 +1,156 @@
+"""Tables and plots of the end-to-end study from the JSON files in ``results/``.
+
+``python benchmarks/e2e/report.py`` writes ``RESULTS.md``'s generated part (between the markers)
+and ``results/quality_vs_modes.png``, ``results/throughput_vs_batch.png``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+METHODS = ("balanced", "hankel", "modal", "recipe")
+BEGIN, END = "<!-- generated: begin -->", "<!-- generated: end -->"
+
+
+def quality_tables(kinds) -> list[str]:
+    lines = []
+    for kind in kinds:
+        path = RESULTS / f"{kind}_quality.json"
+        if not path.exists():
+            continue
+        q = json.loads(path.read_text())
+        train = json.loads((RESULTS / f"{kind}.json").read_text())
+        sizes = sorted({r["modes"] for r in q["rows"] if r["modes"]})
+        lines += [f"### {kind}: held-out {q['held_out_bpb']:.4f} bits per byte "
+                  f"({q['windows']} windows of 2048; trained {train['steps']} steps, "
+                  f"{train['train_seconds']:.0f} s)", "",
+                  "Change of held-out bits per byte (%, 95% bootstrap interval) with every "
+                  "long filter replaced by its distilled model:", "",
+                  "| method | " + " | ".join(f"{m} modes" for m in sizes)
+                  + " | tol 1e-2 |", "|---" * (len(sizes) + 2) + "|"]
+        ref = q["held_out_bpb"]
+        for method in METHODS:
+            rows = {r["modes"]: r for r in q["rows"] if r["method"] == method}
+            if not rows:
+                continue
+            cells = []
+            for m in sizes + [0]:
+                r = rows.get(m)
+                cells.append("" if r is None else
+                             f"{r['delta_percent']:+.2f} [{100 * r['delta_ci95'][0] / ref:+.2f}, "
+                             f"{100 * r['delta_ci95'][1] / ref:+.2f}]"
+                             + (f" ({r['unstable_poles']} unstable)" if r["unstable_poles"]
+                                else ""))
+            lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        lines += ["", "Relative RMS error of the logits:", "",
+                  "| method | " + " | ".join(f"{m} modes" for m in sizes) + " | tol 1e-2 |",
+                  "|---" * (len(sizes) + 2) + "|"]
+        for method in METHODS:
+            rows = {r["modes"]: r for r in q["rows"] if r["method"] == method}
+            if rows:
+                lines.append(f"| {method} | " + " | ".join(
+                    f"{rows[m]['logit_rel_rms']:.3f}" if m in rows else ""
+                    for m in sizes + [0]) + " |")
+        for name, checks in q["greedy"].items():
+            agree = sum(c["agrees_before_violation"] for c in checks)
+            lines += ["", f"Greedy decoding, {name} against the undistilled model, "
+                      f"{len(checks)} prompts of 512 bytes: first differing token "
+                      f"{[c['first_token_difference'] for c in checks]}; first step where the "
+                      f"logit error reaches half the decision margin "
+                      f"{[c['first_margin_violation'] for c in checks]}; tokens agree before "
+                      f"that step in {agree}/{len(checks)} (None: not within the steps run)."]
+        lines.append("")
+    return lines
+
+
+def quality_plot(kinds) -> None:
+    fig, axes = plt.subplots(1, len(kinds), figsize=(5 * len(kinds), 3.8), squeeze=False)
+    for ax, kind in zip(axes[0], kinds):
+        path = RESULTS / f"{kind}_quality.json"
+        if not path.exists():
+            continue
+        q = json.loads(path.read_text())
+        for method in METHODS:
+            rows = sorted((r for r in q["rows"] if r["method"] == method and r["modes"]),
+                          key=lambda r: r["modes"])
+            if rows:
+                ax.plot([r["modes"] for r in rows], [r["delta_percent"] for r in rows], "o-",
+                        label=method)
+        ax.set(xscale="log", yscale="symlog", xlabel="complex modes per filter",
+               ylabel="held-out bits/byte change (%)", title=kind)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(RESULTS / "quality_vs_modes.png", dpi=110)
+
+
+def throughput_rows() -> list[dict]:
+    """Distilled and cached rows from the first run, the Transformer's from its re-run."""
+    first = json.loads((RESULTS / "throughput_first.json").read_text())
+    rows = [r for r in first["rows"] if r["model"] != "transformer"]
+    rerun = RESULTS / "throughput_transformer.json"
+    if rerun.exists():
+        rows += json.loads(rerun.read_text())["rows"]
+    return rows
+
+
+def throughput_tables(rows) -> list[str]:
+    lines = ["| scale | context | model | largest batch | tokens/s at it | ms/step | peak GB "
+             "| tokens/s at batch 1 | prefill, batch 1 (s) |", "|---" * 9 + "|"]
+    keys = sorted({(r["scale"], r["prompt"]) for r in rows}, key=lambda k: (k[0] != "small", k))
+    for scale, prompt in keys:
+        for model in ("distilled", "cached", "transformer"):
+            sel = [r for r in rows if r["scale"] == scale and r["prompt"] == prompt
+                   and r["model"] == model and "batch" in r]
+            pre = [r for r in rows if r["scale"] == scale and r["prompt"] == prompt
+                   and r["model"] == model and "prefill_batch1_s" in r]
+            if not sel:
+                continue
+            top = max(sel, key=lambda r: r["batch"])
+            one = min(sel, key=lambda r: r["batch"])
+            lines.append(f"| {scale} | {prompt}+{top['generated']} | {model} | {top['batch']} | "
+                         f"{top['tokens_per_s']:,.0f} | {top['step_ms']:.1f} | "
+                         f"{top['peak_gb']:.1f} | {one['tokens_per_s']:,.0f} | "
+                         f"{pre[0]['prefill_batch1_s']:.3f} |" if pre else "")
+    return lines
+
+
+def throughput_plot(rows) -> None:
+    keys = sorted({(r["scale"], r["prompt"]) for r in rows}, key=lambda k: (k[0] != "small", k))
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
+    for ax, (scale, prompt) in zip(axes[0], keys):
+        for model in ("distilled", "cached", "transformer"):
+            sel = sorted((r for r in rows if r["scale"] == scale and r["prompt"] == prompt
+                          and r["model"] == model and "batch" in r), key=lambda r: r["batch"])
+            ax.plot([r["batch"] for r in sel], [r["tokens_per_s"] for r in sel], "o-",
+                    label=model)
+        ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="tokens/s",
+               title=f"{scale}, {prompt}+2048")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(RESULTS / "throughput_vs_batch.png", dpi=110)
+
+
+def main() -> None:
+    kinds = [k for k in ("hyena", "multihyena") if (RESULTS / f"{k}_quality.json").exists()]
+    rows = throughput_rows()
+    lines = [BEGIN, "", "## Quality", ""] + quality_tables(kinds)
+    lines += ["## Generation throughput (H200)", ""] + throughput_tables(rows) + ["", END]
+    quality_plot(kinds) if kinds else None
+    throughput_plot(rows)
+    md = HERE / "RESULTS.md"
+    text = md.read_text() if md.exists() else f"# End-to-end results\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    md.write_text(head + "\n".join(lines) + rest.split(END, 1)[1])
+
+
+if __name__ == "__main__":
+    main()
