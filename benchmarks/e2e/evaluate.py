@@ -117,6 +117,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--greedy", type=int, default=256, help="greedy steps (0: no check)")
     parser.add_argument("--windows", type=int, help="only the first windows (quick runs)")
+    parser.add_argument("--only", nargs="+", default=[],
+                        help="evaluate only these METHOD:MODES pairs (e.g. balanced:2)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     path = args.models / f"{args.kind}.pt"
@@ -131,6 +133,8 @@ def main() -> None:
     for file in sorted(args.models.glob(f"{args.kind}_*.npz")):
         method = file.stem.split("_", 1)[1]
         for m, bank in banks(file).items():
+            if args.only and f"{method}:{m}" not in args.only:
+                continue
             taps = bank.impulse(length)
             model = with_filters(load_model(path, args.device), taps)
             bpb, _, sq, worst = score(model, windows, ref_logits)
@@ -149,6 +153,7 @@ def main() -> None:
                   f"{row['logit_rel_rms']:.2e}", flush=True)
             if method != "recipe" and m in (2, 8) and (m not in best or row["bpb"] < best[m][0]):
                 best[m] = (row["bpb"], bank, method)
+            (args.out / f"{args.kind}_quality.json").write_text(json.dumps(result, indent=1))
     if args.greedy:
         exact.freeze_filters()
         prompts = windows[:8, :512]
