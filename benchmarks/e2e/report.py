@@ -84,8 +84,9 @@ def quality_plot(kinds) -> None:
             if rows:
                 ax.plot([r["modes"] for r in rows], [r["delta_percent"] for r in rows], "o-",
                         label=method)
-        ax.set(xscale="log", yscale="symlog", xlabel="complex modes per filter",
+        ax.set(xscale="log", xlabel="complex modes per filter",
                ylabel="held-out bits/byte change (%)", title=kind)
+        ax.set_yscale("symlog", linthresh=0.01)
         ax.axhline(0, color="k", lw=0.5)
         ax.legend()
     fig.tight_layout()
