@@ -12,7 +12,7 @@ from mor.hankel import hankel_singular_values
 from mor.io import load
 from mor.metrics import Comparison, compare
 from mor.reduction import reduce
-from mor.refit import refit
+from mor.minimax import refit
 from mor.select import OrderSelection, select_order
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace

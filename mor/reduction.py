@@ -63,7 +63,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         ``"keep"``; the count is ``info["poles_touched"]``), and ``pencil`` for the pencil.
         ``"pade"``: robust Padé at infinity (Gonnet-Güttel-Trefethen). ``"modal"``: poles
         optimised for the ``l2`` error by variable projection (:mod:`mor.methods.modal`),
-        started from ``init`` (another method; ``"balanced"`` by default), ``max_iter``.
+        started from ``init`` (another method, ``"balanced"`` by default, or a stable
+        `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter``,
+        ``tail_weight``.
         ``"aaa"``: AAA on the unit circle with conjugate-symmetric support points
         (:mod:`mor.methods.aaa`), the same residue fit and stability options.
     norm : {"l2", "hinf"}

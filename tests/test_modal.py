@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
-from systems import stable_modal
+from systems import decayed_length, stable_modal
 
 
 def test_improves_on_balanced_truncation_in_l2():
@@ -67,3 +67,25 @@ def test_variable_projection_jacobian_is_exact(system, tail_weight):
         numeric[:, j] = (problem.residual(x + step) - problem.residual(x - step)) / 2e-6
     scale = np.abs(numeric).max() + 1e-12
     np.testing.assert_allclose(problem.jacobian(x), numeric, atol=1e-5 * scale)
+
+
+@settings(max_examples=15, deadline=None)
+@given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.85, min_gap=0.05), st.data())
+def test_exact_recovery_from_a_perturbed_start(system, data):
+    """A filter made by a stable SSM of order n is recovered from poles moved by up to 0.02."""
+    poles, residues, direct = system.compact()
+    seed = data.draw(st.integers(0, 2**16))
+    rng = np.random.default_rng(seed)
+    moved = poles + 0.02 * np.where(poles.imag != 0, np.exp(2j * np.pi * rng.random(poles.size)),
+                                    rng.uniform(-1, 1, poles.size))
+    start = mor.ModalSSM.from_compact(moved, residues, direct)
+    h = system.impulse(decayed_length(system))
+    fit = mor.reduce(h, int(system.order), method="modal", init=start, tail_weight=0.0)
+    assert fit.info["l2"] <= 1e-8
+    assert np.all(fit.is_stable())
+
+
+def test_a_given_start_must_match_the_order():
+    ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.3j)], [1 + 0.5j], 0.2)
+    with pytest.raises(ValueError, match="order 2, but order 3"):
+        mor.reduce(ssm.impulse(100), 3, method="modal", init=ssm)

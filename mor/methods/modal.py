@@ -35,6 +35,7 @@ import scipy.linalg
 import scipy.optimize
 
 from mor.methods.prony import PoleFamily
+from mor.ssm import ModalSSM
 
 #: Every pole stays within this radius (strictly stable, whatever the iterate).
 RADIUS = 1.0 - 1e-9
@@ -48,27 +49,56 @@ class ModalFamily(PoleFamily):
     name = "modal"
 
     @classmethod
-    def from_fir(cls, h: np.ndarray, max_order: int, *, init: str = "balanced",
+    def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
                  max_iter: int = 20, tail_weight: float = 1.0, **init_options
                  ) -> "ModalFamily":
+        """``init``: a method's name, or a stable `ModalSSM` per filter (then ``order`` must be
+        each model's order)."""
+        if isinstance(init, ModalSSM):
+            return cls._from_models(h, max_order, init, max_iter, tail_weight)
         from mor.reduction import METHODS
 
         if init not in METHODS or init == "modal":
-            raise ValueError(f"init must be one of {sorted(set(METHODS) - {'modal'})}, "
-                             f"got {init!r}")
+            raise ValueError(f"init must be a ModalSSM or one of "
+                             f"{sorted(set(METHODS) - {'modal'})}, got {init!r}")
         start = METHODS[init].from_fir(h, max_order, **init_options)
 
         def find_poles(order, rows):
             poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
-            out = np.full((rows.size, order), np.nan, dtype=np.complex128)
-            for r, i in enumerate(rows):
-                live = (residues[r] != 0) & (np.abs(poles[r]) < 1)
-                fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight)
-                full = np.concatenate([fitted, np.conj(fitted[fitted.imag != 0])])
-                out[r, : full.size] = full
-            return out
+            return _fitted(h, rows, order, poles, residues, max_iter, tail_weight)
 
         return cls(h, max_order, "reflect", find_poles, hsv=start.hsv)  # one factorisation
+
+    @classmethod
+    def _from_models(cls, h, max_order, init: ModalSSM, max_iter, tail_weight):
+        count = int(np.prod(init.shape, dtype=np.int64))
+        if count != h.shape[0]:
+            raise ValueError(f"init holds {count} models for {h.shape[0]} filters")
+        if not np.all(init.is_stable()):
+            raise ValueError("init has poles on or outside the unit circle")
+        poles, residues, _ = (a.reshape(h.shape[0], -1) for a in init.compact())
+        given = np.asarray(init.order).reshape(-1)
+
+        def find_poles(order, rows):
+            wrong = rows[given[rows] != order]
+            if wrong.size:
+                raise ValueError(f"init model {int(wrong[0])} has order "
+                                 f"{int(given[wrong[0]])}, but order {order} was asked: pass "
+                                 f"order= with the models' orders")
+            return _fitted(h, rows, order, poles[rows], residues[rows], max_iter, tail_weight)
+
+        return cls(h, max_order, "reflect", find_poles)
+
+
+def _fitted(h, rows, order, poles, residues, max_iter, tail_weight) -> np.ndarray:
+    """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models."""
+    out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+    for r, i in enumerate(rows):
+        live = (residues[r] != 0) & (np.abs(poles[r]) < 1)
+        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight)
+        full = np.concatenate([fitted, np.conj(fitted[fitted.imag != 0])])
+        out[r, : full.size] = full
+    return out
 
 
 def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float

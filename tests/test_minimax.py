@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 import mor
 from mor.demo import hyena_like_filters
 from mor.methods.residues import fit_residues
-from mor.refit import _basis
+from mor.minimax import _basis
 from systems import stable_modal
 
 
