@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import time
 
-import cvxpy as cp
 import numpy as np
 
 from mor.conventions import as_filters
 from mor.ssm import ModalSSM
 
 #: Statuses of cvxpy accepted as solved.
-SOLVED = (cp.OPTIMAL, cp.OPTIMAL_INACCURATE)
+SOLVED = ("optimal", "optimal_inaccurate")
 
 
 def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
@@ -59,6 +58,8 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
         coefficients), ``seconds``, ``status``, ``failed`` and ``reason`` per filter. A filter
         whose solve fails keeps the bank's coefficients and says why: nothing is swallowed.
     """
+    import cvxpy as cp  # imported here: ``import mor`` stays light (and works without it)
+
     taps = as_filters(h, "h")
     if taps.shape[:-1] != bank.shape:
         raise ValueError(f"h has batch shape {taps.shape[:-1]} but bank has {bank.shape}")
@@ -121,6 +122,8 @@ def _basis(z: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 def _solve(basis, target, lam, dc_gain, max_residue, solver):
     """The SOCP for one filter, on the scale of ``max |H|``; ``(x or None, status)``."""
+    import cvxpy as cp
+
     scale = max(np.abs(target).max(), 1e-300)
     x = cp.Variable(basis.shape[1])
     error = basis @ x - target / scale
