@@ -42,7 +42,9 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
     bank : ModalSSM
         Models whose poles are kept.
     grid : int, optional
-        Frequencies ``w_j = pi j / (grid - 1)``; default ``max(L, 256)``.
+        Uniform frequencies ``w_j = pi j / (grid - 1)``, default ``max(L, 256)``; each filter's
+        grid also holds its poles' angles and the points ``1 - |lambda|`` beside them
+        (`frequencies`), where sharp poles peak between uniform points.
     dc_gain : bool
         Hold ``H_hat(1) = sum_k h[k]`` exactly.
     max_residue : float, optional
@@ -72,8 +74,8 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
     flat_h = taps.reshape(-1, taps.shape[-1])
     flat = [a.reshape(len(flat_h), -1) for a in (poles, residues)]
     flat_d = direct.reshape(-1)
-    z = np.exp(1j * np.linspace(0.0, np.pi, size))
-    target = np.fft.rfft(flat_h, n=2 * (size - 1), axis=-1)  # H(e^{i w_j}), j = 0..size-1
+    uniform = np.fft.rfft(flat_h, n=2 * (size - 1), axis=-1)  # H at w_j = pi j / (size - 1)
+    k = np.arange(taps.shape[-1])
     columns = ("grid_hinf_before", "grid_hinf", "seconds")
     info = {c: np.zeros(len(flat_h)) for c in columns}
     info |= {"status": np.empty(len(flat_h), dtype=object),
@@ -82,13 +84,16 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
     for i in range(len(flat_h)):
         live = ~((flat[0][i] == 0) & (flat[1][i] == 0))  # padded modes stay out
         lam = flat[0][i, live]
-        basis = _basis(z, lam)
+        w = frequencies(size, lam)
+        extra = w[size:]
+        target = np.concatenate([uniform[i], np.exp(-1j * extra[:, None] * k) @ flat_h[i]])
+        basis = _basis(np.exp(1j * w), lam)
         before = np.concatenate([[flat_d[i]], flat[1][i, live].real,
                                  flat[1][i, live][lam.imag != 0].imag])
-        info["grid_hinf_before"][i] = np.abs(basis @ before - target[i]).max()
+        info["grid_hinf_before"][i] = np.abs(basis @ before - target).max()
         start = time.perf_counter()
         try:
-            x, status = _solve(basis, target[i], lam, dc_gain, max_residue, solver)
+            x, status = _solve(basis, target, lam, dc_gain, max_residue, solver)
         except cp.SolverError as exc:
             x, status = None, f"solver error: {exc}"
         info["seconds"][i] = time.perf_counter() - start
@@ -97,7 +102,7 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
             info["failed"][i], info["reason"][i] = True, str(status)
             info["grid_hinf"][i] = info["grid_hinf_before"][i]
             continue
-        info["grid_hinf"][i] = np.abs(basis @ x - target[i]).max()
+        info["grid_hinf"][i] = np.abs(basis @ x - target).max()
         pair = lam.imag != 0
         value = x[1:1 + lam.size].astype(np.complex128)
         value[pair] += 1j * x[1 + lam.size:]
@@ -106,6 +111,14 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
     shaped = {k: v.reshape(bank.shape) for k, v in info.items()}
     return ModalSSM.from_compact(flat[0].reshape(poles.shape), flat[1].reshape(poles.shape),
                                  flat_d.reshape(direct.shape), info=shaped)
+
+
+def frequencies(size: int, lam: np.ndarray) -> np.ndarray:
+    """The refit's grid: ``size`` uniform points of ``[0, pi]``, then each pole's angle and the
+    points ``1 - |lambda|`` to either side (where a sharp pole's response peaks)."""
+    angle, width = np.abs(np.angle(lam)), 1.0 - np.abs(lam)
+    extra = np.clip(np.concatenate([angle, angle - width, angle + width]), 0.0, np.pi)
+    return np.concatenate([np.linspace(0.0, np.pi, size), extra])
 
 
 def _basis(z: np.ndarray, lam: np.ndarray) -> np.ndarray:
