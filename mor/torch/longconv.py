@@ -45,7 +45,23 @@ class RingCache:
             else head
 
 
-class LongConv(nn.Module):
+class _FilterBank(nn.Module):
+    """Exact filters ``h`` of shape ``(rows, L)`` in float32; ``long_filter()`` returns them."""
+
+    rows = "rows"
+
+    def __init__(self, filters: torch.Tensor):
+        super().__init__()
+        if filters.ndim != 2:
+            raise ValueError(f"filters must have shape ({self.rows}, L), got "
+                             f"{tuple(filters.shape)}")
+        self.register_buffer("h", filters.detach().to(torch.float32).contiguous())
+
+    def long_filter(self) -> torch.Tensor:
+        return self.h
+
+
+class LongConv(_FilterBank):
     """``y[t] = sum_k h[k] u[t-k]`` per channel, with filters ``h`` of shape ``(C, L)``.
 
     ``forward`` convolves by FFT; ``prefill`` returns the outputs and a `RingCache` of the last
@@ -55,14 +71,7 @@ class LongConv(nn.Module):
     `mor.torch.distill_module`: ``long_filter()`` returns ``h``.
     """
 
-    def __init__(self, filters: torch.Tensor):
-        super().__init__()
-        if filters.ndim != 2:
-            raise ValueError(f"filters must have shape (channels, L), got {tuple(filters.shape)}")
-        self.register_buffer("h", filters.detach().to(torch.float32).contiguous())
-
-    def long_filter(self) -> torch.Tensor:
-        return self.h
+    rows = "channels"
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
         return causal_fft_conv(u, self.h)
@@ -86,7 +95,7 @@ class LongConv(nn.Module):
         return y.to(u_t.dtype)
 
 
-class HeadwiseLongConv(nn.Module):
+class HeadwiseLongConv(_FilterBank):
     """MultiHyena's exact head-wise layer: ``y[t]_j = sum_i q_i[t] sum_s h[t-s] k_i[s] v_j[s]``
     on ``q, k, v`` of shape ``(B, H, N, L)``, one filter per head (``(H, L)``).
 
@@ -96,15 +105,7 @@ class HeadwiseLongConv(nn.Module):
     """
 
     headwise = True
-
-    def __init__(self, filters: torch.Tensor):
-        super().__init__()
-        if filters.ndim != 2:
-            raise ValueError(f"filters must have shape (heads, L), got {tuple(filters.shape)}")
-        self.register_buffer("h", filters.detach().to(torch.float32).contiguous())
-
-    def long_filter(self) -> torch.Tensor:
-        return self.h
+    rows = "heads"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         return headwise_fft_conv(q, k, v, self.h)
