@@ -11,6 +11,7 @@ from mor.conventions import as_filters, check_norm, check_order, check_tol, rela
 from mor.methods.aaa import AAAFamily
 from mor.methods.balanced import BalancedFamily
 from mor.methods.hankel_norm import HankelNormFamily
+from mor.methods.irka import IrkaFamily
 from mor.methods.modal import ModalFamily
 from mor.methods.prony import PadeFamily, PencilFamily, PronyFamily
 from mor.metrics import model_errors
@@ -18,7 +19,8 @@ from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
 METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": PencilFamily,
-           "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily}
+           "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily,
+           "irka": IrkaFamily}
 DEFAULT_MAX_ORDER = 64
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
@@ -51,7 +53,7 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
-    method : {"balanced", "hankel", "pencil", "prony", "pade", "aaa", "modal"}
+    method : {"balanced", "hankel", "pencil", "prony", "pade", "aaa", "modal", "irka"}
         ``"balanced"``: square-root balanced truncation (`mor.methods.balanced`); options
         ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
         (see `mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
@@ -66,7 +68,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         started from ``init`` (another method, ``"balanced"`` by default, or a stable
         `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter``,
         ``tail_weight``.
-        ``"aaa"``: AAA on the unit circle with conjugate-symmetric support points
+        ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer
+        function samples at the poles' mirror images, :mod:`mor.methods.irka`), started from
+        BT; options ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support points
         (:mod:`mor.methods.aaa`), the same residue fit and stability options.
     norm : {"l2", "hinf"}
         The norm of ``tol``.
