@@ -40,10 +40,19 @@ def test_poles_stay_strictly_inside():
 
 def test_tail_penalty_keeps_the_model_quiet_after_the_window():
     h = hyena_like_filters(4, 300, seed=7)
-    free = mor.reduce(h, 12, method="modal", tail_weight=0.0)
+    free = mor.reduce(h, 12, method="modal", tail_weight=0.0, limit_tail=False)
     penalised = mor.reduce(h, 12, method="modal")
     assert penalised.info["tail"].max() < free.info["tail"].max()
     assert np.all(penalised.is_stable())
+    # by default the tail is held to that of the start (BT's poles, least-squares residues)
+    from mor.methods.residues import fit_residues
+
+    poles, _, _ = mor.reduce(h, 12).compact()
+    residues, direct = fit_residues(h, poles, poles != 0)
+    start = mor.compare(h, mor.ModalSSM.from_compact(poles, residues, direct))
+    for weight in (0.0, 1.0):
+        held = mor.reduce(h, 12, method="modal", tail_weight=weight)
+        assert np.all(held.info["tail"] <= start.tail * (1 + 1e-6) + 1e-9)  # relative tails
 
 
 @settings(max_examples=25, deadline=None)

@@ -25,7 +25,10 @@ This targets the ``l2`` error over the ``L`` taps (the lags a language model use
 balanced truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles
 crowd the circle with large residues that cancel inside the window and explode after it, so
 the tail energy ``||h_hat[L:]||`` enters the objective with weight ``tail_weight`` (1 by
-default; 0 fits the taps alone); ``tail`` and ``hinf`` are reported beside ``l2``.
+default; 0 fits the taps alone), and with ``limit_tail=True`` (default) the tail is held to at
+most that of the starting poles with least-squares residues (the point the fit starts from;
+up to ``1e-9 ||h||``): a fit that ends above it is redone with ten times the weight, up to
+three times, and the start is kept if none stays below. ``tail`` and ``hinf`` are reported beside ``l2``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,9 @@ from mor.ssm import ModalSSM
 
 #: Every pole stays within this radius (strictly stable, whatever the iterate).
 RADIUS = 1.0 - 1e-9
+#: Refits with a ten times larger tail weight before a fit whose tail exceeds its start's is
+#: given up (``limit_tail``).
+TAIL_RETRIES = 3
 #: Residual evaluations allowed per unit of ``max_iter``.
 NFEV_PER_ITER = 10
 
@@ -50,12 +56,12 @@ class ModalFamily(PoleFamily):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
-                 max_iter: int = 20, tail_weight: float = 1.0, **init_options
-                 ) -> "ModalFamily":
+                 max_iter: int = 20, tail_weight: float = 1.0, limit_tail: bool = True,
+                 **init_options) -> "ModalFamily":
         """``init``: a method's name, or a stable `ModalSSM` per filter (then ``order`` must be
         each model's order)."""
         if isinstance(init, ModalSSM):
-            return cls._from_models(h, max_order, init, max_iter, tail_weight)
+            return cls._from_models(h, max_order, init, max_iter, tail_weight, limit_tail)
         from mor.reduction import METHODS
 
         if init not in METHODS or init == "modal":
@@ -65,12 +71,12 @@ class ModalFamily(PoleFamily):
 
         def find_poles(order, rows):
             poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
-            return _fitted(h, rows, order, poles, residues, max_iter, tail_weight)
+            return _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail)
 
         return cls(h, max_order, "reflect", find_poles, hsv=start.hsv)  # one factorisation
 
     @classmethod
-    def _from_models(cls, h, max_order, init: ModalSSM, max_iter, tail_weight):
+    def _from_models(cls, h, max_order, init: ModalSSM, max_iter, tail_weight, limit_tail):
         count = int(np.prod(init.shape, dtype=np.int64))
         if count != h.shape[0]:
             raise ValueError(f"init holds {count} models for {h.shape[0]} filters")
@@ -85,39 +91,47 @@ class ModalFamily(PoleFamily):
                 raise ValueError(f"init model {int(wrong[0])} has order "
                                  f"{int(given[wrong[0]])}, but order {order} was asked: pass "
                                  f"order= with the models' orders")
-            return _fitted(h, rows, order, poles[rows], residues[rows], max_iter, tail_weight)
+            return _fitted(h, rows, order, poles[rows], residues[rows], max_iter, tail_weight,
+                           limit_tail)
 
         return cls(h, max_order, "reflect", find_poles)
 
 
-def _fitted(h, rows, order, poles, residues, max_iter, tail_weight) -> np.ndarray:
+def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail) -> np.ndarray:
     """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models."""
     out = np.full((rows.size, order), np.nan, dtype=np.complex128)
     for r, i in enumerate(rows):
         live = (residues[r] != 0) & (np.abs(poles[r]) < 1)
-        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight)
+        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight, limit_tail)
         full = np.concatenate([fitted, np.conj(fitted[fitted.imag != 0])])
         out[r, : full.size] = full
     return out
 
 
-def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float
-               ) -> np.ndarray:
+def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float,
+               limit_tail: bool = True) -> np.ndarray:
     """Compact poles minimising the projected l2 residual (plus the weighted tail energy),
-    from ``poles`` (stable)."""
+    from ``poles`` (stable). With ``limit_tail``, a fit whose tail exceeds the start's is
+    redone with ten times the tail weight (up to ``TAIL_RETRIES`` times), else the start kept."""
     if poles.size == 0 or h.size < 3:
         return poles
-    problem = _Projection(h, poles.imag != 0, tail_weight)
-    pair = problem.pair
+    pair = poles.imag != 0
     modulus = np.clip(np.abs(poles[pair]) / RADIUS, 1e-6, 1 - 1e-12)
     start = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
                             np.arctanh(np.clip(poles[~pair].real / RADIUS, -1 + 1e-12,
                                                1 - 1e-12))])
-    result = scipy.optimize.least_squares(problem.residual, start, jac=problem.jacobian,
-                                          method="lm", x_scale="jac", max_nfev=NFEV_PER_ITER * max_iter,
-                                          ftol=1e-7)
-    best = result.x if np.sum(result.fun**2) <= np.sum(problem.residual(start) ** 2) else start
-    return problem.poles(best)
+    allowed = _Projection(h, pair, 1.0).tail(start) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h)
+    for attempt in range(TAIL_RETRIES + 1 if limit_tail else 1):
+        weight = tail_weight if attempt == 0 else max(tail_weight, 1.0) * 10.0 ** attempt
+        problem = _Projection(h, pair, weight)
+        result = scipy.optimize.least_squares(problem.residual, start, jac=problem.jacobian,
+                                              method="lm", x_scale="jac",
+                                              max_nfev=NFEV_PER_ITER * max_iter, ftol=1e-7)
+        if np.sum(result.fun**2) > np.sum(problem.residual(start) ** 2):
+            return problem.poles(start)  # the optimiser only accepts decreases
+        if not limit_tail or problem.tail(result.x) <= allowed:
+            return problem.poles(result.x)
+    return problem.poles(start)
 
 
 class _Projection:
@@ -168,6 +182,11 @@ class _Projection:
         solved = (lam, powers, q, r, scale, residues, self.y - fit)
         self._cache = (x.copy(), solved)
         return solved
+
+    def tail(self, x: np.ndarray) -> float:
+        """``||h_hat[L:]||`` of the poles ``x`` with their least-squares residues."""
+        lam, _, _, _, _, residues, _ = self._solve(x)
+        return _tail(lam, residues, self.length)
 
     def residual(self, x: np.ndarray) -> np.ndarray:
         lam, _, _, _, _, residues, res = self._solve(x)
