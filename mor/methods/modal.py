@@ -135,17 +135,17 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: flo
 
 
 class _Projection:
-    r"""The variable-projection residual of one filter and its Jacobian (Kaufman's form).
+    r"""The variable-projection residual of one filter and its exact Jacobian.
 
     For parameters ``x`` the compact poles are ``lambda = RADIUS sigmoid(a) e^{i b}`` (pairs)
     and ``RADIUS tanh(c)`` (real poles); with the real design ``Phi(x)`` (columns
     ``Re lambda^k``, ``-Im lambda^k`` per pair, ``lambda^k`` per real pole, ``k = 0..L-2``),
     thin QR ``Phi = Q R`` and residues ``c = R^{-1} Q^T y`` (``y = h[1:]``), the residual is
-    ``r = [y - Phi c, sqrt(w) ||h_hat[L:]||]``. Kaufman's Jacobian of the projected part is
-    ``-(I - Q Q^T) dPhi/dx_j c``, where ``dPhi/dx_j c = Re(R'_n k lambda_n^{k-1} dlambda_n/dx_j)``
-    touches mode ``n`` only; the tail row is differentiated with ``c`` held fixed (by central
-    differences: it costs ``O(m^2)``). One QR per evaluation, ``O(L m^2)``, instead of one
-    least-squares solve per parameter for a finite-difference Jacobian.
+    ``r = [y - Phi c, sqrt(t) ||h_hat[L:]||]``. Its Jacobian (Golub-Pereyra) is
+    ``-(I - Q Q^T) dPhi_j c - Q R^{-T} dPhi_j^T r`` for the window, where ``dPhi_j`` touches
+    the columns of one mode only; the tail row is differentiated through the poles (``c``
+    fixed) and through ``c``, ``dc/dx_j = -Phi^+ dPhi_j c + (Phi^T Phi)^{-1} dPhi_j^T r``, by
+    central differences of the ``O(m^2)`` tail formula. One QR per evaluation, ``O(L m^2)``.
     """
 
     def __init__(self, h: np.ndarray, pair: np.ndarray, tail_weight: float):
