@@ -56,15 +56,17 @@ def test_tail_penalty_keeps_the_model_quiet_after_the_window():
 
 
 @settings(max_examples=25, deadline=None)
-@given(stable_modal(max_pairs=3, max_real=2), st.floats(0.0, 2.0))
-def test_variable_projection_jacobian_is_exact(system, tail_weight):
-    """Golub-Pereyra's Jacobian (with the tail row) equals central differences of the residual."""
+@given(stable_modal(max_pairs=3, max_real=2), st.floats(0.0, 2.0),
+       st.sampled_from([None, np.array([1.0, -0.9]), np.array([0.5, 0.3, 0.2])]))
+def test_variable_projection_jacobian_is_exact(system, tail_weight, weight):
+    """Golub-Pereyra's Jacobian (with the tail row, with or without a frequency weight) equals
+    central differences of the residual."""
     from mor.methods.modal import RADIUS, _Projection
 
     poles, _, _ = system.compact()
     rng = np.random.default_rng(0)
     h = system.impulse(120) + 0.05 * rng.standard_normal(120)  # a residual that is not small
-    problem = _Projection(h, poles.imag != 0, tail_weight)
+    problem = _Projection(h, poles.imag != 0, tail_weight, weight)
     pair = problem.pair
     modulus = np.abs(poles[pair]) / RADIUS
     x = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
@@ -98,3 +100,34 @@ def test_a_given_start_must_match_the_order():
     ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.3j)], [1 + 0.5j], 0.2)
     with pytest.raises(ValueError, match="order 2, but order 3"):
         mor.reduce(ssm.impulse(100), 3, method="modal", init=ssm)
+
+
+def test_frequency_weight_moves_the_error_toward_other_frequencies():
+    h = hyena_like_filters(6, 400, seed=9)
+    plain = mor.reduce(h, 6, method="modal")
+    same = mor.reduce(h, 6, method="modal", weight=[1.0])
+    np.testing.assert_allclose(same.info["l2"], plain.info["l2"], rtol=1e-10)
+    low = np.ones(16) / 16  # a moving average: errors above pi/8 hardly count
+    weighted = mor.reduce(h, 6, method="modal", weight=low)
+    w = np.linspace(0, np.pi / 16, 64)
+    target = h @ np.exp(-1j * np.arange(h.shape[-1])[:, None] * w[None, :])  # DTFT, (F, K)
+
+    def low_band_error(bank):
+        return np.abs(bank.freqresp(w) - target).max(axis=-1)
+
+    assert np.median(low_band_error(weighted) / low_band_error(plain)) < 0.95
+    assert np.all(weighted.is_stable())
+    with pytest.raises(ValueError, match="weight"):
+        mor.reduce(h, 6, method="modal", weight=[[1.0]])
+
+
+def test_weighted_residues_are_exact_on_exact_data():
+    from mor.methods.residues import fit_residues
+
+    ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.3j), 0.7], [1 + 0.5j, 0.3], 0.2)
+    h = ssm.impulse(300)[None]
+    poles, residues, _ = ssm.compact()
+    for taps in (None, np.array([1.0]), np.array([0.5, 0.3, -0.2])):
+        got, direct = fit_residues(h, poles[None], np.ones((1, 2), bool), weight_filter=taps)
+        np.testing.assert_allclose(got[0], residues, rtol=1e-10)
+        assert direct[0] == 0.2

@@ -19,7 +19,8 @@ thin QR of the ``L x 2 modes`` design, ``O(L modes^2)``, and its Jacobian ``O(L 
 core (20-30x less than with a finite-difference Jacobian, to the same optimum). The initial
 model comes
 from any other method at the same order (``init="balanced"`` by default): the fit starts
-from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases).
+from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases; with a
+frequency ``weight``, in the weighted loss).
 
 This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which
 balanced truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles
@@ -36,6 +37,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 import scipy.optimize
+import scipy.signal
 
 from mor.methods.prony import PoleFamily
 from mor.ssm import ModalSSM
@@ -57,11 +59,18 @@ class ModalFamily(PoleFamily):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
                  max_iter: int = 20, tail_weight: float = 1.0, limit_tail: bool = True,
-                 **init_options) -> "ModalFamily":
+                 weight=None, **init_options) -> "ModalFamily":
         """``init``: a method's name, or a stable `ModalSSM` per filter (then ``order`` must be
-        each model's order)."""
+        each model's order). ``weight``: FIR taps ``w``; poles and residues then minimise
+        ``||w * (h - h_hat)||`` over the window (the error spectrum weighted by
+        ``|W(e^{iw})|^2``)."""
+        if weight is not None:
+            weight = np.asarray(weight, dtype=np.float64)
+            if weight.ndim != 1 or weight.size == 0 or not np.isfinite(weight).all():
+                raise ValueError(f"weight must be finite 1-D FIR taps, got shape {weight.shape}")
+        fit = (max_iter, tail_weight, limit_tail, weight)
         if isinstance(init, ModalSSM):
-            return cls._from_models(h, max_order, init, max_iter, tail_weight, limit_tail)
+            return cls._from_models(h, max_order, init, fit)
         from mor.reduction import METHODS
 
         if init not in METHODS or init == "modal":
@@ -71,12 +80,13 @@ class ModalFamily(PoleFamily):
 
         def find_poles(order, rows):
             poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
-            return _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail)
+            return _fitted(h, rows, order, poles, residues, *fit)
 
-        return cls(h, max_order, "reflect", find_poles, hsv=start.hsv)  # one factorisation
+        return cls(h, max_order, "reflect", find_poles, hsv=start.hsv,  # one factorisation
+                   weight_filter=weight)
 
     @classmethod
-    def _from_models(cls, h, max_order, init: ModalSSM, max_iter, tail_weight, limit_tail):
+    def _from_models(cls, h, max_order, init: ModalSSM, fit: tuple):
         count = int(np.prod(init.shape, dtype=np.int64))
         if count != h.shape[0]:
             raise ValueError(f"init holds {count} models for {h.shape[0]} filters")
@@ -91,25 +101,25 @@ class ModalFamily(PoleFamily):
                 raise ValueError(f"init model {int(wrong[0])} has order "
                                  f"{int(given[wrong[0]])}, but order {order} was asked: pass "
                                  f"order= with the models' orders")
-            return _fitted(h, rows, order, poles[rows], residues[rows], max_iter, tail_weight,
-                           limit_tail)
+            return _fitted(h, rows, order, poles[rows], residues[rows], *fit)
 
-        return cls(h, max_order, "reflect", find_poles)
+        return cls(h, max_order, "reflect", find_poles, weight_filter=fit[-1])
 
 
-def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail) -> np.ndarray:
+def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail, weight
+            ) -> np.ndarray:
     """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models."""
     out = np.full((rows.size, order), np.nan, dtype=np.complex128)
     for r, i in enumerate(rows):
         live = (residues[r] != 0) & (np.abs(poles[r]) < 1)
-        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight, limit_tail)
+        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight, limit_tail, weight)
         full = np.concatenate([fitted, np.conj(fitted[fitted.imag != 0])])
         out[r, : full.size] = full
     return out
 
 
 def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float,
-               limit_tail: bool = True) -> np.ndarray:
+               limit_tail: bool = True, weight: np.ndarray | None = None) -> np.ndarray:
     """Compact poles minimising the projected l2 residual (plus the weighted tail energy),
     from ``poles`` (stable). With ``limit_tail``, a fit whose tail exceeds the start's is
     redone with ten times the tail weight (up to ``TAIL_RETRIES`` times), else the start kept."""
@@ -120,10 +130,11 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: flo
     start = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
                             np.arctanh(np.clip(poles[~pair].real / RADIUS, -1 + 1e-12,
                                                1 - 1e-12))])
-    allowed = _Projection(h, pair, 1.0).tail(start) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h)
+    start_tail = _Projection(h, pair, 1.0, weight).tail(start)
+    allowed = start_tail * (1 + 1e-9) + 1e-9 * np.linalg.norm(h)
     for attempt in range(TAIL_RETRIES + 1 if limit_tail else 1):
-        weight = tail_weight if attempt == 0 else max(tail_weight, 1.0) * 10.0 ** attempt
-        problem = _Projection(h, pair, weight)
+        now = tail_weight if attempt == 0 else max(tail_weight, 1.0) * 10.0 ** attempt
+        problem = _Projection(h, pair, now, weight)
         result = scipy.optimize.least_squares(problem.residual, start, jac=problem.jacobian,
                                               method="lm", x_scale="jac",
                                               max_nfev=NFEV_PER_ITER * max_iter, ftol=1e-7)
@@ -140,7 +151,8 @@ class _Projection:
     For parameters ``x`` the compact poles are ``lambda = RADIUS sigmoid(a) e^{i b}`` (pairs)
     and ``RADIUS tanh(c)`` (real poles); with the real design ``Phi(x)`` (columns
     ``Re lambda^k``, ``-Im lambda^k`` per pair, ``lambda^k`` per real pole, ``k = 0..L-2``),
-    thin QR ``Phi = Q R`` and residues ``c = R^{-1} Q^T y`` (``y = h[1:]``), the residual is
+    both it and ``y = h[1:]`` filtered by the optional ``weight`` (FIR taps ``w``, causal, cut
+    to the window), thin QR ``Phi = Q R`` and residues ``c = R^{-1} Q^T y``, the residual is
     ``r = [y - Phi c, sqrt(t) ||h_hat[L:]||]``. Its Jacobian (Golub-Pereyra) is
     ``-(I - Q Q^T) dPhi_j c - Q R^{-T} dPhi_j^T r`` for the window, where ``dPhi_j`` touches
     the columns of one mode only; the tail row is differentiated through the poles (``c``
@@ -148,11 +160,17 @@ class _Projection:
     central differences of the ``O(m^2)`` tail formula. One QR per evaluation, ``O(L m^2)``.
     """
 
-    def __init__(self, h: np.ndarray, pair: np.ndarray, tail_weight: float):
-        self.y, self.length = h[1:], h.size
+    def __init__(self, h: np.ndarray, pair: np.ndarray, tail_weight: float,
+                 weight: np.ndarray | None = None):
+        self.weight = weight
+        self.y, self.length = self._filtered(h[1:]), h.size
         self.pair, self.tail_weight = pair, tail_weight
         self.k = np.arange(h.size - 1)
         self._cache: tuple | None = None
+
+    def _filtered(self, a: np.ndarray) -> np.ndarray:
+        """``w * a`` along the first axis, cut to its length (the identity without a weight)."""
+        return a if self.weight is None else scipy.signal.lfilter(self.weight, [1.0], a, axis=0)
 
     def poles(self, x: np.ndarray) -> np.ndarray:
         p = int(self.pair.sum())
@@ -169,7 +187,8 @@ class _Projection:
         with np.errstate(divide="ignore", under="ignore"):
             logs = np.log(np.where(lam == 0, 1e-300, lam))
         powers = np.exp(self.k[:, None] * logs[None, :])  # lambda^k, (L-1, m)
-        design = np.concatenate([powers.real, -powers[:, self.pair].imag], axis=1)
+        design = self._filtered(np.concatenate([powers.real, -powers[:, self.pair].imag],
+                                               axis=1))
         scale = np.linalg.norm(design, axis=0)
         scale[scale == 0] = 1.0
         q, r = np.linalg.qr(design / scale)
@@ -204,7 +223,7 @@ class _Projection:
         with np.errstate(divide="ignore", invalid="ignore"):
             k_pow = np.where(lam[modes] != 0, self.k[:, None] * powers[:, modes] / lam[modes],
                              (self.k[:, None] == 1).astype(float))
-        moved = dlam * k_pow  # d(lambda_n^k)/dx_j, (L-1, n)
+        moved = self._filtered(dlam * k_pow)  # d(lambda_n^k)/dx_j, weighted, (L-1, n)
         d = np.real(residues[modes] * moved)  # dPhi/dx_j c
         # (dPhi/dx_j)^T r: nonzero in mode n's columns only (Re and -Im for a pair)
         g = np.zeros((q.shape[1], x.size))

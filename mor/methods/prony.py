@@ -49,7 +49,7 @@ class PoleFamily:
     name = ""
 
     def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles,
-                 hsv: np.ndarray | None = None):
+                 hsv: np.ndarray | None = None, weight_filter: np.ndarray | None = None):
         if unstable not in UNSTABLE:
             raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
         size = h.shape[-1] - 1
@@ -59,6 +59,7 @@ class PoleFamily:
         self.hsv = hankel_svd(h, k, vectors=False)[0] if hsv is None else hsv[:, :k]
         self.rank = np.full(h.shape[0], max_order)
         self.d = h[:, 0].copy()
+        self.weight_filter = weight_filter  # residues fit the filtered error (modal's weight)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
         """``(poles, residues, direct, conversion_error, poles_touched)`` in compact form."""
@@ -86,7 +87,8 @@ class PoleFamily:
                 chosen = full[row][rep[row]]
                 poles[i, : chosen.size] = chosen
                 live[i, : chosen.size] = True
-        residues, direct = fit_residues(self.h[which], poles, live)
+        residues, direct = fit_residues(self.h[which], poles, live,
+                                        weight_filter=self.weight_filter)
         return poles, residues, direct, np.zeros(f), touched
 
 

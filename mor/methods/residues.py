@@ -16,10 +16,12 @@ exactly: no modal term reaches lag 0. Every pole-based method fits its residues 
 from __future__ import annotations
 
 import numpy as np
+import scipy.signal
 
 
 def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
-                 weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 weights: np.ndarray | None = None, weight_filter: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Least-squares residues for compact ``poles`` (``(F, m)``, modes where ``live``).
 
     Parameters
@@ -30,6 +32,9 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
         Compact poles and which of them are used.
     weights : ndarray ``(L,)``, optional
         Nonnegative weights ``w_k`` of the taps (``k >= 1``); uniform by default.
+    weight_filter : ndarray ``(K,)``, optional
+        FIR taps ``g``: the errors are filtered by ``g`` (causally, cut to the window) before
+        the weights apply, i.e. the error spectrum is weighted by ``|G(e^{iw})|^2``.
 
     Returns
     -------
@@ -55,13 +60,19 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
         powers[0, lam == 0] = 1.0  # 0^0
         pair = lam.imag != 0
         columns = [powers.real, -powers[:, pair].imag]
-        design = np.concatenate(columns, axis=1) * sqrt_w[:, None]
+        design = _filtered(np.concatenate(columns, axis=1), weight_filter) * sqrt_w[:, None]
         scale = np.linalg.norm(design, axis=0)
         scale[scale == 0] = 1.0
-        coef = np.linalg.lstsq(design / scale, h[i, 1:] * sqrt_w, rcond=None)[0] / scale
+        target = _filtered(h[i, 1:], weight_filter) * sqrt_w
+        coef = np.linalg.lstsq(design / scale, target, rcond=None)[0] / scale
         with np.errstate(under="ignore", over="ignore"):
             coef /= np.exp(np.concatenate([grow, grow[pair]]))
         value = coef[: idx.size].astype(np.complex128)
         value[pair] += 1j * coef[idx.size:]
         residues[i, idx] = value
     return residues, h[:, 0].copy()
+
+
+def _filtered(a: np.ndarray, taps: np.ndarray | None) -> np.ndarray:
+    """``taps * a`` along the first axis, cut to its length (``a`` itself without taps)."""
+    return a if taps is None else scipy.signal.lfilter(taps, [1.0], a, axis=0)
