@@ -68,10 +68,10 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         started from ``init`` (another method, ``"balanced"`` by default, or a stable
         `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter``,
         ``tail_weight``, ``limit_tail`` and ``weight`` (FIR taps of a frequency weight).
-        ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer
-        function samples at the poles' mirror images, :mod:`mor.methods.irka`), started from
-        BT; options ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support points
-        (:mod:`mor.methods.aaa`), the same residue fit and stability options.
+        ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer function
+        samples at the poles' mirror images, :mod:`mor.methods.irka`), started from BT; options
+        ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support
+        points (:mod:`mor.methods.aaa`), the same residue fit and stability options.
     norm : {"l2", "hinf"}
         The norm of ``tol``.
     max_order : int, optional

@@ -15,17 +15,17 @@ Loewner pencil
     \mathbb{M}_{ij} = \frac{\sigma_i G(\sigma_i) - \sigma_j G(\sigma_j)}{\sigma_i - \sigma_j},\quad
     \mathbb{M}_{ii} = G(\sigma_i) + \sigma_i G'(\sigma_i)
 
-of the strictly proper part ``G(z) = H(z) - h[0]`` (the direct term is matched exactly and
-apart) gives the order-``r`` interpolant ``G_r(z) = g_\sigma^T (\mathbb{M} - z
-\mathbb{L})^{-1} g_\sigma``, whose poles are the eigenvalues of the pencil ``(M, L)``; the
-next points are their mirror images. ``G(z) = sum_{k>=1} h[k] z^{-k}`` is evaluated at
-``|sigma| > 1``, where its powers decay. The iteration starts from the balanced-truncation poles of the same order; a pole that
-leaves the disk is reflected before mirroring; it stops when the points move less than
-``rtol`` (relative) or after ``max_iter`` steps. Residues and the direct term are fitted by
-least squares on the taps, like every pole-based method, and of the iterates (the start
-included) the one whose fit of the taps is best is returned: the result is never worse than
-balanced truncation's poles with least-squares residues, also where the Loewner pencil is
-ill-conditioned (poles near the origin put ``sigma`` far out).
+of the strictly proper part ``G(z) = H(z) - h[0]`` (the direct term is matched exactly and apart)
+gives the order-``r`` interpolant ``G_r(z) = g_\sigma^T (\mathbb{M} - z \mathbb{L})^{-1}
+g_\sigma``, whose poles are the eigenvalues of the pencil ``(M, L)``; the next points are their
+mirror images. ``G(z) = sum_{k>=1} h[k] z^{-k}`` is evaluated at ``|sigma| > 1``, where its powers
+decay. The iteration starts from the balanced-truncation poles of the same order; a pole that
+leaves the disk is reflected before mirroring; it stops when the points move less than ``rtol``
+(relative) or after ``max_iter`` steps. Residues and the direct term are fitted by least squares on
+the taps, like every pole-based method, and of the iterates (the start included) the one whose fit
+of the taps is best is returned: the result is never worse than balanced truncation's poles with
+least-squares residues, also where the Loewner pencil is ill-conditioned (poles near the origin put
+``sigma`` far out).
 """
 
 from __future__ import annotations

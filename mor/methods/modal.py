@@ -9,27 +9,26 @@ For fixed poles the best residues are a linear least-squares solution
     \qquad R^*(\lambda) = \arg\min_R \| h[1:] - V(\lambda) R \|_2,
 
 over the poles alone, by Levenberg-Marquardt (`scipy.optimize.least_squares`) with the exact
-Jacobian of the projected residual (Golub-Pereyra; `_Projection`). The poles are parameterised so that every iterate is
-stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the conjugate implied), a
-real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure (which modes are pairs)
-comes from the initial model. The direct term is ``h[0]`` exactly. Each evaluation costs one
-thin QR of the ``L x 2 modes`` design, ``O(L modes^2)``, and its Jacobian ``O(L modes^2)`` more;
-``max_iter`` bounds the evaluations at ``10 max_iter``. On the shared trained filters
-(``L = 2048``) a fit takes about 0.05 / 0.1 / 0.3 / 1 s per filter at 1 / 2 / 4 / 8 modes on one
-core (20-30x less than with a finite-difference Jacobian, to the same optimum). The initial
-model comes
-from any other method at the same order (``init="balanced"`` by default): the fit starts
-from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases; with a
-frequency ``weight``, in the weighted loss).
+Jacobian of the projected residual (Golub-Pereyra; `_Projection`). The poles are parameterised so
+that every iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the
+conjugate implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure
+(which modes are pairs) comes from the initial model. The direct term is ``h[0]`` exactly. Each
+evaluation costs one thin QR of the ``L x 2 modes`` design, ``O(L modes^2)``, and its Jacobian
+``O(L modes^2)`` more; ``max_iter`` bounds the evaluations at ``10 max_iter``. On the shared
+trained filters (``L = 2048``) a fit takes about 0.05 / 0.1 / 0.3 / 1 s per filter at 1 / 2 / 4 / 8
+modes on one core (20-30x less than with a finite-difference Jacobian, to the same optimum). The
+initial model comes from any other method at the same order (``init="balanced"`` by default): the
+fit starts from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases;
+with a frequency ``weight``, in the weighted loss).
 
-This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which
-balanced truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles
-crowd the circle with large residues that cancel inside the window and explode after it, so
-the tail energy ``||h_hat[L:]||`` enters the objective with weight ``tail_weight`` (1 by
-default; 0 fits the taps alone), and with ``limit_tail=True`` (default) the tail is held to at
-most that of the starting poles with least-squares residues (the point the fit starts from;
-up to ``1e-9 ||h||``): a fit that ends above it is redone with ten times the weight, up to
-three times, and the start is kept if none stays below. ``tail`` and ``hinf`` are reported beside ``l2``.
+This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which balanced
+truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles crowd the circle
+with large residues that cancel inside the window and explode after it, so the tail energy
+``||h_hat[L:]||`` enters the objective with weight ``tail_weight`` (1 by default; 0 fits the taps
+alone), and with ``limit_tail=True`` (default) the tail is held to at most that of the starting
+poles with least-squares residues (the point the fit starts from; up to ``1e-9 ||h||``): a fit that
+ends above it is redone with ten times the weight, up to three times, and the start is kept if none
+stays below. ``tail`` and ``hinf`` are reported beside ``l2``.
 """
 
 from __future__ import annotations

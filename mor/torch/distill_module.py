@@ -25,8 +25,9 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     `LongConv` has). Each layer's filters go through `mor.distill` (``order``, ``modes`` or
     ``tol`` and ``distill_options``) and the layer is replaced by a `ModalRecurrence` with the
     same input and output shapes, or by a `HeadwiseModalRecurrence` where the layer says
-    ``headwise = True`` (MultiHyena's form, one filter per head; e.g. `HeadwiseLongConv`). Filters that fail (see the reports) keep their direct term
-    only: look at ``report.columns["failed"]`` before using the model.
+    ``headwise = True`` (MultiHyena's form, one filter per head; e.g. `HeadwiseLongConv`).
+    Filters that fail (see the reports) keep their direct term only: look at
+    ``report.columns["failed"]`` before using the model.
     """
     def accessor(name, module):
         if filter_fn is not None:
