@@ -35,14 +35,13 @@ class RingCache:
             self.buffer[..., width - keep:] = u[..., u.shape[-1] - keep:]
         self.position = 0
 
-    def dot(self, taps: torch.Tensor, spec: str) -> torch.Tensor:
-        """``sum_k taps[..., k] u[t-k]`` over the cached inputs, ``taps[..., 0]`` for the newest:
-        ``torch.einsum(spec, ring, reversed taps)`` on the two slices of the ring."""
-        p, flipped = self.position, taps.flip(-1)  # flipped[..., j] weighs the j-th oldest
-        width = self.buffer.shape[-1]
-        head = torch.einsum(spec, self.buffer[..., p:], flipped[..., :width - p])
-        return head + torch.einsum(spec, self.buffer[..., :p], flipped[..., width - p:]) if p \
-            else head
+    def dot(self, oldest_first: torch.Tensor, spec: str) -> torch.Tensor:
+        """``torch.einsum(spec, inputs, oldest_first)`` over the cached inputs in time order
+        (``oldest_first[..., j]`` weighs the ``j``-th oldest), on the two slices of the ring."""
+        p, width = self.position, self.buffer.shape[-1]
+        head = torch.einsum(spec, self.buffer[..., p:], oldest_first[..., :width - p])
+        return head + torch.einsum(spec, self.buffer[..., :p], oldest_first[..., width - p:]) \
+            if p else head
 
 
 class _FilterBank(nn.Module):
@@ -56,9 +55,22 @@ class _FilterBank(nn.Module):
             raise ValueError(f"filters must have shape ({self.rows}, L), got "
                              f"{tuple(filters.shape)}")
         self.register_buffer("h", filters.detach().to(torch.float32).contiguous())
+        self._past: dict = {}
 
     def long_filter(self) -> torch.Tensor:
         return self.h
+
+    def past_taps(self, dtype: torch.dtype) -> torch.Tensor:
+        """``h[:, L-1], ..., h[:, 1]`` (the weights of the cached inputs, oldest first) in
+        ``dtype``: made once per dtype and device, not at every step."""
+        key = (dtype, self.h.device)
+        if key not in self._past:
+            self._past = {key: self.h[:, 1:].flip(-1).to(dtype).contiguous()}
+        return self._past[key]
+
+    def _apply(self, fn, *args, **kwargs):
+        self._past = {}
+        return super()._apply(fn, *args, **kwargs)
 
 
 class LongConv(_FilterBank):
@@ -89,8 +101,8 @@ class LongConv(_FilterBank):
 
     def step(self, u_t: torch.Tensor, cache: RingCache) -> torch.Tensor:
         """``y_t = h[0] u_t + sum_{k>=1} h[k] u[t-k]``; pushes ``u_t`` into ``cache``."""
-        taps = self.h[:, 1:].to(cache.buffer.dtype)
-        y = self.h[:, 0] * u_t.float() + cache.dot(taps, "bck,ck->bc").float()
+        past = cache.dot(self.past_taps(cache.buffer.dtype), "bck,ck->bc")
+        y = self.h[:, 0] * u_t.float() + past.float()
         cache.push(u_t)
         return y.to(u_t.dtype)
 
@@ -129,7 +141,7 @@ class HeadwiseLongConv(_FilterBank):
         keys, values = cache.buffer[:, :, 0], cache.buffer[:, :, 1]
         scores = torch.einsum("bhn,bhnw->bhw", q.to(keys.dtype), keys)  # q . k[s], oldest first
         p = cache.position
-        weights = torch.roll(self.h[:, 1:].flip(-1), p, -1)  # ring slot -> its lag's tap
+        weights = torch.roll(self.past_taps(torch.float32), p, -1)  # ring slot -> its tap
         past = torch.einsum("bhw,bhnw->bhn", (scores.float() * weights).to(values.dtype), values)
         cache.push(torch.stack([k_t, v_t], 2))
         return (now + past.float()).to(q_t.dtype)
