@@ -32,7 +32,7 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import mor  # noqa: E402
 import mor.torch as mt  # noqa: E402
 from corpus import load  # noqa: E402
-from models import LanguageModel  # noqa: E402
+from models import LanguageModel, scored_batches  # noqa: E402
 from train import held_out_windows, load_model  # noqa: E402
 
 RESAMPLES = 2000
@@ -62,19 +62,14 @@ def score(model: LanguageModel, windows: torch.Tensor, reference: torch.Tensor |
     """Bits per byte per window; with ``reference`` logits, the logits' squared error sum and
     largest absolute error; without, the logits (kept on the device)."""
     bpb, kept, sq, worst = [], [], 0.0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(windows), batch):
-            w = windows[i:i + batch]
-            logits = model(w[:, :-1]).float()
-            nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), w[:, 1:],
-                                                    reduction="none")
-            bpb.append(nll.mean(-1) / np.log(2))
-            if reference is None:
-                kept.append(logits)
-            else:
-                diff = logits - reference[i:i + batch]
-                sq += float(diff.pow(2).sum())
-                worst = max(worst, float(diff.abs().max()))
+    for start, logits, bits in scored_batches(model, windows, batch):
+        bpb.append(bits)
+        if reference is None:
+            kept.append(logits)
+        else:
+            diff = logits - reference[start:start + len(logits)]
+            sq += float(diff.pow(2).sum())
+            worst = max(worst, float(diff.abs().max()))
     bpb = torch.cat(bpb).cpu().numpy()
     return bpb, (torch.cat(kept) if reference is None else None), sq, worst
 

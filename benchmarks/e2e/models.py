@@ -327,14 +327,17 @@ class LanguageModel(nn.Module):
         return torch.stack([b.mixer.long.long_filter().detach() for b in self.blocks])
 
 
-def bits_per_byte(model: LanguageModel, windows: torch.Tensor, batch: int = 16) -> torch.Tensor:
-    """Per-window bits per byte of ``windows`` (``(W, T+1)`` bytes): the mean over each window's
-    ``T`` next-byte predictions of ``-log2 p``."""
-    out = []
+def scored_batches(model: LanguageModel, windows: torch.Tensor, batch: int = 16):
+    """Over batches of ``windows`` (``(W, T+1)`` bytes): ``(start, logits, bits)``, with each
+    window's bits per byte, the mean over its ``T`` next-byte predictions of ``-log2 p``."""
     with torch.no_grad():
-        for i in range(0, len(windows), batch):
-            w = windows[i:i + batch]
+        for start in range(0, len(windows), batch):
+            w = windows[start:start + batch]
             logits = model(w[:, :-1]).float()
             nll = F.cross_entropy(logits.transpose(1, 2), w[:, 1:], reduction="none")
-            out.append(nll.mean(-1) / math.log(2))
-    return torch.cat(out)
+            yield start, logits, nll.mean(-1) / math.log(2)
+
+
+def bits_per_byte(model: LanguageModel, windows: torch.Tensor, batch: int = 16) -> torch.Tensor:
+    """Per-window bits per byte of ``windows`` (see `scored_batches`)."""
+    return torch.cat([bits for _, _, bits in scored_batches(model, windows, batch)])
