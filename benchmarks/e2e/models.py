@@ -29,7 +29,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from mor.torch import HeadwiseLongConv, LongConv
-from mor.torch._conv import causal_fft_conv, headwise_fft_conv
+from mor.torch._conv import causal_fft_conv, headwise_fft_conv, outer_products
 
 VOCAB = 256
 DECODE_BACKENDS = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
@@ -105,7 +105,7 @@ class ImplicitHeadwiseConv(ImplicitLongConv):
 
     def forward(self, q, k, v) -> torch.Tensor:
         with torch.autocast(q.device.type, enabled=False):
-            return headwise_fft_conv(q, k, v, self.long_filter())
+            return headwise_fft_conv(q, outer_products(k, v), self.long_filter())
 
     def frozen(self) -> HeadwiseLongConv:
         return HeadwiseLongConv(self.long_filter().detach())

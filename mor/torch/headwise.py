@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mor.torch._conv import headwise_fft_conv
+from mor.torch._conv import headwise_fft_conv, outer_products
 from mor.torch.recurrence import ModalRecurrence
 
 
@@ -36,8 +36,11 @@ class HeadwiseModalRecurrence(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Whole sequences by FFT convolution of the outer products (memory ``B H N^2 L``)."""
-        h = self.heads.kernel(k.shape[-1])[self.heads.channel_map]  # (H, L)
-        return headwise_fft_conv(q, k, v, h)
+        return self._convolve(q, outer_products(k, v))
+
+    def _convolve(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        h = self.heads.kernel(kv.shape[-1])[self.heads.channel_map]  # (H, L)
+        return headwise_fft_conv(q, kv, h)
 
     def init_state(self, batch: int, dim: int) -> torch.Tensor:
         return torch.zeros(batch, self.heads.channels, self.heads.modes, dim, dim, 2,
@@ -45,12 +48,11 @@ class HeadwiseModalRecurrence(nn.Module):
 
     def prefill(self, q, k, v) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs (``forward``) and the state ``S_n = sum_s lambda_n^{T-1-s} k[s] v[s]^T``."""
-        batch, heads, dim, length = k.shape
-        op = self.heads._chunk_operators(length)  # (H, m, T) powers lambda^{T-1-s}
-        kv = (k.float()[:, :, :, None, :] * v.float()[:, :, None, :, :])
+        op = self.heads._chunk_operators(k.shape[-1])  # (H, m, T) powers lambda^{T-1-s}
+        kv = outer_products(k, v)  # once, for the outputs and the state
         sr = torch.einsum("bhijt,hmt->bhmij", kv, op["wr"])
         si = torch.einsum("bhijt,hmt->bhmij", kv, op["wi"])
-        return self.forward(q, k, v), torch.stack([sr, si], -1)
+        return self._convolve(q, kv), torch.stack([sr, si], -1)
 
     def step(self, q_t, k_t, v_t, state: torch.Tensor) -> torch.Tensor:
         """One token (``q_t, k_t, v_t``: ``(B, H, N)``); ``state`` updated in place."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mor.torch._conv import causal_fft_conv, headwise_fft_conv
+from mor.torch._conv import causal_fft_conv, headwise_fft_conv, outer_products
 
 
 @dataclass
@@ -120,7 +120,7 @@ class HeadwiseLongConv(_FilterBank):
     rows = "heads"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        return headwise_fft_conv(q, k, v, self.h)
+        return headwise_fft_conv(q, outer_products(k, v), self.h)
 
     def init_state(self, batch: int, dim: int, dtype: torch.dtype = torch.float32
                    ) -> RingCache:
