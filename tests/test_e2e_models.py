@@ -45,3 +45,18 @@ def test_recipe_recovers_a_one_mode_filter():
     fit = fit_recipe(h, 1, steps=3000, lr=1e-2)
     assert fit["l2"][0] < 1e-2
     assert fit["direct"][0] == 0.7 and fit["unstable"][0] == 0
+
+
+@pytest.mark.parametrize("taps", [40, 64])
+def test_headwise_toeplitz_form_equals_the_fft_form(taps):
+    """MultiHyena's training form (matrix products) = the outer products convolved by FFT."""
+    from mor.torch._conv import headwise_fft_conv, headwise_toeplitz_conv, outer_products
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 4, 5, 50, dtype=torch.float64)
+    h = torch.randn(4, taps, dtype=torch.float64) * torch.exp(-torch.arange(taps) / 10.0)
+    fast = headwise_toeplitz_conv(q, k, v, h)
+    assert torch.allclose(fast, headwise_fft_conv(q, outer_products(k, v), h), atol=1e-5)
+    q.requires_grad_()
+    headwise_toeplitz_conv(q, k, v, h.requires_grad_()).sum().backward()
+    assert h.grad is not None and h.grad.abs().sum() > 0

@@ -26,7 +26,7 @@ sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 from corpus import load  # noqa: E402
 from models import Config, LanguageModel, bits_per_byte  # noqa: E402
 
-BATCH = {"hyena": 32, "multihyena": 16, "transformer": 32}
+BATCH = {"hyena": 32, "multihyena": 32, "transformer": 32}
 WARMUP = 100
 
 
