@@ -55,16 +55,19 @@ class HeadwiseModalRecurrence(nn.Module):
         return self._convolve(q, kv), torch.stack([sr, si], -1)
 
     def step(self, q_t, k_t, v_t, state: torch.Tensor) -> torch.Tensor:
-        """One token (``q_t, k_t, v_t``: ``(B, H, N)``); ``state`` updated in place."""
-        lam = self.heads.lam[:, :, None, None, :]  # (H, m, 1, 1, 2)
-        res = self.heads.res[:, :, None, None, :]
+        """One token (``q_t, k_t, v_t``: ``(B, H, N)``); ``state`` updated in place.
+
+        The state is read once (the residue-weighted sum over modes, one complex matrix product)
+        and updated in place (``S <- lambda S + k v^T``, one fused pass): no temporaries of the
+        state's size.
+        """
+        b, h, n = k_t.shape
+        lam = torch.view_as_complex(self.heads.lam)  # (H, m)
+        res = torch.view_as_complex(self.heads.res)
+        s = torch.view_as_complex(state)  # (B, H, m, N, N)
         kv = k_t.float()[..., :, None] * v_t.float()[..., None, :]  # (B, H, N, N)
-        sr, si = state[..., 0], state[..., 1]
-        read = (res[..., 0] * sr - res[..., 1] * si).sum(2) \
+        read = torch.matmul(res[:, None, :], s.view(b, h, -1, n * n)).real.view(b, h, n, n) \
             + self.heads.direct[None, :, None, None] * kv
         y = torch.einsum("bhi,bhij->bhj", q_t.float(), read)
-        new_r = lam[..., 0] * sr - lam[..., 1] * si + kv[:, :, None]
-        new_i = lam[..., 0] * si + lam[..., 1] * sr
-        state[..., 0] = new_r
-        state[..., 1] = new_i
+        torch.addcmul(kv.to(s.dtype)[:, :, None], s, lam[:, :, None, None], out=s)
         return y.to(q_t.dtype)
