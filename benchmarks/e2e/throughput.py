@@ -1,22 +1,25 @@
-"""Generation throughput on the GPU: distilled Hyena against cached-convolution Hyena and a
-Transformer with a KV cache, at the study's size and at the 1.3B-parameter scale.
+"""Generation throughput on the GPU: distilled Hyena and MultiHyena against their cached
+convolutions and a Transformer with a KV cache, at the study's size and at the 1.3B scale.
 
 For a context of ``P + G`` tokens (prompt ``P``, ``G`` generated; the long filters are
 ``P + G`` taps long, as long as the context) each model decodes at batch sizes from 1 up to the
-largest that fits (the distilled model: up to ``MAX_BATCH``, where its throughput has long
-saturated), in bfloat16 (weights and activations; the recurrences' poles, residues and states
+largest that fits (up to ``MAX_BATCH``), in bfloat16 (weights and activations; the recurrences' poles, residues and states
 stay float32), eager PyTorch. Decoding cost does not depend on the cached values, so the caches
 are allocated at their steady-state size and ``STEPS`` steps are timed after a warm-up:
 
-- distilled: `mor.torch.ModalRecurrence` (``MODES`` complex modes per channel, fused step);
-- cached convolution: `mor.torch.LongConv` with a bfloat16 ring cache of the last
-  ``P + G - 1`` inputs (read once per step);
+- distilled: `mor.torch.ModalRecurrence` (``--modes`` complex modes per channel, fused step);
+- cached: `mor.torch.LongConv` with a bfloat16 ring cache of the last ``P + G - 1`` inputs
+  (read once per step);
+- multihyena-distilled: `mor.torch.HeadwiseModalRecurrence` (one filter per head, state
+  ``modes x N x N`` per head, float32);
+- multihyena-cached: `mor.torch.HeadwiseLongConv` with a bfloat16 ring cache of the last
+  ``P + G - 1`` keys and values;
 - Transformer: bfloat16 keys and values, the steps timed around position ``P + G / 2`` (the
   generation's mean cache length).
 
 Weights are random (quality plays no part). Also timed: the prompt's prefill at batch 1. Peak
 memory is ``torch.cuda.max_memory_allocated`` over the timed steps. ``--out DIR`` writes
-``throughput.json``.
+``{--name}.json`` (after each context).
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ SCALES = {"small": dict(width=256, layers=4, heads=8),  # the trained models' si
 CONTEXTS = ((2048, 2048), (16384, 2048))
 MODES = 16
 STEPS, WARMUP = 128, 8
-BATCHES = (1, 8, 64, 512, 4096)
-MAX_BATCH = 4096
-VARIANTS = ("distilled", "cached", "transformer")
+BATCHES = (1, 8, 64, 512, 4096, 16384)
+MAX_BATCH = 16384
+VARIANTS = ("distilled", "cached", "transformer", "multihyena-distilled", "multihyena-cached")
 DEVICE = "cuda"
 
 
@@ -60,17 +63,22 @@ def random_bank(channels: int, modes: int, seed: int = 0) -> mor.ModalSSM:
     return mor.ModalSSM.from_compact(poles, residues, rng.standard_normal(channels))
 
 
-def build(variant: str, scale: str, context: int) -> LanguageModel:
-    kind = "transformer" if variant == "transformer" else "hyena"
-    cfg = Config(kind, length=context, **SCALES[scale])
+def build(variant: str, scale: str, context: int, modes: int) -> LanguageModel:
+    kind, _, form = variant.rpartition("-")
+    cfg = Config(kind or ("transformer" if form == "transformer" else "hyena"), length=context,
+                 **SCALES[scale])
+    headwise = cfg.kind == "multihyena"
+    rows = cfg.heads if headwise else cfg.width
     with torch.device(DEVICE):
         model = LanguageModel(cfg)
         for block in model.blocks:
-            if variant == "cached":
+            if form == "cached":
                 decay = torch.exp(-torch.arange(context) / (0.3 * context))
-                block.mixer.long = mt.LongConv(torch.randn(cfg.width, context) * decay / 30)
-            elif variant == "distilled":
-                block.mixer.long = mt.ModalRecurrence.from_ssm(random_bank(cfg.width, MODES))
+                taps = torch.randn(rows, context) * decay / 30
+                block.mixer.long = (mt.HeadwiseLongConv if headwise else mt.LongConv)(taps)
+            elif form == "distilled":
+                layer = mt.HeadwiseModalRecurrence if headwise else mt.ModalRecurrence
+                block.mixer.long = layer.from_ssm(random_bank(rows, modes))
     return model.to(DEVICE, torch.bfloat16).eval()
 
 
@@ -86,11 +94,12 @@ def empty_caches(model: LanguageModel, batch: int, prompt: int, generated: int) 
                            "t": prompt + generated // 2 - (STEPS + WARMUP) // 2})
             continue
         short = torch.zeros(batch, 3 * model.cfg.width, 2, device=DEVICE, dtype=torch.bfloat16)
-        if isinstance(mixer.long, mt.LongConv):
-            long = mixer.long.init_state(batch, torch.bfloat16)
+        dim = (model.cfg.width // model.cfg.heads,) if model.cfg.kind == "multihyena" else ()
+        if isinstance(mixer.long, (mt.LongConv, mt.HeadwiseLongConv)):
+            long = mixer.long.init_state(batch, *dim, torch.bfloat16)
             long.position = prompt % max(1, long.buffer.shape[-1])
         else:
-            long = mixer.long.init_state(batch)
+            long = mixer.long.init_state(batch, *dim)
         caches.append((short, long))
     return caches
 
@@ -136,7 +145,17 @@ def largest_batch(model: LanguageModel, prompt: int, generated: int) -> int:
     return low
 
 
-def prefill_seconds(model: LanguageModel, prompt: int) -> float:
+def prefill_seconds(model: LanguageModel, prompt: int) -> float | None:
+    """Seconds of one prefill at batch 1 (None where it runs out of memory)."""
+    try:
+        return _prefill_seconds(model, prompt)
+    except torch.OutOfMemoryError:
+        return None
+    finally:
+        torch.cuda.empty_cache()
+
+
+def _prefill_seconds(model: LanguageModel, prompt: int) -> float:
     tokens = torch.zeros(1, prompt, dtype=torch.long, device=DEVICE)
     model.prefill(tokens, prompt + 1)  # warm-up (the capacity matters to the Transformer only)
     sync()
@@ -150,22 +169,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scales", nargs="+", default=list(SCALES))
-    parser.add_argument("--models", nargs="+", default=list(VARIANTS))
+    parser.add_argument("--models", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--contexts", nargs="+", default=[f"{p}+{g}" for p, g in CONTEXTS],
+                        help="PROMPT+GENERATED")
+    parser.add_argument("--modes", type=int, default=MODES, help="distilled modes per filter")
+    parser.add_argument("--name", default="throughput", help="the output file's name")
     args = parser.parse_args()
+    contexts = [tuple(int(x) for x in c.split("+")) for c in args.contexts]
     rows = []
     for scale in args.scales:
-        for prompt, generated in CONTEXTS:
+        for prompt, generated in contexts:
             for variant in args.models:
-                model = build(variant, scale, prompt + generated)
+                model = build(variant, scale, prompt + generated, args.modes)
                 params = sum(p.numel() for p in model.parameters())
                 top = largest_batch(model, prompt, generated)
                 batches = sorted({b for b in BATCHES if b < top} | {top})
                 for batch in batches:
                     row = {"scale": scale, "prompt": prompt, "generated": generated,
                            "model": variant, "params": params, "largest_batch": top,
+                           "modes": args.modes if "distilled" in variant else None,
                            **decode(model, batch, prompt, generated)}
                     rows.append(row)
-                    print(f"{scale} {prompt}+{generated} {variant:11s} batch {batch:5d}: "
+                    print(f"{scale} {prompt}+{generated} {variant:20s} batch {batch:5d}: "
                           f"{row['step_ms']:8.2f} ms/step, {row['tokens_per_s']:10.0f} tok/s, "
                           f"peak {row['peak_gb']:6.1f} GB", flush=True)
                 rows.append({"scale": scale, "prompt": prompt, "model": variant,
@@ -173,9 +198,10 @@ def main() -> None:
                 del model
                 torch.cuda.empty_cache()
             args.out.mkdir(parents=True, exist_ok=True)
-            (args.out / "throughput.json").write_text(json.dumps(
+            (args.out / f"{args.name}.json").write_text(json.dumps(
                 {"gpu": torch.cuda.get_device_name(), "torch": torch.__version__,
-                 "modes": MODES, "steps": STEPS, "rows": rows}, indent=1))
+                 "modes": args.modes, "steps": STEPS, "max_batch": MAX_BATCH, "rows": rows},
+                indent=1))
 
 
 if __name__ == "__main__":
