@@ -57,6 +57,6 @@ def test_headwise_toeplitz_form_equals_the_fft_form(taps):
     h = torch.randn(4, taps, dtype=torch.float64) * torch.exp(-torch.arange(taps) / 10.0)
     fast = headwise_toeplitz_conv(q, k, v, h)
     assert torch.allclose(fast, headwise_fft_conv(q, outer_products(k, v), h), atol=1e-5)
-    q.requires_grad_()
-    headwise_toeplitz_conv(q, k, v, h.requires_grad_()).sum().backward()
-    assert h.grad is not None and h.grad.abs().sum() > 0
+    k, v = k[:1, :, :, :12], v[:1, :, :, :12]
+    assert torch.autograd.gradcheck(lambda q, h: headwise_toeplitz_conv(q, k, v, h),
+                                    (q[:1, :, :, :12].requires_grad_(), h[:, :9].requires_grad_()))

@@ -33,6 +33,45 @@ def headwise_fft_conv(q: torch.Tensor, kv: torch.Tensor, h: torch.Tensor) -> tor
     return torch.einsum("bhit,bhijt->bhjt", q.float(), conv).to(q.dtype)
 
 
+def _toeplitz(h: torch.Tensor) -> torch.Tensor:
+    """``T[..., t, s] = h[..., t - s]`` for ``s <= t``, else 0: ``(..., T, T)`` from ``(..., T)``."""
+    length = h.shape[-1]
+    t = torch.arange(length, device=h.device)
+    lag = t[:, None] - t[None]
+    padded = torch.nn.functional.pad(h, (0, 1))  # index T holds 0
+    return padded[..., torch.where(lag >= 0, lag, length)]
+
+
+def _diagonal_sums(w: torch.Tensor) -> torch.Tensor:
+    """``g[..., d] = sum_t w[..., t, t - d]`` for ``d = 0..T-1`` (lower triangle of ``w``).
+
+    Skewed view: with ``T`` zeros in front, entry ``(t, s)`` of the flattened matrix sits at row
+    ``t``, column ``T - (t - s)`` of a ``(T, T + 1)`` view, so each lag is one column.
+    """
+    length = w.shape[-1]
+    skewed = torch.nn.functional.pad(w.tril().flatten(-2), (length, 0))
+    columns = skewed.view(*w.shape[:-2], length, length + 1).sum(-2)
+    return columns[..., 1:].flip(-1)
+
+
+class _ToeplitzWeights(torch.autograd.Function):
+    """``scores * T_h`` (``(B, H, T, T)`` times ``(H, T, T)``). The filter's gradient is summed
+    along the diagonals: differentiating the gather that builds ``T_h`` would scatter ``T^2``
+    values into ``T`` taps with atomic adds, several times slower than the whole forward."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(scores, h)
+        return scores * _toeplitz(h).to(scores.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        scores, h = ctx.saved_tensors
+        g_scores = grad * _toeplitz(h).to(grad.dtype)
+        w = torch.sum(grad * scores, 0, dtype=torch.float32)  # (H, T, T)
+        return g_scores, _diagonal_sums(w).to(h.dtype)
+
+
 def headwise_toeplitz_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                            h: torch.Tensor) -> torch.Tensor:
     """`headwise_fft_conv` of ``k v^T`` as two matrix products: ``Y = ((Q K^T) * T_h) V``.
@@ -45,10 +84,7 @@ def headwise_toeplitz_conv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
     under autocast), returned in ``q``'s dtype.
     """
     length = q.shape[-1]
-    t = torch.arange(length, device=h.device)
-    lag = t[:, None] - t[None]
-    hp = torch.nn.functional.pad(h[:, :length], (0, max(0, length - h.shape[-1]) + 1))
-    toeplitz = hp[:, torch.where(lag >= 0, lag, length)]  # (H, T, T); index T holds 0
+    h = torch.nn.functional.pad(h[:, :length], (0, max(0, length - h.shape[-1])))
     scores = torch.einsum("bhit,bhis->bhts", q, k)
-    scores = scores * toeplitz.to(scores.dtype)
-    return torch.einsum("bhts,bhjs->bhjt", scores, v).to(q.dtype)
+    weighted = _ToeplitzWeights.apply(scores, h)
+    return torch.einsum("bhts,bhjs->bhjt", weighted, v).to(q.dtype)
