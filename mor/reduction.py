@@ -225,8 +225,12 @@ def _system_errors(sys: StateSpace, family, model, orders, errors) -> dict[str, 
 
 
 def _largest_within_modes(family, cap: np.ndarray, modes: int):
-    """Per filter the largest order ``<= cap`` whose model has at most ``modes`` compact modes."""
-    orders = cap.copy()
+    """Per filter the largest order ``<= cap`` whose model has at most ``modes`` compact modes.
+
+    A family fitted from another (``family.start``) keeps its start's modes: the orders are
+    searched on the start first, so that the costly fit normally runs once."""
+    start = getattr(family, "start", None)
+    orders = cap.copy() if start is None else _largest_within_modes(start, cap, modes)[0]
     pending = np.arange(cap.size)
     width = max(modes, 1)
     poles = np.zeros((cap.size, width), dtype=np.complex128)

@@ -1,53 +1,54 @@
 r"""Modal fitting by variable projection: poles optimised for the ``l2`` error over the taps.
 
-For fixed poles the best residues are a linear least-squares solution
-(`mor.methods.residues.fit_residues`); variable projection eliminates them and minimises
+For fixed poles the best residues are a linear least-squares solution; variable projection
+eliminates them and minimises
 
 .. math::
 
-    \phi(\lambda) = \big\| h[1:] - V(\lambda) R^*(\lambda) \big\|_2^2,
+    \phi(\lambda) = \big\| h[1:] - V(\lambda) R^*(\lambda) \big\|_2^2 + t\, \|\hat h[L:]\|_2^2,
     \qquad R^*(\lambda) = \arg\min_R \| h[1:] - V(\lambda) R \|_2,
 
-over the poles alone, by Levenberg-Marquardt (`scipy.optimize.least_squares`) with the exact
-Jacobian of the projected residual (Golub-Pereyra; `_Projection`). The poles are parameterised so
-that every iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the
-conjugate implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure
-(which modes are pairs) comes from the initial model. The direct term is ``h[0]`` exactly. Each
-evaluation costs one thin QR of the ``L x 2 modes`` design, ``O(L modes^2)``, and its Jacobian
-``O(L modes^2)`` more; ``max_iter`` bounds the evaluations at ``10 max_iter``. On the shared
-trained filters (``L = 2048``) a fit takes about 0.05 / 0.1 / 0.3 / 1 s per filter at 1 / 2 / 4 / 8
-modes on one core (20-30x less than with a finite-difference Jacobian, to the same optimum). The
-initial model comes from any other method at the same order (``init="balanced"`` by default): the
-fit starts from it and never ends worse than it in ``l2`` (the optimiser only accepts decreases;
-with a frequency ``weight``, in the weighted loss).
+over the poles alone, by Levenberg-Marquardt (`mor._lm`) with the exact Golub-Pereyra normal
+equations (`mor.methods._varpro`), batched over the filters of one structure (how many pairs and
+real poles) and run on worker threads (`mor._parallel`). The poles are parameterised so that every
+iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the conjugate
+implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure comes from
+the initial model, which any other method provides at the same order (``init="balanced"`` by
+default) or the caller (``init=ModalSSM``). The direct term is ``h[0]`` exactly. Each trial point
+costs one thin QR of the ``L x order`` design; ``max_iter`` bounds the trial points per stage
+(below). On the shared trained filters (``L = 2048``, two threads) 1024 filters take about
+(measured in ``benchmarks/bench_modal.py``) seconds at 16 modes.
 
 This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which balanced
 truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles crowd the circle
 with large residues that cancel inside the window and explode after it, so the tail energy
-``||h_hat[L:]||`` enters the objective with weight ``tail_weight`` (1 by default; 0 fits the taps
-alone), and with ``limit_tail=True`` (default) the tail is held to at most that of the starting
-poles with least-squares residues (the point the fit starts from; up to ``1e-9 ||h||``): a fit that
-ends above it is redone with ten times the weight, up to three times, and the start is kept if none
-stays below. ``tail`` and ``hinf`` are reported beside ``l2``.
+``||h_hat[L:]||^2`` enters the objective with the weight ``t = tail_weight``. With
+``limit_tail=True`` (default) the tail is moreover held to at most that of the start (its poles
+with least-squares residues; up to ``1e-9 ||h||``) by a penalty continuation: a filter whose fit
+ends above it is fitted again from where it ended with ``sqrt(10)`` times the weight (from at least
+``1e-2``), up to ``TAIL_STAGES`` stages, and the last fit within the limit is kept. A fit is kept
+only where its ``l2`` (in the weighted loss with a ``weight``) is at most the start's: the result
+is never worse than its initialisation, and the start is returned where no stage qualifies.
+``tail`` and ``hinf`` are reported beside ``l2``.
 """
 
 from __future__ import annotations
 
 import numpy as np
-import scipy.linalg
-import scipy.optimize
-import scipy.signal
 
+from mor._lm import levenberg_marquardt
+from mor._parallel import map_chunks
+from mor.methods._varpro import ModalProjection
 from mor.methods.prony import PoleFamily
 from mor.ssm import ModalSSM
 
-#: Every pole stays within this radius (strictly stable, whatever the iterate).
-RADIUS = 1.0 - 1e-9
-#: Refits with a ten times larger tail weight before a fit whose tail exceeds its start's is
-#: given up (``limit_tail``).
-TAIL_RETRIES = 3
-#: Residual evaluations allowed per unit of ``max_iter``.
-NFEV_PER_ITER = 10
+#: ``limit_tail``: stages of the penalty continuation, the weight's growth per stage, and the
+#: smallest weight it grows from.
+TAIL_STAGES = 6
+TAIL_GROWTH = 10 ** 0.5
+TAIL_FLOOR = 1e-2
+#: Filters fitted together in one batched Levenberg-Marquardt run.
+CHUNK = 16
 
 
 class ModalFamily(PoleFamily):
@@ -57,7 +58,7 @@ class ModalFamily(PoleFamily):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
-                 max_iter: int = 20, tail_weight: float = 1.0, limit_tail: bool = True,
+                 max_iter: int = 15, tail_weight: float = 0.1, limit_tail: bool = True,
                  weight=None, **init_options) -> "ModalFamily":
         """``init``: a method's name, or a stable `ModalSSM` per filter (then ``order`` must be
         each model's order). ``weight``: FIR taps ``w``; poles and residues then minimise
@@ -81,8 +82,10 @@ class ModalFamily(PoleFamily):
             poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
             return _fitted(h, rows, order, poles, residues, *fit)
 
-        return cls(h, max_order, "reflect", find_poles, hsv=start.hsv,  # one factorisation
-                   weight_filter=weight)
+        family = cls(h, max_order, "reflect", find_poles, hsv=start.hsv,  # one factorisation
+                     weight_filter=weight)
+        family.start = start  # a fit has its start's modes: orders for `modes=` come from it
+        return family
 
     @classmethod
     def _from_models(cls, h, max_order, init: ModalSSM, fit: tuple):
@@ -107,170 +110,54 @@ class ModalFamily(PoleFamily):
 
 def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail, weight
             ) -> np.ndarray:
-    """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models."""
+    """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models;
+    the filters are fitted in batches of one structure (pairs, real poles), on worker threads."""
     out = np.full((rows.size, order), np.nan, dtype=np.complex128)
-    for r, i in enumerate(rows):
-        live = (residues[r] != 0) & (np.abs(poles[r]) < 1)
-        fitted = _fit_poles(h[i], poles[r, live], max_iter, tail_weight, limit_tail, weight)
-        full = np.concatenate([fitted, np.conj(fitted[fitted.imag != 0])])
-        out[r, : full.size] = full
+    live = (residues != 0) & (np.abs(poles) < 1)
+    pair = live & (poles.imag != 0)
+    structure = np.stack([pair.sum(axis=1), (live & ~pair).sum(axis=1)], axis=1)
+    for pairs, reals in np.unique(structure, axis=0):
+        group = np.flatnonzero((structure[:, 0] == pairs) & (structure[:, 1] == reals))
+        # compact starting poles, pairs first
+        start = np.stack([np.concatenate([poles[r][pair[r]], poles[r][live[r] & ~pair[r]]])
+                          for r in group])
+        fitted = np.empty_like(start)
+
+        def fit_chunk(sl, group=group, start=start, fitted=fitted, pairs=pairs, reals=reals):
+            fitted[sl] = _fit_poles(h[rows[group[sl]]], start[sl], int(pairs), int(reals),
+                                    max_iter, tail_weight, limit_tail, weight)
+
+        map_chunks(fit_chunk, group.size, CHUNK)
+        full = np.concatenate([fitted, np.conj(fitted[:, :pairs])], axis=1)
+        out[group, : full.shape[1]] = full
     return out
 
 
-def _fit_poles(h: np.ndarray, poles: np.ndarray, max_iter: int, tail_weight: float,
-               limit_tail: bool = True, weight: np.ndarray | None = None) -> np.ndarray:
-    """Compact poles minimising the projected l2 residual (plus the weighted tail energy),
-    from ``poles`` (stable). With ``limit_tail``, a fit whose tail exceeds the start's is
-    redone with ten times the tail weight (up to ``TAIL_RETRIES`` times), else the start kept."""
-    if poles.size == 0 or h.size < 3:
+def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_iter: int,
+               tail_weight: float, limit_tail: bool = True,
+               weight: np.ndarray | None = None) -> np.ndarray:
+    """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
+    weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``."""
+    if poles.shape[1] == 0 or h.shape[1] < 3:
         return poles
-    pair = poles.imag != 0
-    modulus = np.clip(np.abs(poles[pair]) / RADIUS, 1e-6, 1 - 1e-12)
-    start = np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[pair]),
-                            np.arctanh(np.clip(poles[~pair].real / RADIUS, -1 + 1e-12,
-                                               1 - 1e-12))])
-    start_tail = _Projection(h, pair, 1.0, weight).tail(start)
-    allowed = start_tail * (1 + 1e-9) + 1e-9 * np.linalg.norm(h)
-    for attempt in range(TAIL_RETRIES + 1 if limit_tail else 1):
-        now = tail_weight if attempt == 0 else max(tail_weight, 1.0) * 10.0 ** attempt
-        problem = _Projection(h, pair, now, weight)
-        result = scipy.optimize.least_squares(problem.residual, start, jac=problem.jacobian,
-                                              method="lm", x_scale="jac",
-                                              max_nfev=NFEV_PER_ITER * max_iter, ftol=1e-7)
-        if np.sum(result.fun**2) > np.sum(problem.residual(start) ** 2):
-            return problem.poles(start)  # the optimiser only accepts decreases
-        if not limit_tail or problem.tail(result.x) <= allowed:
-            return problem.poles(result.x)
-    return problem.poles(start)
-
-
-class _Projection:
-    r"""The variable-projection residual of one filter and its exact Jacobian.
-
-    For parameters ``x`` the compact poles are ``lambda = RADIUS sigmoid(a) e^{i b}`` (pairs)
-    and ``RADIUS tanh(c)`` (real poles); with the real design ``Phi(x)`` (columns
-    ``Re lambda^k``, ``-Im lambda^k`` per pair, ``lambda^k`` per real pole, ``k = 0..L-2``),
-    both it and ``y = h[1:]`` filtered by the optional ``weight`` (FIR taps ``w``, causal, cut
-    to the window), thin QR ``Phi = Q R`` and residues ``c = R^{-1} Q^T y``, the residual is
-    ``r = [y - Phi c, sqrt(t) ||h_hat[L:]||]``. Its Jacobian (Golub-Pereyra) is
-    ``-(I - Q Q^T) dPhi_j c - Q R^{-T} dPhi_j^T r`` for the window, where ``dPhi_j`` touches
-    the columns of one mode only; the tail row is differentiated through the poles (``c``
-    fixed) and through ``c``, ``dc/dx_j = -Phi^+ dPhi_j c + (Phi^T Phi)^{-1} dPhi_j^T r``, by
-    central differences of the ``O(m^2)`` tail formula. One QR per evaluation, ``O(L m^2)``.
-    """
-
-    def __init__(self, h: np.ndarray, pair: np.ndarray, tail_weight: float,
-                 weight: np.ndarray | None = None):
-        self.weight = weight
-        self.y, self.length = self._filtered(h[1:]), h.size
-        self.pair, self.tail_weight = pair, tail_weight
-        self.k = np.arange(h.size - 1)
-        self._cache: tuple | None = None
-
-    def _filtered(self, a: np.ndarray) -> np.ndarray:
-        """``w * a`` along the first axis, cut to its length (the identity without a weight)."""
-        return a if self.weight is None else scipy.signal.lfilter(self.weight, [1.0], a, axis=0)
-
-    def poles(self, x: np.ndarray) -> np.ndarray:
-        p = int(self.pair.sum())
-        lam = np.empty(self.pair.size, dtype=np.complex128)
-        with np.errstate(over="ignore"):
-            lam[self.pair] = RADIUS / (1 + np.exp(-x[:p])) * np.exp(1j * x[p:2 * p])
-        lam[~self.pair] = RADIUS * np.tanh(x[2 * p:])
-        return lam
-
-    def _solve(self, x: np.ndarray) -> tuple:
-        if self._cache is not None and np.array_equal(self._cache[0], x):
-            return self._cache[1]
-        lam = self.poles(x)
-        with np.errstate(divide="ignore", under="ignore"):
-            logs = np.log(np.where(lam == 0, 1e-300, lam))
-        powers = np.exp(self.k[:, None] * logs[None, :])  # lambda^k, (L-1, m)
-        design = self._filtered(np.concatenate([powers.real, -powers[:, self.pair].imag],
-                                               axis=1))
-        scale = np.linalg.norm(design, axis=0)
-        scale[scale == 0] = 1.0
-        q, r = np.linalg.qr(design / scale)
-        coef = scipy.linalg.solve_triangular(r, q.T @ self.y, check_finite=False) / scale \
-            if np.all(np.abs(np.diag(r)) > 1e-14 * np.abs(r).max()) else \
-            np.linalg.lstsq(design / scale, self.y, rcond=None)[0] / scale
-        residues = coef[:lam.size].astype(np.complex128)
-        residues[self.pair] += 1j * coef[lam.size:]
-        fit = design @ coef
-        solved = (lam, powers, q, r, scale, residues, self.y - fit)
-        self._cache = (x.copy(), solved)
-        return solved
-
-    def tail(self, x: np.ndarray) -> float:
-        """``||h_hat[L:]||`` of the poles ``x`` with their least-squares residues."""
-        lam, _, _, _, _, residues, _ = self._solve(x)
-        return _tail(lam, residues, self.length)
-
-    def residual(self, x: np.ndarray) -> np.ndarray:
-        lam, _, _, _, _, residues, res = self._solve(x)
-        return np.append(res, np.sqrt(self.tail_weight) * _tail(lam, residues, self.length))
-
-    def jacobian(self, x: np.ndarray) -> np.ndarray:
-        lam, powers, q, r, scale, residues, res = self._solve(x)
-        pairs, reals = np.flatnonzero(self.pair), np.flatnonzero(~self.pair)
-        # d lambda / d x for each parameter, and the mode it moves
-        modes = np.concatenate([pairs, pairs, reals])
-        sig = np.abs(lam[pairs]) / RADIUS
-        dlam = np.concatenate([lam[pairs] * (1 - sig), 1j * lam[pairs],
-                               RADIUS * (1 - (lam[reals].real / RADIUS) ** 2)])
-        # d(lambda^k)/d lambda = k lambda^(k-1) = k lambda^k / lambda (lambda != 0)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k_pow = np.where(lam[modes] != 0, self.k[:, None] * powers[:, modes] / lam[modes],
-                             (self.k[:, None] == 1).astype(float))
-        moved = self._filtered(dlam * k_pow)  # d(lambda_n^k)/dx_j, weighted, (L-1, n)
-        d = np.real(residues[modes] * moved)  # dPhi/dx_j c
-        # (dPhi/dx_j)^T r: nonzero in mode n's columns only (Re and -Im for a pair)
-        g = np.zeros((q.shape[1], x.size))
-        cols = np.arange(x.size)
-        g[modes, cols] = moved.real.T @ res
-        pair_col = lam.size + np.cumsum(self.pair) - 1  # column of -Im lambda^k per pair mode
-        is_pair = self.pair[modes]
-        g[pair_col[modes[is_pair]], cols[is_pair]] = -(moved[:, is_pair].imag.T @ res)
-        solve_t = scipy.linalg.solve_triangular(r, g / scale[:, None], trans="T",
-                                                check_finite=False)  # R^-T S^-1 g
-        jac = -(d - q @ (q.T @ d)) - q @ solve_t
-        if self.tail_weight == 0.0:
-            return np.vstack([jac, np.zeros((1, x.size))])
-        # the tail row: through the poles with the coefficients fixed, and through the
-        # coefficients, dc/dx_j = -Phi^+ dPhi_j c + (Phi^T Phi)^-1 dPhi_j^T r
-        dcoef = scipy.linalg.solve_triangular(r, solve_t - q.T @ d, check_finite=False) \
-            / scale[:, None]
-        coef = np.concatenate([residues.real, residues[self.pair].imag])
-        row = _central_difference(lambda x_: self._tail_of(x_, coef), x) \
-            + _central_difference(lambda c_: self._tail_of(x, c_), coef) @ dcoef
-        return np.vstack([jac, np.sqrt(self.tail_weight) * row])
-
-    def _tail_of(self, x: np.ndarray, coef: np.ndarray) -> float:
-        m = self.pair.size
-        residues = coef[:m].astype(np.complex128)
-        residues[self.pair] += 1j * coef[m:]
-        return _tail(self.poles(x), residues, self.length)
-
-
-def _central_difference(f, x: np.ndarray) -> np.ndarray:
-    """The gradient of a scalar function by central differences (cheap functions only)."""
-    step = 1e-6 * np.maximum(1.0, np.abs(x))
-    out = np.empty(x.size)
-    for j in range(x.size):
-        up, down = x.copy(), x.copy()
-        up[j] += step[j]
-        down[j] -= step[j]
-        out[j] = (f(up) - f(down)) / (2 * step[j])
-    return out
-
-
-def _tail(lam: np.ndarray, residues: np.ndarray, length: int) -> float:
-    r"""``||h_hat[L:]||_2`` of compact modes: ``(x^H G x)^{1/2}``, ``x = R lambda^{L-1}`` over the
-    full (conjugate-closed) modes and ``G_mn = 1 / (1 - conj(lambda_m) lambda_n)``."""
-    pair = lam.imag != 0
-    full_lam = np.concatenate([lam, np.conj(lam[pair])])
-    full_res = np.concatenate([np.where(pair, residues / 2, residues.real),
-                               np.conj(residues[pair]) / 2])
-    x = full_res * full_lam ** (length - 1)
-    gram = 1.0 / (1.0 - np.conj(full_lam)[:, None] * full_lam[None, :])
-    return float(np.sqrt(max(np.real(np.conj(x) @ gram @ x), 0.0)))
+    start = ModalProjection(h, pairs, reals, tail_weight, weight)
+    x0 = start.parameters(poles)
+    first = start.evaluate(x0, np.arange(h.shape[0]))
+    allowed = np.sqrt(first.tail.value) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
+    window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
+    x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
+    weights = np.full(h.shape[0], float(tail_weight))
+    for _ in range(TAIL_STAGES if limit_tail else 1):
+        sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
+        x[pending] = levenberg_marquardt(sub, x[pending], max_iter=max_iter)[0]
+        if not limit_tail:
+            return start.poles(x)
+        end = sub.evaluate(x[pending], np.arange(pending.size))
+        held = (np.sqrt(end.tail.value) <= allowed[pending]) \
+            & (np.einsum("bk,bk->b", end.res, end.res) <= window[pending])
+        best[pending[held]] = x[pending[held]]
+        pending = pending[~held]
+        weights[pending] = np.maximum(weights[pending], TAIL_FLOOR) * TAIL_GROWTH
+        if pending.size == 0:
+            break
+    return start.poles(best)  # the filters still pending keep their start

@@ -1,0 +1,228 @@
+r"""The variable-projection residual of modal fits, batched over filters of one structure.
+
+A batch of ``B`` filters is fitted by ``m = p + q`` compact modes each: ``p`` conjugate pairs
+(first) and ``q`` real poles, parameterised so that every pole lies strictly inside the disk of
+radius ``RADIUS``:
+
+.. math::
+
+    \lambda = \rho\, \sigma(a)\, e^{i b} \ (\text{pairs}), \qquad
+    \lambda = \rho \tanh(c) \ (\text{real}), \qquad \rho = 1 - 10^{-9}.
+
+For the ``n = 2p + q`` parameters ``x`` the real design ``Phi(x)`` has the columns
+``Re lambda^k`` (every mode) and ``-Im lambda^k`` (pairs), ``k = 0..L-2``; it and ``y = h[1:]``
+are filtered by an optional weight (FIR taps, causal, cut to the window). With the column-scaled
+thin QR ``Phi = Q R S`` the least-squares coefficients are ``c = S^{-1} R^{-1} Q^T y`` (the
+residues: ``Re R' = c[:m]``, ``Im R' = c[m:]`` for pairs) and the projected residual is
+``r = (I - Q Q^T) y``. The objective is
+
+.. math::
+
+    f(x) = \|r(x)\|^2 + t\, T(x)^2, \qquad
+    T^2 = \|\hat h[L:]\|^2 = \tfrac12 \mathrm{Re}\, a^T \mathcal{S} a + \tfrac12 a^H K a,
+
+with ``a = R' lambda^{L-1}``, ``S_nm = 1 / (1 - lambda_n lambda_m)`` and
+``K_nm = 1 / (1 - conj(lambda_n) lambda_m)`` (the tail energy beyond the window, from the
+geometric sums of ``(Re sum_n a_n lambda_n^j)^2``).
+
+Golub and Pereyra's Jacobian of the window residual is ``J = -(I - Q Q^T) D - Q E`` with
+``D_j = (d Phi / d x_j) c`` and ``E = R^{-T} S^{-1} (d Phi / d x)^T r``; the two parts are
+orthogonal, so the Gauss-Newton matrices need no explicit ``J``:
+
+.. math::
+
+    J^T J = (P^\perp D)^T (P^\perp D) + E^T E, \qquad J^T r = -D^T r
+
+(``Q^T r = 0``). The tail adds the rank-one ``t\, \nabla T \nabla T^T`` and ``t T \nabla T``, with
+``nabla T^2`` exact: Wirtinger derivatives of the quadratic form with respect to ``a`` and
+``lambda``, and ``dc/dx = S^{-1} R^{-1} (E - Q^T D)``. An evaluation costs one batched thin QR,
+``O(L n^2)`` per filter; the normal equations three products of the same size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg
+import scipy.signal
+
+#: Every pole stays within this radius (strictly stable, whatever the iterate).
+RADIUS = 1.0 - 1e-9
+#: A design whose column-scaled ``R`` has a diagonal entry below this fraction of its largest
+#: entry is numerically rank deficient: such a point is inadmissible.
+RANK_RTOL = 1e-13
+
+
+class ModalProjection:
+    """Variable-projection objective of ``B`` filters with ``pairs`` pairs and ``reals`` real
+    poles each (see the module notes); a problem for `mor._lm.levenberg_marquardt`.
+
+    Parameters
+    ----------
+    h : ndarray ``(B, L)``
+        The taps (the direct term ``h[0]`` is matched apart).
+    pairs, reals : int
+        The structure shared by the batch.
+    tail_weight : float or ndarray ``(B,)``
+        ``t`` per filter.
+    weight : ndarray ``(K,)``, optional
+        FIR taps of the frequency weight.
+    """
+
+    def __init__(self, h: np.ndarray, pairs: int, reals: int, tail_weight,
+                 weight: np.ndarray | None = None):
+        self.weight, self.pairs, self.modes = weight, pairs, pairs + reals
+        self.y, self.length = self._filtered(h[:, 1:]), h.shape[1]
+        self.tail_weight = np.broadcast_to(np.asarray(tail_weight, dtype=np.float64),
+                                           h.shape[:1]).copy()
+        self.k = np.arange(h.shape[1] - 1, dtype=np.float64)
+        # parameter j moves mode param_mode[j]: a (pairs), b (pairs), c (reals)
+        self.param_mode = np.concatenate([np.arange(pairs), np.arange(pairs),
+                                          np.arange(pairs, self.modes)])
+
+    def _filtered(self, a: np.ndarray) -> np.ndarray:
+        """``w * a`` along the taps axis (1), cut to its length; ``a`` without a weight."""
+        return a if self.weight is None else scipy.signal.lfilter(self.weight, [1.0], a, axis=1)
+
+    def parameters(self, poles: np.ndarray) -> np.ndarray:
+        """The parameters ``x`` ``(B, n)`` of compact poles ``(B, m)`` (pairs first, stable)."""
+        p = self.pairs
+        modulus = np.clip(np.abs(poles[:, :p]) / RADIUS, 1e-6, 1 - 1e-12)
+        real = np.clip(poles[:, p:].real / RADIUS, -1 + 1e-12, 1 - 1e-12)
+        return np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[:, :p]),
+                               np.arctanh(real)], axis=1)
+
+    def poles(self, x: np.ndarray) -> np.ndarray:
+        """Compact poles ``(B', m)`` of parameters ``x`` ``(B', n)``."""
+        p = self.pairs
+        with np.errstate(over="ignore"):
+            pair = RADIUS / (1 + np.exp(-x[:, :p])) * np.exp(1j * x[:, p:2 * p])
+        return np.concatenate([pair, RADIUS * np.tanh(x[:, 2 * p:]) + 0j], axis=1)
+
+    def evaluate(self, x: np.ndarray, rows: np.ndarray) -> "_Point":
+        """The projection at ``x`` for the filters ``rows``."""
+        lam = self.poles(x)
+        powers = _powers(lam, self.k.size)  # (B', L-1, m)
+        design = self._filtered(np.concatenate([powers.real, -powers[..., :self.pairs].imag],
+                                               axis=2))
+        scale = np.linalg.norm(design, axis=1)
+        scale[scale == 0] = 1.0
+        q, r = np.linalg.qr(design / scale[:, None, :])
+        diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
+        ok = np.all(diag > RANK_RTOL * np.abs(r).max(axis=(1, 2), initial=0.0)[:, None], axis=1)
+        ok &= np.isfinite(r).all(axis=(1, 2))
+        r[~ok] = np.eye(r.shape[1])  # inadmissible rows: keep the solves defined
+        y = self.y[rows]
+        qty = np.matmul(y[:, None, :], q)[:, 0]
+        coef = scipy.linalg.solve_triangular(r, qty[..., None], check_finite=False)[..., 0] / scale
+        res = y - np.matmul(q, qty[..., None])[..., 0]
+        residues = coef[:, :self.modes] + 0j
+        residues[:, :self.pairs] += 1j * coef[:, self.modes:]
+        tail = _TailEnergy(lam, residues, self.length)
+        cost = np.einsum("bk,bk->b", res, res) + self.tail_weight[rows] * tail.value
+        return _Point(rows, lam, powers, q, r, scale, residues, res, tail, cost, ok)
+
+    def normal_equations(self, point: "_Point") -> tuple[np.ndarray, np.ndarray]:
+        """``(J^T J, J^T r)`` of the objective at ``point`` (module notes)."""
+        lam, mode, p, m = point.lam, self.param_mode, self.pairs, self.modes
+        sig = np.abs(lam[:, :p]) / RADIUS
+        dlam = np.concatenate([lam[:, :p] * (1 - sig), 1j * lam[:, :p],
+                               RADIUS * (1 - (lam[:, p:].real / RADIUS) ** 2)], axis=1)
+        # d(lambda^k)/d lambda = k lambda^(k-1)
+        at = lam[:, mode]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            k_pow = np.where(at[:, None, :] != 0,
+                             self.k[None, :, None] * point.powers[..., mode] / at[:, None, :],
+                             (self.k == 1)[None, :, None].astype(float))
+        moved = self._filtered(dlam[:, None, :] * k_pow)  # d(lambda^k)/dx_j, (B', L-1, n)
+        d = np.real(point.residues[:, None, mode] * moved)  # (dPhi/dx_j) c
+        # (dPhi/dx_j)^T r: in mode j's columns only (Re lambda^k, and -Im lambda^k for a pair)
+        g = np.zeros((lam.shape[0], point.r.shape[1], mode.size))
+        cols = np.arange(mode.size)
+        res = point.res[:, None, :]
+        g[:, mode, cols] = np.matmul(res, moved.real)[:, 0]
+        g[:, m + mode[:2 * p], cols[:2 * p]] = -np.matmul(res, moved[..., :2 * p].imag)[:, 0]
+        e = scipy.linalg.solve_triangular(point.r, g / point.scale[:, :, None], trans="T",
+                                          check_finite=False)
+        qtd = np.matmul(point.q.transpose(0, 2, 1), d)
+        perp = d - np.matmul(point.q, qtd)
+        gram = np.matmul(perp.transpose(0, 2, 1), perp) + np.matmul(e.transpose(0, 2, 1), e)
+        grad = -np.matmul(res, d)[:, 0]
+        t = self.tail_weight[point.rows]
+        if np.any(t > 0):
+            dcoef = scipy.linalg.solve_triangular(point.r, e - qtd, check_finite=False) \
+                / point.scale[:, :, None]
+            by_poles, by_coef = point.tail.gradients(self.pairs)
+            tail_grad = np.real(by_poles[:, mode] * dlam) \
+                + np.einsum("bd,bdn->bn", by_coef, dcoef)  # d T^2 / dx
+            with np.errstate(divide="ignore", invalid="ignore"):
+                row = np.where(point.tail.value[:, None] > 0, tail_grad
+                               / (2 * np.sqrt(point.tail.value[:, None])), 0.0)
+            gram += t[:, None, None] * row[:, :, None] * row[:, None, :]
+            grad += 0.5 * t[:, None] * tail_grad
+        return gram, grad
+
+
+def _powers(lam: np.ndarray, count: int) -> np.ndarray:
+    """``lambda^k`` for ``k < count``, ``(B, count, m)``: ``lambda^(j + s i) = lambda^j
+    (lambda^s)^i`` with ``s ~ sqrt(count)``, both factors by ``exp(k log lambda)`` (relative
+    error a few ulps; ``0^0 = 1``)."""
+    step = max(1, int(np.ceil(np.sqrt(count))))
+    with np.errstate(divide="ignore", under="ignore", invalid="ignore"):
+        logs = np.log(np.where(lam == 0, 1e-300, lam))[:, None, :]
+        low = np.exp(np.arange(step)[None, :, None] * logs)
+        high = np.exp(step * np.arange(-(-count // step))[None, :, None] * logs)
+    out = high[:, :, None, :] * low[:, None, :, :]
+    return out.reshape(lam.shape[0], -1, lam.shape[1])[:, :count]
+
+
+class _Point:
+    """One evaluation of `ModalProjection` for some of its filters."""
+
+    _fields = ("rows", "lam", "powers", "q", "r", "scale", "residues", "res", "tail", "cost",
+               "ok")
+
+    def __init__(self, *values):
+        for name, value in zip(self._fields, values):
+            setattr(self, name, value)
+
+    def take(self, mask: np.ndarray) -> "_Point":
+        """The evaluation restricted to the rows where ``mask``."""
+        return _Point(*(getattr(self, f)[mask] for f in self._fields))
+
+
+class _TailEnergy:
+    r"""``T^2 = ||h_hat[L:]||^2`` of compact modes and its Wirtinger derivatives.
+
+    ``value`` is ``1/2 Re a^T S a + 1/2 a^H K a`` (module notes), ``a = R' lambda^{L-1}``.
+    """
+
+    def __init__(self, lam: np.ndarray, residues: np.ndarray, length: int):
+        self.lam, self.residues = lam, residues
+        with np.errstate(under="ignore"):
+            self.before = lam ** (length - 2)  # lambda^(L-2)
+        self.length = length
+        self.a = residues * self.before * lam
+        self.s = 1.0 / (1.0 - lam[:, :, None] * lam[:, None, :])
+        self.k = 1.0 / (1.0 - np.conj(lam)[:, :, None] * lam[:, None, :])
+        sa = np.einsum("bnm,bm->bn", self.s, self.a)
+        ka = np.einsum("bnm,bm->bn", self.k, self.a)
+        self.value = np.maximum(0.5 * np.real(np.einsum("bn,bn->b", self.a, sa))
+                                + 0.5 * np.real(np.einsum("bn,bn->b", np.conj(self.a), ka)), 0.0)
+        self.w = 0.5 * sa + 0.5 * np.conj(ka)  # dT^2 / da
+
+    def __getitem__(self, mask: np.ndarray) -> "_TailEnergy":
+        out = object.__new__(_TailEnergy)
+        for name in ("lam", "residues", "before", "a", "s", "k", "value", "w"):
+            setattr(out, name, getattr(self, name)[mask])
+        out.length = self.length
+        return out
+
+    def gradients(self, pairs: int) -> tuple[np.ndarray, np.ndarray]:
+        """``v`` with ``dT^2 = 2 Re sum_n v_n d lambda_n`` (residues fixed), and ``dT^2 / dc``
+        for the real coefficients ``c`` (``Re R'``, then ``Im R'`` of the pairs)."""
+        lam_a = self.lam * self.a
+        explicit = 0.5 * self.a * (np.einsum("bnm,bm->bn", self.s ** 2, lam_a)
+                                   + np.einsum("bnm,bn->bm", self.k ** 2, np.conj(lam_a)))
+        v = self.w * self.residues * (self.length - 1) * self.before + explicit
+        wl = self.w * self.before * self.lam
+        return 2 * v, np.concatenate([2 * wl.real, -2 * wl[:, :pairs].imag], axis=1)
