@@ -4,9 +4,12 @@ import numpy as np
 import pytest
 import scipy.fft
 from scipy.optimize import linear_sum_assignment
-from hypothesis import given
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 import mor
+from mor._aaa_kernels import aaa_greedy
+from mor.methods.aaa import _conjugate_closed, aaa_greedy_reference, aaa_poles
 from mor.demo import hyena_like_filters
 from systems import decayed_length, stable_modal
 
@@ -64,3 +67,70 @@ def test_scipy_and_baryrat_recover_the_same_rational_filter():
         gaps = np.abs(poles[:, None] - ssm.poles[None, :])
         rows, cols = linear_sum_assignment(gaps)
         assert gaps[rows, cols].max() <= 1e-8
+
+
+def _half_circle(h: np.ndarray, m: int):
+    z = np.exp(2j * np.pi * np.arange(m // 2 + 1) / m)
+    return z, scipy.fft.fft(h, n=m, axis=-1)[..., : m // 2 + 1]
+
+
+def _assert_same_greedy(z, f, order):
+    """The Numba kernel picks the reference's support points and weights (up to sign)."""
+    support, weights, counts = aaa_greedy(z, f, order)
+    for row in range(f.shape[0]):
+        ref_support, ref_weights = aaa_greedy_reference(z, f[row], order)
+        np.testing.assert_array_equal(support[row, : counts[row]], ref_support)
+        got = weights[row, : ref_weights.size]
+        sign = np.sign(got @ ref_weights) if ref_weights.size else 1.0
+        np.testing.assert_allclose(sign * got, ref_weights, atol=1e-9)
+
+
+@given(st.integers(0, 2**32 - 1), st.integers(8, 300), st.integers(0, 14),
+       st.sampled_from([None, 0.0, 1e-3]))
+def test_greedy_kernel_matches_the_reference(seed, length, order, decay):
+    """Random taps (white, or decaying like a trained filter, plus noise), orders below the
+    filter's degree (above it the weights are not unique)."""
+    assume(order < length - 1)
+    rng = np.random.default_rng(seed)
+    h = rng.standard_normal((2, length))
+    if decay is not None:
+        h *= np.exp(-np.arange(length) / (0.2 * length)) + decay
+    z, f = _half_circle(h, max(4 * length, 4 * order + 4))
+    _assert_same_greedy(z, f, order)
+
+
+def test_greedy_kernel_matches_the_reference_on_trained_filters(trained_filters):
+    z, f = _half_circle(trained_filters[:, ::256].reshape(-1, trained_filters.shape[-1]), 8192)
+    _assert_same_greedy(z, f, 24)
+
+
+def test_greedy_kernel_with_few_samples():
+    """Few samples per weight: the Gram matrix of the kernel's basis drifts and is
+    re-orthonormalised."""
+    rng = np.random.default_rng(7)
+    z, f = _half_circle(rng.standard_normal((3, 40)), 4 * 12 + 4)
+    _assert_same_greedy(z, f, 12)
+
+
+def test_greedy_kernel_above_the_rank_and_on_zero_filters():
+    """Above a rational filter's order the weights are not unique (dependent Loewner
+    columns), but the poles are, once Froissart doublets are removed; zero filters and order
+    0 give no support."""
+    ssm, h, z, f = _rational_samples(512)
+    z, f = z[:257], f[None, :257]
+    support, weights, counts = aaa_greedy(z, f, 9)
+    poles = aaa_poles(z, f[0], support[0, : counts[0]], weights[0])
+    gaps = np.abs(poles[:, None] - ssm.poles[None, :])
+    assert poles.size == ssm.poles.size and gaps.min(axis=0).max() <= 1e-8
+    support, weights, counts = aaa_greedy(z, np.zeros((2, z.size)), 4)
+    assert not counts.any() and not weights.any()
+    assert not aaa_greedy(z, f, 0)[2].any()
+
+
+def test_conjugate_closure_keeps_the_count():
+    """A real pole pushed off the axis without a partner stays one (real) pole."""
+    poles = np.array([0.9 + 2e-9j, 0.5 + 0.2j, 0.5 - 0.2000000001j, -0.3 - 1e-12j])
+    closed = _conjugate_closed(poles)
+    assert closed.size == 4
+    np.testing.assert_allclose(np.sort_complex(closed),
+                               np.sort_complex([0.9, 0.5 + 0.2j, 0.5 - 0.2j, -0.3]), atol=1e-8)

@@ -12,7 +12,10 @@ alone, with real weights), so ``r(conj z) = conj r(z)``. The weights minimise
 parameters ``(Re w_k, Im w_k)`` of unit norm: the last right singular vector of a real
 Loewner matrix. Each step adds the pair where the error is largest, until the barycentric
 form has ``order + 1`` support points (``order`` poles); an odd count ends with ``z = 1`` or
-``z = -1``, whichever has the larger error.
+``z = -1``, whichever has the larger error. The loop runs in a Numba kernel batched over
+filters (`mor._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner matrix, ``O(M
+k)`` per step for ``k`` weights instead of an SVD of the ``M x k`` matrix);
+`aaa_greedy_reference` is its NumPy reference, one SVD per step.
 
 Poles are the finite eigenvalues of the pencil ``([[0, w^T], [1, diag(z)]], diag(0, 1, ...))``.
 Froissart doublets (poles whose barycentric residue is below ``1e-13 max|F|``) are removed;
@@ -26,6 +29,7 @@ import numpy as np
 import scipy.fft
 import scipy.linalg
 
+from mor._aaa_kernels import aaa_greedy, real_points
 from mor.methods.prony import PoleFamily
 
 FROISSART_RTOL = 1e-13
@@ -49,21 +53,27 @@ class AAAFamily(PoleFamily):
 
         def find_poles(order, rows):
             out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+            support, weights, counts = aaa_greedy(z, values[rows], order)
             for r, i in enumerate(rows):
-                p = aaa_poles(z, values[i], order)
+                p = aaa_poles(z, values[i], support[r, : counts[r]], weights[r])
                 out[r, : p.size] = p
             return out
 
         return cls(h, max_order, unstable, find_poles)
 
 
-def aaa_poles(z: np.ndarray, f: np.ndarray, order: int) -> np.ndarray:
-    """At most ``order`` poles (conjugate-closed) of the real AAA fit of samples ``f`` at the
-    upper-half-circle points ``z`` (``z[0] = 1``; ``z[-1] = -1`` when the grid includes it)."""
-    scale = np.abs(f).max(initial=0.0)
-    if order == 0 or scale == 0:
-        return np.zeros(0, dtype=np.complex128)
-    real_point = np.abs(z.imag) < 1e-14
+def aaa_greedy_reference(z: np.ndarray, f: np.ndarray, order: int
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """AAA's greedy loop for samples ``f`` at the upper-half-circle points ``z`` (``z[0] = 1``;
+    ``z[-1] = -1`` when the grid includes it), one SVD of the real Loewner matrix per step.
+
+    The NumPy reference of `mor._aaa_kernels.aaa_greedy`. Returns the support indices in the
+    order chosen and the unit real weight parameters (one per self-conjugate point, the real
+    and imaginary parts of ``w`` for a pair); both empty for a zero filter or ``order = 0``.
+    """
+    if order == 0 or np.abs(f).max(initial=0.0) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    real_point = real_points(z)
     support: list[int] = []
     free = np.ones(z.size, dtype=bool)
     approx = np.full(f.shape, f.mean())
@@ -81,8 +91,19 @@ def aaa_poles(z: np.ndarray, f: np.ndarray, order: int) -> np.ndarray:
         count += 1 if real_point[j] else 2
         weights = _weights(z, f, support, free, real_point)
         approx = np.where(free, _evaluate(z, f, support, weights, real_point), f)
-    weights = _weights(z, f, support, free, real_point)
-    zs, fs, ws = _expand(z, f, support, weights, real_point)
+    return np.array(support, dtype=np.int64), _weights(z, f, support, free, real_point)
+
+
+def aaa_poles(z: np.ndarray, f: np.ndarray, support: np.ndarray, weights: np.ndarray
+              ) -> np.ndarray:
+    """The conjugate-closed poles of the barycentric form with the given support and weights
+    (from `aaa_greedy_reference` or `mor._aaa_kernels.aaa_greedy`), Froissart doublets
+    removed: the finite eigenvalues of the pencil
+    ``([[0, w^T], [1, diag(z)]], diag(0, 1, ..., 1))`` whose barycentric residue
+    ``N(p) / D'(p)`` is at least ``FROISSART_RTOL max |f|``."""
+    if support.size == 0:
+        return np.zeros(0, dtype=np.complex128)
+    zs, fs, ws = _expand(z, f, support, weights, real_points(z))
     n = zs.size
     pencil = np.zeros((n + 1, n + 1), dtype=np.complex128)
     pencil[0, 1:] = ws
@@ -95,7 +116,7 @@ def aaa_poles(z: np.ndarray, f: np.ndarray, order: int) -> np.ndarray:
     # Froissart doublets: a tiny barycentric residue N(p) / D'(p)
     numer = (ws * fs / (poles[:, None] - zs[None, :])).sum(axis=1)
     dprime = -(ws / (poles[:, None] - zs[None, :]) ** 2).sum(axis=1)
-    poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * scale]
+    poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * np.abs(f).max()]
     return _conjugate_closed(poles)
 
 
@@ -144,8 +165,17 @@ def _evaluate(z, f, support, weights, real_point):
 
 
 def _conjugate_closed(poles: np.ndarray) -> np.ndarray:
-    """Exact conjugate pairs and real poles from numerically symmetric ones."""
+    """Exact conjugate pairs and real poles from numerically symmetric ones, as many as given.
+
+    Poles within ``1e-10`` (relative) of the real axis are real; when the two half planes
+    still hold different numbers of poles (an ill-conditioned real pole pushed off the axis
+    has no conjugate partner), the surplus side's poles nearest the axis are taken as real
+    too, so that the count is kept.
+    """
     near_real = np.abs(poles.imag) <= 1e-10 * np.maximum(np.abs(poles), 1.0)
-    real = poles[near_real].real
     upper = poles[~near_real & (poles.imag > 0)]
-    return np.concatenate([upper, np.conj(upper), real])
+    lower = poles[~near_real & (poles.imag < 0)]
+    upper, lower = upper[np.argsort(-upper.imag)], lower[np.argsort(lower.imag)]
+    pairs = min(upper.size, lower.size)
+    real = np.concatenate([poles[near_real], upper[pairs:], lower[pairs:]]).real
+    return np.concatenate([upper[:pairs], np.conj(upper[:pairs]), real])

@@ -1,0 +1,327 @@
+r"""Numba kernel of AAA's greedy loop on the upper half circle, batched over filters.
+
+The NumPy reference is `mor.methods.aaa.aaa_greedy_reference` (one SVD of the real Loewner
+matrix per step); the tests compare the two. Notation as there: samples ``f_i`` at points
+``z_i`` (``i < n``), real weight parameters ``x`` (one per self-conjugate support point, two
+per conjugate pair), and the real Loewner matrix ``A`` (``2n x k``: the real parts of the free
+samples' rows, then their imaginary parts; support rows zero), whose last right singular
+vector is ``x``.
+
+Instead of an SVD of ``A`` per step the kernel keeps ``A = B S`` with ``B`` (``2n x k``, stored
+as ``k`` rows of length ``2n``), ``S`` (``k x k``, upper triangular) and the exact Gram matrix
+``G = B^T B`` (near ``I``). A step costs ``O(n k)``:
+
+- a new support point ``j`` zeroes its two rows of ``B``: ``G <- G - b_j b_j^T`` (``b_j`` the
+  removed rows, ``2 x k``), exact, with ``S`` unchanged;
+- its new Loewner columns ``C`` (one, or two for a pair) are orthogonalised against ``B`` in
+  the metric ``G``, twice (block classical Gram-Schmidt with reorthogonalisation):
+  ``Y = G^{-1} B^T C``, ``C <- C - B Y``; then among themselves, giving
+  ``B <- [B, Q]``, ``S <- [[S, Y], [0, R]]``. ``G``'s new rows are taken as ``[0, I]`` unless a
+  column was nearly dependent (its norm fell by more than ``DEPENDENT_DROP``): then they are
+  computed;
+- ``A^T A = S^T G S = (L^T S)^T (L^T S)`` with ``G = L L^T`` (Cholesky, ``k x k``): the
+  weights are the last right singular vector of the small triangular ``L^T S``. When ``G`` has
+  drifted from ``I`` (a diagonal entry of ``L`` below ``DRIFT``, or ``G`` numerically
+  singular) ``B`` is re-orthonormalised by a Householder QR, ``B = Q T``:
+  ``B <- Q``, ``S <- T S``, ``G <- I``;
+- the barycentric value ``r(z_i) = N_i / D_i`` at the free points from stored Cauchy columns
+  ``1 / (z_i - z_j)`` (and ``1 / (z_i - conj z_j)`` for a pair), and the error
+  ``|f_i - r(z_i)|`` that chooses the next point.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)
+FAST = {"reassoc", "contract"}  # vectorised sums; no assumptions about inf and NaN
+DRIFT = 0.5  # re-orthonormalise when the Cholesky factor of G has a diagonal entry below this
+
+
+def real_points(z: np.ndarray) -> np.ndarray:
+    """The self-conjugate sample points (``z = 1`` and ``z = -1``)."""
+    return np.abs(z.imag) < 1e-14
+
+
+@numba.njit(cache=True)
+def _cho_solve(lo, k, t):
+    """``G^{-1} T`` for ``G = L L^T`` (``L`` the leading ``k x k`` block of ``lo``)."""
+    y = t.copy()
+    for c in range(t.shape[1]):
+        for a in range(k):
+            for b in range(a):
+                y[a, c] -= lo[a, b] * y[b, c]
+            y[a, c] /= lo[a, a]
+        for a in range(k - 1, -1, -1):
+            for b in range(a + 1, k):
+                y[a, c] -= lo[b, a] * y[b, c]
+            y[a, c] /= lo[a, a]
+    return y
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _inner(basis, k, cols):
+    """``B^T C`` (``k x b``): one sweep over ``B``."""
+    t = np.zeros((k, cols.shape[0]))
+    for a in range(k):
+        row = basis[a]
+        for c in range(cols.shape[0]):
+            col = cols[c]
+            acc = 0.0
+            for i in range(row.size):
+                acc += row[i] * col[i]
+            t[a, c] = acc
+    return t
+
+
+@numba.njit(cache=True, fastmath=FAST)
+def _subtract(basis, k, y, cols):
+    """``C <- C - B Y``, and the exact ``B^T C`` and ``C^T C`` of the result: one sweep over
+    ``B`` in blocks of rows that stay in cache between the update and the products (each
+    operand a contiguous slice of one row, so that the loops vectorise)."""
+    nb, m = cols.shape
+    cross = np.zeros((k, nb))
+    inner = np.zeros((nb, nb))
+    for start in range(0, m, CHUNK):
+        stop = min(start + CHUNK, m)
+        for c in range(nb):
+            col = cols[c, start:stop]
+            for a in range(k):
+                ya = y[a, c]
+                row = basis[a, start:stop]
+                for i in range(col.size):
+                    col[i] -= ya * row[i]
+            for a in range(k):
+                row = basis[a, start:stop]
+                acc = 0.0
+                for i in range(col.size):
+                    acc += row[i] * col[i]
+                cross[a, c] += acc
+            for e in range(c + 1):
+                other = cols[e, start:stop]
+                acc = 0.0
+                for i in range(col.size):
+                    acc += other[i] * col[i]
+                inner[c, e] += acc
+    return cross, inner
+
+
+@numba.njit(cache=True)
+def _append(basis, s, g, lo, k, cols):
+    """Append the Loewner columns ``cols`` (``b x 2n``) to ``A = B S`` (``k`` columns so far):
+    ``C = B Y + C'`` with ``Y = G^{-1} B^T C``, ``B <- [B, C' / |C'|]``,
+    ``S <- [[S, Y], [0, diag |C'|]]``, and ``G``'s new rows measured. A zero remainder enters
+    as a zero column of ``B`` with ``S``'s entry 0 (``G``'s entry 1, never used)."""
+    nb = cols.shape[0]
+    y = _cho_solve(lo, k, _inner(basis, k, cols))
+    cross, inner = _subtract(basis, k, y, cols)
+    norm = np.sqrt(np.diag(inner))
+    scale = np.where(norm > 0.0, norm, 1.0)
+    s[:k, k:k + nb] = y
+    s[k:k + nb, k:k + nb] = np.diag(norm)
+    for c in range(nb):
+        basis[k + c] = cols[c] / scale[c]
+        g[:k, k + c] = cross[:, c] / scale[c]
+        g[k + c, :k] = g[:k, k + c]
+        for e in range(c + 1):
+            g[k + c, k + e] = g[k + e, k + c] = inner[c, e] / (scale[c] * scale[e])
+        if norm[c] == 0.0:
+            g[k + c, k + c] = 1.0
+
+
+@numba.njit(cache=True)
+def _remove_rows(basis, g, k, rows):
+    """Zero the rows ``rows`` of ``B`` and downdate ``G`` exactly."""
+    for a in range(k):
+        for b in range(a, k):
+            v = g[a, b]
+            for i in rows:
+                v -= basis[a, i] * basis[b, i]
+            g[a, b] = v
+            g[b, a] = v
+    for a in range(k):
+        for i in rows:
+            basis[a, i] = 0.0
+
+
+@numba.njit(cache=True)
+def _cholesky(g, k, lo):
+    """``G = L L^T`` into ``lo``'s leading ``k x k`` block; the smallest diagonal entry of
+    ``L`` (``-1`` if ``G`` is not numerically positive definite)."""
+    smallest = np.inf
+    for a in range(k):
+        for b in range(a + 1):
+            v = g[a, b]
+            for e in range(b):
+                v -= lo[a, e] * lo[b, e]
+            if a == b:
+                if v <= 0.0:
+                    return -1.0
+                lo[a, a] = np.sqrt(v)
+                smallest = min(smallest, lo[a, a])
+            else:
+                lo[a, b] = v / lo[b, b]
+    return smallest
+
+
+@numba.njit(cache=True)
+def _factor(basis, s, g, k):
+    """The Cholesky factor of ``G``, after re-orthonormalising ``B`` if ``G`` has drifted."""
+    lo = np.zeros_like(g)
+    if _cholesky(g, k, lo) >= DRIFT:
+        return lo
+    q, t = np.linalg.qr(np.ascontiguousarray(basis[:k].T))
+    basis[:k] = q.T
+    s[:k, :k] = t @ s[:k, :k]
+    g[:k, :k] = np.eye(k)
+    lo[:k, :k] = np.eye(k)
+    return lo
+
+
+@numba.njit(cache=True)
+def _weights(s, lo, k):
+    """The last right singular vector of ``L^T S`` (``k x k``)."""
+    m = np.ascontiguousarray(lo[:k, :k].T) @ np.ascontiguousarray(s[:k, :k])
+    return np.linalg.svd(m)[2][k - 1].copy()
+
+
+@numba.njit(cache=True)
+def _errors(f, free, cauchy, fvals, pair, x, k, err):
+    """``err_i = |f_i - N_i / D_i|`` at the free points (``-1`` elsewhere) for the weights
+    ``x``. Slot ``p`` holds a support point's Cauchy column ``1 / (z - z_j)`` and value; a pair
+    (``pair[p]``) takes slots ``p, p + 1`` for ``z_j, conj z_j`` with the weights
+    ``x_p + i x_{p+1}`` and its conjugate."""
+    n = f.size
+    num = np.zeros(n, dtype=np.complex128)
+    den = np.zeros(n, dtype=np.complex128)
+    for p in range(k):
+        if pair[p]:
+            coef = x[p] + 1j * x[p + 1]
+        elif p > 0 and pair[p - 1]:
+            coef = x[p - 1] - 1j * x[p]
+        else:
+            coef = x[p] + 0j
+        row = cauchy[p]
+        fp = fvals[p]
+        for i in range(n):
+            term = coef * row[i]
+            den[i] += term
+            num[i] += term * fp
+    for i in range(n):  # |f - N / D| = |f D - N| / |D|
+        resid = f[i] * den[i] - num[i]
+        d2 = den[i].real ** 2 + den[i].imag ** 2
+        err[i] = np.sqrt((resid.real ** 2 + resid.imag ** 2) / d2) if free[i] else -1.0
+
+
+@numba.njit(cache=True)
+def _next_point(err, free, real_point, last):
+    """The free point of largest error among the self-conjugate ones (``last``) or the others;
+    ``-1`` if there is none."""
+    best, j = -np.inf, -1
+    for i in range(err.size):
+        if free[i] and real_point[i] == last and err[i] > best:
+            best, j = err[i], i
+    return j
+
+
+@numba.njit(cache=True)
+def _loewner(z, f, free, point, value, cauchy, out):
+    """``cauchy_i = 1 / (z_i - point) = conj(z_i - point) / |z_i - point|^2`` and
+    ``out_i = (f_i - value) cauchy_i`` at the free points (0 elsewhere)."""
+    for i in range(z.size):
+        d = z[i] - point
+        if free[i]:
+            cauchy[i] = np.conj(d) / (d.real ** 2 + d.imag ** 2)
+        else:
+            cauchy[i] = 0.0
+        out[i] = (f[i] - value) * cauchy[i]
+
+
+@numba.njit(cache=True)
+def aaa_greedy_one(z, f, real_point, order, support, weights):
+    """AAA's greedy loop for one filter; fills ``support`` (indices into ``z``) and
+    ``weights`` (real parameters) and returns the number of support indices."""
+    n = z.size
+    if order == 0 or np.abs(f).max() == 0.0:
+        return 0
+    size = order + 1
+    free = np.ones(n, dtype=np.bool_)
+    basis = np.zeros((size, 2 * n))
+    cauchy = np.zeros((size, n), dtype=np.complex128)
+    fvals = np.zeros(size, dtype=np.complex128)
+    pair = np.zeros(size, dtype=np.bool_)
+    s = np.zeros((size, size))
+    g = np.zeros((size, size))
+    c1 = np.empty(n, dtype=np.complex128)
+    c2 = np.empty(n, dtype=np.complex128)
+    err = np.abs(f - f.mean())
+    x = np.zeros(0)
+    k = 0
+    count = 0
+    while k < size:
+        j = _next_point(err, free, real_point, size - k == 1)
+        if j < 0:
+            break
+        support[count] = j
+        count += 1
+        free[j] = False
+        _remove_rows(basis, g, k, np.array([j, n + j]))
+        lo = _factor(basis, s, g, k)
+        _loewner(z, f, free, z[j], f[j], cauchy[k], c1)
+        if real_point[j]:
+            fvals[k] = f[j].real
+            cols = np.empty((1, 2 * n))
+            cols[0, :n], cols[0, n:] = c1.real, c1.imag
+        else:
+            _loewner(z, f, free, np.conj(z[j]), np.conj(f[j]), cauchy[k + 1], c2)
+            fvals[k], fvals[k + 1], pair[k] = f[j], np.conj(f[j]), True
+            cols = np.empty((2, 2 * n))  # c1 + c2 and i (c1 - c2), real then imaginary parts
+            cols[0, :n], cols[0, n:] = c1.real + c2.real, c1.imag + c2.imag
+            cols[1, :n], cols[1, n:] = c2.imag - c1.imag, c1.real - c2.real
+        _append(basis, s, g, lo, k, cols)
+        k += cols.shape[0]
+        x = _weights(s, _factor(basis, s, g, k), k)
+        if k < size:
+            _errors(f, free, cauchy, fvals, pair, x, k, err)
+    weights[:k] = x
+    return count
+
+
+@numba.njit(cache=True, parallel=True)
+def _aaa_greedy_batch(z, f, real_point, order, support, weights, counts):
+    for r in numba.prange(f.shape[0]):
+        counts[r] = aaa_greedy_one(z, f[r], real_point, order, support[r], weights[r])
+
+
+def aaa_greedy(z: np.ndarray, f: np.ndarray, order: int
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AAA's greedy loop on the upper half circle for a batch of sample rows.
+
+    Parameters
+    ----------
+    z : ndarray ``(n,)``, complex
+        Sample points on the upper half circle (``z[0] = 1``).
+    f : ndarray ``(F, n)``, complex
+        Samples per filter.
+    order : int
+        Support points are added until ``order + 1`` are held (conjugates counted).
+
+    Returns
+    -------
+    support : ndarray ``(F, order + 1)``, int
+        Indices into ``z`` of the support points in the order chosen (``-1`` padded).
+    weights : ndarray ``(F, order + 1)``
+        Real weight parameters (zero padded), unit norm: one per self-conjugate point, the real
+        and imaginary parts of ``w`` for a pair.
+    counts : ndarray ``(F,)``, int
+        Support indices per filter (0 for a zero filter or ``order = 0``).
+    """
+    z = np.ascontiguousarray(z, dtype=np.complex128)
+    f = np.ascontiguousarray(f, dtype=np.complex128)
+    real_point = real_points(z)
+    support = np.full((f.shape[0], order + 1), -1, dtype=np.int64)
+    weights = np.zeros((f.shape[0], order + 1))
+    counts = np.zeros(f.shape[0], dtype=np.int64)
+    _aaa_greedy_batch(z, f, real_point, int(order), support, weights, counts)
+    return support, weights, counts
