@@ -81,7 +81,9 @@ class ModalProjection:
 
     def _filtered(self, a: np.ndarray) -> np.ndarray:
         """``w * a`` along the taps axis (1), cut to its length; ``a`` without a weight."""
-        return a if self.weight is None else scipy.signal.lfilter(self.weight, [1.0], a, axis=1)
+        if self.weight is None or a.size == 0:
+            return a
+        return scipy.signal.lfilter(self.weight, [1.0], a, axis=1)
 
     def parameters(self, poles: np.ndarray) -> np.ndarray:
         """The parameters ``x`` ``(B, n)`` of compact poles ``(B, m)`` (pairs first, stable)."""
@@ -127,20 +129,26 @@ class ModalProjection:
         sig = np.abs(lam[:, :p]) / RADIUS
         dlam = np.concatenate([lam[:, :p] * (1 - sig), 1j * lam[:, :p],
                                RADIUS * (1 - (lam[:, p:].real / RADIUS) ** 2)], axis=1)
-        # d(lambda^k)/d lambda = k lambda^(k-1)
-        at = lam[:, mode]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            k_pow = np.where(at[:, None, :] != 0,
-                             self.k[None, :, None] * point.powers[..., mode] / at[:, None, :],
-                             (self.k == 1)[None, :, None].astype(float))
-        moved = self._filtered(dlam[:, None, :] * k_pow)  # d(lambda^k)/dx_j, (B', L-1, n)
-        d = np.real(point.residues[:, None, mode] * moved)  # (dPhi/dx_j) c
-        # (dPhi/dx_j)^T r: in mode j's columns only (Re lambda^k, and -Im lambda^k for a pair)
-        g = np.zeros((lam.shape[0], point.r.shape[1], mode.size))
-        cols = np.arange(mode.size)
+        # d(lambda^k)/dx_j = k lambda^(k-1) dlam_j: k lambda^k times (1 - sigma) and i for a
+        # pair's (a, b); the powers shifted by one, times k and dlam, for a real pole
+        k = self.k[None, :, None]
+        kp = self._filtered(k * point.powers[..., :p])  # (B', L-1, p)
+        shifted = np.concatenate([np.zeros_like(point.powers[:, :1, p:].real),
+                                  k[:, 1:] * point.powers[:, :-1, p:].real], axis=1)
+        kr = self._filtered(shifted) * dlam[:, None, 2 * p:].real  # (B', L-1, q)
+        z = point.residues[:, None, :p] * kp
+        d = np.concatenate([(1 - sig)[:, None, :] * z.real, -z.imag,
+                            point.residues[:, None, p:].real * kr], axis=2)  # (dPhi/dx_j) c
+        # (dPhi/dx_j)^T r, in mode j's columns only (Re lambda^k, and -Im lambda^k for a pair)
         res = point.res[:, None, :]
-        g[:, mode, cols] = np.matmul(res, moved.real)[:, 0]
-        g[:, m + mode[:2 * p], cols[:2 * p]] = -np.matmul(res, moved[..., :2 * p].imag)[:, 0]
+        pr = np.matmul(res, kp)[:, 0]  # r^T k lambda^k per pair
+        n = np.arange(p)
+        g = np.zeros((lam.shape[0], point.r.shape[1], mode.size))
+        g[:, n, n] = (1 - sig) * pr.real
+        g[:, m + n, n] = -(1 - sig) * pr.imag
+        g[:, n, p + n] = -pr.imag
+        g[:, m + n, p + n] = -pr.real
+        g[:, np.arange(p, m), np.arange(2 * p, mode.size)] = np.matmul(res, kr)[:, 0]
         e = scipy.linalg.solve_triangular(point.r, g / point.scale[:, :, None], trans="T",
                                           check_finite=False)
         qtd = np.matmul(point.q.transpose(0, 2, 1), d)
