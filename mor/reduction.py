@@ -66,8 +66,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         ``"pade"``: robust Padé at infinity (Gonnet-Güttel-Trefethen). ``"modal"``: poles
         optimised for the ``l2`` error by variable projection (:mod:`mor.methods.modal`),
         started from ``init`` (another method, ``"balanced"`` by default, or a stable
-        `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter``,
-        ``tail_weight``, ``limit_tail`` and ``weight`` (FIR taps of a frequency weight).
+        `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter`` (trial points
+        per continuation stage, 15), ``tail_weight`` (0.1), ``limit_tail`` (the tail held to at
+        most the start's) and ``weight`` (FIR taps of a frequency weight).
         ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer function
         samples at the poles' mirror images, :mod:`mor.methods.irka`), started from BT; options
         ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support
