@@ -13,14 +13,15 @@ as ``k`` rows of length ``2n``), ``S`` (``k x k``, upper triangular) and the exa
 
 - a new support point ``j`` zeroes its two rows of ``B``: ``G <- G - b_j b_j^T`` (``b_j`` the
   removed rows, ``2 x k``), exact, with ``S`` unchanged;
-- its new Loewner columns ``C`` (one, or two for a pair) are orthogonalised against ``B`` in
-  the metric ``G``, twice (block classical Gram-Schmidt with reorthogonalisation):
-  ``Y = G^{-1} B^T C``, ``C <- C - B Y``; then among themselves, giving
-  ``B <- [B, Q]``, ``S <- [[S, Y], [0, R]]``. ``G``'s new rows are taken as ``[0, I]`` unless a
-  column was nearly dependent (its norm fell by more than ``DEPENDENT_DROP``): then they are
-  computed;
+- its new Loewner columns ``C`` (one, or two for a pair) are projected out of ``B`` in the
+  metric ``G`` (block classical Gram-Schmidt): ``Y = G^{-1} B^T C``, ``C' = C - B Y``,
+  ``B <- [B, C' R^{-1}]``, ``S <- [[S, Y], [0, R]]`` with ``R`` the diagonal of the norms of
+  ``C'``. No second pass: ``G``'s new rows, ``B^T C' R^{-1}`` and ``R^{-1} C'^T C' R^{-1}``,
+  are measured in the same sweep over ``B`` that forms ``C'``, so ``G`` stays the exact Gram
+  matrix of the stored ``B`` even where ``C`` was nearly dependent;
 - ``A^T A = S^T G S = (L^T S)^T (L^T S)`` with ``G = L L^T`` (Cholesky, ``k x k``): the
-  weights are the last right singular vector of the small triangular ``L^T S``. When ``G`` has
+  weights are the last right singular vector of the small triangular ``L^T S``, by inverse
+  iteration (an SVD where it does not settle). When ``G`` has
   drifted from ``I`` (a diagonal entry of ``L`` below ``DRIFT``, or ``G`` numerically
   singular) ``B`` is re-orthonormalised by a Householder QR, ``B = Q T``:
   ``B <- Q``, ``S <- T S``, ``G <- I``;
@@ -35,6 +36,8 @@ import numba
 import numpy as np
 
 CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)
+INVERSE_STEPS = 60  # inverse iterations for the weights before an SVD takes over
+INVERSE_TOL = 1e-14  # ... and the change per iteration that counts as settled
 FAST = {"reassoc", "contract"}  # vectorised sums; no assumptions about inf and NaN
 DRIFT = 0.5  # re-orthonormalise when the Cholesky factor of G has a diagonal entry below this
 
@@ -173,7 +176,7 @@ def _factor(basis, s, g, k):
         return lo
     q, t = np.linalg.qr(np.ascontiguousarray(basis[:k].T))
     basis[:k] = q.T
-    s[:k, :k] = t @ s[:k, :k]
+    s[:k, :k] = t @ np.ascontiguousarray(s[:k, :k])
     g[:k, :k] = np.eye(k)
     lo[:k, :k] = np.eye(k)
     return lo
@@ -181,8 +184,35 @@ def _factor(basis, s, g, k):
 
 @numba.njit(cache=True)
 def _weights(s, lo, k):
-    """The last right singular vector of ``L^T S`` (``k x k``)."""
+    """The last right singular vector of the triangular ``M = L^T S`` (``k x k``): inverse
+    iteration ``v <- (M^T M)^{-1} v`` (two triangular solves, ``O(k^2)``) from ``e_k``, which
+    converges like ``(sigma_k / sigma_{k-1})^2`` per step; an SVD of ``M`` when it has not
+    settled to ``INVERSE_TOL`` within ``INVERSE_STEPS`` steps (nearly equal smallest singular
+    values). Zero pivots are raised to ``eps max |M|``."""
     m = np.ascontiguousarray(lo[:k, :k].T) @ np.ascontiguousarray(s[:k, :k])
+    floor = np.finfo(np.float64).eps * np.abs(m).max()
+    for a in range(k):
+        if abs(m[a, a]) < floor:
+            m[a, a] = floor if m[a, a] >= 0.0 else -floor
+    v = np.zeros(k)
+    v[k - 1] = 1.0
+    for _ in range(INVERSE_STEPS):
+        u = v.copy()  # M^T u = v (forward), then M x = u (backward)
+        for a in range(k):
+            for b in range(a):
+                u[a] -= m[b, a] * u[b]
+            u[a] /= m[a, a]
+        for a in range(k - 1, -1, -1):
+            for b in range(a + 1, k):
+                u[a] -= m[a, b] * u[b]
+            u[a] /= m[a, a]
+        u /= np.sqrt(np.dot(u, u))
+        if np.dot(u, v) < 0.0:
+            u = -u
+        change = np.abs(u - v).max()
+        v = u
+        if change <= INVERSE_TOL:
+            return v
     return np.linalg.svd(m)[2][k - 1].copy()
 
 
