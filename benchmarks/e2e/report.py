@@ -99,49 +99,80 @@ def quality_plot(kinds) -> None:
     fig.savefig(RESULTS / "quality_vs_modes.png", dpi=110)
 
 
+#: Throughput files, oldest first: a later file's rows replace an earlier one's for the same
+#: scale, context and model.
+THROUGHPUT_FILES = ("throughput_first.json", "throughput_transformer.json",
+                    "throughput_1p3b.json", "throughput_multihyena_m8.json")
+MODELS = ("distilled", "cached", "multihyena-distilled", "multihyena-cached", "transformer")
+
+
+def label(row: dict, modes: int) -> str:
+    """The row's model, with the modes of a distilled one (the file's ``modes`` where the row
+    has none: prefill rows, and rows that predate the field)."""
+    model = row["model"]
+    return f"{model} ({row.get('modes') or modes} modes)" if "distilled" in model else model
+
+
 def throughput_rows() -> list[dict]:
-    """Distilled and cached rows from the first run, the Transformer's from its re-run."""
-    first = json.loads((RESULTS / "throughput_first.json").read_text())
-    rows = [r for r in first["rows"] if r["model"] != "transformer"]
-    rerun = RESULTS / "throughput_transformer.json"
-    if rerun.exists():
-        rows += json.loads(rerun.read_text())["rows"]
-    return rows
+    """The newest row of each scale, context, model and batch (`THROUGHPUT_FILES`), labelled
+    (`label`)."""
+    rows: dict = {}
+    for name in THROUGHPUT_FILES:
+        path = RESULTS / name
+        if not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        new = [r | {"label": label(r, data["modes"]), "file": name} for r in data["rows"]
+               if name != "throughput_first.json" or r["model"] != "transformer"]
+        replaced = {(r["scale"], r["prompt"], r["label"]) for r in new}
+        rows = {k: r for k, r in rows.items() if k[:3] not in replaced}
+        rows |= {(r["scale"], r["prompt"], r["label"], r.get("batch")): r for r in new}
+    return list(rows.values())
+
+
+def _labels(rows) -> list[str]:
+    return sorted({r["label"] for r in rows},
+                  key=lambda m: (MODELS.index(m.split(" ")[0]), m))
+
+
+def _contexts(rows) -> list[tuple[str, int]]:
+    return sorted({(r["scale"], r["prompt"]) for r in rows}, key=lambda k: (k[0] != "small", k))
 
 
 def throughput_tables(rows) -> list[str]:
     lines = ["| scale | context | model | largest batch | tokens/s at it | ms/step | peak GB "
-             "| tokens/s at batch 1 | prefill, batch 1 (s) |", "|---" * 9 + "|"]
-    keys = sorted({(r["scale"], r["prompt"]) for r in rows}, key=lambda k: (k[0] != "small", k))
-    for scale, prompt in keys:
-        for model in ("distilled", "cached", "transformer"):
-            sel = [r for r in rows if r["scale"] == scale and r["prompt"] == prompt
-                   and r["model"] == model and "batch" in r]
-            pre = [r for r in rows if r["scale"] == scale and r["prompt"] == prompt
-                   and r["model"] == model and "prefill_batch1_s" in r]
+             "| tokens/s at batch 1 | prefill, batch 1 (s) | file |", "|---" * 10 + "|"]
+    for scale, prompt in _contexts(rows):
+        for model in _labels(rows):
+            here = [r for r in rows if r["scale"] == scale and r["prompt"] == prompt
+                    and r["label"] == model]
+            sel = [r for r in here if "batch" in r]
+            pre = [r["prefill_batch1_s"] for r in here if "prefill_batch1_s" in r]
             if not sel:
                 continue
             top = max(sel, key=lambda r: r["batch"])
             one = min(sel, key=lambda r: r["batch"])
+            prefill = "" if not pre else "OOM" if pre[0] is None else f"{pre[0]:.3f}"
             lines.append(f"| {scale} | {prompt}+{top['generated']} | {model} | {top['batch']} | "
                          f"{top['tokens_per_s']:,.0f} | {top['step_ms']:.1f} | "
-                         f"{top['peak_gb']:.1f} | {one['tokens_per_s']:,.0f} | "
-                         f"{pre[0]['prefill_batch1_s']:.3f} |" if pre else "")
+                         f"{top['peak_gb']:.1f} | {one['tokens_per_s']:,.0f} | {prefill} | "
+                         f"{top['file']} |")
     return lines
 
 
 def throughput_plot(rows) -> None:
-    keys = sorted({(r["scale"], r["prompt"]) for r in rows}, key=lambda k: (k[0] != "small", k))
+    keys = _contexts(rows)
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.6), squeeze=False)
     for ax, (scale, prompt) in zip(axes[0], keys):
-        for model in ("distilled", "cached", "transformer"):
+        for model in _labels(rows):
             sel = sorted((r for r in rows if r["scale"] == scale and r["prompt"] == prompt
-                          and r["model"] == model and "batch" in r), key=lambda r: r["batch"])
-            ax.plot([r["batch"] for r in sel], [r["tokens_per_s"] for r in sel], "o-",
-                    label=model)
+                          and r["label"] == model and "batch" in r), key=lambda r: r["batch"])
+            if sel:
+                ax.plot([r["batch"] for r in sel], [r["tokens_per_s"] for r in sel], "o-",
+                        label=model)
         ax.set(xscale="log", yscale="log", xlabel="batch", ylabel="tokens/s",
                title=f"{scale}, {prompt}+2048")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(RESULTS / "throughput_vs_batch.png", dpi=110)
 
