@@ -200,9 +200,11 @@ def distill_table() -> list[str]:
     rows = json.loads(path.read_text())
     lines = ["## The fits", "", "Relative `l2` error over the 2048 taps, median / worst over the "
              "model's filters (`modes = 0`: the tolerance run), unstable poles and wall time "
-             "(mor's methods on 2 CPU cores here, shared between concurrent jobs; the modal times "
-             "at Hyena's 1-4 and MultiHyena's 1-8 modes are from the finite-difference Jacobian, "
-             "20-30x slower than the exact one that fitted the others; the recipe on the H200):",
+             "(mor's methods: Hyena's on 2 CPU cores here, shared between concurrent jobs, except "
+             "modal at 16 modes; the retrained MultiHyena's and Hyena's modal at 16 on the H200 "
+             "host's CPUs; modal at Hyena's 1-4 modes from the finite-difference Jacobian, 20-30x "
+             "slower than the exact one at 8 and the batched one at 16; see 'How it was run'; "
+             "the recipe on the H200):",
              "",
              "| model | method | modes | l2 median | l2 worst | unstable poles | seconds |",
              "|---" * 7 + "|"]
