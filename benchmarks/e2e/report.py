@@ -102,7 +102,8 @@ def quality_plot(kinds) -> None:
 #: Throughput files, oldest first: a later file's rows replace an earlier one's for the same
 #: scale, context and model.
 THROUGHPUT_FILES = ("throughput_first.json", "throughput_transformer.json",
-                    "throughput_1p3b.json", "throughput_multihyena_m8.json")
+                    "throughput_1p3b.json", "throughput_multihyena_m8.json",
+                    "throughput_graph.json")
 MODELS = ("distilled", "cached", "multihyena-distilled", "multihyena-cached", "transformer")
 
 
@@ -110,7 +111,9 @@ def label(row: dict, modes: int) -> str:
     """The row's model, with the modes of a distilled one (the file's ``modes`` where the row
     has none: prefill rows, and rows that predate the field)."""
     model = row["model"]
-    return f"{model} ({row.get('modes') or modes} modes)" if "distilled" in model else model
+    if "distilled" in model:
+        model += f" ({row.get('modes') or modes} modes{', CUDA graph' if row.get('graph') else ''})"
+    return model
 
 
 def throughput_rows() -> list[dict]:

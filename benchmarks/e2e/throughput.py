@@ -104,17 +104,38 @@ def empty_caches(model: LanguageModel, batch: int, prompt: int, generated: int) 
     return caches
 
 
-def decode(model: LanguageModel, batch: int, prompt: int, generated: int) -> dict:
+def graphed(fn):
+    """``fn`` captured in a CUDA graph (after a warm-up on a side stream): its replay. Only for
+    steps whose state lives in tensors updated in place (the distilled models')."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        fn()
+    return graph.replay
+
+
+def decode(model: LanguageModel, batch: int, prompt: int, generated: int,
+           graph: bool = False) -> dict:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     caches = empty_caches(model, batch, prompt, generated)
     token = torch.zeros(batch, dtype=torch.long, device=DEVICE)
-    for _ in range(WARMUP):
+
+    def step():
         model.step(token, caches)
+
+    run = graphed(step) if graph else step
+    for _ in range(WARMUP):
+        run()
     sync()
     start = time.perf_counter()
     for _ in range(STEPS):
-        model.step(token, caches)
+        run()
     sync()
     seconds = (time.perf_counter() - start) / STEPS
     return {"batch": batch, "step_ms": 1e3 * seconds, "tokens_per_s": batch / seconds,
@@ -174,7 +195,13 @@ def main() -> None:
                         help="PROMPT+GENERATED")
     parser.add_argument("--modes", type=int, default=MODES, help="distilled modes per filter")
     parser.add_argument("--name", default="throughput", help="the output file's name")
+    parser.add_argument("--batches", nargs="+", type=int,
+                        help="only these batches (no search for the largest)")
+    parser.add_argument("--graph", action="store_true",
+                        help="replay each step as a CUDA graph (distilled models only)")
     args = parser.parse_args()
+    if args.graph and any("distilled" not in m for m in args.models):
+        parser.error("--graph needs the distilled models' in-place state")
     contexts = [tuple(int(x) for x in c.split("+")) for c in args.contexts]
     rows = []
     for scale in args.scales:
@@ -182,19 +209,21 @@ def main() -> None:
             for variant in args.models:
                 model = build(variant, scale, prompt + generated, args.modes)
                 params = sum(p.numel() for p in model.parameters())
-                top = largest_batch(model, prompt, generated)
-                batches = sorted({b for b in BATCHES if b < top} | {top})
+                top = None if args.batches else largest_batch(model, prompt, generated)
+                batches = args.batches or sorted({b for b in BATCHES if b < top} | {top})
                 for batch in batches:
                     row = {"scale": scale, "prompt": prompt, "generated": generated,
                            "model": variant, "params": params, "largest_batch": top,
                            "modes": args.modes if "distilled" in variant else None,
-                           **decode(model, batch, prompt, generated)}
+                           "graph": args.graph,
+                           **decode(model, batch, prompt, generated, args.graph)}
                     rows.append(row)
                     print(f"{scale} {prompt}+{generated} {variant:20s} batch {batch:5d}: "
                           f"{row['step_ms']:8.2f} ms/step, {row['tokens_per_s']:10.0f} tok/s, "
                           f"peak {row['peak_gb']:6.1f} GB", flush=True)
-                rows.append({"scale": scale, "prompt": prompt, "model": variant,
-                             "prefill_batch1_s": prefill_seconds(model, prompt)})
+                if not args.graph:  # (prefill is never graphed)
+                    rows.append({"scale": scale, "prompt": prompt, "model": variant,
+                                 "prefill_batch1_s": prefill_seconds(model, prompt)})
                 del model
                 torch.cuda.empty_cache()
             args.out.mkdir(parents=True, exist_ok=True)
