@@ -35,6 +35,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mor._parallel import map_chunks
+
+CHUNK_FILTERS = 4  # filters per task on the worker threads
 CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)
 INVERSE_STEPS = 60  # inverse iterations for the weights before an SVD takes over
 INVERSE_TOL = 1e-14  # ... and the change per iteration that counts as settled
@@ -318,15 +321,16 @@ def aaa_greedy_one(z, f, real_point, order, support, weights):
     return count
 
 
-@numba.njit(cache=True, parallel=True)
-def _aaa_greedy_batch(z, f, real_point, order, support, weights, counts):
-    for r in numba.prange(f.shape[0]):
+@numba.njit(cache=True, nogil=True)
+def _aaa_greedy_rows(z, f, real_point, order, support, weights, counts):
+    for r in range(f.shape[0]):
         counts[r] = aaa_greedy_one(z, f[r], real_point, order, support[r], weights[r])
 
 
 def aaa_greedy(z: np.ndarray, f: np.ndarray, order: int
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """AAA's greedy loop on the upper half circle for a batch of sample rows.
+    """AAA's greedy loop on the upper half circle for a batch of sample rows, in chunks of
+    ``CHUNK_FILTERS`` rows on mor's worker threads (the kernel releases the GIL).
 
     Parameters
     ----------
@@ -353,5 +357,10 @@ def aaa_greedy(z: np.ndarray, f: np.ndarray, order: int
     support = np.full((f.shape[0], order + 1), -1, dtype=np.int64)
     weights = np.zeros((f.shape[0], order + 1))
     counts = np.zeros(f.shape[0], dtype=np.int64)
-    _aaa_greedy_batch(z, f, real_point, int(order), support, weights, counts)
+
+    def run(rows: slice) -> None:
+        _aaa_greedy_rows(z, f[rows], real_point, int(order), support[rows], weights[rows],
+                         counts[rows])
+
+    map_chunks(run, f.shape[0], CHUNK_FILTERS)
     return support, weights, counts
