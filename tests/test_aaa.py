@@ -134,3 +134,12 @@ def test_conjugate_closure_keeps_the_count():
     assert closed.size == 4
     np.testing.assert_allclose(np.sort_complex(closed),
                                np.sort_complex([0.9, 0.5 + 0.2j, 0.5 - 0.2j, -0.3]), atol=1e-8)
+
+
+def test_greedy_kernel_on_worker_threads(monkeypatch, trained_filters):
+    """Chunks of filters on two threads give what one thread gives."""
+    z, f = _half_circle(trained_filters[0, :10], 8192)
+    one = aaa_greedy(z, f, 12)
+    monkeypatch.setattr(mor._parallel, "worker_threads", lambda: 2)
+    for a, b in zip(one, aaa_greedy(z, f, 12)):
+        np.testing.assert_array_equal(a, b)
