@@ -14,7 +14,8 @@ For the ``n = 2p + q`` parameters ``x`` the real design ``Phi(x)`` has the colum
 are filtered by an optional weight (FIR taps, causal, cut to the window). With the column-scaled
 thin QR ``Phi = Q R S`` the least-squares coefficients are ``c = S^{-1} R^{-1} Q^T y`` (the
 residues: ``Re R' = c[:m]``, ``Im R' = c[m:]`` for pairs) and the projected residual is
-``r = (I - Q Q^T) y``. The objective is
+``r = (I - Q Q^T) y``. ``Q`` is never formed: the triangular factor of ``[Phi S^{-1}, y]`` holds
+``R``, ``Q^T y`` and ``||r||`` (half the work of a QR with ``Q``). The objective is
 
 .. math::
 
@@ -31,12 +32,14 @@ orthogonal, so the Gauss-Newton matrices need no explicit ``J``:
 
 .. math::
 
-    J^T J = (P^\perp D)^T (P^\perp D) + E^T E, \qquad J^T r = -D^T r
+    J^T J = D^T D - (Q^T D)^T (Q^T D) + E^T E, \qquad J^T r = -D^T r
 
-(``Q^T r = 0``). The tail adds the rank-one ``t\, \nabla T \nabla T^T`` and ``t T \nabla T``, with
+(``Q^T r = 0``, ``Q^T D = R^{-T} S^{-1} Phi^T D``; the difference loses digits only where ``D``
+lies almost in the span of ``Phi``, which the damping absorbs). The tail adds the rank-one ``t\, \nabla T \nabla T^T`` and ``t T \nabla T``, with
 ``nabla T^2`` exact: Wirtinger derivatives of the quadratic form with respect to ``a`` and
-``lambda``, and ``dc/dx = S^{-1} R^{-1} (E - Q^T D)``. An evaluation costs one batched thin QR,
-``O(L n^2)`` per filter; the normal equations three products of the same size.
+``lambda``, and ``dc/dx = S^{-1} R^{-1} (E - Q^T D)``. An evaluation costs one batched
+triangular factorisation, ``O(L n^2)`` per filter; the normal equations two products of the same
+size.
 """
 
 from __future__ import annotations
@@ -108,20 +111,23 @@ class ModalProjection:
                                                axis=2))
         scale = np.linalg.norm(design, axis=1)
         scale[scale == 0] = 1.0
-        q, r = np.linalg.qr(design / scale[:, None, :])
+        design /= scale[:, None, :]
+        y, d = self.y[rows], design.shape[2]
+        # R of [Phi S^-1, y]: R, Q^T y and ||(I - Q Q^T) y|| without forming Q
+        r_aug = np.linalg.qr(np.concatenate([design, y[:, :, None]], axis=2), mode="r")
+        r = r_aug[:, :d, :d].copy()
         diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
         ok = np.all(diag > RANK_RTOL * np.abs(r).max(axis=(1, 2), initial=0.0)[:, None], axis=1)
-        ok &= np.isfinite(r).all(axis=(1, 2))
-        r[~ok] = np.eye(r.shape[1])  # inadmissible rows: keep the solves defined
-        y = self.y[rows]
-        qty = np.matmul(y[:, None, :], q)[:, 0]
-        coef = scipy.linalg.solve_triangular(r, qty[..., None], check_finite=False)[..., 0] / scale
-        res = y - np.matmul(q, qty[..., None])[..., 0]
+        ok &= np.isfinite(r_aug).all(axis=(1, 2))
+        r[~ok] = np.eye(d)  # inadmissible rows: keep the solves defined
+        coef = scipy.linalg.solve_triangular(r, r_aug[:, :d, d:], check_finite=False)[..., 0]
+        res = y - np.matmul(design, coef[..., None])[..., 0]
+        coef /= scale
         residues = coef[:, :self.modes] + 0j
         residues[:, :self.pairs] += 1j * coef[:, self.modes:]
         tail = _TailEnergy(lam, residues, self.length)
-        cost = np.einsum("bk,bk->b", res, res) + self.tail_weight[rows] * tail.value
-        return _Point(rows, lam, powers, q, r, scale, residues, res, tail, cost, ok)
+        cost = r_aug[:, d, d] ** 2 + self.tail_weight[rows] * tail.value
+        return _Point(rows, lam, powers, design, r, scale, residues, res, tail, cost, ok)
 
     def normal_equations(self, point: "_Point") -> tuple[np.ndarray, np.ndarray]:
         """``(J^T J, J^T r)`` of the objective at ``point`` (module notes)."""
@@ -151,9 +157,11 @@ class ModalProjection:
         g[:, np.arange(p, m), np.arange(2 * p, mode.size)] = np.matmul(res, kr)[:, 0]
         e = scipy.linalg.solve_triangular(point.r, g / point.scale[:, :, None], trans="T",
                                           check_finite=False)
-        qtd = np.matmul(point.q.transpose(0, 2, 1), d)
-        perp = d - np.matmul(point.q, qtd)
-        gram = np.matmul(perp.transpose(0, 2, 1), perp) + np.matmul(e.transpose(0, 2, 1), e)
+        # Q^T D = R^-T (Phi S^-1)^T D; (P D)^T (P D) = D^T D - (Q^T D)^T Q^T D
+        qtd = scipy.linalg.solve_triangular(point.r, np.matmul(point.design.transpose(0, 2, 1),
+                                                               d), trans="T", check_finite=False)
+        gram = np.matmul(d.transpose(0, 2, 1), d) - np.matmul(qtd.transpose(0, 2, 1), qtd) \
+            + np.matmul(e.transpose(0, 2, 1), e)
         grad = -np.matmul(res, d)[:, 0]
         t = self.tail_weight[point.rows]
         if np.any(t > 0):
@@ -186,8 +194,8 @@ def _powers(lam: np.ndarray, count: int) -> np.ndarray:
 class _Point:
     """One evaluation of `ModalProjection` for some of its filters."""
 
-    _fields = ("rows", "lam", "powers", "q", "r", "scale", "residues", "res", "tail", "cost",
-               "ok")
+    _fields = ("rows", "lam", "powers", "design", "r", "scale", "residues", "res", "tail",
+               "cost", "ok")
 
     def __init__(self, *values):
         for name, value in zip(self._fields, values):

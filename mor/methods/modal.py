@@ -138,8 +138,8 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
                weight: np.ndarray | None = None) -> np.ndarray:
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
     weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``."""
-    if poles.shape[1] == 0 or h.shape[1] < 3:
-        return poles
+    if poles.shape[1] == 0 or h.shape[1] - 1 <= 2 * pairs + reals:
+        return poles  # nothing to fit, or no more taps than unknowns
     start = ModalProjection(h, pairs, reals, tail_weight, weight)
     x0 = start.parameters(poles)
     first = start.evaluate(x0, np.arange(h.shape[0]))
