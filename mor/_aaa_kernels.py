@@ -272,6 +272,30 @@ def _loewner(z, f, free, point, value, cauchy, out):
 
 
 @numba.njit(cache=True)
+def _support_columns(z, f, free, real_point, j, k, cauchy, fvals, pair):
+    """The real Loewner columns of the new support point ``j`` (slots from ``k``): for
+    ``z = +-1`` one column ``c1 = (f - f_j) / (z - z_j)`` (as in the reference, with the
+    complex ``f_j`` in the column and its real part as the value); for a pair also
+    ``c2 = (f - conj f_j) / (z - conj z_j)`` and the columns ``c1 + c2``, ``i (c1 - c2)`` of
+    ``Re w`` and ``Im w``. Each column holds its real parts, then its imaginary parts."""
+    n = z.size
+    c1 = np.empty(n, dtype=np.complex128)
+    _loewner(z, f, free, z[j], f[j], cauchy[k], c1)
+    if real_point[j]:
+        fvals[k] = f[j].real
+        cols = np.empty((1, 2 * n))
+        cols[0, :n], cols[0, n:] = c1.real, c1.imag
+        return cols
+    c2 = np.empty(n, dtype=np.complex128)
+    _loewner(z, f, free, np.conj(z[j]), np.conj(f[j]), cauchy[k + 1], c2)
+    fvals[k], fvals[k + 1], pair[k] = f[j], np.conj(f[j]), True
+    cols = np.empty((2, 2 * n))
+    cols[0, :n], cols[0, n:] = c1.real + c2.real, c1.imag + c2.imag
+    cols[1, :n], cols[1, n:] = c2.imag - c1.imag, c1.real - c2.real
+    return cols
+
+
+@numba.njit(cache=True)
 def aaa_greedy_one(z, f, real_point, order, support, weights):
     """AAA's greedy loop for one filter; fills ``support`` (indices into ``z``) and
     ``weights`` (real parameters) and returns the number of support indices."""
@@ -286,8 +310,6 @@ def aaa_greedy_one(z, f, real_point, order, support, weights):
     pair = np.zeros(size, dtype=np.bool_)
     s = np.zeros((size, size))
     g = np.zeros((size, size))
-    c1 = np.empty(n, dtype=np.complex128)
-    c2 = np.empty(n, dtype=np.complex128)
     err = np.abs(f - f.mean())
     x = np.zeros(0)
     k = 0
@@ -300,19 +322,8 @@ def aaa_greedy_one(z, f, real_point, order, support, weights):
         count += 1
         free[j] = False
         _remove_rows(basis, g, k, np.array([j, n + j]))
-        lo = _factor(basis, s, g, k)
-        _loewner(z, f, free, z[j], f[j], cauchy[k], c1)
-        if real_point[j]:
-            fvals[k] = f[j].real
-            cols = np.empty((1, 2 * n))
-            cols[0, :n], cols[0, n:] = c1.real, c1.imag
-        else:
-            _loewner(z, f, free, np.conj(z[j]), np.conj(f[j]), cauchy[k + 1], c2)
-            fvals[k], fvals[k + 1], pair[k] = f[j], np.conj(f[j]), True
-            cols = np.empty((2, 2 * n))  # c1 + c2 and i (c1 - c2), real then imaginary parts
-            cols[0, :n], cols[0, n:] = c1.real + c2.real, c1.imag + c2.imag
-            cols[1, :n], cols[1, n:] = c2.imag - c1.imag, c1.real - c2.real
-        _append(basis, s, g, lo, k, cols)
+        cols = _support_columns(z, f, free, real_point, j, k, cauchy, fvals, pair)
+        _append(basis, s, g, _factor(basis, s, g, k), k, cols)
         k += cols.shape[0]
         x = _weights(s, _factor(basis, s, g, k), k)
         if k < size:
@@ -323,6 +334,7 @@ def aaa_greedy_one(z, f, real_point, order, support, weights):
 
 @numba.njit(cache=True, nogil=True)
 def _aaa_greedy_rows(z, f, real_point, order, support, weights, counts):
+    """`aaa_greedy_one` for each row of ``f``, without the GIL."""
     for r in range(f.shape[0]):
         counts[r] = aaa_greedy_one(z, f[r], real_point, order, support[r], weights[r])
 
