@@ -152,3 +152,23 @@ def test_a_batch_fits_each_filter_as_alone():
     alone = [mor.reduce(h[i], 6, method="modal") for i in range(h.shape[0])]
     np.testing.assert_allclose(together.info["l2"], [a.info["l2"] for a in alone], rtol=1e-9)
     assert np.all(together.info["l2"] <= mor.reduce(h, 6).info["l2"] * (1 + 1e-12))
+
+
+def test_cholesky_qr_equals_householder(monkeypatch):
+    """The two least-squares paths of the variable projection agree (Cholesky QR twice on
+    well-conditioned designs, Householder beyond ``CHOLESKY_QR_MAX_COND``)."""
+    from mor.methods import _varpro
+
+    rng = np.random.default_rng(5)
+    poles = 0.95 * np.exp(1j * rng.uniform(0.01, 0.5, (3, 6)))
+    powers = _varpro._powers(poles, 500)
+    a = np.concatenate([powers.real, -powers.imag], axis=2)
+    a /= np.linalg.norm(a, axis=1, keepdims=True)
+    y = rng.standard_normal((3, 500))
+    r, coef, res = _varpro._least_squares(a, y)
+    monkeypatch.setattr(_varpro, "CHOLESKY_QR_MAX_COND", 0.0)
+    r_h, coef_h, res_h = _varpro._least_squares(a, y)
+    np.testing.assert_allclose(np.abs(r), np.abs(r_h), atol=1e-12)
+    np.testing.assert_allclose(coef, coef_h, rtol=1e-8, atol=1e-8 * np.abs(coef_h).max())
+    np.testing.assert_allclose(res, res_h, atol=1e-10)
+    np.testing.assert_allclose(np.einsum("bk,bkd->bd", res, a), 0, atol=1e-10)
