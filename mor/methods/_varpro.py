@@ -14,8 +14,8 @@ For the ``n = 2p + q`` parameters ``x`` the real design ``Phi(x)`` has the colum
 are filtered by an optional weight (FIR taps, causal, cut to the window). With the column-scaled
 thin QR ``Phi = Q R S`` the least-squares coefficients are ``c = S^{-1} R^{-1} Q^T y`` (the
 residues: ``Re R' = c[:m]``, ``Im R' = c[m:]`` for pairs) and the projected residual is
-``r = (I - Q Q^T) y``. ``Q`` is never formed: the triangular factor of ``[Phi S^{-1}, y]`` holds
-``R``, ``Q^T y`` and ``||r||`` (half the work of a QR with ``Q``). The objective is
+``r = (I - Q Q^T) y``, both by Cholesky QR twice (`_least_squares`: level-3 products only; these
+designs are well conditioned once their columns are scaled). The objective is
 
 .. math::
 
