@@ -25,6 +25,8 @@ import numpy as np
 
 #: Gain ratio above which a trial point is accepted.
 ACCEPT = 1e-4
+#: Damping at the start (relative to the scaled diagonal of ``J^T J``).
+INITIAL_DAMPING = 1e-3
 #: Damping beyond which a row is considered stationary.
 MAX_DAMPING = 1e16
 
@@ -47,7 +49,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
     if active.any():
         gram[active], grad[active] = problem.normal_equations(current.take(active))
     scaling = np.maximum(np.diagonal(gram, axis1=1, axis2=2), np.finfo(float).tiny)
-    damping = np.full(batch, 1e-3)
+    damping = np.full(batch, INITIAL_DAMPING)
     growth = np.full(batch, 2.0)
     for _ in range(max_iter):
         rows = np.flatnonzero(active)
