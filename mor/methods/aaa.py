@@ -4,9 +4,10 @@ Samples: ``F_j = H(e^{i w_j})``, ``w_j = 2 pi j / M``, from the FFT of the taps 
 ``M = next_fast_len(max(4 L, 256, 8 order))`` points (``samples=`` overrides it, at least
 ``4 order + 4``). Fewer were measured and not taken: on 64 trained filters (``L = 2048``,
 order 32) ``M = 2 L`` reflected 68 poles and ``M = L`` 280, against 11 at ``4 L``, for a small
-saving (the greedy loop is not the larger cost of a reduction). They are the frequency response of the finite filter: a rational model
-fitted to them approximates the ``L`` taps followed by zeros (the zero-padded, not a periodic,
-response); the taps are what matter, and the residues are refitted on them in the end.
+saving (the greedy loop is not the larger cost of a reduction). They are the frequency
+response of the finite filter: a rational model fitted to them approximates the ``L`` taps
+followed by zeros (the zero-padded, not a periodic, response); the taps are what matter, and
+the residues are refitted on them in the end.
 
 Greedy loop (Nakatsukasa, Sete and Trefethen's AAA), kept real: support points enter in
 conjugate pairs ``(z_k, conj z_k)`` with weights ``(w_k, conj w_k)`` (``z = 1`` and ``z = -1``
@@ -16,8 +17,8 @@ parameters ``(Re w_k, Im w_k)`` of unit norm: the last right singular vector of 
 Loewner matrix. Each step adds the pair where the error is largest, until the barycentric
 form has ``order + 1`` support points (``order`` poles); an odd count ends with ``z = 1`` or
 ``z = -1``, whichever has the larger error. The loop runs in a Numba kernel batched over
-filters (`mor._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner matrix, ``O(M
-k)`` per step for ``k`` weights instead of an SVD of the ``M x k`` matrix);
+filters (`mor._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner matrix,
+``O(M k)`` per step for ``k`` weights instead of an SVD of the ``M x k`` matrix);
 `aaa_greedy_reference` is its NumPy reference, one SVD per step.
 
 Poles are the finite eigenvalues of the pencil ``([[0, w^T], [1, diag(z)]], diag(0, 1, ...))``.
