@@ -93,13 +93,13 @@ def compare(h, ssm: ModalSSM) -> Comparison:
 
 
 def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
-                 orders: np.ndarray, hsv: np.ndarray,
+                 orders: np.ndarray, hsv: np.ndarray | None,
                  norms: tuple[str, ...] = ("l2", "tail", "hinf"),
                  peak: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Errors of flat compact models ``(F, m)`` against flat filters ``(F, L)``.
 
     ``hsv`` (``(F, k)``) holds the leading Hankel singular values, ``k > max(orders)`` unless
-    ``orders`` reach ``L - 1``. ``norms`` limits the work to the errors asked for among
+    ``orders`` reach ``L - 1`` (needed for ``hinf`` only). ``norms`` limits the work to the errors asked for among
     ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and ``bt_bound`` along);
     ``peak`` (``max |H|`` per filter) is computed unless given. Large batches are taken in
     chunks of ``ERROR_CHUNK`` filters, whose frequency grids stay in cache.
@@ -107,7 +107,8 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
     if h.shape[0] > 2 * ERROR_CHUNK:
         parts = [model_errors(h[i:i + ERROR_CHUNK], poles[i:i + ERROR_CHUNK],
                               residues[i:i + ERROR_CHUNK], direct[i:i + ERROR_CHUNK],
-                              orders[i:i + ERROR_CHUNK], hsv[i:i + ERROR_CHUNK], norms,
+                              orders[i:i + ERROR_CHUNK],
+                              None if hsv is None else hsv[i:i + ERROR_CHUNK], norms,
                               None if peak is None else peak[i:i + ERROR_CHUNK])
                  for i in range(0, h.shape[0], ERROR_CHUNK)]
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

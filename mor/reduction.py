@@ -188,7 +188,8 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         if isinstance(h, StateSpace):
             got = _system_errors(flat, family, part, orders[idx], errors)
         else:
-            got = model_errors(flat[idx], *part, orders[idx], family.hsv[local], errors)
+            hsv = family.hsv[local] if "hinf" in errors else None  # AAK and BT figures only
+            got = model_errors(flat[idx], *part, orders[idx], hsv, errors)
         if "peak" in got and isinstance(family, HankelNormFamily):
             # Glover: ||G - G_d - D||_inf <= sum_{i>d} sigma_i, plus the truncation tail
             got["truncation_tail"] = relative(family.tail[local], got["peak"])

@@ -31,6 +31,8 @@ is reported per filter (``poles_touched``).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from mor.hankel import hankel_svd
@@ -55,11 +57,18 @@ class PoleFamily:
         size = h.shape[-1] - 1
         k = min(size, max_order + 1)
         self.h, self.unstable, self._find_poles = h, unstable, find_poles
-        # the leading Hankel singular values, for the AAK and BT figures (given: reused)
-        self.hsv = hankel_svd(h, k, vectors=False)[0] if hsv is None else hsv[:, :k]
+        self._given_hsv, self._hsv_count = hsv, k
         self.rank = np.full(h.shape[0], max_order)
         self.d = h[:, 0].copy()
         self.weight_filter = weight_filter  # residues fit the filtered error (modal's weight)
+
+    @functools.cached_property
+    def hsv(self) -> np.ndarray:
+        """The leading Hankel singular values ``(F, k)`` for the AAK and BT figures, computed
+        when a figure or a tolerance search first asks (given ones are reused)."""
+        if self._given_hsv is not None:
+            return self._given_hsv[:, :self._hsv_count]
+        return hankel_svd(self.h, self._hsv_count, vectors=False)[0]
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
         """``(poles, residues, direct, conversion_error, poles_touched)`` in compact form."""
