@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from mor.conventions import check_norm
 from mor.io import load, save_modal
-from mor.reduction import METHODS, reduce
+from mor.reduction import METHODS, ON_FAIL, reduce
 from mor.ssm import ModalSSM
 
 #: Methods ``method="auto"`` chooses from, per filter.
@@ -117,8 +117,10 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         ``"auto"`` runs every method of ``AUTO_METHODS`` and keeps per filter the one with the
         smallest error in ``norm`` at the given size, or with ``tol`` the smallest order that
         meets it (then the smaller error); the report says which.
-    on_fail : {"flag", "raise"}
-        ``"flag"`` (default): failed filters get order 0 and a reason in the report.
+    on_fail : {"flag", "raise", "best"}
+        ``"flag"`` (default): failed filters get order 0 and a reason in the report. ``"best"``:
+        with ``tol``, a filter that no order up to ``max_order`` meets keeps its most accurate
+        stable model (``met_tol`` false in the report), as in :func:`mor.reduce`.
     shard_dir : path, optional
         Write each finished chunk there as a bank file; with ``resume=True`` chunks already
         written (for the same request) are read back instead of computed again, so an
@@ -135,8 +137,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     """
     if method != "auto" and method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: 'auto', {sorted(METHODS)}")
-    if on_fail not in ("raise", "flag"):
-        raise ValueError(f"on_fail must be 'raise' or 'flag', got {on_fail!r}")
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"on_fail must be one of {ON_FAIL}, got {on_fail!r}")
     if chunk_size < 1 or workers < 1:
         raise ValueError(f"chunk_size and workers must be >= 1, got {chunk_size}, {workers}")
     check_norm(norm)
@@ -158,7 +160,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     if threads is None and (executor is not None or workers > 1):
         threads = max(1, (os.cpu_count() or 1) // workers)
     job = partial(_distill_chunk, order=order, modes=modes, tol=tol, norm=norm, method=method,
-                  max_order=max_order, threads=threads, options=options)
+                  max_order=max_order, threads=threads, options=options,
+                  keep_best=on_fail == "best")
     chunks = [(s, min(s + chunk_size, flat.shape[0])) for s in range(0, flat.shape[0],
                                                                      chunk_size)]
     if order is not None and np.ndim(order):
@@ -180,8 +183,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     return Distillation(bank, Report(columns, request, tuple(batch)))
 
 
-def _distill_chunk(data, *, order, modes, tol, norm, method, max_order, threads, options
-                   ) -> dict[str, np.ndarray]:
+def _distill_chunk(data, *, order, modes, tol, norm, method, max_order, threads, options,
+                   keep_best=False) -> dict[str, np.ndarray]:
     """Reduce one chunk (runs in a worker); returns plain arrays."""
     h, orders = data
     if threads is not None:
@@ -200,7 +203,7 @@ def _distill_chunk(data, *, order, modes, tol, norm, method, max_order, threads,
             opts = {k: v for k, v in options.items()
                     if k not in ("direct", "intermediate_order") or name == "hankel"}
             results.append(reduce(h, norm=norm, method=name, max_order=max_order,
-                                  on_fail="flag", **size, **opts))
+                                  on_fail="best" if keep_best else "flag", **size, **opts))
         return _choose(results, candidates, norm, tol is not None)
     finally:
         if limits is not None:
@@ -211,11 +214,15 @@ def _choose(results: list[ModalSSM], names, norm: str, by_tol: bool) -> dict[str
     """Per filter the best of the candidate models."""
     f = results[0].shape[0]
     score = np.full((len(results), f), np.inf)
+    unmet = np.full((len(results), f), np.inf)
     for j, red in enumerate(results):
         ok = ~red.info["failed"]
         err = np.asarray(red.info[norm], dtype=float)
-        score[j] = np.where(ok, err + (red.order * 1e6 if by_tol else 0.0), np.inf)
-    best = np.argmin(score, axis=0)
+        met = red.info.get("met_tol", ok) if by_tol else ok
+        score[j] = np.where(ok & met, err + (red.order * 1e6 if by_tol else 0.0), np.inf)
+        unmet[j] = np.where(ok, err, np.inf)  # kept unmet models ("best"): the smaller error
+    best = np.where(np.isfinite(score).any(axis=0), np.argmin(score, axis=0),
+                    np.argmin(unmet, axis=0))
     width = max(r.compact()[0].shape[-1] for r in results)
     out = {"poles": np.zeros((f, width), complex), "residues": np.zeros((f, width), complex),
            "direct": np.zeros(f)}

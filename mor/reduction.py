@@ -22,6 +22,8 @@ METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": Pen
            "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily,
            "irka": IrkaFamily}
 DEFAULT_MAX_ORDER = 64
+#: What `reduce` may do with a filter whose model fails (see its ``on_fail``).
+ON_FAIL = ("raise", "flag", "best")
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
@@ -77,10 +79,13 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         The norm of ``tol``.
     max_order : int, optional
         Largest order the ``tol`` search tries (default ``min(L - 1, 64)``).
-    on_fail : {"raise", "flag"}
+    on_fail : {"raise", "flag", "best"}
         What to do with a filter whose model fails (no order up to ``max_order`` meets ``tol``,
         or a pole on or outside the unit circle): raise ``ValueError``, or give it order 0 and
-        say why in ``info["reason"]`` (``info["failed"]`` is true).
+        say why in ``info["reason"]`` (``info["failed"]`` is true). ``"best"`` differs from
+        ``"flag"`` for ``tol`` only: a filter that no order up to ``max_order`` meets keeps the
+        stable model of smallest error found, with ``info["met_tol"]`` false and the reason
+        given (a language model is better served by its closest model than by a zero filter).
     allow_unstable : bool
         Keep models with poles of modulus ``>= 1`` instead of failing them.
     errors : tuple of {"l2", "tail", "hinf"}
@@ -103,8 +108,8 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     unknown = set(errors) - {"l2", "tail", "hinf"}
     if unknown:
         raise ValueError(f"errors must name 'l2', 'tail' or 'hinf', got {sorted(unknown)}")
-    if on_fail not in ("raise", "flag"):
-        raise ValueError(f"on_fail must be 'raise' or 'flag', got {on_fail!r}")
+    if on_fail not in ON_FAIL:
+        raise ValueError(f"on_fail must be one of {ON_FAIL}, got {on_fail!r}")
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
     given = [name for name, v in (("order", order), ("modes", modes), ("tol", tol))
@@ -166,10 +171,12 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     for i in np.flatnonzero(inaccurate):
         reason[i] = (f"near-defective poles: the modal form is off by {lost[i]:.1e} (relative) "
                      f"on the Markov parameters; try a lower order")
-    if not allow_unstable:
-        unstable = ~ModalSSM.from_compact(*model).is_stable()
-        reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
+    unstable = np.zeros(f, dtype=bool) if allow_unstable else \
+        ~ModalSSM.from_compact(*model).is_stable()
+    reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
     failed = reason != ""
+    if on_fail == "best" and met is not None:
+        failed &= met | unstable  # an unmet tolerance keeps its best stable model
     if failed.any() and on_fail == "raise":
         bad = np.flatnonzero(failed)
         where = "; ".join(f"filter {tuple(int(j) for j in np.unravel_index(i, batch))}: "

@@ -107,6 +107,14 @@ class TestTolerance:
         assert np.all(red.info["failed"]) and not np.any(red.info["met_tol"])
         assert np.all(red.order == 0)
         assert all("no order <= 4" in r for r in red.info["reason"])
+        # on_fail="best": each keeps its most accurate stable model up to max_order, reported
+        best = mor.reduce(h, tol=1e-6, max_order=4, on_fail="best")
+        assert not np.any(best.info["failed"]) and not np.any(best.info["met_tol"])
+        assert np.all(best.is_stable()) and np.all((best.order >= 1) & (best.order <= 4))
+        for i in range(h.shape[0]):
+            scan = [mor.reduce(h[i], k).info["l2"] for k in range(1, 5)]
+            np.testing.assert_allclose(best.info["l2"][i], min(scan), rtol=1e-6)
+        assert all("no order <= 4" in r for r in best.info["reason"])
 
     def test_mixed_batch(self):
         h = hyena_like_filters(2, 300, seed=3)

@@ -44,6 +44,17 @@ def test_tol_smallest_order_and_report(model):
     assert "layer" in str(res.report)
 
 
+def test_unreachable_tol_keeps_the_best_model_when_asked(model):
+    flagged = distill(model, tol=1e-9, max_order=3)
+    assert flagged.report.columns["failed"].all() and np.all(flagged.bank.order == 0)
+    best = distill(model, tol=1e-9, max_order=3, on_fail="best")
+    assert not best.report.columns["failed"].any() and not best.report.columns["met_tol"].any()
+    ref = [mor.reduce(model, tol=1e-9, max_order=3, method=m, on_fail="best")
+           for m in ("balanced", "hankel")]
+    np.testing.assert_allclose(best.report.columns["l2"].astype(float),
+                               np.minimum(ref[0].info["l2"], ref[1].info["l2"]), rtol=1e-12)
+
+
 def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
     h = model.copy()
     h[1, 2, 7] = np.nan
