@@ -164,6 +164,10 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
                           f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}, the Hankel "
                           f"factorisation computed for {TOL_FIRST_ORDER} orders first and "
                           f"doubled for the filters that need more")
+        if getattr(groups[0][1], "start", None) is not None:
+            info["search"] += (f"; on the {groups[0][1].start.name or 'start'} models, then "
+                               f"the {method} fit downward from the order found while it "
+                               f"meets the tolerance")
         info["search_start"] = start.reshape(batch)
         reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
     *model, lost, touched = model
@@ -303,6 +307,8 @@ def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, t
 def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
           peak: np.ndarray | None):
     """Scan orders upward from ``max(first, AAK start)`` to ``min(top, rank)`` per filter."""
+    if getattr(family, "start", None) is not None:
+        return _scan_fitted(h, family, tol, norm, top, first, peak)
     f = h.shape[0]
     hsv = family.hsv
     limit = np.minimum(family.rank, top)
@@ -328,3 +334,30 @@ def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndar
         pending = pending[~ok & (orders[pending] <= limit[pending])]
     final = np.where(met, orders, best_order)
     return final, met, lower, family.model(final)
+
+
+def _scan_fitted(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
+                 peak: np.ndarray | None):
+    """`_scan` for a family fitted from another (``family.start``): the start's scan finds an
+    order per filter, at which the fit is evaluated (in ``l2`` a fit is never worse than its
+    start, so it meets ``tol`` wherever the start does) and from which it descends one order at
+    a time while the fit still meets ``tol``: one costly fit per step, a few steps in all. The
+    order found is the lowest of that descent (a fit below a failing order is not tried)."""
+    orders, _, lower, _ = _scan(h, family.start, tol, norm, top, first, peak)
+    f = h.shape[0]
+    hsv = family.hsv
+    met = np.zeros(f, dtype=bool)
+    final = orders.copy()
+    floor = np.maximum(lower, first)
+    pending = np.arange(f)
+    while pending.size:
+        p, r, d, _, _ = family.model(orders[pending], pending)
+        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
+                           peak=None if peak is None else peak[pending])[norm]
+        ok = err <= tol
+        met[pending[ok]] = True
+        final[pending[ok]] = orders[pending[ok]]
+        pending = pending[ok & (orders[pending] > floor[pending])]
+        orders[pending] -= 1
+    return final, met, lower, family.model(final)
+

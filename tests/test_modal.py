@@ -172,3 +172,16 @@ def test_cholesky_qr_equals_householder(monkeypatch):
     np.testing.assert_allclose(coef, coef_h, rtol=1e-8, atol=1e-8 * np.abs(coef_h).max())
     np.testing.assert_allclose(res, res_h, atol=1e-10)
     np.testing.assert_allclose(np.einsum("bk,bkd->bd", res, a), 0, atol=1e-10)
+
+
+def test_tolerance_search_descends_from_the_start():
+    """With ``tol``, a fit meets it at an order no higher than its start's (it is never worse
+    in l2), found by one fit per order from there downward."""
+    h = hyena_like_filters(4, 300, seed=11)
+    bt = mor.reduce(h, tol=0.05, on_fail="flag")
+    fit = mor.reduce(h, tol=0.05, method="modal", on_fail="flag")
+    assert np.all(fit.info["met_tol"]) and np.all(fit.info["l2"] <= 0.05)
+    assert np.all(fit.order <= bt.order) and np.all(fit.is_stable())
+    assert "downward" in fit.info["search"]
+    for i in np.flatnonzero(fit.order > 1):  # one order lower the fit does not meet it
+        assert mor.reduce(h[i], int(fit.order[i]) - 1, method="modal").info["l2"] > 0.05
