@@ -54,9 +54,10 @@ def full_batch(h: np.ndarray, modes: int) -> dict:
     out = {}
     with C.mor_threads(C.cores()):
         for name in FULL:
-            t0 = time.perf_counter()
+            t0, cpu = time.perf_counter(), time.process_time()
             red = mor.reduce(h, modes=modes, method=name, on_fail="flag")
             out[name] = errors(red) | {"seconds": time.perf_counter() - t0,
+                                       "cpu_seconds": time.process_time() - cpu,
                                        "unstable": int((~red.is_stable()).sum()),
                                        "failed": int(red.info["failed"].sum())}
     return out
@@ -175,7 +176,8 @@ def report(meta: dict, sizes: list, layer: np.ndarray) -> None:
                                      for m in everything),
                           f"{np.median(full['balanced']['aak']):.1e}",
                           str(full["modal"]["unstable"]), str(gpu["unstable"]) if gpu else "-"]
-                       + [f"{full[m]['seconds']:.1f} s" for m in FULL]
+                       + [f"{full[m]['seconds']:.1f} s ({full[m]['cpu_seconds']:.1f})"
+                          for m in FULL]
                        + [f"{gpu['seconds']:.1f} s" if gpu else "-"])
     part2 = []
     for row in sizes:
@@ -201,7 +203,9 @@ def report(meta: dict, sizes: list, layer: np.ndarray) -> None:
         C.md_table(["modes", "layer", "BT", "hankel", "modal", "recipe (GPU)",
                     "modal/BT median / max"], per_layer),
         "\nPer size, all filters: median `tail` (energy after the 2048 taps, relative), median "
-        "`hinf` beside the median AAK bound, unstable models, and wall time for all filters:\n",
+        "`hinf` beside the median AAK bound, unstable models, and wall time for all filters "
+        f"(in brackets the process's CPU seconds: over {C.cores()} cores, the wall time on idle "
+        "cores):\n",
         C.md_table(["modes", "tail BT / hankel / modal / recipe",
                     "hinf BT / hankel / modal / recipe", "AAK", "modal unstable",
                     "recipe unstable poles", "BT time", "hankel time", "modal time",
