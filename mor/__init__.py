@@ -13,11 +13,13 @@ from mor.io import load
 from mor.metrics import Comparison, compare
 from mor.reduction import reduce
 from mor.minimax import refit
+from mor.residue_fit import refit_residues
 from mor.select import OrderSelection, select_order
 from mor.ssm import ModalSSM
 from mor.statespace import StateSpace
 
 __all__ = ["Comparison", "Distillation", "ErrorBounds", "ModalSSM", "OrderSelection", "Report",
            "StateSpace", "compare", "distill", "error_bounds", "export", "hankel_singular_values",
-           "load", "read_filters", "reduce", "refit", "select_order"]
+           "load", "read_filters", "reduce", "refit", "refit_residues",
+           "select_order"]
 __version__ = "0.1.0"

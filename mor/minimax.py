@@ -35,6 +35,9 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
           max_residue: float | None = None, solver: str = "CLARABEL") -> ModalSSM:
     """Minimax (H-infinity) residues and direct terms for the poles of ``bank``.
 
+    Use it for the worst frequency error; `mor.refit_residues` solves for least squares on
+    the taps or in any quadratic metric (e.g. a layer's output error), with the tail held.
+
     Parameters
     ----------
     h : array_like ``(..., L)``
@@ -82,7 +85,7 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
              "failed": np.zeros(len(flat_h), dtype=bool),
              "reason": np.full(len(flat_h), "", dtype=object)}
     for i in range(len(flat_h)):
-        live = ~((flat[0][i] == 0) & (flat[1][i] == 0))  # padded modes stay out
+        live = live_modes(flat[0][i], flat[1][i])
         lam = flat[0][i, live]
         w = frequencies(size, lam)
         extra = w[size:]
@@ -111,6 +114,11 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
     shaped = {k: v.reshape(bank.shape) for k, v in info.items()}
     return ModalSSM.from_compact(flat[0].reshape(poles.shape), flat[1].reshape(poles.shape),
                                  flat_d.reshape(direct.shape), info=shaped)
+
+
+def live_modes(poles: np.ndarray, residues: np.ndarray) -> np.ndarray:
+    """The modes a compact model uses: all but the padding (zero pole and residue)."""
+    return ~((poles == 0) & (residues == 0))
 
 
 def frequencies(size: int, lam: np.ndarray) -> np.ndarray:

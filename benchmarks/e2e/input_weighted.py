@@ -36,15 +36,17 @@ Variants (8 modes, ``method="modal"`` unless said):
   ``modal`` fit (`distill.py`'s), with its residues re-solved for least ``J`` (poles kept; no
   hold on the tail: it grows up to ``7e7 ||h||`` here).
 - ``jtail``: the same over the tail-limited candidates only (``modal``, ``big``, ``weighted``),
-  each candidate's residues re-solved for least ``J + mu ||h_hat[L:]||^2`` over a grid of
-  ``mu``, keeping the least ``J`` whose tail is at most the candidate's own (closed-form tail
-  Gram matrix); the candidate's own residues where they do better.
+  each candidate's residues re-solved for least ``J`` with its tail held to at most the
+  candidate's own plus ``1e-9 ||h||`` (`mor.refit_residues`); the candidate's own residues
+  where they do better.
 - ``mfit``: the poles too fitted for least ``J`` (variable projection on a square root of
   ``M``, scipy's Levenberg-Marquardt, finite differences, ``--mfit-iters`` Jacobians; a tail
   penalty ``--mfit-tail`` times ``J`` of the zero filter per unit of relative tail energy, a
   penalty and not a hold), from ``jtail``'s poles.
 - ``modalJ`` (``--resolve 1 2 4 8 16``): `distill.py`'s modal fits at those sizes, poles kept,
   residues re-solved as in ``jtail`` (tails at most the fit's own). No new fit at all.
+
+Every residue re-solve is `mor.refit_residues` with ``metric`` an eigen factor of ``M``.
 
 ``M`` is cached in ``DIR2/forms.npy`` (512 MB) and the modal fits in ``DIR2/fits.pkl``; ``--seed``
 and ``--windows`` draw other training windows. Results and commands: `RESULTS.md`, section
@@ -191,54 +193,17 @@ def factor(m: np.ndarray) -> np.ndarray:
     return (u * np.sqrt(np.maximum(w, 0))).T
 
 
-def gls(h: np.ndarray, poles: np.ndarray, r: np.ndarray):
-    """Residues of least ``J`` for fixed compact poles: ``(residues, direct)``; ``r`` the
-    factor of ``M``."""
-    v, h1 = basis(poles, h.size), np.concatenate([[0.0], h[1:]])  # h[0] is the direct term
-    coef = np.linalg.lstsq(r @ v, r @ h1, rcond=None)[0]
-    return from_real(poles, coef, h[0])
-
-
-def tail_gram(poles: np.ndarray, length: int) -> np.ndarray:
-    """``A`` with ``c^T A c = ||h_hat[L:]||^2`` for `basis` coefficients ``c`` (closed form)."""
-    rows, full = [], []
-    for p in poles:
-        full += [p, np.conj(p)] if p.imag != 0 else [p]
-    full = np.asarray(full)
-    for p in poles:  # each basis column as a combination of the full modes' powers
-        row = np.zeros(full.size, complex)
-        if p.imag != 0:
-            i = np.flatnonzero(full == p)[0]
-            row[i], row[i + 1] = 0.5, 0.5
-            rows.append(row.copy())
-            row[i], row[i + 1] = -0.5j, 0.5j
-        else:
-            row[np.flatnonzero(full == p)[0]] = 1.0
-        rows.append(row)
-    c = np.asarray(rows)
-    prod = full[:, None] * np.conj(full[None])
-    g = prod ** (length - 1) / (1 - prod)
-    return (c @ g @ c.conj().T).real
-
-
-def gls_tail(h: np.ndarray, poles: np.ndarray, r: np.ndarray, allowed: float):
-    """Residues of least ``J`` with ``||h_hat[L:]|| <= allowed``: ``J + mu ||h_hat[L:]||^2``
-    over a grid of ``mu``; ``None`` where no grid point meets the bound."""
-    v, h1 = basis(poles, h.size), np.concatenate([[0.0], h[1:]])
-    rv, rh = r @ v, r @ h1
-    gram = tail_gram(poles, h.size)
-    w, u = np.linalg.eigh(gram)
-    a_half = (u * np.sqrt(np.maximum(w, 0))).T
-    scale = float(rh @ rh)
-    best = None
-    for mu in [0.0] + [scale * 10.0 ** k for k in range(-12, 7)]:
-        coef = np.linalg.lstsq(np.vstack([rv, np.sqrt(mu) * a_half]),
-                               np.concatenate([rh, np.zeros(len(a_half))]), rcond=None)[0]
-        tail = np.sqrt(max(coef @ gram @ coef, 0.0))
-        j = float(np.sum((rh - rv @ coef) ** 2))
-        if tail <= allowed and (best is None or j < best[0]):
-            best = (j, coef)
-    return None if best is None else from_real(poles, best[1], h[0])
+def resolve_j(h: np.ndarray, models: list, factors: np.ndarray, held: bool) -> list:
+    """Per filter ``(poles, residues, direct)``: ``models``' residues re-solved for least
+    ``J`` (`mor.refit_residues`), the model's own where they do better; where ``held``, the
+    relative tail at most the model's own plus ``1e-9`` (what the evaluation cannot see)."""
+    arrays = compact_arrays(models, (len(models),))
+    bank = mor.ModalSSM.from_compact(arrays["m8_poles"], arrays["m8_residues"],
+                                     arrays["m8_direct"])
+    own = bank.tail_norm(h.shape[1]) / np.linalg.norm(h, axis=1)
+    out = mor.refit_residues(h, bank, metric=factors,
+                             hold_tail=own * (1 + 1e-9) + 1e-9 if held else False)
+    return [compact_one(out[i]) for i in range(len(models))]
 
 
 def model_taps(poles, residues, direct, length: int) -> np.ndarray:
@@ -316,20 +281,13 @@ def resolve(h, forms, factors, jzero, z, sizes) -> dict:
     for m in sizes:
         ssm = mor.ModalSSM.from_compact(z[f"m{m}_poles"], z[f"m{m}_residues"],
                                         z[f"m{m}_direct"])
-        tails = ssm.tail_norm(length)
-        models, gains = [], []
-        for i in range(h.shape[0]):
-            poles, res0, d0 = compact_one(ssm[i])
-            allowed = tails[i] * (1 + 1e-9) + 1e-9 * np.linalg.norm(h[i])
-            option = gls_tail(h[i], poles, factors[i], allowed) or (res0, d0)
-            e0 = h[i] - model_taps(poles, res0, d0, length)
-            e1 = h[i] - model_taps(poles, *option, length)
-            j0, j1 = e0 @ forms[i] @ e0, e1 @ forms[i] @ e1
-            models.append((poles,) + tuple(option) if j1 < j0 else (poles, res0, d0))
-            gains.append(min(j0, j1) / jzero[i])
+        models = resolve_j(h, [compact_one(ssm[i]) for i in range(h.shape[0])], factors,
+                           held=True)
+        e = h - np.stack([model_taps(*c, length) for c in models])
+        gains = np.einsum("fa,fab,fb->f", e, forms, e) / jzero
         one = compact_arrays(models, z["shape"])
         arrays |= {k.replace("m8_", f"m{m}_"): v for k, v in one.items() if k != "shape"}
-        print(f"modalJ m{m}: J sum-weighted {np.sum(np.array(gains) * jzero) / jzero.sum():.2e}",
+        print(f"modalJ m{m}: J sum-weighted {np.sum(gains * jzero) / jzero.sum():.2e}",
               flush=True)
     return arrays
 
@@ -416,49 +374,20 @@ def main() -> None:
         print(f"weighted: {timing['weighted']:.0f} s", flush=True)
     modal.TAIL_STAGES, modal.TAIL_FLOOR, modal.TAIL_GROWTH = saved
     j_cand = {k: j_of(t) for k, t in taps_of.items()}
-    # jselect: least J after re-solving residues for J, over every candidate's poles
-    jsel, jpick, factors = [], [], []
-    for i in range(count):
-        factors.append(factor(forms[i]))
-        best = None
-        for k, per_filter in cands.items():
-            poles = per_filter[i][0]
-            r, d = gls(h[i], poles, factors[i])
-            taps = model_taps(poles, r, d, length)
-            e = h[i] - taps
-            j = e @ forms[i] @ e / jzero[i]
-            if best is None or j < best[0]:
-                best = (j, (poles, r, d), k)
-        jsel.append(best[1])
-        jpick.append(best[2])
-    variants["jselect"], picks["jselect"] = jsel, jpick
-    # jtail: the same over the tail-limited fits only, each candidate's residues re-solved
-    # for least J with its tail held to at most the candidate's own
-    jt, jtpick = [], []
-    for i in range(count):
-        best = None
-        for k, per_filter in cands.items():
-            if k.startswith("notail"):
-                continue
-            poles, res0, d0 = per_filter[i]
-            allowed = float(mor.ModalSSM.from_compact(
-                poles[None], res0[None], np.array([d0])).tail_norm(length)[0])
-            allowed = allowed * (1 + 1e-9) + 1e-9 * np.linalg.norm(h[i])
-            for option in (gls_tail(h[i], poles, factors[i], allowed), (res0, d0)):
-                if option is None:
-                    continue
-                e = h[i] - model_taps(poles, *option, length)
-                j = e @ forms[i] @ e / jzero[i]
-                if best is None or j < best[0]:
-                    best = (j, (poles,) + tuple(option), k)
-        jt.append(best[1])
-        jtpick.append(best[2])
-    variants["jtail"], picks["jtail"] = jt, jtpick
+    # jselect: least J after re-solving residues for J, over every candidate's poles (tails
+    # free); jtail: the same over the tail-limited fits only, tails held to the fit's own
+    factors = np.stack([factor(m) for m in forms])
+    for name, held in (("jselect", False), ("jtail", True)):
+        names = [k for k in cands if held is False or not k.startswith("notail")]
+        options = {k: resolve_j(h, cands[k], factors, held) for k in names}
+        j_opt = {k: j_of(np.stack([model_taps(*c, length) for c in v]))
+                 for k, v in options.items()}
+        picks[name] = [min(names, key=lambda k: j_opt[k][i]) for i in range(count)]
+        variants[name] = [options[picks[name][i]][i] for i in range(count)]
     if "mfit" in args.variants:
         t0 = time.perf_counter()
-        out = []
-        for i in range(count):
-            out.append(mfit(h[i], jt[i][0], factors[i], args.mfit_tail, args.mfit_iters))
+        out = [mfit(h[i], variants["jtail"][i][0], factors[i], args.mfit_tail, args.mfit_iters)
+               for i in range(count)]
         timing["mfit"] = time.perf_counter() - t0
         variants["mfit"] = out
         print(f"mfit: {timing['mfit']:.0f} s", flush=True)
