@@ -205,22 +205,19 @@ def control_balred_note(mats, d):
 def bench_batch(filters, n_filters, order, n_rera, log):
     hs = filters.reshape(-1, filters.shape[-1])[:n_filters]
     log(f"batch: mor.reduce on {hs.shape[0]} filters of L = {hs.shape[1]}, order {order}")
-    mor.reduce(hs[:2], order)  # warm-up
     out = {"n_filters": hs.shape[0], "L": hs.shape[1], "order": order, "cores": C.cores()}
     with C.mor_threads(out["cores"]):
-        start = time.perf_counter()
+        mor.reduce(hs[:64], order, on_fail="flag")  # warm-up, on the threads the runs use
         try:
             ssm = mor.reduce(hs, order)
             out["on_fail"] = "raise"
         except ValueError as exc:  # some filter failed: say so, and time the flagged run
             out["raise_error"] = str(exc)[:300]
-            start = time.perf_counter()
-            ssm = mor.reduce(hs, order, on_fail="flag")
             out["on_fail"] = "flag"
-        out["mor_seconds"] = time.perf_counter() - start
-        start = time.perf_counter()
-        mor.reduce(hs, order, on_fail=out["on_fail"], errors=())
-        out["mor_no_errors_seconds"] = time.perf_counter() - start
+        ssm, out["mor_seconds"], _ = C.timed(
+            lambda: mor.reduce(hs, order, on_fail=out["on_fail"]), repeats=3)
+        out["mor_no_errors_seconds"] = C.timed(
+            lambda: mor.reduce(hs, order, on_fail=out["on_fail"], errors=()), repeats=3)[1]
     log(f"  mor without the error report {C.fmt_t(out['mor_no_errors_seconds'])}")
     if out["cores"] > 1:
         start = time.perf_counter()
@@ -331,7 +328,8 @@ def render(meta, orders, batch, note, tgts):
                      f"on {batch['n_filters']} filters (on_fail={batch['on_fail']}, "
                      f"{batch['failed']} failed). mor runs a batch on `numba.get_num_threads()` "
                      f"threads ({batch['cores']} here; everything else in the script runs with "
-                     "one); the pyMOR loop runs on one core.\n")
+                     "one), median of 3 runs after a warm-up on those threads; the pyMOR loop "
+                     "runs on one core.\n")
         rows = [["mor, one call", C.fmt_t(batch["mor_seconds"]), "1.00x",
                  f"{batch['hinf_median']:.2e} / {batch['hinf_max']:.2e}"],
                 ["mor, same call with `errors=()` (no error report)",
