@@ -4,7 +4,11 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # One BLAS/OpenMP thread per process: oversubscribing two cores makes SciPy many times slower.
-export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1
+# (One variable per line: make reads `export A=1 B=1` as A="1 B=1".) mor's own threads follow
+# Numba's thread count, left at the core count.
+export OMP_NUM_THREADS := 1
+export OPENBLAS_NUM_THREADS := 1
+export MKL_NUM_THREADS := 1
 
 .PHONY: demo test bench docs clean
 
