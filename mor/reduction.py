@@ -342,22 +342,32 @@ def _scan_fitted(h: np.ndarray, family, tol: float, norm: str, top: int, first: 
     order per filter, at which the fit is evaluated (in ``l2`` a fit is never worse than its
     start, so it meets ``tol`` wherever the start does) and from which it descends one order at
     a time while the fit still meets ``tol``: one costly fit per step, a few steps in all. The
-    order found is the lowest of that descent (a fit below a failing order is not tried)."""
+    order found is the lowest of that descent (a fit below a failing order is not tried); its
+    model is the one fitted there (kept, not fitted again)."""
     orders, _, lower, _ = _scan(h, family.start, tol, norm, top, first, peak)
     f = h.shape[0]
     hsv = family.hsv
     met = np.zeros(f, dtype=bool)
     final = orders.copy()
+    width = int(orders.max(initial=0))
+    kept = (np.zeros((f, width), dtype=np.complex128), np.zeros((f, width), dtype=np.complex128),
+            np.zeros(f), np.zeros(f), np.zeros(f, dtype=np.int64))
     floor = np.maximum(lower, first)
-    pending = np.arange(f)
+    pending, first_fit = np.arange(f), True
     while pending.size:
-        p, r, d, _, _ = family.model(orders[pending], pending)
-        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
+        model = family.model(orders[pending], pending)
+        err = model_errors(h[pending], *model[:3], orders[pending], hsv[pending], norms=(norm,),
                            peak=None if peak is None else peak[pending])[norm]
         ok = err <= tol
+        keep = ok | first_fit  # the start's order: the result where the fit does not meet tol
+        for out, part in zip(kept, model):
+            if out.ndim == 2:
+                out[pending[keep]] = 0
+                out[pending[keep], : part.shape[1]] = part[keep]
+            else:
+                out[pending[keep]] = part[keep]
         met[pending[ok]] = True
         final[pending[ok]] = orders[pending[ok]]
-        pending = pending[ok & (orders[pending] > floor[pending])]
+        pending, first_fit = pending[ok & (orders[pending] > floor[pending])], False
         orders[pending] -= 1
-    return final, met, lower, family.model(final)
-
+    return final, met, lower, kept
