@@ -74,7 +74,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer function
         samples at the poles' mirror images, :mod:`mor.methods.irka`), started from BT; options
         ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support
-        points (:mod:`mor.methods.aaa`), the same residue fit and stability options.
+        points (:mod:`mor.methods.aaa`), the same stability options, ``samples`` (grid size)
+        and ``tail_weight`` (``1``: the residues fit the taps followed by zeros over all time,
+        the model's tail included; ``0``: the taps alone).
     norm : {"l2", "hinf"}
         The norm of ``tol``.
     max_order : int, optional

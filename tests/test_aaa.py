@@ -143,3 +143,32 @@ def test_greedy_kernel_on_worker_threads(monkeypatch, trained_filters):
     monkeypatch.setattr(mor._parallel, "worker_threads", lambda: 2)
     for a, b in zip(one, aaa_greedy(z, f, 12)):
         np.testing.assert_array_equal(a, b)
+
+
+@given(st.sampled_from([31, 63, 127, 255]), st.floats(0.05, 0.9), st.integers(2, 16))
+def test_low_orders_of_fir_designs_have_no_resonance_blow_up(numtaps, cutoff, order):
+    """A linear-phase lowpass is far from any low-order rational function (AAK near 1), and
+    AAA puts poles close to the circle; fitting the residues to the taps alone once gave one
+    of them a resonance ``|R| / (1 - |p|)`` of 155 times the filter's peak (``firwin(255,
+    0.3)`` at order 8; 25660 at ``firwin(255, 0.6)``). With the tail in the fit the model
+    stays within a small factor of the zero model's error."""
+    import scipy.signal
+
+    assume(order <= (numtaps - 1) // 2)
+    h = scipy.signal.firwin(numtaps, cutoff)
+    red = mor.reduce(h, order, method="aaa")
+    assert red.is_stable()
+    assert red.info["hinf"] <= 2.0 and red.info["tail"] <= 0.5
+
+
+def test_tail_weight_zero_is_the_taps_only_fit():
+    """``tail_weight=0`` keeps the former residues: the taps alone, at no less l2 error."""
+    import scipy.signal
+
+    h = scipy.signal.firwin(255, 0.3)
+    taps = mor.reduce(h, 8, method="aaa", tail_weight=0.0)
+    full = mor.reduce(h, 8, method="aaa")
+    np.testing.assert_array_equal(np.sort_complex(taps.poles), np.sort_complex(full.poles))
+    assert taps.info["l2"] <= full.info["l2"] and taps.info["hinf"] > 10 * full.info["hinf"]
+    with pytest.raises(ValueError, match="tail_weight"):
+        mor.reduce(h, 8, method="aaa", tail_weight=-1.0)

@@ -109,3 +109,40 @@ def test_method_arguments():
         mor.reduce(np.ones(9), 5, method="pade")
     with pytest.raises(ValueError, match="takes FIR filters"):
         mor.reduce(mor.StateSpace.from_fir(np.ones(5)), 2, method="pencil")
+
+
+@given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.999), st.integers(2, 60))
+def test_tail_gram_is_the_tail_energy(ssm, length):
+    """``c^T A c`` is the model's energy after lag ``L - 1``, summed out by brute force."""
+    from mor.methods.residues import tail_gram
+
+    poles, residues, _ = ssm.compact()
+    pair = poles.imag != 0
+    c = np.concatenate([residues.real, residues[pair].imag])
+    steps = int(np.ceil(np.log(1e-17) / np.log(np.abs(poles).max()))) + length
+    tail = ssm.impulse(steps)[length:]
+    np.testing.assert_allclose(c @ tail_gram(poles, length) @ c, tail @ tail,
+                               rtol=1e-8, atol=1e-14 * max(tail @ tail, 1e-300))
+
+
+@given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.95), st.integers(8, 60),
+       st.integers(0, 2**31))
+def test_fit_residues_with_the_tail_fits_the_zero_padded_filter(ssm, length, seed):
+    """``tail_weight=1`` solves least squares against the taps followed by zeros over all
+    time: the same residues as the taps-only fit of the zero-padded filter, long enough for
+    the poles' responses to die out; and its error over all time is the least of the two."""
+    poles, _, _ = ssm.compact()
+    live = np.ones((1, poles.size), dtype=bool)
+    h = np.random.default_rng(seed).standard_normal((1, length))
+    steps = int(np.ceil(np.log(1e-18) / np.log(np.abs(poles).max()))) + length
+    padded = np.concatenate([h, np.zeros((1, steps))], axis=1)
+    with_tail, _ = fit_residues(h, poles[None], live, tail_weight=1.0)
+    long, _ = fit_residues(padded, poles[None], live)
+    np.testing.assert_allclose(with_tail, long, rtol=1e-6, atol=1e-8 * np.abs(long).max())
+    taps_only, _ = fit_residues(h, poles[None], live)
+
+    def error_over_all_time(res):
+        model = mor.ModalSSM.from_compact(poles, res[0], h[0, 0]).impulse(padded.shape[1])
+        return np.linalg.norm(model - padded[0])
+
+    assert error_over_all_time(with_tail) <= error_over_all_time(taps_only) * (1 + 1e-9)

@@ -24,7 +24,13 @@ filters (`mor._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner 
 Poles are the finite eigenvalues of the pencil ``([[0, w^T], [1, diag(z)]], diag(0, 1, ...))``.
 Froissart doublets (poles whose barycentric residue is below ``1e-13 max|F|``) are removed;
 poles on or outside the circle are reflected or dropped (`mor.methods.prony`), and the
-residues are refitted by least squares on the taps (`mor.methods.residues`).
+residues are refitted by least squares (`mor.methods.residues`) on the zero-padded filter over
+all time: the ``L`` taps and the model's tail after them (``tail_weight = 1``, the default; by
+Parseval the ``L^2`` error on the circle, the function the samples come from). With the taps
+alone (``tail_weight=0``) a pole near the circle that the samples put there keeps any residue
+that helps the taps: on 16 trained filters at order 32 the worst relative H-infinity error was
+12.9 (0.26 with the tail), on two ``firwin`` designs at order 8 the median 78 (1.24), for
+relative l2 errors within 0.1% of each other.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class AAAFamily(PoleFamily):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
-                 samples: int | None = None) -> "AAAFamily":
+                 samples: int | None = None, tail_weight: float = 1.0) -> "AAAFamily":
         m = scipy.fft.next_fast_len(max(4 * h.shape[-1], 256, 8 * max_order))
         if samples is not None:
             m = int(samples)
@@ -63,7 +69,7 @@ class AAAFamily(PoleFamily):
                 out[r, : p.size] = p
             return out
 
-        return cls(h, max_order, unstable, find_poles)
+        return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
 def aaa_greedy_reference(z: np.ndarray, f: np.ndarray, order: int

@@ -51,7 +51,8 @@ class PoleFamily:
     name = ""
 
     def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles,
-                 hsv: np.ndarray | None = None, weight_filter: np.ndarray | None = None):
+                 hsv: np.ndarray | None = None, weight_filter: np.ndarray | None = None,
+                 tail_weight: float = 0.0):
         if unstable not in UNSTABLE:
             raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
         size = h.shape[-1] - 1
@@ -61,6 +62,9 @@ class PoleFamily:
         self.rank = np.full(h.shape[0], max_order)
         self.d = h[:, 0].copy()
         self.weight_filter = weight_filter  # residues fit the filtered error (modal's weight)
+        if not tail_weight >= 0:
+            raise ValueError(f"tail_weight must be >= 0, got {tail_weight!r}")
+        self.tail_weight = float(tail_weight)  # the tail's energy in the residue fit
 
     @functools.cached_property
     def hsv(self) -> np.ndarray:
@@ -97,7 +101,8 @@ class PoleFamily:
                 poles[i, : chosen.size] = chosen
                 live[i, : chosen.size] = True
         residues, direct = fit_residues(self.h[which], poles, live,
-                                        weight_filter=self.weight_filter)
+                                        weight_filter=self.weight_filter,
+                                        tail_weight=self.tail_weight)
         return poles, residues, direct, np.zeros(f), touched
 
 
