@@ -27,6 +27,15 @@ All three then take the residues from `mor.methods.residues.fit_residues` (least
 (``lambda -> 1 / conj(lambda)``, the default) or dropped (``unstable="drop"``), or kept with
 ``unstable="keep"`` (then `mor.reduce` fails them unless ``allow_unstable``); the number touched
 is reported per filter (``poles_touched``).
+
+``tail_weight=t`` adds the model's tail energy after the ``L`` taps to the residue fit (``t = 1``:
+the zero-padded filter fitted over all time; AAA's default, 0 here). Measured on the benchmark's
+sets (16 trained filters, ``L = 2048``; two ``firwin(255)`` designs), median relative hinf /
+l2 without -> with the tail: pencil at order 32, trained 0.061 / 0.0029 -> 0.011 / 0.0030;
+firwin at 16: pencil 17.8 / 0.48 -> 1.11 / 0.95, Prony 7.8 / 0.83 -> 1.2 / 0.90; Padé's
+worst trained hinf at 16 1.56 -> 0.75. It trades l2 for the tail and hinf where the poles
+sit near the circle (pencil on ``firwin``: the poles that carried the taps are silenced), so it
+is an option here, not the default.
 """
 
 from __future__ import annotations
@@ -113,7 +122,8 @@ class PencilFamily(PoleFamily):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, pencil: int | None = None,
-                 unstable: str = "reflect", hankel_method: str = "auto") -> "PencilFamily":
+                 unstable: str = "reflect", hankel_method: str = "auto",
+                 tail_weight: float = 0.0) -> "PencilFamily":
         size = (h.shape[-1] - 1) // 2 if pencil is None else int(pencil)
         if not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or size < 1:
             raise ValueError(f"the pencil parameter must lie in [max(order, 1), (L-1)//2 + 1], "
@@ -125,7 +135,7 @@ class PencilFamily(PoleFamily):
                                                                rcond=None)[0])
                              for u in left[rows]])
 
-        return cls(h, max_order, unstable, find_poles)
+        return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
 class PronyFamily(PoleFamily):
@@ -134,8 +144,8 @@ class PronyFamily(PoleFamily):
     name = "prony"
 
     @classmethod
-    def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect"
-                 ) -> "PronyFamily":
+    def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
+                 tail_weight: float = 0.0) -> "PronyFamily":
         if 2 * max_order > h.shape[-1] - 1:
             raise ValueError(f"Prony of order {max_order} needs at least {2 * max_order + 1} "
                              f"taps, got {h.shape[-1]}")
@@ -149,7 +159,7 @@ class PronyFamily(PoleFamily):
                 out[r] = np.roots(np.concatenate([[1.0], a]))
             return out
 
-        return cls(h, max_order, unstable, find_poles)
+        return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
 class PadeFamily(PoleFamily):
@@ -159,7 +169,7 @@ class PadeFamily(PoleFamily):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
-                 rank_rtol: float = 1e-13) -> "PadeFamily":
+                 rank_rtol: float = 1e-13, tail_weight: float = 0.0) -> "PadeFamily":
         if 2 * max_order > h.shape[-1] - 1:
             raise ValueError(f"Padé of order {max_order} needs at least {2 * max_order + 1} "
                              f"taps, got {h.shape[-1]}")
@@ -171,7 +181,7 @@ class PadeFamily(PoleFamily):
                 out[r, : roots.size] = roots
             return out
 
-        return cls(h, max_order, unstable, find_poles)
+        return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
 def _robust_pade_denominator(h: np.ndarray, order: int, rank_rtol: float) -> np.ndarray:
