@@ -1,0 +1,250 @@
+r"""Numba kernels: Lanczos for the largest-modulus eigenpairs of symmetric Hankel matrices.
+
+The Hankel matrix ``H[i, j] = g[i + j]`` (``0 <= i, j < n``, ``g = h[1:2n]``, zero past the
+taps) is symmetric, so ``H = Q diag(theta) Q^T`` and its singular values are ``|theta|``.
+``H x`` is the correlation ``sum_j g[i + j] x[j]``: ``irfft(G conj(rfft(x)))[:n]`` with
+``G = rfft(g, M)``, ``M >= 2 n - 1`` (no wrap-around); the FFTs are pocketfft's, compiled
+into the kernel by rocket-fft.
+
+Single-vector Lanczos with full re-orthogonalisation: ``H q_j`` is projected out of the
+whole basis by classical Gram-Schmidt, repeated when the first pass cancels more than
+``1 - 1/sqrt 2`` of the norm (Daniel, Gragg, Kaufman and Stewart's criterion). The projection
+of ``H`` on the basis is then the tridiagonal ``T`` (``alpha`` on the diagonal, ``beta``
+beside it) up to rounding, and ``H Q_m = Q_m T_m + beta_m q_{m+1} e_m^T``. A Ritz pair
+``(theta, Q_m s)`` has the residual norm ``beta_m |s_m|`` exactly; with the gap ``delta`` to
+the other Ritz values it lies within ``min(r, r^2 / delta)`` (Kato-Temple) of an eigenvalue.
+Convergence is checked on the eigenvalues and last eigenvector components of ``T_m``,
+computed together by the implicit QL method in ``O(m^2)`` (only the last row of the
+eigenvector matrix is rotated); the Ritz vectors are formed once, at the end. An invariant
+subspace (``beta`` at rounding level) is continued from a pseudo-random vector orthogonal to
+the basis, so rank-deficient matrices (exactly low-order filters, zero filters) work.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+import rocket_fft  # noqa: F401  (registers np.fft for Numba)
+
+_EPS = np.finfo(np.float64).eps
+#: ``beta`` below this times the largest ``||H q||`` met is an invariant subspace.
+_BREAKDOWN = 64 * _EPS
+#: Daniel-Gragg-Kaufman-Stewart: re-orthogonalise again when a pass keeps less than this.
+_DGKS = 0.7071067811865476
+
+
+@numba.njit(cache=True, nogil=True)
+def _apply(spectrum, x, m, out):
+    """``out = H x`` for the Hankel matrix whose ``rfft(g, m)`` is ``spectrum``."""
+    fx = np.fft.rfft(x, m)
+    for i in range(fx.size):
+        fx[i] = spectrum[i] * np.conj(fx[i])
+    y = np.fft.irfft(fx, m)
+    out[:] = y[: out.size]
+
+
+@numba.njit(cache=True, nogil=True)
+def _pseudo_random(out, seed):
+    """Uniform values in ``[-1/2, 1/2)`` from a 64-bit linear congruential generator."""
+    state = np.uint64(seed) * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+    for i in range(out.size):
+        state = state * np.uint64(6364136223846793005) + np.uint64(1442695040888963407)
+        out[i] = np.float64(state >> np.uint64(11)) * 2.0**-53 - 0.5
+
+
+@numba.njit(cache=True, nogil=True)
+def _orthogonalize(basis, dim, w):
+    """Project ``w`` out of ``basis[:dim]`` (classical Gram-Schmidt, repeated per DGKS);
+    returns the norm of what is left."""
+    before = np.sqrt(np.dot(w, w))
+    for _ in range(3):
+        w -= np.dot(np.dot(basis[:dim], w), basis[:dim])
+        after = np.sqrt(np.dot(w, w))
+        if after >= _DGKS * before:
+            break
+        before = after
+    return after
+
+
+@numba.njit(cache=True, nogil=True)
+def tridiagonal_eig_last(alpha, beta):
+    """Eigenvalues and last eigenvector components of a symmetric tridiagonal matrix.
+
+    ``alpha`` is the diagonal (``m``), ``beta[j]`` couples ``j`` and ``j + 1`` (``m - 1`` used).
+    Implicit QL with Wilkinson-type shifts (``tql2`` of EISPACK), rotating only the last row
+    of the eigenvector matrix: ``O(m^2)``. Returns ``(values, last, ok)``; ``ok`` is false when
+    an eigenvalue needed more than 60 sweeps (then the outputs are not to be used).
+    """
+    m = alpha.size
+    d = alpha.copy()
+    e = np.zeros(m)
+    e[: m - 1] = beta[: m - 1]
+    z = np.zeros(m)
+    z[m - 1] = 1.0
+    for low in range(m):
+        sweeps = 0
+        while True:
+            high = low
+            while high < m - 1:
+                if abs(e[high]) <= _EPS * (abs(d[high]) + abs(d[high + 1])):
+                    break
+                high += 1
+            if high == low:
+                break
+            sweeps += 1
+            if sweeps > 60:
+                return d, z, False
+            g = (d[low + 1] - d[low]) / (2.0 * e[low])
+            r = np.sqrt(g * g + 1.0)
+            g = d[high] - d[low] + e[low] / (g + (r if g >= 0.0 else -r))
+            s, c, p = 1.0, 1.0, 0.0
+            deflated = False
+            for i in range(high - 1, low - 1, -1):
+                f = s * e[i]
+                b = c * e[i]
+                r = np.sqrt(f * f + g * g)
+                e[i + 1] = r
+                if r == 0.0:
+                    d[i + 1] -= p
+                    e[high] = 0.0
+                    deflated = True
+                    break
+                s = f / r
+                c = g / r
+                g = d[i + 1] - p
+                r = (d[i] - g) * s + 2.0 * c * b
+                p = s * r
+                d[i + 1] = g + p
+                g = c * r - b
+                f = z[i + 1]
+                z[i + 1] = s * z[i] + c * f
+                z[i] = c * z[i] - s * f
+            if deflated:
+                continue
+            d[low] -= p
+            e[low] = g
+            e[high] = 0.0
+    return d, z, True
+
+
+@numba.njit(cache=True, nogil=True)
+def _certified(alpha, beta, dim, k, rtol):
+    """Whether the top ``k`` Ritz values (by modulus) of ``T_dim`` are within ``rtol`` times the
+    largest of an eigenvalue of ``H``; and the largest such bound, relative."""
+    values, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
+    if not ok:
+        values, vectors = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
+        last = vectors[dim - 1].copy()
+    order = np.argsort(values)
+    values, last = values[order], last[order]
+    top = np.argsort(-np.abs(values), kind="mergesort")[:k]
+    scale = max(abs(values[top[0]]), np.finfo(np.float64).tiny)
+    worst = 0.0
+    for i in top:
+        resid = abs(beta[dim - 1] * last[i])
+        gap = np.inf
+        if i > 0:
+            gap = values[i] - values[i - 1]
+        if i + 1 < dim:
+            gap = min(gap, values[i + 1] - values[i])
+        gap -= resid
+        bound = min(resid, resid * resid / gap) if gap > 0.0 else resid
+        worst = max(worst, bound / scale)
+    return worst <= rtol, worst
+
+
+@numba.njit(cache=True, nogil=True)
+def _tridiagonal(alpha, beta, dim):
+    t = np.zeros((dim, dim))
+    for j in range(dim):
+        t[j, j] = alpha[j]
+        if j + 1 < dim:
+            t[j, j + 1] = beta[j]
+            t[j + 1, j] = beta[j]
+    return t
+
+
+@numba.njit(cache=True, nogil=True)
+def _grow(a, size):
+    out = np.empty((size,) + a.shape[1:])
+    out[: a.shape[0]] = a
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, want_vectors):
+    """Top-``k`` eigenpairs by modulus of one Hankel matrix (see the module notes).
+
+    Writes ``theta`` (``k``, decreasing ``|theta|``) and, when ``want_vectors``, the Ritz
+    vectors as the columns of ``vectors`` (``n x k``). Returns the basis size used, or minus
+    the relative error bound reached when ``max_dim`` vectors did not certify ``rtol``.
+    """
+    capacity = min(max_dim, 3 * k + 16)
+    basis = np.empty((capacity + 1, n))
+    alpha = np.zeros(capacity)
+    beta = np.zeros(capacity)
+    basis[0] = start / np.sqrt(np.dot(start, start))
+    w = np.empty(n)
+    interval = max(2, k // 8)
+    largest = 0.0
+    dim = 0
+    restarts = 0
+    worst = np.inf
+    while True:
+        j = dim
+        _apply(spectrum, basis[j], m, w)
+        largest = max(largest, np.sqrt(np.dot(w, w)))
+        # the three-term step, then one Gram-Schmidt pass over the whole basis (repeated when
+        # it cancels: DGKS); what the full pass removes is rounding, not kept in T
+        alpha[j] = np.dot(basis[j], w)
+        w -= alpha[j] * basis[j]
+        if j > 0:
+            w -= beta[j - 1] * basis[j - 1]
+        norm = _orthogonalize(basis, j + 1, w)
+        dim = j + 1
+        if dim == capacity and capacity < max_dim:
+            capacity = min(max_dim, 2 * capacity)
+            basis, alpha, beta = _grow(basis, capacity + 1), _grow(alpha, capacity), \
+                _grow(beta, capacity)
+        if norm > _BREAKDOWN * largest and dim < n:
+            beta[j] = norm
+            basis[dim] = w / norm
+        else:  # invariant subspace: exact Ritz values so far, continue elsewhere
+            beta[j] = 0.0
+            while dim < n:
+                restarts += 1
+                _pseudo_random(w, seed + 7919 * restarts)
+                size = np.sqrt(np.dot(w, w))
+                norm = _orthogonalize(basis, dim, w)
+                if norm > 1e-8 * size:
+                    basis[dim] = w / norm
+                    break
+        if dim >= k and ((dim - k) % interval == 0 or dim == max_dim or dim == n):
+            good, worst = _certified(alpha, beta, dim, k, rtol)
+            if good or dim == n:
+                break
+            if dim == max_dim:
+                return -worst
+    t = _tridiagonal(alpha, beta, dim)
+    if want_vectors:
+        values, s = np.linalg.eigh(t)
+    else:
+        values = np.linalg.eigvalsh(t)
+        s = np.zeros((dim, 0))
+    top = np.argsort(-np.abs(values), kind="mergesort")[:k]
+    theta[:] = values[top]
+    if want_vectors:
+        ritz = np.empty((dim, k))
+        for col in range(k):
+            ritz[:, col] = s[:, top[col]]
+        vectors[:, :] = np.dot(basis[:dim].T, ritz)
+    return dim
+
+
+@numba.njit(cache=True, nogil=True)
+def lanczos_rows(spectra, n, m, k, rtol, max_dim, starts, seeds, theta, vectors,
+                 want_vectors, dims):
+    """`lanczos_one` for each row of ``spectra`` (``F x (m // 2 + 1)``)."""
+    for f in range(spectra.shape[0]):
+        dims[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, starts[f], seeds[f],
+                              theta[f], vectors[f], want_vectors)
