@@ -38,11 +38,14 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 import scipy.linalg
+import scipy.linalg.lapack
 
 from mor._aaa_kernels import aaa_greedy, real_points
 from mor.methods.prony import PoleFamily
 
 FROISSART_RTOL = 1e-13
+_SQRT2 = np.sqrt(2.0)
+_dggev = scipy.linalg.lapack.dggev
 
 
 class AAAFamily(PoleFamily):
@@ -110,22 +113,44 @@ def aaa_poles(z: np.ndarray, f: np.ndarray, support: np.ndarray, weights: np.nda
     (from `aaa_greedy_reference` or `mor._aaa_kernels.aaa_greedy`), Froissart doublets
     removed: the finite eigenvalues of the pencil
     ``([[0, w^T], [1, diag(z)]], diag(0, 1, ..., 1))`` whose barycentric residue
-    ``N(p) / D'(p)`` is at least ``FROISSART_RTOL max |f|``."""
+    ``N(p) / D'(p)`` is at least ``FROISSART_RTOL max |f|``.
+
+    The pencil is solved in real form (LAPACK ``dggev``): the unitary similarity
+    ``Q = [[1, -i], [1, i]] / sqrt(2)`` on the rows and columns of each conjugate pair
+    ``(z, conj z)`` turns its block into ``[[Re z, Im z], [-Im z, Re z]]``, its weights into
+    ``sqrt(2) (Re w, Im w)`` and its ones into ``(sqrt(2), 0)``; the eigenvalues are the same and
+    come in exact conjugate pairs."""
     if support.size == 0:
         return np.zeros(0, dtype=np.complex128)
-    zs, fs, ws = _expand(z, f, support, weights, real_points(z))
-    n = zs.size
-    pencil = np.zeros((n + 1, n + 1), dtype=np.complex128)
-    pencil[0, 1:] = ws
-    pencil[1:, 0] = 1.0
-    pencil[1:, 1:] = np.diag(zs)
+    real = real_points(z)[support]
+    sizes = np.where(real, 1, 2)
+    first = np.cumsum(sizes) - sizes  # each support point's first weight parameter
+    n = int(sizes.sum())
+    zj, fj = z[support], f[support]
+    a = np.zeros((n + 1, n + 1))
+    one, two = first[real] + 1, first[~real] + 1  # pencil rows and columns
+    a[0, one], a[one, 0], a[one, one] = weights[first[real]], 1.0, zj[real].real
+    zp, re_w, im_w = zj[~real], weights[first[~real]], weights[first[~real] + 1]
+    a[0, two], a[0, two + 1], a[two, 0] = _SQRT2 * re_w, _SQRT2 * im_w, _SQRT2
+    a[two, two] = a[two + 1, two + 1] = zp.real
+    a[two, two + 1], a[two + 1, two] = zp.imag, -zp.imag
     b = np.eye(n + 1)
     b[0, 0] = 0.0
-    poles = scipy.linalg.eigvals(pencil, b)
+    alphar, alphai, beta, _, _, _, info = _dggev(a, b, compute_vl=0, compute_vr=0,
+                                                  overwrite_a=1, overwrite_b=1)
+    if info != 0:
+        raise np.linalg.LinAlgError(f"dggev failed on the AAA pencil (info {info})")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        poles = (alphar + 1j * alphai) / beta
     poles = poles[np.isfinite(poles)]
     # Froissart doublets: a tiny barycentric residue N(p) / D'(p)
-    numer = (ws * fs / (poles[:, None] - zs[None, :])).sum(axis=1)
-    dprime = -(ws / (poles[:, None] - zs[None, :]) ** 2).sum(axis=1)
+    w = re_w + 1j * im_w
+    zs = np.concatenate([zj[real], zp, np.conj(zp)])
+    fs = np.concatenate([fj[real].real, fj[~real], np.conj(fj[~real])])
+    ws = np.concatenate([weights[first[real]], w, np.conj(w)])
+    cauchy = 1.0 / (poles[:, None] - zs[None, :])
+    numer = cauchy @ (ws * fs)
+    dprime = -((cauchy * cauchy) @ ws)
     poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * np.abs(f).max()]
     return _conjugate_closed(poles)
 
