@@ -89,3 +89,97 @@ def fir_dtft_reference(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.nda
     """NumPy reference for `fir_dtft`."""
     k = np.arange(h.shape[1])
     return (h[rows] * np.exp(-1j * w[:, None] * k)).sum(axis=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _residue_fit_rows(h, poles, live, rows, tail_weight, residues):
+    """`mor.methods.residues.fit_residues` for the filters ``rows`` whose live poles all lie
+    inside the unit circle, with uniform weights and no weight filter: the design columns
+    ``Re lambda^(k-1)``, ``-Im lambda^(k-1)`` by repeated multiplication (flushed to zero
+    below ``1e-250``: no subnormal arithmetic), scaled to unit norm, the square root of the
+    tail's Gram matrix stacked under them when ``tail_weight > 0``, and LAPACK's ``gelsd``
+    with NumPy's default cut-off ``eps max(rows, columns)``."""
+    length = h.shape[1]
+    taps = length - 1
+    for i in rows:
+        count = 0
+        pairs = 0
+        for n in range(poles.shape[1]):
+            if live[i, n]:
+                count += 1
+                if poles[i, n].imag != 0.0:
+                    pairs += 1
+        if count == 0 or taps == 0:
+            continue
+        lam = np.empty(count, dtype=np.complex128)
+        idx = np.empty(count, dtype=np.int64)
+        c = 0
+        for n in range(poles.shape[1]):
+            if live[i, n]:
+                lam[c] = poles[i, n]
+                idx[c] = n
+                c += 1
+        cols = count + pairs
+        extra = cols if tail_weight > 0.0 else 0
+        design = np.zeros((taps + extra, cols))
+        second = np.empty(count, dtype=np.int64)  # column of -Im for a pair, -1 for a real pole
+        c = count
+        for n in range(count):
+            if lam[n].imag != 0.0:
+                second[n] = c
+                c += 1
+            else:
+                second[n] = -1
+        for n in range(count):
+            p = 1.0 + 0.0j
+            q = lam[n]
+            col2 = second[n]
+            for k in range(taps):
+                design[k, n] = p.real
+                if col2 >= 0:
+                    design[k, col2] = -p.imag
+                p *= q
+                if abs(p.real) + abs(p.imag) < 1e-250:
+                    break
+        scale = np.empty(cols)
+        for c in range(cols):
+            acc = 0.0
+            for k in range(taps):
+                acc += design[k, c] * design[k, c]
+            scale[c] = np.sqrt(acc) if acc > 0.0 else 1.0
+            for k in range(taps):
+                design[k, c] /= scale[c]
+        target = np.zeros(taps + extra)
+        target[:taps] = h[i, 1:]
+        if extra:
+            lams = np.empty(cols, dtype=np.complex128)
+            coef = np.empty(cols, dtype=np.complex128)
+            for n in range(count):
+                lams[n] = lam[n]
+                coef[n] = 1.0
+                if second[n] >= 0:
+                    lams[second[n]] = lam[n]
+                    coef[second[n]] = 1.0j
+            gram = np.empty((cols, cols))
+            for a in range(cols):
+                for b in range(a + 1):
+                    x = lams[a] * lams[b]
+                    y = lams[a] * np.conj(lams[b])
+                    sx = np.exp((taps) * np.log(x)) / (1.0 - x) if x != 0 else 0.0
+                    sy = np.exp((taps) * np.log(y)) / (1.0 - y) if y != 0 else 0.0
+                    v = 0.5 * (coef[a] * coef[b] * sx + coef[a] * np.conj(coef[b]) * sy).real
+                    v /= scale[a] * scale[b]
+                    gram[a, b] = v
+                    gram[b, a] = v
+            w, u = np.linalg.eigh(gram)
+            for a in range(cols):
+                root = np.sqrt(tail_weight * max(w[a], 0.0))
+                for b in range(cols):
+                    design[taps + a, b] = u[b, a] * root
+        solution = np.linalg.lstsq(design, target,
+                                   np.finfo(np.float64).eps * max(taps + extra, cols))[0]
+        for n in range(count):
+            value = solution[n] / scale[n] + 0.0j
+            if second[n] >= 0:
+                value += 1.0j * solution[second[n]] / scale[second[n]]
+            residues[i, idx[n]] = value

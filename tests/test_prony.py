@@ -146,3 +146,23 @@ def test_fit_residues_with_the_tail_fits_the_zero_padded_filter(ssm, length, see
         return np.linalg.norm(model - padded[0])
 
     assert error_over_all_time(with_tail) <= error_over_all_time(taps_only) * (1 + 1e-9)
+
+
+@given(stable_modal(max_pairs=4, max_real=3, max_modulus=0.999), st.integers(2, 400),
+       st.sampled_from([0.0, 0.1, 1.0]), st.integers(0, 2**31))
+def test_residue_kernel_matches_the_reference(ssm, length, tail_weight, seed):
+    """The Numba residue fit gives the NumPy reference's models (noisy taps of the system, so
+    that the least-squares problem is not exact), a pole at zero and a dead mode included."""
+    from mor.methods.residues import fit_residues_reference
+
+    poles, _, _ = ssm.compact()
+    poles = np.concatenate([poles, [0.0, 0.5]])
+    live = np.ones((1, poles.size), dtype=bool)
+    live[0, -1] = False
+    rng = np.random.default_rng(seed)
+    h = ssm.impulse(length)[None] + 0.1 * rng.standard_normal((1, length))
+    got, d = fit_residues(h, poles[None], live, tail_weight=tail_weight)
+    ref, _ = fit_residues_reference(h, poles[None], live, tail_weight=tail_weight)
+    assert got[0, -1] == 0 and d[0] == h[0, 0]
+    model = [mor.ModalSSM.from_compact(poles, r[0], d[0]).impulse(length) for r in (got, ref)]
+    np.testing.assert_allclose(model[0], model[1], atol=1e-9 * np.linalg.norm(h))

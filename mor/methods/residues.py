@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
+from mor._kernels import _residue_fit_rows
 from mor._parallel import map_chunks
 
 #: Filters per task when the least-squares solves run on worker threads.
@@ -64,45 +65,78 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
     direct : ndarray ``(F,)``
         ``h[0]``.
     """
+    h = np.ascontiguousarray(h, dtype=np.float64)
     f, length = h.shape
-    k = np.arange(max(length - 1, 0))
-    sqrt_w = np.ones(k.size) if weights is None else np.sqrt(np.asarray(weights)[1:])
     residues = np.zeros(poles.shape, dtype=np.complex128)
+    if weights is None and weight_filter is None:  # the kernel, where every pole is stable
+        poles = np.ascontiguousarray(poles, dtype=np.complex128)
+        live = np.ascontiguousarray(live, dtype=bool)
+        fast = np.all(~live | (np.abs(poles) < 1.0), axis=1)
+    else:
+        fast = np.zeros(f, dtype=bool)
 
-    def fit(rows: slice) -> None:  # one least-squares solve per filter
-        for i in range(rows.start, rows.stop):
-            idx = np.flatnonzero(live[i])
-            if idx.size == 0 or k.size == 0:
-                continue
-            lam = poles[i, idx]
-            # lambda^k / max(1, |lambda|)^(L-2): no overflow for poles outside the circle
-            grow = np.maximum(np.log(np.maximum(np.abs(lam), 1e-300)), 0.0) * (k.size - 1)
-            with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log(0) at k = 0
-                logs = np.where(lam == 0, -np.inf, np.log(np.where(lam == 0, 1, lam)))
-                powers = np.exp(k[:, None] * logs[None, :] - grow[None, :])
-            powers[0, lam == 0] = 1.0  # 0^0
-            pair = lam.imag != 0
-            columns = [powers.real, -powers[:, pair].imag]
-            design = _filtered(np.concatenate(columns, axis=1), weight_filter) * sqrt_w[:, None]
-            scale = np.linalg.norm(design, axis=0)
-            scale[scale == 0] = 1.0
-            target = _filtered(h[i, 1:], weight_filter) * sqrt_w
-            design /= scale
-            if tail_weight > 0 and np.all(np.abs(lam) < 1.0):
-                gram = tail_gram(lam, length) / np.outer(scale, scale)
-                w, u = np.linalg.eigh(gram)
-                half = (u * np.sqrt(tail_weight * np.maximum(w, 0.0))).T
-                design = np.concatenate([design, half])
-                target = np.concatenate([target, np.zeros(half.shape[0])])
-            coef = np.linalg.lstsq(design, target, rcond=None)[0] / scale
-            with np.errstate(under="ignore", over="ignore"):
-                coef /= np.exp(np.concatenate([grow, grow[pair]]))
-            value = coef[: idx.size].astype(np.complex128)
-            value[pair] += 1j * coef[idx.size:]
-            residues[i, idx] = value
+    def fit(rows: slice) -> None:
+        chunk = np.arange(rows.start, rows.stop)
+        if fast[rows].any():
+            _residue_fit_rows(h, poles, live, chunk[fast[rows]], float(tail_weight), residues)
+        for i in chunk[~fast[rows]]:
+            residues[i] = _fit_one(h[i], poles[i], live[i], weights, weight_filter,
+                                   tail_weight)
 
     map_chunks(fit, f, RESIDUE_CHUNK)
     return residues, h[:, 0].copy()
+
+
+def fit_residues_reference(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
+                           weights: np.ndarray | None = None,
+                           weight_filter: np.ndarray | None = None, tail_weight: float = 0.0
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy reference for `fit_residues`: explicit powers ``exp(k log lambda)``, one filter at
+    a time (and the path that `fit_residues` takes for weights, a weight filter or poles on or
+    outside the circle)."""
+    residues = np.stack([_fit_one(h[i], poles[i], live[i], weights, weight_filter, tail_weight)
+                         for i in range(h.shape[0])]) if h.shape[0] else np.zeros(poles.shape,
+                                                                                   complex)
+    return residues, h[:, 0].copy()
+
+
+def _fit_one(h: np.ndarray, poles: np.ndarray, live: np.ndarray, weights, weight_filter,
+             tail_weight: float) -> np.ndarray:
+    """Compact residues ``(m,)`` of one filter (zero where not ``live``)."""
+    length = h.size
+    k = np.arange(max(length - 1, 0))
+    residues = np.zeros(poles.shape, dtype=np.complex128)
+    idx = np.flatnonzero(live)
+    if idx.size == 0 or k.size == 0:
+        return residues
+    sqrt_w = np.ones(k.size) if weights is None else np.sqrt(np.asarray(weights)[1:])
+    lam = poles[idx]
+    # lambda^k / max(1, |lambda|)^(L-2): no overflow for poles outside the circle
+    grow = np.maximum(np.log(np.maximum(np.abs(lam), 1e-300)), 0.0) * (k.size - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 * log(0) at k = 0
+        logs = np.where(lam == 0, -np.inf, np.log(np.where(lam == 0, 1, lam)))
+        powers = np.exp(k[:, None] * logs[None, :] - grow[None, :])
+    powers[0, lam == 0] = 1.0  # 0^0
+    pair = lam.imag != 0
+    columns = [powers.real, -powers[:, pair].imag]
+    design = _filtered(np.concatenate(columns, axis=1), weight_filter) * sqrt_w[:, None]
+    scale = np.linalg.norm(design, axis=0)
+    scale[scale == 0] = 1.0
+    target = _filtered(h[1:], weight_filter) * sqrt_w
+    design /= scale
+    if tail_weight > 0 and np.all(np.abs(lam) < 1.0):
+        gram = tail_gram(lam, length) / np.outer(scale, scale)
+        w, u = np.linalg.eigh(gram)
+        half = (u * np.sqrt(tail_weight * np.maximum(w, 0.0))).T
+        design = np.concatenate([design, half])
+        target = np.concatenate([target, np.zeros(half.shape[0])])
+    coef = np.linalg.lstsq(design, target, rcond=None)[0] / scale
+    with np.errstate(under="ignore", over="ignore"):
+        coef /= np.exp(np.concatenate([grow, grow[pair]]))
+    value = coef[: idx.size].astype(np.complex128)
+    value[pair] += 1j * coef[idx.size:]
+    residues[idx] = value
+    return residues
 
 
 def tail_gram(lam: np.ndarray, length: int) -> np.ndarray:
