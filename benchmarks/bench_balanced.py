@@ -252,25 +252,26 @@ LABELS = {"mor": "mor reduce (default)", "mor_core": "mor reduce(errors=())*",
 
 
 def targets(orders, batch):
+    """The issue's targets. Speed is judged on the reduction alone (``errors=()``: what
+    AB09AD, BTReductor and RandomizedERA compute); the ratio to the default ``reduce``, which
+    adds the error report, is given beside it."""
     rows = []
     for o in orders:
         m = o["methods"]
-        t_mor = m["mor"].get("seconds")
-        for key in ("ab09ad", "pymor_bt"):
-            ratio = m.get(key, {}).get("time_ratio_to_mor")
-            if ratio is not None:
-                rows.append((f"d={o['order']}: mor ≥ {TARGETS['speedup_vs_slow_bt']:.0f}x faster "
-                             f"than {LABELS[key]}", f"{ratio:.0f}x",
-                             ratio >= TARGETS["speedup_vs_slow_bt"]))
+        t_core, t_mor = m["mor_core"].get("seconds"), m["mor"].get("seconds")
+        for key, goal in (("ab09ad", "speedup_vs_slow_bt"), ("pymor_bt", "speedup_vs_slow_bt"),
+                          ("pymor_rera", "speedup_vs_rera")):
+            t = m.get(key, {}).get("seconds")
+            if t is None or not t_core:
+                continue
+            ratio = t / t_core
+            rows.append((f"d={o['order']}: mor ≥ {TARGETS[goal]:.0f}x faster than {LABELS[key]}",
+                         f"{ratio:.3g}x (with the error report: {t / t_mor:.3g}x)",
+                         ratio >= TARGETS[goal]))
         hr = m["mor"].get("hinf_ratio_to_dense_bt")
         if hr is not None:
             rows.append((f"d={o['order']}: mor hinf within 1% of dense BT",
                          f"{(hr - 1) * 100:+.3g}%", abs(hr - 1) <= TARGETS["hinf_rel_to_dense"]))
-        ratio = m.get("pymor_rera", {}).get("time_ratio_to_mor")
-        if ratio is not None and t_mor:
-            rows.append((f"d={o['order']}: mor ≥ {TARGETS['speedup_vs_rera']:.0f}x faster than "
-                         f"pyMOR RandomizedERA", f"{ratio:.2f}x",
-                         ratio >= TARGETS["speedup_vs_rera"]))
     if batch and batch["n_filters"] == 1024:
         rows.append((f"batch of 1024 filters < {TARGETS['batch_seconds']:.0f} s",
                      C.fmt_t(batch["mor_seconds"]), batch["mor_seconds"] < TARGETS["batch_seconds"]))

@@ -6,8 +6,28 @@ The tests compare every kernel against its reference. Kernels work on flattened 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numba
 import numpy as np
+
+#: Calls with less work than this (inner-loop steps) run their parallel kernel on one thread:
+#: waking Numba's thread pool costs 20-60 us (OpenMP layer, measured), more than such work.
+PARALLEL_MIN_WORK = 1 << 18
+
+
+@contextmanager
+def _threads_for(work: int):
+    """Numba's thread count for a kernel call with ``work`` inner-loop steps."""
+    if work >= PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
+        yield
+        return
+    saved = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(saved)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -38,7 +58,8 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
     direct = np.ascontiguousarray(direct, dtype=np.float64)
     out = np.empty((poles.shape[0], length), dtype=np.float64)
     if length > 0:
-        _impulse_compact_numba(poles, residues, direct, length, out)
+        with _threads_for(poles.size * length):
+            _impulse_compact_numba(poles, residues, direct, length, out)
     return out
 
 
@@ -81,7 +102,8 @@ def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     h = np.ascontiguousarray(h, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     out = np.empty(w.shape, dtype=np.complex128)
-    _fir_dtft_numba(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
+    with _threads_for(w.size * h.shape[1]):
+        _fir_dtft_numba(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
     return out
 
 
@@ -89,6 +111,37 @@ def fir_dtft_reference(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.nda
     """NumPy reference for `fir_dtft`."""
     k = np.arange(h.shape[1])
     return (h[rows] * np.exp(-1j * w[:, None] * k)).sum(axis=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def _markov_numba(a, b, c, count, out):
+    for f in range(a.shape[0]):
+        x = b[f].copy()
+        for k in range(count):
+            out[f, k] = np.dot(c[f], x)
+            x = np.dot(a[f], x)
+
+
+def markov_parameters(a: np.ndarray, b: np.ndarray, c: np.ndarray, count: int) -> np.ndarray:
+    """Markov parameters ``C A^k B``, ``k < count``, of a flat batch of dense systems
+    (``a`` of shape ``(F, n, n)``, ``b`` and ``c`` ``(F, n)``)."""
+    a = np.ascontiguousarray(a, dtype=np.float64)
+    b = np.ascontiguousarray(b, dtype=np.float64)
+    c = np.ascontiguousarray(c, dtype=np.float64)
+    out = np.empty((a.shape[0], count))
+    _markov_numba(a, b, c, count, out)
+    return out
+
+
+def markov_parameters_reference(a: np.ndarray, b: np.ndarray, c: np.ndarray,
+                                count: int) -> np.ndarray:
+    """NumPy reference for `markov_parameters`."""
+    out = np.empty((a.shape[0], count))
+    x = b
+    for k in range(count):
+        out[:, k] = np.einsum("fi,fi->f", c, x)
+        x = np.einsum("fij,fj->fi", a, x)
+    return out
 
 
 @numba.njit(cache=True, nogil=True)

@@ -29,6 +29,9 @@ import rocket_fft  # noqa: F401  (registers np.fft for Numba)
 _EPS = np.finfo(np.float64).eps
 #: ``beta`` below this times the largest ``||H q||`` met is an invariant subspace.
 _BREAKDOWN = 64 * _EPS
+#: Partial re-orthogonalisation keeps ``|q_i . q_j|`` below this (semi-orthogonality, which
+#: keeps the Ritz values accurate to rounding: Simon 1984).
+_SEMI_ORTHOGONAL = np.sqrt(_EPS)
 #: Daniel-Gragg-Kaufman-Stewart: re-orthogonalise again when a pass keeps less than this.
 _DGKS = 0.7071067811865476
 
@@ -64,6 +67,31 @@ def _orthogonalize(basis, dim, w):
             break
         before = after
     return after
+
+
+@numba.njit(cache=True, nogil=True)
+def _next_omega(alpha, beta, omega, omega_prev, j, norm, largest, noise):
+    """Simon's recurrence for ``q_{j+1} . q_i``, ``i <= j``, written into ``omega_prev``.
+
+    With ``beta_j q_{j+1} = H q_j - alpha_j q_j - beta_{j-1} q_{j-1}`` and ``H q_i`` expanded
+    by its own three-term relation,
+    ``beta_j w_{j+1,i} = beta_i w_{j,i+1} + (alpha_i - alpha_j) w_{j,i} + beta_{i-1} w_{j,i-1}
+    - beta_{j-1} w_{j-1,i}``, plus a rounding term of the size of ``sqrt(n) eps ||H||``
+    with the sign of the rest. ``omega`` holds ``w_{j,.}``, ``omega_prev`` ``w_{j-1,.}``.
+    Returns the largest ``|w_{j+1,i}|``.
+    """
+    drift = 0.0
+    for i in range(j):
+        t = beta[i] * omega[i + 1] + (alpha[i] - alpha[j]) * omega[i]
+        if i > 0:
+            t += beta[i - 1] * omega[i - 1]
+        if j > 0:
+            t -= beta[j - 1] * omega_prev[i]
+        d = noise * (abs(alpha[i]) + beta[i] + abs(alpha[j]) + norm + largest)
+        omega_prev[i] = (t + (d if t >= 0.0 else -d)) / norm
+        drift = max(drift, abs(omega_prev[i]))
+    omega_prev[j] = noise * largest / norm
+    return max(drift, abs(omega_prev[j]))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -130,25 +158,36 @@ def tridiagonal_eig_last(alpha, beta):
 @numba.njit(cache=True, nogil=True)
 def _certified(alpha, beta, dim, k, rtol):
     """Whether the top ``k`` Ritz values (by modulus) of ``T_dim`` are within ``rtol`` times the
-    largest of an eigenvalue of ``H``; and the largest such bound, relative."""
+    largest of an eigenvalue of ``H``; and the largest such bound, relative.
+
+    Kato-Temple needs the gap from a Ritz value to the rest of the spectrum. Beside the
+    neighbouring Ritz values, the rest includes the unexplored middle of the spectrum, which
+    the ``(k+1)``-th Ritz value bounds only once it has itself converged: the gap is at most
+    ``|theta_k| - |theta_{k+1}| - r_{k+1}`` (zero while there is no ``(k+1)``-th value, leaving
+    the plain residual bound).
+    """
     values, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
     if not ok:
         values, vectors = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
         last = vectors[dim - 1].copy()
     order = np.argsort(values)
-    values, last = values[order], last[order]
-    top = np.argsort(-np.abs(values), kind="mergesort")[:k]
-    scale = max(abs(values[top[0]]), np.finfo(np.float64).tiny)
+    values = values[order]
+    resid = np.abs(beta[dim - 1] * last[order])
+    ranked = np.argsort(-np.abs(values), kind="mergesort")
+    scale = max(abs(values[ranked[0]]), np.finfo(np.float64).tiny)
+    inner = 0.0
+    if dim > k:
+        inner = np.abs(values[ranked[k]]) + resid[ranked[k]]
     worst = 0.0
-    for i in top:
-        resid = abs(beta[dim - 1] * last[i])
-        gap = np.inf
+    for i in ranked[:k]:
+        gap = abs(values[i]) - inner if dim > k else 0.0
         if i > 0:
-            gap = values[i] - values[i - 1]
+            gap = min(gap, values[i] - values[i - 1])
         if i + 1 < dim:
             gap = min(gap, values[i + 1] - values[i])
-        gap -= resid
-        bound = min(resid, resid * resid / gap) if gap > 0.0 else resid
+        gap -= resid[i]
+        r = resid[i]
+        bound = min(r, r * r / gap) if gap > 0.0 else r
         worst = max(worst, bound / scale)
     return worst <= rtol, worst
 
@@ -166,7 +205,7 @@ def _tridiagonal(alpha, beta, dim):
 
 @numba.njit(cache=True, nogil=True)
 def _grow(a, size):
-    out = np.empty((size,) + a.shape[1:])
+    out = np.zeros((size,) + a.shape[1:])
     out[: a.shape[0]] = a
     return out
 
@@ -183,6 +222,11 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
     basis = np.empty((capacity + 1, n))
     alpha = np.zeros(capacity)
     beta = np.zeros(capacity)
+    omega = np.zeros(capacity + 1)  # estimates of q_j . q_i (i <= j), then of the next
+    omega_prev = np.zeros(capacity + 1)
+    omega[0] = 1.0
+    noise = 0.5 * np.sqrt(n) * _EPS
+    force = False
     basis[0] = start / np.sqrt(np.dot(start, start))
     w = np.empty(n)
     interval = max(2, k // 8)
@@ -194,23 +238,38 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
         j = dim
         _apply(spectrum, basis[j], m, w)
         largest = max(largest, np.sqrt(np.dot(w, w)))
-        # the three-term step, then one Gram-Schmidt pass over the whole basis (repeated when
-        # it cancels: DGKS); what the full pass removes is rounding, not kept in T
         alpha[j] = np.dot(basis[j], w)
         w -= alpha[j] * basis[j]
         if j > 0:
             w -= beta[j - 1] * basis[j - 1]
-        norm = _orthogonalize(basis, j + 1, w)
+        norm = np.sqrt(np.dot(w, w))
+        # Gram-Schmidt over the whole basis: at every step for Ritz vectors; for values only
+        # when the estimated loss of orthogonality passes sqrt(eps), and at the step after
+        # (partial re-orthogonalisation); what it removes is rounding, not kept in T
+        if want_vectors:
+            norm = _orthogonalize(basis, j + 1, w)
+        elif norm > 0.0:
+            drift = _next_omega(alpha, beta, omega, omega_prev, j, norm, largest, noise)
+            if force or drift > _SEMI_ORTHOGONAL:
+                norm = _orthogonalize(basis, j + 1, w)
+                omega_prev[: j + 1] = noise
+                force = not force
+            omega_prev, omega = omega, omega_prev
+            omega[j + 1] = 1.0
         dim = j + 1
         if dim == capacity and capacity < max_dim:
             capacity = min(max_dim, 2 * capacity)
             basis, alpha, beta = _grow(basis, capacity + 1), _grow(alpha, capacity), \
                 _grow(beta, capacity)
+            omega, omega_prev = _grow(omega, capacity + 1), _grow(omega_prev, capacity + 1)
         if norm > _BREAKDOWN * largest and dim < n:
             beta[j] = norm
             basis[dim] = w / norm
         else:  # invariant subspace: exact Ritz values so far, continue elsewhere
             beta[j] = 0.0
+            omega[:dim] = noise
+            omega_prev[:dim] = noise
+            omega[dim] = 1.0
             while dim < n:
                 restarts += 1
                 _pseudo_random(w, seed + 7919 * restarts)
@@ -225,12 +284,12 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
                 break
             if dim == max_dim:
                 return -worst
-    t = _tridiagonal(alpha, beta, dim)
     if want_vectors:
-        values, s = np.linalg.eigh(t)
+        values, s = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
     else:
-        values = np.linalg.eigvalsh(t)
-        s = np.zeros((dim, 0))
+        values, _, ok = tridiagonal_eig_last(alpha[:dim], beta)
+        if not ok:
+            values = np.linalg.eigvalsh(_tridiagonal(alpha, beta, dim))
     top = np.argsort(-np.abs(values), kind="mergesort")[:k]
     theta[:] = values[top]
     if want_vectors:

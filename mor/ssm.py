@@ -129,11 +129,9 @@ class ModalSSM:
         # scales unstable systems so that the powers stay bounded).
         rho = np.maximum(np.abs(lam).max(axis=-1), 1.0)
         scaled = a / rho[..., None, None]
-        markov = np.empty(a.shape[:-2] + (2 * n,))
-        x = b
-        for k in range(2 * n):
-            markov[..., k] = np.einsum("...i,...i->...", c, x)
-            x = np.einsum("...ij,...j->...i", scaled, x)
+        markov = _kernels.markov_parameters(scaled.reshape(-1, n, n), b.reshape(-1, n),
+                                            c.reshape(-1, n), 2 * n
+                                            ).reshape(a.shape[:-2] + (2 * n,))
         pc, rc, _ = ssm.compact()
         modal = ModalSSM.from_compact(pc / rho[..., None], rc, d).impulse(2 * n + 1)[..., 1:]
         scale = np.linalg.norm(markov, axis=-1)

@@ -1,5 +1,6 @@
 """Cross-checks against reference libraries: pyMOR, SciPy."""
 
+import mpmath
 import numpy as np
 import pytest
 import scipy.linalg
@@ -64,9 +65,17 @@ def test_balanced_truncation_matches_pymor(order):
 def test_square_root_hsv_beat_sqrt_eig_pq():
     """Values far below sqrt(eps) sigma_1 keep their accuracy; sqrt(eig(PQ)) loses them."""
     ssm = mor.ModalSSM.from_compact(np.array([0.9, 0.5, 0.1]), np.array([1.0, 1e-5, 1e-10]), 0.0)
-    # reference: the dense Hankel SVD of the (decayed) impulse response, accurate to
-    # eps * sigma_1 (the Krylov path certifies only rtol * sigma_1, here above sigma_3)
-    ref = mor.hankel_singular_values(ssm.impulse(400), 3, method="dense")
+    # reference: sqrt(eig(P Q)) in 50-digit arithmetic, P_ij = 1 / (1 - p_i p_j) and
+    # Q_ij = r_i r_j / (1 - p_i p_j) for h[k] = sum r_i p_i^(k-1) (B = 1, C = r)
+    mpmath.mp.dps = 50
+    p_, r_ = [mpmath.mpf(x) for x in (0.9, 0.5, 0.1)], [mpmath.mpf(x) for x in (1.0, 1e-5, 1e-10)]
+    gram_p = mpmath.matrix(3, 3)
+    gram_q = mpmath.matrix(3, 3)
+    for i in range(3):
+        for j in range(3):
+            gram_p[i, j] = 1 / (1 - p_[i] * p_[j])
+            gram_q[i, j] = r_[i] * r_[j] / (1 - p_[i] * p_[j])
+    ref = np.sort([float(mpmath.sqrt(mpmath.re(e))) for e in mpmath.eig(gram_p * gram_q)[0]])[::-1]
     ours = ssm.hankel_singular_values()
     np.testing.assert_allclose(ours, ref, rtol=1e-4)
     dense = ssm.to_dense()

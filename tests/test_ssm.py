@@ -68,6 +68,16 @@ def test_fir_dtft_kernel_agrees_with_reference():
                                    atol=1e-11)
 
 
+def test_markov_kernel_agrees_with_reference():
+    rng = np.random.default_rng(1)
+    for n in (1, 2, 7, 40):
+        a = rng.standard_normal((3, n, n)) / (2 * np.sqrt(n))
+        b, c = rng.standard_normal((3, n)), rng.standard_normal((3, n))
+        np.testing.assert_allclose(_kernels.markov_parameters(a, b, c, 2 * n),
+                                   _kernels.markov_parameters_reference(a, b, c, 2 * n),
+                                   rtol=1e-12, atol=1e-14)
+
+
 @given(stable_modal())
 def test_dense_modal_compact_forms_agree(ssm):
     length = 200
