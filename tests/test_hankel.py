@@ -50,6 +50,18 @@ def test_krylov_exactly_low_rank_and_zero():
     assert np.all(s[0, 3:] <= 1e-12 * s[0, 0]) and np.all(s[1] == 0)
 
 
+@given(stable_modal(), st.integers(200, 420), st.integers(1, 12))
+def test_krylov_certificate_holds_on_low_rank_filters(ssm, length, k):
+    """Low-order filters cut at any length (rank-deficient Hankel matrices, tiny trailing
+    values next to the unexplored spectrum): both Krylov variants (full re-orthogonalisation
+    for vectors, partial for values) stay within ``rtol sigma_1`` of the dense SVD."""
+    h = ssm.impulse(length)
+    dense = hankel_svd(h, k, method="dense", vectors=False)[0]
+    for vectors in (False, True):
+        krylov = hankel_svd(h, k, method="krylov", vectors=vectors, rtol=1e-11)[0]
+        assert np.all(np.abs(krylov - dense) <= 1.5e-11 * dense[0] + 1e-300)
+
+
 @given(stable_modal())
 def test_exact_order_filters_have_a_gap(ssm):
     """A stable order-n filter, truncated where its l1 tail is < 1e-13: sigma_{n+1} <= 1e-10 sigma_1."""
