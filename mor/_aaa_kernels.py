@@ -41,6 +41,8 @@ CHUNK_FILTERS = 4  # filters per task on the worker threads
 CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)
 INVERSE_STEPS = 60  # inverse iterations for the weights before an SVD takes over
 INVERSE_TOL = 1e-14  # ... and the change per iteration that counts as settled
+LANCZOS_TOL = 1e-14  # Lanczos: residual / gap (the angle to the eigenvector) that counts as settled
+LANCZOS_CHECK = 4  # Lanczos steps between convergence checks
 FAST = {"reassoc", "contract"}  # vectorised sums; no assumptions about inf and NaN
 DRIFT = 0.5  # re-orthonormalise when the Cholesky factor of G has a diagonal entry below this
 
@@ -186,14 +188,73 @@ def _factor(basis, s, g, k):
 
 
 @numba.njit(cache=True)
+def _solve_normal(m, k, v, out):
+    """``out = (M^T M)^{-1} v`` for the upper triangular ``M``: ``M^T y = v`` (forward), then
+    ``M out = y`` (backward)."""
+    for a in range(k):
+        acc = v[a]
+        for b in range(a):
+            acc -= m[b, a] * out[b]
+        out[a] = acc / m[a, a]
+    for a in range(k - 1, -1, -1):
+        acc = out[a]
+        for b in range(a + 1, k):
+            acc -= m[a, b] * out[b]
+        out[a] = acc / m[a, a]
+
+
+@numba.njit(cache=True)
+def _lanczos_smallest(m, k, start):
+    """The last right singular vector of ``M`` as the dominant eigenvector of ``(M^T M)^{-1}``,
+    by Lanczos with full re-orthogonalisation from ``start``: settled when the Ritz pair's
+    residual over its gap to the next Ritz value (a bound on the angle to the eigenvector)
+    is below ``LANCZOS_TOL``, at the latest when the Krylov space is the whole space (``k``
+    steps). Returns a zero vector if it did not settle (then an SVD decides)."""
+    basis = np.zeros((k + 1, k))
+    alpha = np.zeros(k)
+    beta = np.zeros(k)
+    w = np.empty(k)
+    basis[0] = start / np.sqrt(np.dot(start, start))
+    for j in range(k):
+        _solve_normal(m, k, basis[j], w)
+        alpha[j] = np.dot(w, basis[j])
+        for _ in range(2):  # full re-orthogonalisation, twice is enough
+            for i in range(j + 1):
+                c = np.dot(w, basis[i])
+                for a in range(k):
+                    w[a] -= c * basis[i, a]
+        beta[j] = np.sqrt(np.dot(w, w))
+        last = j == k - 1 or beta[j] <= 1e-300
+        if last or j % LANCZOS_CHECK == LANCZOS_CHECK - 1:
+            size = j + 1
+            t = np.zeros((size, size))
+            for i in range(size):
+                t[i, i] = alpha[i]
+                if i + 1 < size:
+                    t[i, i + 1] = t[i + 1, i] = beta[i]
+            theta, vec = np.linalg.eigh(t)
+            top = vec[:, size - 1]
+            gap = theta[size - 1] - theta[size - 2] if size > 1 else theta[0]
+            if last or beta[j] * abs(top[size - 1]) <= LANCZOS_TOL * gap:
+                out = np.zeros(k)
+                for i in range(size):
+                    for a in range(k):
+                        out[a] += top[i] * basis[i, a]
+                return out / np.sqrt(np.dot(out, out))
+        basis[j + 1] = w / beta[j]
+    return np.zeros(k)
+
+
+@numba.njit(cache=True)
 def _weights(s, lo, k):
     """The last right singular vector of the triangular ``M = L^T S`` (``k x k``): inverse
     iteration ``v <- (M^T M)^{-1} v`` (two triangular solves, ``O(k^2)``) from ``e_k``, which
-    converges like ``(sigma_k / sigma_{k-1})^2`` per step; an SVD of ``M`` when it has not
-    settled to ``INVERSE_TOL`` within ``INVERSE_STEPS`` steps (nearly equal smallest singular
-    values), or as soon as the observed rate of convergence says it would not (the SVD of a
-    ``k x k`` matrix costs about as much as 30-80 steps). Zero pivots are raised to
-    ``eps max |M|``."""
+    converges like ``(sigma_k / sigma_{k-1})^2`` per step; where the observed rate says it
+    would not settle to ``INVERSE_TOL`` within ``INVERSE_STEPS`` steps (nearly equal smallest
+    singular values), Lanczos on the same operator from the current iterate
+    (`_lanczos_smallest`: a few dozen triangular solves where an SVD of ``M`` costs as much as
+    hundreds), and an SVD of ``M`` only if that does not settle either. Zero pivots are
+    raised to ``eps max |M|``."""
     m = np.ascontiguousarray(lo[:k, :k].T) @ np.ascontiguousarray(s[:k, :k])
     floor = np.finfo(np.float64).eps * np.abs(m).max()
     for a in range(k):
@@ -204,16 +265,7 @@ def _weights(s, lo, k):
     u = np.empty(k)
     previous = np.inf
     for step in range(INVERSE_STEPS):
-        for a in range(k):  # M^T u = v (forward), then M x = u (backward)
-            acc = v[a]
-            for b in range(a):
-                acc -= m[b, a] * u[b]
-            u[a] = acc / m[a, a]
-        for a in range(k - 1, -1, -1):
-            acc = u[a]
-            for b in range(a + 1, k):
-                acc -= m[a, b] * u[b]
-            u[a] = acc / m[a, a]
+        _solve_normal(m, k, v, u)
         norm = 0.0
         dot = 0.0
         for a in range(k):
@@ -227,11 +279,14 @@ def _weights(s, lo, k):
             v[a] = value
         if change <= INVERSE_TOL:
             return v
-        if step >= 3 and change >= 0.5 * previous:  # slow: the SVD is cheaper
+        if step >= 3 and change >= 0.5 * previous:  # slow: Lanczos is faster
             rate = change / previous
             if rate >= 1.0 or step + np.log(INVERSE_TOL / change) / np.log(rate) > INVERSE_STEPS:
                 break
         previous = change
+    x = _lanczos_smallest(m, k, v)
+    if np.dot(x, x) > 0.0:
+        return x if np.dot(x, v) >= 0.0 else -x
     return np.linalg.svd(m)[2][k - 1].copy()
 
 
