@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from mor._kernels import _residue_fit_rows
+from mor._residue_kernels import _residue_fit_rows
 from mor._parallel import map_chunks
 
 #: Filters per task when the least-squares solves run on worker threads.
