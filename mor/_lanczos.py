@@ -32,6 +32,8 @@ _BREAKDOWN = 64 * _EPS
 #: Partial re-orthogonalisation keeps ``|q_i . q_j|`` below this (semi-orthogonality, which
 #: keeps the Ritz values accurate to rounding: Simon 1984).
 _SEMI_ORTHOGONAL = np.sqrt(_EPS)
+#: Ritz vectors are certified to residual norms of at most this times ``rtol * sigma_1``.
+VECTOR_RESIDUAL = 1e3
 #: Daniel-Gragg-Kaufman-Stewart: re-orthogonalise again when a pass keeps less than this.
 _DGKS = 0.7071067811865476
 
@@ -156,7 +158,7 @@ def tridiagonal_eig_last(alpha, beta):
 
 
 @numba.njit(cache=True, nogil=True)
-def _certified(alpha, beta, dim, k, rtol):
+def _certified(alpha, beta, dim, k, rtol, with_vectors):
     """Whether the top ``k`` Ritz values (by modulus) of ``T_dim`` are within ``rtol`` times the
     largest of an eigenvalue of ``H``; and the largest such bound, relative.
 
@@ -164,7 +166,9 @@ def _certified(alpha, beta, dim, k, rtol):
     neighbouring Ritz values, the rest includes the unexplored middle of the spectrum, which
     the ``(k+1)``-th Ritz value bounds only once it has itself converged: the gap is at most
     ``|theta_k| - |theta_{k+1}| - r_{k+1}`` (zero while there is no ``(k+1)``-th value, leaving
-    the plain residual bound).
+    the plain residual bound). With ``with_vectors``, each residual norm must also be at most
+    `VECTOR_RESIDUAL` ``* rtol`` times the largest value (a Ritz vector's error is its residual
+    over the gap, not its square).
     """
     values, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
     if not ok:
@@ -188,8 +192,91 @@ def _certified(alpha, beta, dim, k, rtol):
         gap -= resid[i]
         r = resid[i]
         bound = min(r, r * r / gap) if gap > 0.0 else r
+        if with_vectors:
+            bound = max(bound, r / VECTOR_RESIDUAL)
         worst = max(worst, bound / scale)
     return worst <= rtol, worst
+
+
+@numba.njit(cache=True, nogil=True)
+def _tridiagonal_eigenvectors(alpha, beta, dim, wanted, values):
+    """Unit eigenvectors of ``T_dim`` for the eigenvalues ``wanted`` (columns), by inverse
+    iteration with a pivoted LU of ``T - theta I`` (LAPACK's ``dgttrf``/``dgtts2``), three
+    solves each: ``O(dim)`` per vector instead of a dense eigensolver's ``O(dim^3)``.
+
+    ``values`` are all eigenvalues of ``T_dim``. Inverse iteration separates a vector from
+    its neighbours by the ratio of rounding to the gap, so when a wanted value lies within
+    ``1e-6 ||T||`` of another, an empty ``(dim, 0)`` array is returned instead.
+    """
+    scale = max(np.abs(values).max(), np.finfo(np.float64).tiny)
+    ordered = np.sort(values)
+    for i in range(ordered.size - 1):
+        if ordered[i + 1] - ordered[i] <= 1e-6 * scale:
+            for theta in wanted:
+                if abs(theta - ordered[i]) <= 2e-6 * scale:
+                    return np.empty((dim, 0))
+    tiny = _EPS * scale
+    out = np.empty((dim, wanted.size))
+    d, du, dl, du2 = np.empty(dim), np.empty(dim), np.empty(dim), np.zeros(dim)
+    swap = np.zeros(dim, dtype=np.bool_)
+    x = np.empty(dim)
+    for col in range(wanted.size):
+        d[:] = alpha[:dim] - wanted[col]
+        du[: dim - 1] = beta[: dim - 1]
+        dl[: dim - 1] = beta[: dim - 1]
+        du2[:] = 0.0
+        for i in range(dim - 1):  # LU with partial pivoting (dgttrf)
+            swap[i] = abs(d[i]) < abs(dl[i])
+            if not swap[i]:
+                if d[i] == 0.0:
+                    d[i] = tiny
+                fact = dl[i] / d[i]
+                dl[i] = fact
+                d[i + 1] -= fact * du[i]
+            else:
+                fact = d[i] / dl[i]
+                d[i] = dl[i]
+                dl[i] = fact
+                temp = du[i]
+                du[i] = d[i + 1]
+                d[i + 1] = temp - fact * d[i + 1]
+                if i + 2 < dim:
+                    du2[i] = du[i + 1]
+                    du[i + 1] = -fact * du[i + 1]
+        if d[dim - 1] == 0.0:
+            d[dim - 1] = tiny
+        _pseudo_random(x, col)  # LAPACK's dstein also starts from random vectors
+        for _ in range(3):
+            for i in range(dim - 1):  # forward (dgtts2)
+                if not swap[i]:
+                    x[i + 1] -= dl[i] * x[i]
+                else:
+                    temp = x[i]
+                    x[i] = x[i + 1]
+                    x[i + 1] = temp - dl[i] * x[i]
+            x[dim - 1] /= d[dim - 1]
+            if dim > 1:
+                x[dim - 2] = (x[dim - 2] - du[dim - 2] * x[dim - 1]) / d[dim - 2]
+            for i in range(dim - 3, -1, -1):
+                x[i] = (x[i] - du[i] * x[i + 1] - du2[i] * x[i + 2]) / d[i]
+            size = np.sqrt(np.dot(x, x))
+            if not np.isfinite(size) or size == 0.0:
+                return np.empty((dim, 0))
+            x /= size
+        out[:, col] = x
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _steps_to_go(bound, earlier, steps, rtol, k):
+    """Lanczos steps until the next convergence check: the bound's decay since the last check,
+    extrapolated to ``rtol`` (it converges faster than that, so 3/4 of it), between 1 and
+    ``k / 4``; each check costs ``O(m^2)``, as much as several steps."""
+    most = max(2, k // 4)
+    if not (bound < earlier < np.inf) or bound <= 0.0:
+        return max(2, k // 8)
+    rate = (np.log(earlier) - np.log(bound)) / steps
+    return int(min(most, max(1.0, 0.75 * (np.log(bound) - np.log(rtol)) / rate)))
 
 
 @numba.njit(cache=True, nogil=True)
@@ -229,11 +316,11 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
     force = False
     basis[0] = start / np.sqrt(np.dot(start, start))
     w = np.empty(n)
-    interval = max(2, k // 8)
+    next_check = k + k // 4
+    checked, checked_bound = 0, np.inf
     largest = 0.0
     dim = 0
     restarts = 0
-    worst = np.inf
     while True:
         j = dim
         _apply(spectrum, basis[j], m, w)
@@ -278,24 +365,28 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
                 if norm > 1e-8 * size:
                     basis[dim] = w / norm
                     break
-        if dim >= k and ((dim - k) % interval == 0 or dim == max_dim or dim == n):
-            good, worst = _certified(alpha, beta, dim, k, rtol)
+        if dim >= next_check or dim == max_dim or dim == n:
+            good, worst = _certified(alpha, beta, dim, k, rtol, want_vectors)
             if good or dim == n:
                 break
             if dim == max_dim:
                 return -worst
-    if want_vectors:
-        values, s = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
-    else:
-        values, _, ok = tridiagonal_eig_last(alpha[:dim], beta)
-        if not ok:
-            values = np.linalg.eigvalsh(_tridiagonal(alpha, beta, dim))
+            next_check = dim + _steps_to_go(worst, checked_bound, dim - checked, rtol, k)
+            checked, checked_bound = dim, worst
+    values, _, ok = tridiagonal_eig_last(alpha[:dim], beta)
+    if not ok:
+        values = np.linalg.eigvalsh(_tridiagonal(alpha, beta, dim))
     top = np.argsort(-np.abs(values), kind="mergesort")[:k]
     theta[:] = values[top]
     if want_vectors:
-        ritz = np.empty((dim, k))
-        for col in range(k):
-            ritz[:, col] = s[:, top[col]]
+        ritz = _tridiagonal_eigenvectors(alpha, beta, dim, theta, values)
+        if ritz.shape[1] == 0:  # clustered or failed: LAPACK's dense eigensolver
+            values, s = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
+            top = np.argsort(-np.abs(values), kind="mergesort")[:k]
+            theta[:] = values[top]
+            ritz = np.empty((dim, k))
+            for col in range(k):
+                ritz[:, col] = s[:, top[col]]
         vectors[:, :] = np.dot(basis[:dim].T, ritz)
     return dim
 
