@@ -6,18 +6,23 @@ taps) is symmetric, so ``H = Q diag(theta) Q^T`` and its singular values are ``|
 ``G = rfft(g, M)``, ``M >= 2 n - 1`` (no wrap-around); the FFTs are pocketfft's, compiled
 into the kernel by rocket-fft.
 
-Single-vector Lanczos with full re-orthogonalisation: ``H q_j`` is projected out of the
-whole basis by classical Gram-Schmidt, repeated when the first pass cancels more than
-``1 - 1/sqrt 2`` of the norm (Daniel, Gragg, Kaufman and Stewart's criterion). The projection
-of ``H`` on the basis is then the tridiagonal ``T`` (``alpha`` on the diagonal, ``beta``
-beside it) up to rounding, and ``H Q_m = Q_m T_m + beta_m q_{m+1} e_m^T``. A Ritz pair
-``(theta, Q_m s)`` has the residual norm ``beta_m |s_m|`` exactly; with the gap ``delta`` to
-the other Ritz values it lies within ``min(r, r^2 / delta)`` (Kato-Temple) of an eigenvalue.
-Convergence is checked on the eigenvalues and last eigenvector components of ``T_m``,
-computed together by the implicit QL method in ``O(m^2)`` (only the last row of the
-eigenvector matrix is rotated); the Ritz vectors are formed once, at the end. An invariant
-subspace (``beta`` at rounding level) is continued from a pseudo-random vector orthogonal to
-the basis, so rank-deficient matrices (exactly low-order filters, zero filters) work.
+Single-vector Lanczos: ``beta_j q_{j+1} = H q_j - alpha_j q_j - beta_{j-1} q_{j-1}``, then a
+classical Gram-Schmidt pass over the whole basis, repeated when it cancels more than
+``1 - 1/sqrt 2`` of the norm (Daniel, Gragg, Kaufman and Stewart). When Ritz vectors are wanted
+the pass runs at every step (full re-orthogonalisation); for values alone only when Simon's
+recurrence estimates that ``|q_i . q_{j+1}|`` has passed ``sqrt(eps)``, and at the step after
+(partial re-orthogonalisation, Simon 1984: semi-orthogonality keeps the Ritz values accurate
+to rounding, at a fraction of the cost). Either way ``H Q_m = Q_m T_m + beta_m q_{m+1} e_m^T``
+with ``T_m`` tridiagonal (``alpha``, ``beta``) up to rounding, so a Ritz pair
+``(theta, Q_m s)`` has the residual norm ``r = beta_m |s_m|``; with the gap ``delta`` to the
+rest of the spectrum it lies within ``min(r, r^2 / delta)`` (Kato-Temple) of an eigenvalue.
+Convergence is checked, at steps scheduled from the bound's decay, on the eigenvalues and
+last eigenvector components of ``T_m``, computed together by the implicit QL method in
+``O(m^2)`` (only the last row of the eigenvector matrix is rotated). The wanted eigenvectors
+of ``T_m`` come at the end from inverse iteration (``O(m)`` each), and the Ritz vectors from
+one product with the basis. An invariant subspace (``beta`` at rounding level) is continued
+from a pseudo-random vector orthogonal to the basis, so rank-deficient matrices (exactly
+low-order filters, zero filters) work.
 """
 
 from __future__ import annotations
