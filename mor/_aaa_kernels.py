@@ -21,9 +21,10 @@ as ``k`` rows of length ``2n``), ``S`` (``k x k``, upper triangular) and the exa
   matrix of the stored ``B`` even where ``C`` was nearly dependent;
 - ``A^T A = S^T G S = (L^T S)^T (L^T S)`` with ``G = L L^T`` (Cholesky, ``k x k``): the
   weights are the last right singular vector of the small triangular ``L^T S``, by inverse
-  iteration (an SVD where it does not settle). When ``G`` has
-  drifted from ``I`` (a diagonal entry of ``L`` below ``DRIFT``, or ``G`` numerically
-  singular) ``B`` is re-orthonormalised by a Householder QR, ``B = Q T``:
+  iteration, Lanczos on the same operator where that stalls (nearly equal smallest singular
+  values), an SVD where neither settles. When ``G`` has drifted from ``I`` (a diagonal
+  entry of ``L`` below ``DRIFT``, or ``G`` numerically singular) ``B`` is
+  re-orthonormalised by a Householder QR, ``B = Q T``:
   ``B <- Q``, ``S <- T S``, ``G <- I``;
 - the barycentric value ``r(z_i) = N_i / D_i`` at the free points from stored Cauchy columns
   ``1 / (z_i - z_j)`` (and ``1 / (z_i - conj z_j)`` for a pair), and the error
@@ -39,7 +40,7 @@ from mor._parallel import map_chunks
 
 CHUNK_FILTERS = 4  # filters per task on the worker threads
 CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)
-INVERSE_STEPS = 60  # inverse iterations for the weights before an SVD takes over
+INVERSE_STEPS = 60  # inverse iterations for the weights before Lanczos takes over
 INVERSE_TOL = 1e-14  # ... and the change per iteration that counts as settled
 LANCZOS_TOL = 1e-14  # Lanczos: residual / gap (the angle to the eigenvector) that counts as settled
 LANCZOS_CHECK = 4  # Lanczos steps between convergence checks
