@@ -8,8 +8,11 @@ For compact poles ``lambda_n`` (a non-real pole stands for its conjugate pair) t
 
     \min_{R'} \sum_{k=1}^{L-1} w_k \Big(h[k] - \mathrm{Re} \sum_n R'_n \lambda_n^{k-1}\Big)^2,
 
-solved per filter (chunks of filters on worker threads) by a QR-based least-squares solve on
-column-scaled Vandermonde columns (``Re lambda^{k-1}`` and ``-Im lambda^{k-1}`` for a pair). The
+solved per filter (chunks of filters on worker threads) by LAPACK's SVD-based least squares
+(``gelsd``, NumPy's cut-off for negligible singular values) on column-scaled Vandermonde
+columns (``Re lambda^{k-1}`` and ``-Im lambda^{k-1}`` for a pair): in a Numba kernel
+(`mor._residue_kernels`) where every pole lies inside the circle and the weights are uniform,
+otherwise in NumPy (`fit_residues_reference`, which the tests compare with the kernel). The
 direct term is ``h[0]`` exactly: no modal term reaches lag 0. Every pole-based method fits its
 residues here.
 
@@ -18,8 +21,9 @@ window enters the cost, ``... + t ||h_hat[L:]||^2``: at ``t = 1`` the residues f
 zero-padded filter (the taps followed by zeros) over all time, which by Parseval is the
 ``L^2`` error on the unit circle, ``||H - H_hat||_2``: the function that AAA samples. The tail
 is the quadratic form ``c^T A c`` of the Gram matrix of the geometric sequences beyond lag
-``L - 1`` (closed form, `tail_gram`); its square root ``A^{1/2}`` (symmetric eigensolver)
-is stacked under the design matrix, so the solve stays a least-squares problem. Without the
+``L - 1`` (closed form, `tail_gram`); a factor ``F^T F = A`` (pivoted Cholesky in the
+kernel, a symmetric eigensolver in NumPy) is stacked under the design matrix, so the solve
+stays a least-squares problem. Without the
 tail a pole close to the circle gets whatever residue helps the ``L`` taps, however large its
 response after them and its resonance ``|R| / (1 - |lambda|)`` on the circle: one ``firwin``
 design at 8 poles had a pole at ``|lambda| = 0.99997`` and a relative H-infinity error of 155.
