@@ -163,7 +163,7 @@ class Difference:
 
 
 def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4,
-                   n_pole_candidates: int = 6, iterations: int = 20
+                   n_pole_candidates: int = 6, iterations: int = 10, polish: int = 2
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``max_w |E(e^{iw})|`` and its argument, per system of a batch response ``E``.
 
@@ -177,9 +177,12 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
         grid's maximum (a band-limited response cannot rise further between samples taken at
         4 per bandwidth), each ``+-2 pi / M`` wide; and the resonances of the poles within
         ``4 * 2 pi / M`` of the circle, each ``+-8 (1 - |lambda|)`` around the pole's angle.
-    iterations : int
-        Golden-section steps per bracket (each shrinks it by 0.618; 20 steps shrink it by
-        ``6.6e-5``: the peak value is then exact to about ``1e-7`` relative).
+    iterations, polish : int
+        Golden-section steps per bracket (each shrinks it by 0.618; 10 steps by ``8e-3``), then
+        steps of successive parabolic interpolation (error falling like the cube of the
+        spacing). Measured on 128 trained filters and their balanced truncations at orders 8
+        and 32: the defaults agree with 30 golden steps to ``3e-10`` relative, with 12
+        evaluations instead of the 22 that 20 golden steps (agreement ``1.3e-9``) take.
 
     Returns
     -------
@@ -235,7 +238,7 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
             return np.abs(response.at(rows, w))
 
     refined_w, refined = golden_max(evaluate, np.clip(centre - width, 0.0, np.pi),
-                                    np.clip(centre + width, 0.0, np.pi), iterations)
+                                    np.clip(centre + width, 0.0, np.pi), iterations, polish)
     order = np.lexsort((refined, rows))  # per filter, its best candidate comes last
     last = np.r_[rows[order][1:] != rows[order][:-1], True]
     best_rows, best = rows[order][last], order[last]

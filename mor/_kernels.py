@@ -6,45 +6,41 @@ The tests compare every kernel against its reference. Kernels work on flattened 
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-
 import numba
 import numpy as np
 
-#: `impulse_compact` calls with less work than this (inner-loop steps) run on one thread:
-#: waking Numba's thread pool costs 20-60 us (OpenMP layer, measured), more than such work.
-#: (`fir_dtft` is called in quick succession, with the pool awake: 6 us either way.)
+#: Kernel calls with less work than this (inner-loop steps) run on the calling thread: a
+#: parallel region costs 20-60 us to wake Numba's pool on an idle machine (OpenMP layer,
+#: measured) and milliseconds when the cores are busy with other work (3.3 ms per call was
+#: measured for the 4-point transforms of the H-infinity refinement).
 PARALLEL_MIN_WORK = 1 << 18
 
 
-@contextmanager
-def _threads_for(work: int):
-    """Numba's thread count for a kernel call with ``work`` inner-loop steps."""
-    if work >= PARALLEL_MIN_WORK or numba.get_num_threads() == 1:
-        yield
-        return
-    saved = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        numba.set_num_threads(saved)
+@numba.njit(cache=True)
+def _impulse_row(poles, residues, direct, length, out, f):
+    out[f, 0] = direct[f]
+    for k in range(1, length):
+        out[f, k] = 0.0
+    for n in range(poles.shape[1]):
+        z = residues[f, n]
+        if z == 0:
+            continue
+        p = poles[f, n]
+        for k in range(1, length):
+            out[f, k] += z.real
+            z *= p
 
 
 @numba.njit(cache=True, parallel=True)
-def _impulse_compact_numba(poles, residues, direct, length, out):
+def _impulse_threads(poles, residues, direct, length, out):
     for f in numba.prange(poles.shape[0]):
-        out[f, 0] = direct[f]
-        for k in range(1, length):
-            out[f, k] = 0.0
-        for n in range(poles.shape[1]):
-            z = residues[f, n]
-            if z == 0:
-                continue
-            p = poles[f, n]
-            for k in range(1, length):
-                out[f, k] += z.real
-                z *= p
+        _impulse_row(poles, residues, direct, length, out, f)
+
+
+@numba.njit(cache=True)
+def _impulse_serial(poles, residues, direct, length, out):
+    for f in range(poles.shape[0]):
+        _impulse_row(poles, residues, direct, length, out, f)
 
 
 def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
@@ -59,8 +55,8 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
     direct = np.ascontiguousarray(direct, dtype=np.float64)
     out = np.empty((poles.shape[0], length), dtype=np.float64)
     if length > 0:
-        with _threads_for(poles.size * length):
-            _impulse_compact_numba(poles, residues, direct, length, out)
+        kernel = _impulse_threads if poles.size * length >= PARALLEL_MIN_WORK else _impulse_serial
+        kernel(poles, residues, direct, length, out)
     return out
 
 
@@ -76,23 +72,34 @@ def impulse_compact_reference(poles: np.ndarray, residues: np.ndarray, direct: n
     return out
 
 
-@numba.njit(cache=True, parallel=True)
-def _fir_dtft_numba(h, rows, w, out):
+@numba.njit(cache=True)
+def _fir_dtft_block(h, rows, w, out, b):
     # four independent Horner chains at once: each step waits on the previous multiply, so
     # interleaving pairs hides that latency (3.5x); a short last block repeats its last pair
     length, n = h.shape[1], w.shape[0]
-    for b in numba.prange((n + 3) // 4):
-        j0, j1, j2, j3 = 4 * b, min(4 * b + 1, n - 1), min(4 * b + 2, n - 1), min(4 * b + 3, n - 1)
-        z0, z1 = np.exp(-1j * w[j0]), np.exp(-1j * w[j1])
-        z2, z3 = np.exp(-1j * w[j2]), np.exp(-1j * w[j3])
-        f0, f1, f2, f3 = rows[j0], rows[j1], rows[j2], rows[j3]
-        a0, a1, a2, a3 = 0j, 0j, 0j, 0j
-        for k in range(length - 1, -1, -1):
-            a0 = a0 * z0 + h[f0, k]
-            a1 = a1 * z1 + h[f1, k]
-            a2 = a2 * z2 + h[f2, k]
-            a3 = a3 * z3 + h[f3, k]
-        out[j0], out[j1], out[j2], out[j3] = a0, a1, a2, a3
+    j0, j1, j2, j3 = 4 * b, min(4 * b + 1, n - 1), min(4 * b + 2, n - 1), min(4 * b + 3, n - 1)
+    z0, z1 = np.exp(-1j * w[j0]), np.exp(-1j * w[j1])
+    z2, z3 = np.exp(-1j * w[j2]), np.exp(-1j * w[j3])
+    f0, f1, f2, f3 = rows[j0], rows[j1], rows[j2], rows[j3]
+    a0, a1, a2, a3 = 0j, 0j, 0j, 0j
+    for k in range(length - 1, -1, -1):
+        a0 = a0 * z0 + h[f0, k]
+        a1 = a1 * z1 + h[f1, k]
+        a2 = a2 * z2 + h[f2, k]
+        a3 = a3 * z3 + h[f3, k]
+    out[j0], out[j1], out[j2], out[j3] = a0, a1, a2, a3
+
+
+@numba.njit(cache=True, parallel=True)
+def _fir_dtft_threads(h, rows, w, out):
+    for b in numba.prange((w.shape[0] + 3) // 4):
+        _fir_dtft_block(h, rows, w, out, b)
+
+
+@numba.njit(cache=True)
+def _fir_dtft_serial(h, rows, w, out):
+    for b in range((w.shape[0] + 3) // 4):
+        _fir_dtft_block(h, rows, w, out, b)
 
 
 def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -103,7 +110,8 @@ def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     h = np.ascontiguousarray(h, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     out = np.empty(w.shape, dtype=np.complex128)
-    _fir_dtft_numba(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
+    kernel = _fir_dtft_threads if w.size * h.shape[1] >= PARALLEL_MIN_WORK else _fir_dtft_serial
+    kernel(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
     return out
 
 

@@ -68,6 +68,23 @@ def test_fir_dtft_kernel_agrees_with_reference():
                                    atol=1e-11)
 
 
+def test_threaded_kernels_agree_with_references():
+    """Calls above `PARALLEL_MIN_WORK` take the threaded builds; they agree as well."""
+    rng = np.random.default_rng(2)
+    poles = 0.95 * np.exp(1j * rng.uniform(0, np.pi, (64, 8)))
+    residues = rng.standard_normal((64, 8)) + 1j * rng.standard_normal((64, 8))
+    direct = rng.standard_normal(64)
+    assert poles.size * 1024 >= _kernels.PARALLEL_MIN_WORK
+    np.testing.assert_allclose(_kernels.impulse_compact(poles, residues, direct, 1024),
+                               _kernels.impulse_compact_reference(poles, residues, direct, 1024),
+                               rtol=1e-10, atol=1e-12)
+    h = rng.standard_normal((5, 2000))
+    w, rows = rng.uniform(0, np.pi, 201), rng.integers(0, 5, 201)
+    assert w.size * h.shape[1] >= _kernels.PARALLEL_MIN_WORK
+    np.testing.assert_allclose(_kernels.fir_dtft(h, rows, w), _kernels.fir_dtft_reference(h, rows, w),
+                               rtol=1e-10, atol=1e-10)
+
+
 def test_markov_kernel_agrees_with_reference():
     rng = np.random.default_rng(1)
     for n in (1, 2, 7, 40):
