@@ -258,11 +258,13 @@ def _weights(s, lo, k):
     raised to ``eps max |M|``."""
     m = np.ascontiguousarray(lo[:k, :k].T) @ np.ascontiguousarray(s[:k, :k])
     floor = np.finfo(np.float64).eps * np.abs(m).max()
+    v = np.zeros(k)
+    v[k - 1] = 1.0
+    if not floor > 0.0:  # a zero Loewner matrix (constant samples): any weights interpolate
+        return v
     for a in range(k):
         if abs(m[a, a]) < floor:
             m[a, a] = floor if m[a, a] >= 0.0 else -floor
-    v = np.zeros(k)
-    v[k - 1] = 1.0
     u = np.empty(k)
     previous = np.inf
     for step in range(INVERSE_STEPS):
@@ -272,6 +274,8 @@ def _weights(s, lo, k):
         for a in range(k):
             norm += u[a] * u[a]
             dot += u[a] * v[a]
+        if not 0.0 < norm < np.inf:
+            break
         scale = (1.0 if dot >= 0.0 else -1.0) / np.sqrt(norm)
         change = 0.0
         for a in range(k):
@@ -316,7 +320,12 @@ def _errors(f, free, cauchy, fvals, pair, x, k, err):
     for i in range(n):  # |f - N / D| = |f D - N| / |D|
         resid = f[i] * den[i] - num[i]
         d2 = den[i].real ** 2 + den[i].imag ** 2
-        err[i] = np.sqrt((resid.real ** 2 + resid.imag ** 2) / d2) if free[i] else -1.0
+        if not free[i]:
+            err[i] = -1.0
+        elif d2 > 0.0:
+            err[i] = np.sqrt((resid.real ** 2 + resid.imag ** 2) / d2)
+        else:  # a zero of the denominator on the grid: a pole there
+            err[i] = np.inf
 
 
 @numba.njit(cache=True)

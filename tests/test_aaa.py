@@ -183,3 +183,14 @@ def test_greedy_kernel_matches_the_reference_on_fir_designs():
     z, f = _half_circle(h, 1024)
     for order in (8, 32):
         _assert_same_greedy(z, f, order)
+
+
+def test_constant_and_delayed_responses():
+    """A filter that is its direct term alone has constant samples (a zero Loewner matrix):
+    AAA gives the direct term, exactly, instead of dividing by zero; a pure delay (a pole at
+    zero) is recovered at order 1 whatever order is asked."""
+    for order in (1, 2, 5):
+        red = mor.reduce(np.r_[1.5, np.zeros(30)], order, method="aaa")
+        assert red.order == 0 and red.info["l2"] == 0
+        red = mor.reduce(np.r_[0.3, 1.0, np.zeros(30)], order, method="aaa")
+        assert red.order == 1 and red.info["l2"] <= 1e-14 and red.is_stable()

@@ -148,10 +148,11 @@ def aaa_poles(z: np.ndarray, f: np.ndarray, support: np.ndarray, weights: np.nda
     zs = np.concatenate([zj[real], zp, np.conj(zp)])
     fs = np.concatenate([fj[real].real, fj[~real], np.conj(fj[~real])])
     ws = np.concatenate([weights[first[real]], w, np.conj(w)])
-    cauchy = 1.0 / (poles[:, None] - zs[None, :])
-    numer = cauchy @ (ws * fs)
-    dprime = -((cauchy * cauchy) @ ws)
-    poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * np.abs(f).max()]
+    with np.errstate(divide="ignore", invalid="ignore"):  # a pole on a support point of
+        cauchy = 1.0 / (poles[:, None] - zs[None, :])  # weight 0 is no pole: NaN, dropped
+        numer = cauchy @ (ws * fs)
+        dprime = -((cauchy * cauchy) @ ws)
+        poles = poles[np.abs(numer / dprime) > FROISSART_RTOL * np.abs(f).max()]
     return _conjugate_closed(poles)
 
 
