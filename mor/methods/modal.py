@@ -16,8 +16,9 @@ implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the str
 the initial model, which any other method provides at the same order (``init="balanced"`` by
 default) or the caller (``init=ModalSSM``). The direct term is ``h[0]`` exactly. Each trial point
 costs one thin QR of the ``L x order`` design; ``max_iter`` bounds the trial points per stage
-(below). On the 1024 shared trained filters (``L = 2048``) a fit at 16 modes costs about 62 CPU
-seconds, about half that in wall time on two cores (``benchmarks/bench_modal.py``). With ``tol``
+(below). On the 1024 shared trained filters (``L = 2048``) a fit at 16 modes costs about 46 CPU
+seconds, 27 s of wall time on two cores (32 modes: 153 CPU s, 87 s; ``benchmarks/bench_modal.py``).
+With ``tol``
 the order is searched on the start's models and the fit descends from the order found
 (`mor.reduction`).
 
