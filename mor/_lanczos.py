@@ -303,7 +303,7 @@ def _grow(a, size):
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, want_vectors):
+def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
     """Top-``k`` eigenpairs by modulus of one Hankel matrix (see the module notes).
 
     Writes ``theta`` (``k``, decreasing ``|theta|``) and, when ``want_vectors``, the Ritz
@@ -319,8 +319,9 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
     omega[0] = 1.0
     noise = 0.5 * np.sqrt(n) * _EPS
     force = False
-    basis[0] = start / np.sqrt(np.dot(start, start))
     w = np.empty(n)
+    _pseudo_random(w, 0)  # the same start for every filter: results do not depend on the batch
+    basis[0] = w / np.sqrt(np.dot(w, w))
     next_check = k + k // 4
     checked, checked_bound = 0, np.inf
     largest = 0.0
@@ -364,7 +365,7 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
             omega[dim] = 1.0
             while dim < n:
                 restarts += 1
-                _pseudo_random(w, seed + 7919 * restarts)
+                _pseudo_random(w, 7919 * restarts)
                 size = np.sqrt(np.dot(w, w))
                 norm = _orthogonalize(basis, dim, w)
                 if norm > 1e-8 * size:
@@ -397,9 +398,8 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, start, seed, theta, vectors, w
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_rows(spectra, n, m, k, rtol, max_dim, starts, seeds, theta, vectors,
-                 want_vectors, dims):
+def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims):
     """`lanczos_one` for each row of ``spectra`` (``F x (m // 2 + 1)``)."""
     for f in range(spectra.shape[0]):
-        dims[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, starts[f], seeds[f],
-                              theta[f], vectors[f], want_vectors)
+        dims[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f], vectors[f],
+                              want_vectors)

@@ -127,15 +127,14 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
     f = flat.shape[0]
     m = scipy.fft.next_fast_len(2 * n - 1, real=True)
     spectra = scipy.fft.rfft(flat[:, 1:2 * n], n=m, axis=-1)
-    starts = np.random.default_rng(0x5EED).standard_normal((f, n))
     max_dim = min(n, max(8 * k, 512))
     theta = np.empty((f, k))
     q = np.empty((f, n, k)) if vectors else np.empty((f, 0, 0))
     dims = np.empty(f)
 
     def run(sl):
-        lanczos_rows(spectra[sl], n, m, k, rtol, max_dim, starts[sl], np.arange(f)[sl],
-                     theta[sl], q[sl], vectors, dims[sl])
+        lanczos_rows(spectra[sl], n, m, k, rtol, max_dim, theta[sl], q[sl], vectors,
+                     dims[sl])
 
     map_chunks(run, f, max(1, -(-f // (4 * worker_threads()))))
     if (dims < 0).any():

@@ -51,6 +51,9 @@ from mor.ssm import ModalSSM
 #: to ``BT_RTOL``, the singular vectors to residual norms of ``1e3 BT_RTOL`` (`mor._lanczos`),
 #: so the model is within about ``1e-7 sigma_1`` of exact square-root BT.
 BT_RTOL = 1e-10
+#: Singular vectors held at once while building balanced realisations (``16 (L - 1) k`` bytes
+#: per filter for ``k`` triplets): 4,096 filters of length 8,192 at order 64 would need 35 GB.
+BT_CHUNK_BYTES = 2**28
 
 
 class BalancedFamily:
@@ -74,27 +77,18 @@ class BalancedFamily:
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
                  hankel_method: str = "auto", rtol: float = BT_RTOL) -> "BalancedFamily":
-        """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states."""
+        """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states,
+        computed for `BT_CHUNK_BYTES` worth of singular vectors at a time."""
         size = h.shape[-1] - 1
         keep = max_order
         if dc_match:
             whole = hankel_method == "dense" or size <= DENSE_MAX_SIZE
             keep = size if whole else min(size, max(2 * max_order, max_order + 32))
         k = min(size, keep + 1)
-        s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol)
-        if keep == 0:
-            f = h.shape[0]
-            return cls(np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), h[:, 0].copy(),
-                       s, np.zeros(f, dtype=np.int64), dc_match=dc_match)
-        floor = 10 * max(rtol, size * np.finfo(float).eps)
-        rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
-        r = keep
-        sqrt_s = np.sqrt(s[:, :r])
-        inv = np.divide(1.0, sqrt_s, out=np.zeros_like(sqrt_s), where=sqrt_s > 0)
-        vr = v[:, :, :r]
-        a = sqrt_s[:, :, None] * (np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]) * inv[:, None, :]
-        b = sqrt_s * vr[:, 0]
-        c = u[:, 0, :r] * sqrt_s
+        rows = max(1, BT_CHUNK_BYTES // (16 * max(size, 1) * max(k, 1)))
+        parts = [_realizations(h[i:i + rows], keep, k, hankel_method, rtol)
+                 for i in range(0, max(h.shape[0], 1), rows)]
+        a, b, c, s, rank = (np.concatenate(x) for x in zip(*parts))
         return cls(a, b, c, h[:, 0].copy(), s, rank, dc_match=dc_match)
 
     @classmethod
@@ -154,3 +148,20 @@ class BalancedFamily:
         c_r = c1 + np.einsum("fi,fij->fj", c2, sol[:, :, :order])
         d_r = d + np.einsum("fi,fi->f", c2, sol[:, :, order])
         return a_r, b_r, c_r, d_r
+
+
+def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: float):
+    """``(A, B, C, sigma, rank)``: the order-``keep`` balanced realisations of flat filters
+    ``h`` from their ``k`` leading Hankel singular triplets (module notes)."""
+    size, f = h.shape[-1] - 1, h.shape[0]
+    s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol)
+    if keep == 0:
+        return np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), s, \
+            np.zeros(f, dtype=np.int64)
+    floor = 10 * max(rtol, size * np.finfo(float).eps)
+    rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
+    sqrt_s = np.sqrt(s[:, :keep])
+    inv = np.divide(1.0, sqrt_s, out=np.zeros_like(sqrt_s), where=sqrt_s > 0)
+    vr = v[:, :, :keep]
+    a = sqrt_s[:, :, None] * (np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]) * inv[:, None, :]
+    return a, sqrt_s * vr[:, 0], u[:, 0, :keep] * sqrt_s, s, rank
