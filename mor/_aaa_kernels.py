@@ -36,6 +36,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from mor._lanczos import tridiagonal
 from mor._parallel import map_chunks
 
 CHUNK_FILTERS = 4  # filters per task on the worker threads
@@ -228,12 +229,7 @@ def _lanczos_smallest(m, k, start):
         last = j == k - 1 or beta[j] <= 1e-300
         if last or j % LANCZOS_CHECK == LANCZOS_CHECK - 1:
             size = j + 1
-            t = np.zeros((size, size))
-            for i in range(size):
-                t[i, i] = alpha[i]
-                if i + 1 < size:
-                    t[i, i + 1] = t[i + 1, i] = beta[i]
-            theta, vec = np.linalg.eigh(t)
+            theta, vec = np.linalg.eigh(tridiagonal(alpha, beta, size))
             top = vec[:, size - 1]
             gap = theta[size - 1] - theta[size - 2] if size > 1 else theta[0]
             if last or beta[j] * abs(top[size - 1]) <= LANCZOS_TOL * gap:

@@ -165,7 +165,8 @@ def tridiagonal_eig_last(alpha, beta):
 @numba.njit(cache=True, nogil=True)
 def _certified(alpha, beta, dim, k, rtol, with_vectors):
     """Whether the top ``k`` Ritz values (by modulus) of ``T_dim`` are within ``rtol`` times the
-    largest of an eigenvalue of ``H``; and the largest such bound, relative.
+    largest of an eigenvalue of ``H``; the largest such bound, relative; and the Ritz values
+    (ascending).
 
     Kato-Temple needs the gap from a Ritz value to the rest of the spectrum. Beside the
     neighbouring Ritz values, the rest includes the unexplored middle of the spectrum, which
@@ -177,7 +178,7 @@ def _certified(alpha, beta, dim, k, rtol, with_vectors):
     """
     values, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
     if not ok:
-        values, vectors = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
+        values, vectors = np.linalg.eigh(tridiagonal(alpha, beta, dim))
         last = vectors[dim - 1].copy()
     order = np.argsort(values)
     values = values[order]
@@ -200,7 +201,7 @@ def _certified(alpha, beta, dim, k, rtol, with_vectors):
         if with_vectors:
             bound = max(bound, r / VECTOR_RESIDUAL)
         worst = max(worst, bound / scale)
-    return worst <= rtol, worst
+    return worst <= rtol, worst, values
 
 
 @numba.njit(cache=True, nogil=True)
@@ -285,7 +286,9 @@ def _steps_to_go(bound, earlier, steps, rtol, k):
 
 
 @numba.njit(cache=True, nogil=True)
-def _tridiagonal(alpha, beta, dim):
+def tridiagonal(alpha, beta, dim):
+    """The dense ``dim x dim`` symmetric tridiagonal matrix with ``alpha`` on the diagonal and
+    ``beta`` beside it."""
     t = np.zeros((dim, dim))
     for j in range(dim):
         t[j, j] = alpha[j]
@@ -323,6 +326,7 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
     _pseudo_random(w, 0)  # the same start for every filter: results do not depend on the batch
     basis[0] = w / np.sqrt(np.dot(w, w))
     next_check = k + k // 4
+    values = np.zeros(0)  # Ritz values of the last convergence check
     checked, checked_bound = 0, np.inf
     largest = 0.0
     dim = 0
@@ -372,22 +376,19 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
                     basis[dim] = w / norm
                     break
         if dim >= next_check or dim == max_dim or dim == n:
-            good, worst = _certified(alpha, beta, dim, k, rtol, want_vectors)
+            good, worst, values = _certified(alpha, beta, dim, k, rtol, want_vectors)
             if good or dim == n:
                 break
             if dim == max_dim:
                 return -worst
             next_check = dim + _steps_to_go(worst, checked_bound, dim - checked, rtol, k)
             checked, checked_bound = dim, worst
-    values, _, ok = tridiagonal_eig_last(alpha[:dim], beta)
-    if not ok:
-        values = np.linalg.eigvalsh(_tridiagonal(alpha, beta, dim))
-    top = np.argsort(-np.abs(values), kind="mergesort")[:k]
+    top = np.argsort(-np.abs(values), kind="mergesort")[:k]  # the last check's Ritz values
     theta[:] = values[top]
     if want_vectors:
         ritz = _tridiagonal_eigenvectors(alpha, beta, dim, theta, values)
         if ritz.shape[1] == 0:  # clustered or failed: LAPACK's dense eigensolver
-            values, s = np.linalg.eigh(_tridiagonal(alpha, beta, dim))
+            values, s = np.linalg.eigh(tridiagonal(alpha, beta, dim))
             top = np.argsort(-np.abs(values), kind="mergesort")[:k]
             theta[:] = values[top]
             ritz = np.empty((dim, k))
