@@ -5,7 +5,7 @@ lambda_n^{k-1}`` (``k >= 1``) are ``V c``, linear in the real coefficients ``c``
 of every mode, ``Im R'_n`` of every pair); the direct term is ``h[0]``. Given a factor ``F``
 (``K x L``) of a positive semidefinite metric ``M = F^T F`` the error ``e = h - h_hat`` costs
 ``J(e) = e^T M e = ||F e||^2``, and the model's tail beyond the window is a quadratic form in
-the same coefficients (`mor.methods._varpro._TailEnergy`, closed form from the poles):
+the same coefficients (`mor.methods.residues.tail_gram`, closed form from the poles):
 
 .. math::
 
@@ -31,7 +31,8 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mor.conventions import as_filters, relative
-from mor.methods._varpro import _TailEnergy, _powers
+from mor.methods._varpro import _powers
+from mor.methods.residues import tail_gram
 from mor.metrics import compare, model_errors
 from mor.minimax import live_modes
 from mor.ssm import ModalSSM
@@ -174,7 +175,7 @@ def _solve(h: np.ndarray, lam: np.ndarray, f: np.ndarray | None, allowed: float,
     if held and np.any(np.abs(lam) >= 1):
         raise ValueError(f"filter {index}: a tail bound on poles on or outside the unit circle "
                          f"(the tail is infinite); use hold_tail=False or True")
-    order = np.argsort(lam.imag == 0, kind="stable")  # pairs first, as _TailEnergy has them
+    order = np.argsort(lam.imag == 0, kind="stable")  # pairs first: c = (Re R', Im R' of pairs)
     lam = lam[order]
     pairs = int(np.count_nonzero(lam.imag))
     powers = _powers(lam[None], h.size - 1)[0]
@@ -184,7 +185,7 @@ def _solve(h: np.ndarray, lam: np.ndarray, f: np.ndarray | None, allowed: float,
     norms = np.linalg.norm(design, axis=0)
     norms[norms == 0] = 1.0
     q, r = np.linalg.qr(design / norms)
-    gram = _tail_gram(lam, pairs, h.size) / np.outer(norms, norms) if held else None
+    gram = tail_gram(lam, h.size) / np.outer(norms, norms) if held else None
     coef, mu = _constrained(r, q.T @ target, gram, allowed ** 2)
     coef = coef / norms
     value = coef[:lam.size] + 0j
@@ -192,15 +193,6 @@ def _solve(h: np.ndarray, lam: np.ndarray, f: np.ndarray | None, allowed: float,
     out = np.empty_like(value)
     out[order] = value
     return out, mu
-
-
-def _tail_gram(lam: np.ndarray, pairs: int, length: int) -> np.ndarray:
-    """``A`` with ``||h_hat[L:]||^2 = c^T A c`` for the coefficients ``c`` (``Re R'``, then
-    ``Im R'`` of the ``pairs`` first poles): half the gradient of the tail energy at each
-    unit coefficient vector (`_TailEnergy`)."""
-    units = np.concatenate([np.eye(lam.size), 1j * np.eye(lam.size)[:pairs]])
-    grads = _TailEnergy(np.broadcast_to(lam, units.shape).copy(), units, length).gradients(pairs)[1]
-    return (grads + grads.T) / 4
 
 
 def _constrained(r: np.ndarray, rhs: np.ndarray, gram: np.ndarray | None, allowed2: float
