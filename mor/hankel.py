@@ -14,7 +14,8 @@ Two paths, chosen automatically:
   ``(H x)[i] = sum_j g[i + j] x[j]`` with ``g = h[1:]``, computed by real FFTs of a fast length
   ``M >= 2N - 1`` (no wrap-around). Because ``H`` is symmetric, ``H = Q diag(theta) Q^T`` and
   ``sigma = |theta|``: Lanczos on ``H`` itself, not on ``H^T H`` (which squares the spectrum and
-  halves the attainable accuracy), with the basis fully re-orthogonalised. Iteration stops
+  halves the attainable accuracy), the basis re-orthogonalised in full for vectors and partially
+  (semi-orthogonality) for values alone. Iteration stops
   when every one of the top ``k`` Ritz values has a Kato-Temple error bound (from its exact
   residual norm and its gap to the other Ritz values) ``<= rtol * sigma_1``, which certifies
   that each value lies within ``rtol * sigma_1`` of a Hankel singular value.

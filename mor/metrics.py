@@ -99,8 +99,9 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
     """Errors of flat compact models ``(F, m)`` against flat filters ``(F, L)``.
 
     ``hsv`` (``(F, k)``) holds the leading Hankel singular values, ``k > max(orders)`` unless
-    ``orders`` reach ``L - 1`` (needed for ``hinf`` only). ``norms`` limits the work to the errors asked for among
-    ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and ``bt_bound`` along);
+    ``orders`` reach ``L - 1`` (needed for ``hinf`` only). ``norms`` limits the work to the
+    errors asked for among ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and
+    ``bt_bound`` along);
     ``peak`` (``max |H|`` per filter) is computed unless given. Large batches are taken in
     chunks of ``ERROR_CHUNK`` filters, whose frequency grids stay in cache.
     """
