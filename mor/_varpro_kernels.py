@@ -10,15 +10,17 @@ geometric sum, so the Gram matrices cost ``O(m^2)`` per filter instead of ``O(N 
     U_2(x) = \sum_{k<N} k^2 x^{k-1},
 
 for ``x = lambda mu`` and ``x = lambda conj(mu)`` (`design_sums`). With ``u = 1 - x``:
-``S = (1 - x^N) / u``, ``U_1 = S'``, ``U_2 = S' + x S''``, used where ``|u| >= 1/2`` (no
-cancellation). Nearer to ``x = 1`` the sums are written in ``s = log x`` (taken from the poles'
-logarithms, which the parameterisation gives to full relative accuracy, and reduced modulo
-``2 pi i``): ``S = F / E``, ``S_1 = N (1 + F) / E - F (1 + E) / E^2`` and ``S_2 = dS_1/ds`` with
-``E = expm1(s)``, ``F = expm1(N s)``, ``S_p = sum k^p x^k``, ``U_p = S_p / x``; where
-``|N s| < 1/2`` by the series ``S_p = N^(p+1) sum_j (N s)^j / j! Q_(p+j)``,
-``Q_q = sum_k (k/N)^q / N``. The terms that remain are ``O(N m)`` passes over the taps
-(`tap_moments`, `residual_moments`), the powers by repeated multiplication, set again from
-``exp(k log lambda)`` every `RESYNC` taps.
+``S = (1 - x^N) / u``, ``U_1 = S'``, ``U_2 = S' + x S''``, used where ``|u| >= 1/20``
+(relative errors grow like ``eps / |u|``). Nearer to ``x = 1`` the sums are written in
+``s = log x`` (taken from the poles' logarithms, which the parameterisation gives to full
+relative accuracy, and reduced modulo ``2 pi i``): with ``S_p = sum k^p x^k`` and
+``U_p = S_p / x``, ``S = F / E``, ``S_1 = N x^N / E - F x / E^2`` and ``S_2 = dS_1/ds``, where
+``E = expm1(s)``, ``F = expm1(N s)`` and ``x^N = exp(N s)`` (not ``1 + F``, which loses it
+below ``eps``); where ``|N s| < 1/2`` by the series ``S_p = N^(p+1) sum_j (N s)^j / j! Q_(p+j)``,
+``Q_q = sum_k (k/N)^q / N``. The sums are exact to about ``1e-12`` of the sum of absolute values
+(tested against extended precision). The terms that remain are ``O(N m)`` passes over the taps
+(`tap_moments`, `residual_moments`), the powers by repeated multiplication in real arithmetic
+(vectorised over the modes), set again from ``exp(k log lambda)`` every `RESYNC` taps.
 
 The dense path of `mor.methods._varpro.ModalProjection` (explicit design, BLAS products) is the
 reference; the tests compare them.
@@ -33,7 +35,7 @@ import numba
 import numpy as np
 
 #: Below this distance ``|1 - x|`` the sums are evaluated in ``s = log x``.
-NEAR_ONE = 0.5
+NEAR_ONE = 0.05
 #: Below this ``|N s|`` the sums are evaluated by their Taylor series (`TAYLOR_TERMS` terms:
 #: ``0.5^24 / 24!`` is below ``1e-30``).
 TAYLOR_RADIUS = 0.5
@@ -48,7 +50,7 @@ def moment_table(count: int) -> np.ndarray:
     return np.array([np.mean(k**q) for q in range(TAYLOR_TERMS + 3)])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _expm1(z):
     """``exp(z) - 1`` to full relative accuracy for complex ``z``."""
     half = math.sin(0.5 * z.imag)
@@ -56,7 +58,7 @@ def _expm1(z):
                    math.exp(z.real) * math.sin(z.imag))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _power(x, n):
     """``x^n`` for complex ``x`` with ``|x| <= 1`` and an integer ``n >= 0`` (``0^0 = 1``)."""
     if n == 0:
@@ -66,17 +68,18 @@ def _power(x, n):
     return cmath.exp(n * cmath.log(x))
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, error_model="numpy")
 def _sums(x, s, before, n, table):
     """``(S, U_1, U_2)`` of ``x = exp(s)`` over ``n`` taps, given ``before = x^(n-2)``
     (module notes)."""
     u = 1.0 - x
     if abs(u) >= NEAR_ONE:
+        v = 1.0 / u
         last = before * x
-        xn = last * x
-        d1 = -n * last / u + (1.0 - xn) / (u * u)
-        d2 = -n * (n - 1.0) * before / u - 2.0 * n * last / (u * u) + 2.0 * (1.0 - xn) / (u * u * u)
-        return (1.0 - xn) / u, d1, d1 + x * d2
+        s0 = (1.0 - last * x) * v
+        d1 = (s0 - n * last) * v
+        d2 = (2.0 * d1 - n * (n - 1.0) * before) * v  # S'' = (2 S' - n (n-1) x^(n-2)) / u
+        return s0, d1, d1 + x * d2
     turns = round(s.imag / (2.0 * math.pi))
     s = complex(s.real, s.imag - 2.0 * math.pi * turns)
     ns = n * s
@@ -90,18 +93,16 @@ def _sums(x, s, before, n, table):
             term *= ns / (j + 1)
         s0, s1, s2 = n * t0, n * n * t1, n * n * n * t2
     else:
-        e = _expm1(s)
-        f = _expm1(ns)
-        ex, ef = 1.0 + e, 1.0 + f
-        s0 = f / e
-        s1 = n * ef / e - f * ex / (e * e)
-        s2 = n * n * ef / e - 2.0 * n * ef * ex / (e * e) - f * ex / (e * e) \
-            + 2.0 * f * ex * ex / (e * e * e)
-    x = cmath.exp(s)
+        v = 1.0 / _expm1(s)
+        f, ef = _expm1(ns), cmath.exp(ns)  # (1 + f would lose x^n once it is below eps)
+        ex = x
+        s0 = f * v
+        s1 = (n * ef - ex * s0) * v
+        s2 = (n * n * ef - 2.0 * n * ef * ex * v - ex * s0 + 2.0 * ex * ex * s0 * v) * v
     return s0, s1 / x, s2 / x
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def design_sums(lam, logs, n, table, out):
     """``out[b, v, t, i, j]``: sum ``t`` (``S``, ``U_1``, ``U_2``) of ``x = lambda_i mu_j`` with
     ``mu = lambda`` (``v = 0``) or ``conj(lambda)`` (``v = 1``), ``n`` taps, for every row ``b``
@@ -125,7 +126,7 @@ def design_sums(lam, logs, n, table, out):
                     out[b, v, 0, j, i], out[b, v, 1, j, i], out[b, v, 2, j, i] = s0, u1, u2
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def real_products(sums, a, b, mode_a, mode_b, out):
     """``out[r, i, j] = <Re a_i f_i, Re b_j g_j>`` from ``sums[r, 0] = sum f g`` and
     ``sums[r, 1] = sum f conj(g)`` (over modes, ``(B, 2, m, m)``); column ``i`` belongs to mode
@@ -139,61 +140,70 @@ def real_products(sums, a, b, mode_a, mode_b, out):
                                       + (ac * sums[r, 1, mode_a[i], mode_b[j]]).real)
 
 
-@numba.njit(cache=True)
-def _resync(lam, logs, k, z):
-    """``z[n] = lambda_n^k`` from ``exp(k log lambda_n)``."""
+@numba.njit(cache=True, error_model="numpy")
+def _resync(lam, logs, k, zr, zi):
+    """``zr + i zi = lambda^k`` from ``exp(k log lambda)``."""
     for i in range(lam.size):
         if k == 0:
-            z[i] = 1.0
+            z = 1.0 + 0.0j
         elif lam[i] == 0:
-            z[i] = 0.0
+            z = 0.0j
         else:
-            z[i] = cmath.exp(k * logs[i])
+            z = cmath.exp(k * logs[i])
+        zr[i], zi[i] = z.real, z.imag
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def tap_moments(lam, logs, y, out):
     """``out[b, i] = sum_k y[b, k] lambda_{b,i}^k``."""
     m = lam.shape[1]
-    z = np.empty(m, dtype=np.complex128)
+    zr, zi, lr, li, ar, ai = np.empty((6, m))
     for b in range(lam.shape[0]):
-        acc = np.zeros(m, dtype=np.complex128)
+        lr[:], li[:], ar[:], ai[:] = lam[b].real, lam[b].imag, 0.0, 0.0
         for k in range(y.shape[1]):
             if k % RESYNC == 0:
-                _resync(lam[b], logs[b], k, z)
-            for i in range(m):
-                acc[i] += y[b, k] * z[i]
-                z[i] *= lam[b, i]
-        out[b] = acc
+                _resync(lam[b], logs[b], k, zr, zi)
+            yk = y[b, k]
+            for i in range(m):  # real arithmetic over the modes: vectorised
+                ar[i] += yk * zr[i]
+                ai[i] += yk * zi[i]
+                t = zr[i] * lr[i] - zi[i] * li[i]
+                zi[i] = zr[i] * li[i] + zi[i] * lr[i]
+                zr[i] = t
+        for i in range(m):
+            out[b, i] = complex(ar[i], ai[i])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc"})
 def residual_moments(lam, logs, residues, y, solve, res, w):
     """Where ``solve[b]``: ``res[b, k] = y[b, k] - Re sum_i R_i lambda_i^k`` (else ``res[b]`` is
     given); then ``w[b, i] = sum_k res[b, k] k lambda_i^(k-1)``."""
     m = lam.shape[1]
-    z = np.empty(m, dtype=np.complex128)
-    previous = np.zeros(m, dtype=np.complex128)
+    zr, zi, pr, pi, lr, li, cr, ci, wr, wi = np.empty((10, m))
     for b in range(lam.shape[0]):
-        acc = np.zeros(m, dtype=np.complex128)
-        previous[:] = 0.0
+        lr[:], li[:], cr[:], ci[:] = lam[b].real, lam[b].imag, residues[b].real, residues[b].imag
+        pr[:], pi[:], wr[:], wi[:] = 0.0, 0.0, 0.0, 0.0
         for k in range(y.shape[1]):
             if k % RESYNC == 0:
-                _resync(lam[b], logs[b], k, z)
+                _resync(lam[b], logs[b], k, zr, zi)
             if solve[b]:
                 model = 0.0
                 for i in range(m):
-                    model += (residues[b, i] * z[i]).real
+                    model += cr[i] * zr[i] - ci[i] * zi[i]
                 res[b, k] = y[b, k] - model
-            r = res[b, k]
-            for i in range(m):
-                acc[i] += (r * k) * previous[i]
-                previous[i] = z[i]
-                z[i] *= lam[b, i]
-        w[b] = acc
+            rk = res[b, k] * k
+            for i in range(m):  # w += r_k k lambda^(k-1); lambda^k advanced
+                wr[i] += rk * pr[i]
+                wi[i] += rk * pi[i]
+                pr[i], pi[i] = zr[i], zi[i]
+                t = zr[i] * lr[i] - zi[i] * li[i]
+                zi[i] = zr[i] * li[i] + zi[i] * lr[i]
+                zr[i] = t
+        for i in range(m):
+            w[b, i] = complex(wr[i], wi[i])
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def cholesky_rows(gram, out):
     """Upper Cholesky factors ``out[b]`` (``R^T R = gram[b]``); returns per row whether every
     pivot was positive (where not, ``out[b]`` is incomplete)."""
@@ -219,7 +229,7 @@ def cholesky_rows(gram, out):
     return factored
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def upper_inverse_rows(r, out):
     """``out[b] = r[b]^(-1)`` for upper triangular ``r[b]`` with a nonzero diagonal."""
     n = r.shape[1]
