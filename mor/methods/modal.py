@@ -51,11 +51,12 @@ TAIL_STAGES = 6
 TAIL_GROWTH = 10 ** 0.5
 TAIL_FLOOR = 1e-2
 #: Filters fitted together in one batched Levenberg-Marquardt run: as many as keep about this
-#: many bytes of design matrix (``8 (L - 1) d`` per filter for ``d`` real poles) and at most
-#: `MAX_CHUNK`. Batches that stay in cache ran 1.6x faster on 2 threads at 32 modes (64
-#: filters; 16 filters per batch before); at 4 modes the per-batch Python work wants 16.
+#: many bytes of working arrays per batch (the closed-form sums, ``96 m^2`` bytes per filter
+#: of ``m`` modes; with a weight the explicit design, ``8 (L - 1) d`` for ``d`` real poles),
+#: and at most `MAX_CHUNK`: large batches spread the per-iteration Python work (4 modes:
+#: 64 filters per batch 1.5x faster than 16), batches in cache the rest (32 modes: 21).
 CHUNK_BYTES = 2**21
-MAX_CHUNK = 16
+MAX_CHUNK = 64
 
 
 class ModalFamily(PoleFamily):
@@ -130,8 +131,9 @@ def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail, 
         # compact starting poles, pairs first
         start = np.stack([np.concatenate([poles[r][pair[r]], poles[r][live[r] & ~pair[r]]])
                           for r in group])
-        size = int(np.clip(CHUNK_BYTES // (8 * h.shape[1] * max(1, 2 * pairs + reals)), 1,
-                           MAX_CHUNK))
+        per_filter = 96 * (pairs + reals) ** 2 if weight is None \
+            else 8 * h.shape[1] * (2 * pairs + reals)
+        size = int(np.clip(CHUNK_BYTES // max(1, per_filter), 1, MAX_CHUNK))
         batches += [(group[i:i + size], start[i:i + size], int(pairs), int(reals))
                     for i in range(0, group.size, size)]
 
