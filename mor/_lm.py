@@ -10,7 +10,8 @@ so that every evaluation is one batched (BLAS/LAPACK) call. The problem object s
 - ``normal_equations(evaluation)``: ``(J^T J, J^T r)`` at those points.
 
 A step solves ``(J^T J + mu diag(s)) delta = -J^T r`` with ``s`` the running maximum of
-``diag(J^T J)`` (MINPACK's scaling, invariant to the parameters' units) and is accepted when the
+``diag(J^T J)`` (MINPACK's scaling, invariant to the parameters' units; floored at
+`SCALE_FLOOR` of the row's largest entry) and is accepted when the
 gain ratio ``rho = (f(x) - f(x + delta)) / (predicted decrease)`` exceeds ``1e-4``; ``mu``
 (dimensionless, ``1e-3`` at the start) then
 shrinks by ``max(1/3, 1 - (2 rho - 1)^3)``, else it grows by a doubling factor (Nielsen 1999).
@@ -29,6 +30,8 @@ ACCEPT = 1e-4
 INITIAL_DAMPING = 1e-3
 #: Damping beyond which a row is considered stationary.
 MAX_DAMPING = 1e16
+#: Smallest scaling of a parameter, relative to the largest of its row.
+SCALE_FLOOR = 1e-12
 
 
 def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float = 1e-8,
@@ -48,7 +51,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
     grad = np.zeros_like(x)
     if active.any():
         gram[active], grad[active] = problem.normal_equations(current.take(active))
-    scaling = np.maximum(np.diagonal(gram, axis1=1, axis2=2), np.finfo(float).tiny)
+    scaling = _floored(np.diagonal(gram, axis1=1, axis2=2))
     damping = np.full(batch, INITIAL_DAMPING)
     growth = np.full(batch, 2.0)
     for _ in range(max_iter):
@@ -57,7 +60,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
             break
         used[rows] += 1
         lhs = gram[rows] + damping[rows, None, None] * _diag(scaling[rows])
-        step = np.linalg.solve(lhs, -grad[rows][..., None])[..., 0]
+        step = _solve(lhs, -grad[rows])
         predicted = -(np.einsum("bi,bi->b", step, grad[rows])
                       + 0.5 * np.einsum("bi,bij,bj->b", step, gram[rows], step))
         trial = problem.evaluate(x[rows] + step, rows)
@@ -73,7 +76,8 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
         cost[good] = trial.cost[accept]
         if good.size:
             gram[good], grad[good] = problem.normal_equations(trial.take(accept))
-            scaling[good] = np.maximum(scaling[good], np.diagonal(gram[good], axis1=1, axis2=2))
+            scaling[good] = np.maximum(scaling[good],
+                                       _floored(np.diagonal(gram[good], axis1=1, axis2=2)))
             damping[good] *= np.maximum(1 / 3, 1 - (2 * gain[accept] - 1) ** 3)
             growth[good] = 2.0
         damping[bad] *= growth[bad]
@@ -81,6 +85,29 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
         active[rows[flat | small_step]] = False
         active[rows[damping[rows] > MAX_DAMPING]] = False
     return x, used
+
+
+def _floored(diag: np.ndarray) -> np.ndarray:
+    """MINPACK's scaling ``diag(J^T J)`` per row, floored at `SCALE_FLOOR` of the row's largest
+    entry (a parameter that moves nothing, e.g. a mode with a zero residue, still gets a
+    damped, hence regular, diagonal)."""
+    top = diag.max(axis=1, initial=0.0, keepdims=True)
+    return np.maximum(diag, np.maximum(SCALE_FLOOR * top, np.finfo(float).tiny))
+
+
+def _solve(lhs: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Steps ``lhs^-1 rhs`` per row; a row whose system is singular gets the zero step (its
+    trial point then predicts no decrease and is rejected: the damping grows)."""
+    try:
+        return np.linalg.solve(lhs, rhs[..., None])[..., 0]
+    except np.linalg.LinAlgError:
+        out = np.zeros_like(rhs)
+        for i in range(rhs.shape[0]):
+            try:
+                out[i] = np.linalg.solve(lhs[i], rhs[i])
+            except np.linalg.LinAlgError:
+                pass
+        return out
 
 
 def _diag(v: np.ndarray) -> np.ndarray:

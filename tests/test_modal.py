@@ -185,3 +185,24 @@ def test_tolerance_search_descends_from_the_start():
     assert "downward" in fit.info["search"]
     for i in np.flatnonzero(fit.order > 1):  # one order lower the fit does not meet it
         assert mor.reduce(h[i], int(fit.order[i]) - 1, method="modal").info["l2"] > 0.05
+
+
+@settings(max_examples=15, deadline=None)
+@given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.97), st.integers(0, 2**16),
+       st.sampled_from([0.0, 0.1, 1.0]))
+def test_never_worse_than_any_stable_start(start, seed, tail_weight):
+    """From any stable start (here: random poles on filters they do not fit), the fit's l2 is
+    at most that of the start's poles with least-squares residues, and every pole stays
+    strictly inside the circle."""
+    from mor.methods.residues import fit_residues
+
+    rng = np.random.default_rng(seed)
+    h = hyena_like_filters(2, 200, seed=seed) + 0.02 * rng.standard_normal((2, 200))
+    poles, residues, direct = start.compact()
+    bank = mor.ModalSSM.from_compact(np.stack([poles] * 2), np.stack([residues] * 2),
+                                     np.full(2, direct))
+    fit = mor.reduce(h, int(start.order), method="modal", init=bank, tail_weight=tail_weight)
+    ls, d0 = fit_residues(h, bank.compact()[0], bank.compact()[1] != 0)
+    before = mor.compare(h, mor.ModalSSM.from_compact(bank.compact()[0], ls, d0)).l2
+    assert np.all(fit.info["l2"] <= before * (1 + 1e-9) + 1e-15)
+    assert np.all(fit.is_stable()) and np.all(np.abs(fit.poles) < 1)

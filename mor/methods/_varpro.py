@@ -133,7 +133,8 @@ class ModalProjection:
         pair = np.log(RADIUS) - np.logaddexp(0.0, -x[:, :p]) + 1j * x[:, p:2 * p]
         c = np.abs(x[:, 2 * p:])
         with np.errstate(divide="ignore"):
-            modulus = np.where(c < 1, np.log(np.tanh(c)), np.log1p(-2 / (np.exp(2 * c) + 1)))
+            small = np.exp(-2 * c)  # log tanh c = log1p(-2 e^(-2c) / (1 + e^(-2c)))
+            modulus = np.where(c < 1, np.log(np.tanh(c)), np.log1p(-2 * small / (1 + small)))
         real = np.log(RADIUS) + modulus + 1j * np.pi * (x[:, 2 * p:] < 0)
         return np.concatenate([pair, real], axis=1)
 
@@ -169,6 +170,8 @@ class ModalProjection:
         scale[scale == 0] = 1.0
         design /= scale[:, None, :]
         r, coef, res = _least_squares(design, y)
+        singular = ~np.isfinite(coef).all(axis=1)  # inadmissible: no residues, no residual
+        coef[singular], res[singular] = 0.0, np.nan
         return r, _upper_inverse(r), coef / scale, scale, res, {"powers": powers,
                                                                 "design": design}
 
@@ -336,7 +339,8 @@ def _least_squares(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray
         qty = np.linalg.solve(r2.transpose(0, 2, 1), np.matmul(y[:, None, :], q1)[:, 0, :, None])
         coef = np.matmul(inv1, np.linalg.solve(r2, qty))[..., 0]
         r = np.matmul(r2, r1)
-    res = y - np.matmul(a, coef[..., None])[..., 0]
+    with np.errstate(invalid="ignore", over="ignore"):  # singular rows: inadmissible points
+        res = y - np.matmul(a, coef[..., None])[..., 0]
     return r, coef, res
 
 

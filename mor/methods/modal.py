@@ -38,11 +38,13 @@ is never worse than its initialisation, and the start is returned where no stage
 from __future__ import annotations
 
 import numpy as np
+import scipy.signal
 
 from mor._lm import levenberg_marquardt
 from mor._parallel import map_chunks
 from mor.methods._varpro import ModalProjection
 from mor.methods.prony import PoleFamily
+from mor.methods.residues import fit_residues
 from mor.ssm import ModalSSM
 
 #: ``limit_tail``: stages of the penalty continuation, the weight's growth per stage, and the
@@ -152,27 +154,41 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
                tail_weight: float, limit_tail: bool = True,
                weight: np.ndarray | None = None) -> np.ndarray:
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
-    weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``."""
+    weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``.
+    Fits are judged as the family will report them: with the residues `fit_residues` gives
+    their poles (not the projection's own, which may differ where a design is nearly
+    singular)."""
     if poles.shape[1] == 0 or h.shape[1] - 1 <= 2 * pairs + reals:
         return poles  # nothing to fit, or no more taps than unknowns
     start = ModalProjection(h, pairs, reals, tail_weight, weight)
     x0 = start.parameters(poles)
-    first = start.evaluate(x0, np.arange(h.shape[0]))
-    allowed = np.sqrt(first.tail.value) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
-    window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
+    window, tail = _reported_errors(h, start.poles(x0), weight)  # the start's
+    allowed = tail * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
     weights = np.full(h.shape[0], float(tail_weight))
     for _ in range(TAIL_STAGES if limit_tail else 1):
         sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
         x[pending] = levenberg_marquardt(sub, x[pending], max_iter=max_iter)[0]
-        if not limit_tail:
-            return start.poles(x)
-        end = sub.evaluate(x[pending], np.arange(pending.size))
-        held = (np.sqrt(end.tail.value) <= allowed[pending]) \
-            & (np.einsum("bk,bk->b", end.res, end.res) <= window[pending])
+        end_window, end_tail = _reported_errors(h[pending], start.poles(x[pending]), weight)
+        held = end_window <= window[pending]
+        if limit_tail:
+            held &= end_tail <= allowed[pending]
         best[pending[held]] = x[pending[held]]
         pending = pending[~held]
         weights[pending] = np.maximum(weights[pending], TAIL_FLOOR) * TAIL_GROWTH
         if pending.size == 0:
             break
     return start.poles(best)  # the filters still pending keep their start
+
+
+def _reported_errors(h: np.ndarray, poles: np.ndarray, weight: np.ndarray | None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """``(||w * (h - h_hat)||, ||h_hat[L:]||)`` per filter for compact ``poles`` with the
+    least-squares residues of `fit_residues` (what the family reports)."""
+    live = np.ones(poles.shape, dtype=bool)
+    residues, direct = fit_residues(h, poles, live, weight_filter=weight)
+    model = ModalSSM.from_compact(poles, residues, direct)
+    error = h - model.impulse(h.shape[1])
+    if weight is not None:
+        error = scipy.signal.lfilter(weight, [1.0], error, axis=1)
+    return np.linalg.norm(error, axis=1), model.tail_norm(h.shape[1])
