@@ -153,12 +153,14 @@ class ModalProjection:
         ok = np.all(diag > RANK_RTOL * np.abs(r).max(axis=(1, 2), initial=0.0)[:, None], axis=1)
         ok &= np.isfinite(r).all(axis=(1, 2)) & np.isfinite(res).all(axis=1)
         rinv[~ok] = np.eye(r.shape[1])  # inadmissible rows: keep the products defined
+        cond = np.where(ok, np.linalg.norm(r, axis=(1, 2)) * np.linalg.norm(rinv, axis=(1, 2)),
+                        np.inf)  # of the column-scaled design (Frobenius estimate)
         residues = coef[:, :self.modes] + 0j
         residues[:, :self.pairs] += 1j * coef[:, self.modes:]
         tail = _TailEnergy(lam, residues, self.length)
         cost = np.einsum("bk,bk->b", res, res) + self.tail_weight[rows] * tail.value
         return _Point(rows=rows, lam=lam, logs=logs, rinv=rinv, scale=scale, residues=residues,
-                      res=res, tail=tail, cost=cost, ok=ok, **detail)
+                      res=res, tail=tail, cost=cost, ok=ok, cond=cond, **detail)
 
     def _solve_dense(self, lam: np.ndarray, y: np.ndarray):
         """``(R, R^-1, c, scale, r, detail)`` of the explicit (weighted) design: ``detail`` holds

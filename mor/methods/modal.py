@@ -59,6 +59,10 @@ TAIL_FLOOR = 1e-2
 #: 64 filters per batch 1.5x faster than 16), batches in cache the rest (32 modes: 21).
 CHUNK_BYTES = 2**21
 MAX_CHUNK = 64
+#: Fits whose design (column-scaled, at the start or the end) is conditioned beyond this are
+#: checked with the residues of `fit_residues`; below it the two least-squares solutions
+#: agree to about ``cond * eps`` and the projection's verdict stands.
+CHECK_COND = 1e6
 
 
 class ModalFamily(PoleFamily):
@@ -155,29 +159,42 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
                weight: np.ndarray | None = None) -> np.ndarray:
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
     weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``.
-    Fits are judged as the family will report them: with the residues `fit_residues` gives
-    their poles (not the projection's own, which may differ where a design is nearly
-    singular)."""
+    The stages judge fits by the projection; where its design is conditioned beyond
+    `CHECK_COND` (at the start or the end), the fit kept is checked once more as the family will
+    report it, with the residues `fit_residues` gives its poles (which may differ from the
+    projection's where a design is nearly singular), and a filter it leaves worse than its
+    start keeps the start."""
     if poles.shape[1] == 0 or h.shape[1] - 1 <= 2 * pairs + reals:
         return poles  # nothing to fit, or no more taps than unknowns
     start = ModalProjection(h, pairs, reals, tail_weight, weight)
     x0 = start.parameters(poles)
-    window, tail = _reported_errors(h, start.poles(x0), weight)  # the start's
-    allowed = tail * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
+    first = start.evaluate(x0, np.arange(h.shape[0]))
+    allowed = np.sqrt(first.tail.value) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
+    window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
     weights = np.full(h.shape[0], float(tail_weight))
+    cond = first.cond.copy()  # the larger of the start's and the kept fit's
     for _ in range(TAIL_STAGES if limit_tail else 1):
         sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
         x[pending] = levenberg_marquardt(sub, x[pending], max_iter=max_iter)[0]
-        end_window, end_tail = _reported_errors(h[pending], start.poles(x[pending]), weight)
-        held = end_window <= window[pending]
+        end = sub.evaluate(x[pending], np.arange(pending.size))
+        held = np.einsum("bk,bk->b", end.res, end.res) <= window[pending]
         if limit_tail:
-            held &= end_tail <= allowed[pending]
+            held &= np.sqrt(end.tail.value) <= allowed[pending]
         best[pending[held]] = x[pending[held]]
+        cond[pending[held]] = np.maximum(cond[pending[held]], end.cond[held])
         pending = pending[~held]
         weights[pending] = np.maximum(weights[pending], TAIL_FLOOR) * TAIL_GROWTH
         if pending.size == 0:
             break
+    moved = np.flatnonzero(np.any(best != x0, axis=1) & ~(cond <= CHECK_COND))
+    if moved.size:
+        before = _reported_errors(h[moved], start.poles(x0[moved]), weight)
+        after = _reported_errors(h[moved], start.poles(best[moved]), weight)
+        worse = after[0] > before[0]
+        if limit_tail:
+            worse |= after[1] > before[1] * (1 + 1e-9) + 1e-9 * np.linalg.norm(h[moved], axis=1)
+        best[moved[worse]] = x0[moved[worse]]
     return start.poles(best)  # the filters still pending keep their start
 
 
