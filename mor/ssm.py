@@ -318,7 +318,7 @@ class ModalSSM:
             terms = np.conj(x)[..., :, None] * x[..., None, :] / (
                 1.0 - np.conj(p)[..., :, None] * p[..., None, :])
         terms = np.where((x[..., :, None] == 0) | (x[..., None, :] == 0), 0, terms)
-        energy = terms.sum(axis=(-2, -1)).real
+        energy = np.asarray(terms.sum(axis=(-2, -1)).real)  # an array also for one system
         cancelled = ~(energy > 1e-8 * np.abs(terms).sum(axis=(-2, -1)))
         cancelled &= np.any(x != 0, axis=-1)
         if cancelled.any():

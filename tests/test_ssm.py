@@ -216,3 +216,15 @@ def test_load_refuses_bad_files(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:200])
     with pytest.raises(ValueError, match="not a readable"):
         mor.load(truncated)
+
+
+def test_tail_norm_of_one_system_with_a_cancelling_tail():
+    """The square-root fallback for cancelling tails (clustered poles, opposing residues) works
+    on a system without a batch axis and agrees with the same system in a batch of one."""
+    poles, residues = [0.999 * np.exp(0.01j), 0.999 * np.exp(0.0100001j)], [1e6, -1e6]
+    one = mor.ModalSSM.from_compact(poles, residues, 0.0)
+    batch = mor.ModalSSM.from_compact([poles], [residues], [0.0])
+    assert one.shape == ()
+    np.testing.assert_allclose(one.tail_norm(100), batch.tail_norm(100)[0], rtol=1e-12)
+    direct = np.linalg.norm(one.impulse(400_000)[100:])
+    np.testing.assert_allclose(one.tail_norm(100), direct, rtol=1e-6)
