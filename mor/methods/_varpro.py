@@ -387,13 +387,18 @@ class _TailEnergy:
         self.k = 1.0 / (1.0 - np.conj(lam)[:, :, None] * lam[:, None, :])
         sa = np.einsum("bnm,bm->bn", self.s, self.a)
         ka = np.einsum("bnm,bm->bn", self.k, self.a)
-        self.value = np.maximum(0.5 * np.real(np.einsum("bn,bn->b", self.a, sa))
-                                + 0.5 * np.real(np.einsum("bn,bn->b", np.conj(self.a), ka)), 0.0)
+        raw = 0.5 * np.real(np.einsum("bn,bn->b", self.a, sa)) \
+            + 0.5 * np.real(np.einsum("bn,bn->b", np.conj(self.a), ka))
+        self.value = np.maximum(raw, 0.0)
+        # the form cancels (clustered poles, huge opposing residues): value is rounding
+        magnitude = np.abs(self.a)
+        terms = np.einsum("bn,bnm,bm->b", magnitude, np.abs(self.s) + np.abs(self.k), magnitude)
+        self.cancelled = ~(raw > 1e-8 * 0.5 * terms) & (terms > 0)
         self.w = 0.5 * sa + 0.5 * np.conj(ka)  # dT^2 / da
 
     def __getitem__(self, mask: np.ndarray) -> "_TailEnergy":
         out = object.__new__(_TailEnergy)
-        for name in ("lam", "residues", "before", "a", "s", "k", "value", "w"):
+        for name in ("lam", "residues", "before", "a", "s", "k", "value", "cancelled", "w"):
             setattr(out, name, getattr(self, name)[mask])
         out.length = self.length
         return out

@@ -160,7 +160,8 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
     weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``.
     The stages judge fits by the projection; where its design is conditioned beyond
-    `CHECK_COND` (at the start or the end), the fit kept is checked once more as the family will
+    `CHECK_COND` (at the start or the end) or its tail energy cancels to rounding (clustered
+    poles with huge opposing residues), the fit kept is checked once more as the family will
     report it, with the residues `fit_residues` gives its poles (which may differ from the
     projection's where a design is nearly singular), and a filter it leaves worse than its
     start keeps the start."""
@@ -173,7 +174,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
     window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
     weights = np.full(h.shape[0], float(tail_weight))
-    cond = first.cond.copy()  # the larger of the start's and the kept fit's
+    suspect = ~(first.cond <= CHECK_COND) | first.tail.cancelled  # of the start or the fit
     for _ in range(TAIL_STAGES if limit_tail else 1):
         sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
         x[pending] = levenberg_marquardt(sub, x[pending], max_iter=max_iter)[0]
@@ -182,12 +183,12 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
         if limit_tail:
             held &= np.sqrt(end.tail.value) <= allowed[pending]
         best[pending[held]] = x[pending[held]]
-        cond[pending[held]] = np.maximum(cond[pending[held]], end.cond[held])
+        suspect[pending[held]] |= ~(end.cond[held] <= CHECK_COND) | end.tail.cancelled[held]
         pending = pending[~held]
         weights[pending] = np.maximum(weights[pending], TAIL_FLOOR) * TAIL_GROWTH
         if pending.size == 0:
             break
-    moved = np.flatnonzero(np.any(best != x0, axis=1) & ~(cond <= CHECK_COND))
+    moved = np.flatnonzero(np.any(best != x0, axis=1) & suspect)
     if moved.size:
         before = _reported_errors(h[moved], start.poles(x0[moved]), weight)
         after = _reported_errors(h[moved], start.poles(best[moved]), weight)
