@@ -15,10 +15,10 @@ iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}``
 implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure comes from
 the initial model, which any other method provides at the same order (``init="balanced"`` by
 default) or the caller (``init=ModalSSM``). The direct term is ``h[0]`` exactly. Each trial point
-costs one thin QR of the ``L x order`` design; ``max_iter`` bounds the trial points per stage
-(below). On the 1024 shared trained filters (``L = 2048``) a fit at 16 modes costs about 46 CPU
-seconds, 27 s of wall time on two cores (32 modes: 153 CPU s, 87 s; ``benchmarks/bench_modal.py``).
-With ``tol``
+costs ``O(L m + m^3)`` per filter (closed-form Gram sums, `mor._varpro_kernels`); ``max_iter``
+bounds the trial points per stage (below). On the 1024 shared trained filters (``L = 2048``) a
+fit at 16 modes costs about 17 CPU seconds, 9.5 s of wall time on two cores (32 modes: 58 CPU s,
+33 s; ``benchmarks/bench_modal.py``, ``benchmarks/RESULTS.md``). With ``tol``
 the order is searched on the start's models and the fit descends from the order found
 (`mor.reduction`).
 
