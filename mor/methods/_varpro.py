@@ -146,15 +146,14 @@ class ModalProjection:
         lam, y = self.poles(x), self.y[rows]
         logs = self.log_poles(x)
         if dense or self.weight is not None:
-            r, rinv, coef, scale, res, detail = self._solve_dense(lam, y)
+            r, rinv, cond, coef, scale, res, detail = self._solve_dense(lam, y)
         else:
-            r, rinv, coef, scale, res, detail = self._solve_sums(lam, logs, y)
+            r, rinv, cond, coef, scale, res, detail = self._solve_sums(lam, logs, y)
         diag = np.abs(np.diagonal(r, axis1=1, axis2=2))
         ok = np.all(diag > RANK_RTOL * np.abs(r).max(axis=(1, 2), initial=0.0)[:, None], axis=1)
         ok &= np.isfinite(r).all(axis=(1, 2)) & np.isfinite(res).all(axis=1)
         rinv[~ok] = np.eye(r.shape[1])  # inadmissible rows: keep the products defined
-        cond = np.where(ok, np.linalg.norm(r, axis=(1, 2)) * np.linalg.norm(rinv, axis=(1, 2)),
-                        np.inf)  # of the column-scaled design (Frobenius estimate)
+        cond[~ok] = np.inf
         residues = coef[:, :self.modes] + 0j
         residues[:, :self.pairs] += 1j * coef[:, self.modes:]
         tail = _TailEnergy(lam, residues, self.length)
@@ -163,8 +162,8 @@ class ModalProjection:
                       res=res, tail=tail, cost=cost, ok=ok, cond=cond, **detail)
 
     def _solve_dense(self, lam: np.ndarray, y: np.ndarray):
-        """``(R, R^-1, c, scale, r, detail)`` of the explicit (weighted) design: ``detail`` holds
-        its powers and the column-scaled design."""
+        """``(R, R^-1, cond, c, scale, r, detail)`` of the explicit (weighted) design: ``detail``
+        holds its powers and the column-scaled design."""
         powers = _powers(lam, self.k.size)  # (B', L-1, m)
         design = self._filtered(np.concatenate([powers.real, -powers[..., :self.pairs].imag],
                                                axis=2))
@@ -174,12 +173,13 @@ class ModalProjection:
         r, coef, res = _least_squares(design, y)
         singular = ~np.isfinite(coef).all(axis=1)  # inadmissible: no residues, no residual
         coef[singular], res[singular] = 0.0, np.nan
-        return r, _upper_inverse(r), coef / scale, scale, res, {"powers": powers,
-                                                                "design": design}
+        rinv = _upper_inverse(r)
+        return r, rinv, _condition(r, rinv), coef / scale, scale, res, {"powers": powers,
+                                                                         "design": design}
 
     def _solve_sums(self, lam: np.ndarray, logs: np.ndarray, y: np.ndarray):
-        """``(R, R^-1, c, scale, r, detail)`` from the closed-form sums: ``detail`` holds the sums
-        ``(B', 2, 3, m, m)`` and the moments ``w = sum_k r_k k lambda^(k-1)`` ``(B', m)``."""
+        """``(R, R^-1, cond, c, scale, r, detail)`` from the closed-form sums: ``detail`` holds the
+        sums ``(B', 2, 3, m, m)`` and the moments ``w = sum_k r_k k lambda^(k-1)`` ``(B', m)``."""
         batch, m = lam.shape
         sums = np.empty((batch, 2, 3, m, m), dtype=np.complex128)
         kernels.design_sums(lam, logs, self.k.size, self.table, sums)
@@ -191,7 +191,7 @@ class ModalProjection:
         factored = kernels.cholesky_rows(gram / scale[:, :, None] / scale[:, None, :], r)
         r[~factored] = np.eye(r.shape[1])
         rinv = _upper_inverse(r)
-        cond = np.linalg.norm(r, axis=(1, 2)) * np.linalg.norm(rinv, axis=(1, 2))
+        cond = _condition(r, rinv)
         poor = np.flatnonzero(~factored | ~(cond <= GRAM_MAX_COND))  # solved densely below
         moments = np.empty((batch, m), dtype=np.complex128)
         kernels.tap_moments(lam, logs, y, moments)
@@ -200,7 +200,7 @@ class ModalProjection:
             / scale
         res = np.empty_like(y)
         if poor.size:
-            r[poor], rinv[poor], coef[poor], scale[poor], res[poor], _ = \
+            r[poor], rinv[poor], cond[poor], coef[poor], scale[poor], res[poor], _ = \
                 self._solve_dense(lam[poor], y[poor])
         residues = coef[:, :m] + 0j
         residues[:, :self.pairs] += 1j * coef[:, m:]
@@ -208,7 +208,7 @@ class ModalProjection:
         solve[poor] = False
         w = np.empty((batch, m), dtype=np.complex128)
         kernels.residual_moments(lam, logs, residues, y, solve, res, w)
-        return r, rinv, coef, scale, res, {"sums": sums, "w": w}
+        return r, rinv, cond, coef, scale, res, {"sums": sums, "w": w}
 
     def normal_equations(self, point: "_Point") -> tuple[np.ndarray, np.ndarray]:
         """``(J^T J, J^T r)`` of the objective at ``point`` (module notes)."""
@@ -311,6 +311,13 @@ def _upper_inverse(r: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         kernels.upper_inverse_rows(r, out)
     return out
+
+
+def _condition(r: np.ndarray, rinv: np.ndarray) -> np.ndarray:
+    """``||R||_F ||R^-1||_F`` per row: an estimate (from above) of the condition number of the
+    column-scaled design (``inf`` for a singular one)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.linalg.norm(r, axis=(1, 2)) * np.linalg.norm(rinv, axis=(1, 2))
 
 
 def _least_squares(a: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
