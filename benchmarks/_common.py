@@ -83,7 +83,7 @@ def mor_settings() -> dict:
     """mor's tolerances and thread use as found in the checkout (they may change)."""
     out = {"cores_visible": cores()}
     try:
-        import mor.hankel as mh
+        import mor.analysis.spectrum as mh
         out["hankel_krylov_rtol_default"] = getattr(mh, "KRYLOV_RTOL", None)
         out["hankel_dense_max_size"] = getattr(mh, "DENSE_MAX_SIZE", None)
         out["batch_threads"] = "numba.get_num_threads()"

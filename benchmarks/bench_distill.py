@@ -26,7 +26,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402  (also puts the checkout first on sys.path)
-from mor.distill import distill  # noqa: E402
+from mor.drivers.distillation import distill  # noqa: E402
 
 NAME = "bench_distill"
 BIG_MODEL = 24 * 2048

@@ -3,7 +3,7 @@
 Issue 5 asks that ``method="modal"`` reach a median relative ``l2`` error over the ``L`` taps at
 least 2x below balanced truncation's (BT) at 4, 8 and 16 modes. This script searches the poles
 as globally as is practical, with the library's own optimiser (variable projection,
-`mor.methods._varpro.ModalProjection`, and Levenberg-Marquardt, `mor._lm`), on 32 shared trained
+`mor.fitting.varpro.ModalProjection`, and Levenberg-Marquardt, `mor._numerics.lm`), on 32 shared trained
 filters (every 32nd of the 1024, L = 2048), and reports per filter the best ``l2`` found relative
 to BT's, (a) with the tail after lag ``L`` at most BT's (``info["tail"]`` of the BT model) and
 (b) with no tail limit. The starts, per filter and mode count ``m``:
@@ -49,8 +49,8 @@ import numpy as np  # noqa: E402
 
 import _common as C  # noqa: E402
 import mor  # noqa: E402
-from mor._lm import levenberg_marquardt  # noqa: E402
-from mor.methods._varpro import ModalProjection  # noqa: E402
+from mor._numerics.lm import levenberg_marquardt  # noqa: E402
+from mor.fitting.varpro import ModalProjection  # noqa: E402
 
 NAME = "bench_modal_starts"
 MODES = (4, 8, 16)

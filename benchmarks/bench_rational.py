@@ -8,7 +8,7 @@ complex rational functions with k poles, whose real part ``(r(z) + conj r(conj z
 what a real filter can use: a real model of order up to 2k (each complex pole brings its
 conjugate). Their real part is converted to pole-residue form (their poles and residues, the
 constant ``r(inf)``; agreement with their barycentric values checked) and scored by the same
-code as mor's models (`mor.metrics.model_errors`: l2 over the L taps, hinf on the whole circle
+code as mor's models (`mor.analysis.compare.model_errors`: l2 over the L taps, hinf on the whole circle
 with refinement near peaks and sharp poles); poles on or outside the unit circle are counted
 (and such a model scored through its two-sided response). So accuracy is compared twice: at
 the same number of poles k (mor order k) and at equal real order (mor order 2k against their
@@ -56,7 +56,7 @@ def best(fn, repeats: int = REPEATS) -> float:
 def aaa_speed(h: np.ndarray, order: int) -> dict:
     """Seconds of mor's AAA fit (samples, greedy loop, poles, residues) at ``order`` and at
     ``2 order``, and of the greedy loop at ``order``, kernel and NumPy reference."""
-    from mor._aaa_kernels import aaa_greedy
+    from mor.methods._aaa_kernels import aaa_greedy
     from mor.methods.aaa import AAAFamily, aaa_greedy_reference
 
     def fit(k):
@@ -82,8 +82,8 @@ def score_complex(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, consta
     with ``Re R``, the direct term ``Re r(inf)``. Inside the circle the model is causal;
     a pole outside contributes its anticausal expansion (only ``-R / p`` at lag 0 among the
     taps) and the peak is taken on a 64 L grid."""
-    from mor import _freq
-    from mor.metrics import model_errors
+    from mor._numerics import freq
+    from mor.analysis.compare import model_errors
 
     rational = constant + (residues[None, :] / (z[:, None] - poles[None, :])).sum(axis=1)
     conversion = float(np.abs(rational - values).max() / np.abs(values).max())
@@ -107,7 +107,7 @@ def score_complex(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, consta
         l2 = float(np.linalg.norm(taps - h) / np.linalg.norm(h))
         fine = scipy.fft.next_fast_len(64 * h.size)
         w = np.exp(2j * np.pi * np.arange(fine // 2 + 1) / fine)
-        model = _freq.modal_response_at(p[None], r[None], direct, np.angle(w)[None])[0]
+        model = freq.modal_response_at(p[None], r[None], direct, np.angle(w)[None])[0]
         exact = scipy.fft.fft(h, n=fine)[: fine // 2 + 1]
         hinf = float(np.abs(exact - model).max() / np.abs(exact).max())
     return {"hinf": hinf, "l2": l2, "outside": int(outside.sum()), "poles": int(poles.size),

@@ -5,18 +5,18 @@ Public API: `hankel_singular_values`, `error_bounds`, `reduce`,
 """
 
 from mor import export
-from mor.bounds import ErrorBounds, error_bounds
-from mor.distill import Distillation, Report, distill
+from mor.analysis.bounds import ErrorBounds, error_bounds
+from mor.drivers.distillation import Distillation, Report, distill
 from mor.files import read_filters
-from mor.hankel import hankel_singular_values
-from mor.io import load
-from mor.metrics import Comparison, compare
-from mor.reduction import reduce
-from mor.minimax import refit
-from mor.residue_fit import refit_residues
-from mor.select import OrderSelection, select_order
-from mor.ssm import ModalSSM
-from mor.statespace import StateSpace
+from mor.analysis.spectrum import hankel_singular_values
+from mor.systems.modal import load
+from mor.analysis.compare import Comparison, compare
+from mor.drivers.reduction import reduce
+from mor.fitting.minimax import refit
+from mor.fitting.constrained import refit_residues
+from mor.drivers.selection import OrderSelection, select_order
+from mor.systems.modal import ModalSSM
+from mor.systems.statespace import StateSpace
 
 __all__ = ["Comparison", "Distillation", "ErrorBounds", "ModalSSM", "OrderSelection", "Report",
            "StateSpace", "compare", "distill", "error_bounds", "export", "hankel_singular_values",

@@ -82,7 +82,7 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 def distill(input_path, key, order, modes, tol, norm, method, max_order, out_path, report_dir,
             workers, scheduler, chunk_size, shard_dir, resume, export) -> None:
     """Distill every filter in INPUT into a modal bank, with a report."""
-    from mor.distill import distill as run
+    from mor.drivers.distillation import distill as run
     from mor.files import read_filters
 
     h = read_filters(input_path, key)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from mor.bounds import error_bounds
-from mor.distill import distill
-from mor.io import load
-from mor.metrics import compare
-from mor.reduction import reduce
+from mor.analysis.bounds import error_bounds
+from mor.drivers.distillation import distill
+from mor.systems.modal import load
+from mor.analysis.compare import compare
+from mor.drivers.reduction import reduce
 
 
 def hyena_like_filters(n_filters: int = 32, length: int = 1024, seed: int = 0) -> np.ndarray:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor.ssm import ModalSSM
+from mor.systems.modal import ModalSSM
 
 
 def to_striped_hyena(bank: ModalSSM) -> dict[str, np.ndarray]:

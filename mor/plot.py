@@ -14,10 +14,10 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from mor.bounds import error_bounds
+from mor.analysis.bounds import error_bounds
 from mor.conventions import as_filters
-from mor.reduction import reduce
-from mor.ssm import ModalSSM
+from mor.drivers.reduction import reduce
+from mor.systems.modal import ModalSSM
 
 _BAND = (10, 90)
 

@@ -8,7 +8,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import mor
-from mor._aaa_kernels import aaa_greedy
+from mor.methods._aaa_kernels import aaa_greedy
 from mor.methods.aaa import _conjugate_closed, aaa_greedy_reference, aaa_poles
 from mor.demo import hyena_like_filters
 from systems import decayed_length, stable_modal
@@ -140,7 +140,7 @@ def test_greedy_kernel_on_worker_threads(monkeypatch, trained_filters):
     """Chunks of filters on two threads give what one thread gives."""
     z, f = _half_circle(trained_filters[0, :10], 8192)
     one = aaa_greedy(z, f, 12)
-    monkeypatch.setattr(mor._parallel, "worker_threads", lambda: 2)
+    monkeypatch.setattr(mor._numerics.parallel, "worker_threads", lambda: 2)
     for a, b in zip(one, aaa_greedy(z, f, 12)):
         np.testing.assert_array_equal(a, b)
 

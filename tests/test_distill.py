@@ -13,7 +13,7 @@ from click.testing import CliRunner
 import mor
 from mor.cli import main
 from mor.demo import hyena_like_filters
-from mor.distill import distill
+from mor.drivers.distillation import distill
 
 
 @pytest.fixture(scope="module")

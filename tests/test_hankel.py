@@ -7,7 +7,7 @@ from hypothesis import given, strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
-from mor.hankel import hankel_matrix, hankel_svd
+from mor.analysis.spectrum import hankel_matrix, hankel_svd
 from systems import decayed_length, stable_modal
 
 
@@ -106,7 +106,7 @@ class TestBounds:
     def test_frobenius_identity(self):
         rng = np.random.default_rng(7)
         h = rng.standard_normal(33)
-        from mor.bounds import hankel_frobenius_sq
+        from mor.analysis.bounds import hankel_frobenius_sq
         np.testing.assert_allclose(hankel_frobenius_sq(h), np.sum(hankel_matrix(h) ** 2))
 
     def test_order_range(self):

@@ -28,7 +28,7 @@ def test_better_than_balanced_truncation_in_l2_on_trained_like_filters():
 
 
 def test_never_worse_than_its_start_with_least_squares_residues():
-    from mor.methods.residues import fit_residues
+    from mor.fitting.least_squares import fit_residues
 
     h = hyena_like_filters(6, 400, seed=5)
     bt = mor.reduce(h, 6)

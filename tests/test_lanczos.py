@@ -3,7 +3,7 @@
 import numpy as np
 from hypothesis import given, strategies as st
 
-from mor._lanczos import _tridiagonal_eigenvectors, tridiagonal_eig_last
+from mor._numerics.lanczos import _tridiagonal_eigenvectors, tridiagonal_eig_last
 
 
 def _tridiagonal(seed: int, m: int, grading: float):

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mor._lm import levenberg_marquardt
+from mor._numerics.lm import levenberg_marquardt
 
 
 class Rosenbrock:

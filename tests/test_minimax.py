@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
-from mor.methods.residues import fit_residues
-from mor.minimax import _basis, frequencies
+from mor.fitting.least_squares import fit_residues
+from mor.fitting.minimax import _basis, frequencies
 from systems import stable_modal
 
 

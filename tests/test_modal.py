@@ -45,7 +45,7 @@ def test_tail_penalty_keeps_the_model_quiet_after_the_window():
     assert penalised.info["tail"].max() < free.info["tail"].max()
     assert np.all(penalised.is_stable())
     # by default the tail is held to that of the start (BT's poles, least-squares residues)
-    from mor.methods.residues import fit_residues
+    from mor.fitting.least_squares import fit_residues
 
     poles, _, _ = mor.reduce(h, 12).compact()
     residues, direct = fit_residues(h, poles, poles != 0)
@@ -61,7 +61,7 @@ def test_tail_penalty_keeps_the_model_quiet_after_the_window():
 def test_variable_projection_normal_equations_are_exact(system, tail_weight, weight):
     """Golub-Pereyra's ``J^T J`` and ``J^T r`` (with the tail row, with or without a frequency
     weight) equal those of the residual ``[r, sqrt(t) T]`` differentiated numerically."""
-    from mor.methods._varpro import ModalProjection
+    from mor.fitting.varpro import ModalProjection
 
     poles, _, _ = system.compact()
     poles = np.concatenate([poles[poles.imag != 0], poles[poles.imag == 0]])  # pairs first
@@ -134,7 +134,7 @@ def test_frequency_weight_moves_the_error_toward_other_frequencies():
 
 
 def test_weighted_residues_are_exact_on_exact_data():
-    from mor.methods.residues import fit_residues
+    from mor.fitting.least_squares import fit_residues
 
     ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.3j), 0.7], [1 + 0.5j, 0.3], 0.2)
     h = ssm.impulse(300)[None]
@@ -157,7 +157,7 @@ def test_a_batch_fits_each_filter_as_alone():
 def test_cholesky_qr_equals_householder(monkeypatch):
     """The two least-squares paths of the variable projection agree (Cholesky QR twice on
     well-conditioned designs, Householder beyond ``CHOLESKY_QR_MAX_COND``)."""
-    from mor.methods import _varpro
+    from mor.fitting import varpro as _varpro
 
     rng = np.random.default_rng(5)
     poles = 0.95 * np.exp(1j * rng.uniform(0.01, 0.5, (3, 6)))
@@ -194,7 +194,7 @@ def test_never_worse_than_any_stable_start(start, seed, tail_weight):
     """From any stable start (here: random poles on filters they do not fit), the fit's l2 is
     at most that of the start's poles with least-squares residues, and every pole stays
     strictly inside the circle."""
-    from mor.methods.residues import fit_residues
+    from mor.fitting.least_squares import fit_residues
 
     rng = np.random.default_rng(seed)
     h = hyena_like_filters(2, 200, seed=seed) + 0.02 * rng.standard_normal((2, 200))

@@ -6,7 +6,7 @@ from hypothesis import given, strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
-from mor.methods.residues import fit_residues
+from mor.fitting.least_squares import fit_residues
 from systems import decayed_length, stable_modal
 
 
@@ -114,7 +114,7 @@ def test_method_arguments():
 @given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.999), st.integers(2, 60))
 def test_tail_gram_is_the_tail_energy(ssm, length):
     """``c^T A c`` is the model's energy after lag ``L - 1``, summed out by brute force."""
-    from mor.methods.residues import tail_gram
+    from mor.fitting.least_squares import tail_gram
 
     poles, residues, _ = ssm.compact()
     pair = poles.imag != 0
@@ -153,7 +153,7 @@ def test_fit_residues_with_the_tail_fits_the_zero_padded_filter(ssm, length, see
 def test_residue_kernel_matches_the_reference(ssm, length, tail_weight, seed):
     """The Numba residue fit gives the NumPy reference's models (noisy taps of the system, so
     that the least-squares problem is not exact), a pole at zero and a dead mode included."""
-    from mor.methods.residues import fit_residues_reference
+    from mor.fitting.least_squares import fit_residues_reference
 
     poles, _, _ = ssm.compact()
     poles = np.concatenate([poles, [0.0, 0.5]])

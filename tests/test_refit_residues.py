@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mor
-from mor.methods.residues import fit_residues
+from mor.fitting.least_squares import fit_residues
 from systems import stable_modal
 
 LENGTH = 80

@@ -6,7 +6,7 @@ import scipy.signal
 from hypothesis import given
 
 import mor
-from mor import _kernels
+from mor._numerics import kernels
 from systems import stable_modal
 
 
@@ -63,8 +63,8 @@ def test_fir_dtft_kernel_agrees_with_reference():
     h = rng.standard_normal((3, 200))
     for count in range(1, 10):  # the kernel takes pairs four at a time: every remainder
         w, rows = rng.uniform(0, np.pi, count), rng.integers(0, 3, count)
-        np.testing.assert_allclose(_kernels.fir_dtft(h, rows, w),
-                                   _kernels.fir_dtft_reference(h, rows, w), rtol=1e-11,
+        np.testing.assert_allclose(kernels.fir_dtft(h, rows, w),
+                                   kernels.fir_dtft_reference(h, rows, w), rtol=1e-11,
                                    atol=1e-11)
 
 
@@ -74,14 +74,14 @@ def test_threaded_kernels_agree_with_references():
     poles = 0.95 * np.exp(1j * rng.uniform(0, np.pi, (64, 8)))
     residues = rng.standard_normal((64, 8)) + 1j * rng.standard_normal((64, 8))
     direct = rng.standard_normal(64)
-    assert poles.size * 1024 >= _kernels.PARALLEL_MIN_WORK
-    np.testing.assert_allclose(_kernels.impulse_compact(poles, residues, direct, 1024),
-                               _kernels.impulse_compact_reference(poles, residues, direct, 1024),
+    assert poles.size * 1024 >= kernels.PARALLEL_MIN_WORK
+    np.testing.assert_allclose(kernels.impulse_compact(poles, residues, direct, 1024),
+                               kernels.impulse_compact_reference(poles, residues, direct, 1024),
                                rtol=1e-10, atol=1e-12)
     h = rng.standard_normal((5, 2000))
     w, rows = rng.uniform(0, np.pi, 201), rng.integers(0, 5, 201)
-    assert w.size * h.shape[1] >= _kernels.PARALLEL_MIN_WORK
-    np.testing.assert_allclose(_kernels.fir_dtft(h, rows, w), _kernels.fir_dtft_reference(h, rows, w),
+    assert w.size * h.shape[1] >= kernels.PARALLEL_MIN_WORK
+    np.testing.assert_allclose(kernels.fir_dtft(h, rows, w), kernels.fir_dtft_reference(h, rows, w),
                                rtol=1e-10, atol=1e-10)
 
 
@@ -90,8 +90,8 @@ def test_markov_kernel_agrees_with_reference():
     for n in (1, 2, 7, 40):
         a = rng.standard_normal((3, n, n)) / (2 * np.sqrt(n))
         b, c = rng.standard_normal((3, n)), rng.standard_normal((3, n))
-        np.testing.assert_allclose(_kernels.markov_parameters(a, b, c, 2 * n),
-                                   _kernels.markov_parameters_reference(a, b, c, 2 * n),
+        np.testing.assert_allclose(kernels.markov_parameters(a, b, c, 2 * n),
+                                   kernels.markov_parameters_reference(a, b, c, 2 * n),
                                    rtol=1e-12, atol=1e-14)
 
 

@@ -5,8 +5,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mor import _varpro_kernels as kernels
-from mor.methods import _varpro
+from mor.fitting import _varpro_kernels as kernels
+from mor.fitting import varpro as _varpro
 from systems import stable_modal
 
 

@@ -17,14 +17,14 @@ parameters ``(Re w_k, Im w_k)`` of unit norm: the last right singular vector of 
 Loewner matrix. Each step adds the pair where the error is largest, until the barycentric
 form has ``order + 1`` support points (``order`` poles); an odd count ends with ``z = 1`` or
 ``z = -1``, whichever has the larger error. The loop runs in a Numba kernel batched over
-filters (`mor._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner matrix,
+filters (`mor.methods._aaa_kernels.aaa_greedy`: an updated factorisation of the Loewner matrix,
 ``O(M k)`` per step for ``k`` weights instead of an SVD of the ``M x k`` matrix);
 `aaa_greedy_reference` is its NumPy reference, one SVD per step.
 
 Poles are the finite eigenvalues of the pencil ``([[0, w^T], [1, diag(z)]], diag(0, 1, ...))``.
 Froissart doublets (poles whose barycentric residue is below ``1e-13 max|F|``) are removed;
 poles on or outside the circle are reflected or dropped (`mor.methods.prony`), and the
-residues are refitted by least squares (`mor.methods.residues`) on the zero-padded filter over
+residues are refitted by least squares (`mor.fitting.least_squares`) on the zero-padded filter over
 all time: the ``L`` taps and the model's tail after them (``tail_weight = 1``, the default; by
 Parseval the ``L^2`` error on the circle, the function the samples come from). With the taps
 alone (``tail_weight=0``) a pole near the circle that the samples put there keeps any residue
@@ -40,7 +40,7 @@ import scipy.fft
 import scipy.linalg
 import scipy.linalg.lapack
 
-from mor._aaa_kernels import aaa_greedy, real_points
+from mor.methods._aaa_kernels import aaa_greedy, real_points
 from mor.methods.prony import PoleFamily
 
 FROISSART_RTOL = 1e-13
@@ -80,7 +80,7 @@ def aaa_greedy_reference(z: np.ndarray, f: np.ndarray, order: int
     """AAA's greedy loop for samples ``f`` at the upper-half-circle points ``z`` (``z[0] = 1``;
     ``z[-1] = -1`` when the grid includes it), one SVD of the real Loewner matrix per step.
 
-    The NumPy reference of `mor._aaa_kernels.aaa_greedy`. Returns the support indices in the
+    The NumPy reference of `mor.methods._aaa_kernels.aaa_greedy`. Returns the support indices in the
     order chosen and the unit real weight parameters (one per self-conjugate point, the real
     and imaginary parts of ``w`` for a pair); both empty for a zero filter or ``order = 0``.
     """
@@ -110,7 +110,7 @@ def aaa_greedy_reference(z: np.ndarray, f: np.ndarray, order: int
 def aaa_poles(z: np.ndarray, f: np.ndarray, support: np.ndarray, weights: np.ndarray
               ) -> np.ndarray:
     """The conjugate-closed poles of the barycentric form with the given support and weights
-    (from `aaa_greedy_reference` or `mor._aaa_kernels.aaa_greedy`), Froissart doublets
+    (from `aaa_greedy_reference` or `mor.methods._aaa_kernels.aaa_greedy`), Froissart doublets
     removed: the finite eigenvalues of the pencil
     ``([[0, w^T], [1, diag(z)]], diag(0, 1, ..., 1))`` whose barycentric residue
     ``N(p) / D'(p)`` is at least ``FROISSART_RTOL max |f|``.

@@ -43,12 +43,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor._linalg import svd_gesvd
-from mor.hankel import DENSE_MAX_SIZE, hankel_svd
-from mor.ssm import ModalSSM
+from mor._numerics.linalg import svd_gesvd
+from mor.analysis.spectrum import DENSE_MAX_SIZE, hankel_svd
+from mor.systems.modal import ModalSSM
 
 #: Certified accuracy of the Krylov Hankel SVD used by BT, relative to ``sigma_1``: the values
-#: to ``BT_RTOL``, the singular vectors to residual norms of ``1e3 BT_RTOL`` (`mor._lanczos`),
+#: to ``BT_RTOL``, the singular vectors to residual norms of ``1e3 BT_RTOL`` (`mor._numerics.lanczos`),
 #: so the model is within about ``1e-7 sigma_1`` of exact square-root BT.
 BT_RTOL = 1e-10
 #: Singular vectors held at once while building balanced realisations (``16 (L - 1) k`` bytes

@@ -42,10 +42,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor import _freq
-from mor._golden import golden_max
+from mor._numerics import freq
+from mor._numerics.golden import golden_max
 from mor.methods.balanced import BT_RTOL, BalancedFamily
-from mor.ssm import ModalSSM
+from mor.systems.modal import ModalSSM
 
 
 
@@ -109,7 +109,7 @@ class HankelNormFamily:
         self.direct_rule = direct
         self._grid = None
         self.balanced = balanced
-        self.reference = reference  # a _freq response of the systems being approximated
+        self.reference = reference  # a freq response of the systems being approximated
         self.hsv, self.rank, self.d, self.tail = balanced.hsv, balanced.rank, balanced.d, tail
 
     @classmethod
@@ -122,7 +122,7 @@ class HankelNormFamily:
         ``"hinf"`` (the direct term minimising the H-infinity error) or ``"keep"`` (the filter's
         own ``h[0]``, better for the ``l2`` error over the taps).
         """
-        from mor.bounds import bounds_from_hsv, hankel_frobenius_sq
+        from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
 
         size = h.shape[-1] - 1
         r = min(size, max(2 * max_order, max_order + 32)) if intermediate_order is None else (
@@ -133,14 +133,14 @@ class HankelNormFamily:
         bt = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size).bt
         bt = np.concatenate([bt, np.zeros((h.shape[0], 1))], axis=1)  # no tail at order L - 1
         tail = np.take_along_axis(bt, np.minimum(balanced.rank, r)[:, None], axis=1)[:, 0]
-        return cls(balanced, _freq.FirResponse(h), tail, direct)
+        return cls(balanced, freq.FirResponse(h), tail, direct)
 
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, direct: str = "hinf"
                         ) -> "HankelNormFamily":
         """Families for a flat `mor.StateSpace` batch (its whole balanced realisation)."""
         balanced = BalancedFamily.from_statespace(sys, sys.n_states)
-        return cls(balanced, _freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
+        return cls(balanced, freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
                    np.zeros(sys.d.shape[0]), direct)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None):
@@ -190,12 +190,12 @@ class HankelNormFamily:
         return pc, rc, lost
 
     def _best_direct(self, which, poles, residues) -> np.ndarray:
-        """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of `mor._freq`."""
-        m = _freq.grid_size(self.reference.size)
+        """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of `mor._numerics.freq`."""
+        m = freq.grid_size(self.reference.size)
         if self._grid is None:  # the reference's exact grid, once for every search step
             self._grid = self.reference.grid(m)
         ref = self._grid[which]
-        err = ref - _freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
+        err = ref - freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
         best, _ = golden_max(lambda dval: -np.abs(err - dval[:, None]).max(axis=1),
                              err.real.min(axis=1), err.real.max(axis=1), 60)
         return best

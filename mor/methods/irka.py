@@ -34,7 +34,7 @@ import numpy as np
 import scipy.linalg
 
 from mor.methods.prony import PoleFamily
-from mor.methods.residues import fit_residues
+from mor.fitting.least_squares import fit_residues
 
 
 class IrkaFamily(PoleFamily):

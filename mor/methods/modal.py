@@ -8,19 +8,19 @@ eliminates them and minimises
     \phi(\lambda) = \big\| h[1:] - V(\lambda) R^*(\lambda) \big\|_2^2 + t\, \|\hat h[L:]\|_2^2,
     \qquad R^*(\lambda) = \arg\min_R \| h[1:] - V(\lambda) R \|_2,
 
-over the poles alone, by Levenberg-Marquardt (`mor._lm`) with the exact Golub-Pereyra normal
-equations (`mor.methods._varpro`), batched over the filters of one structure (how many pairs and
-real poles) and run on worker threads (`mor._parallel`). The poles are parameterised so that every
+over the poles alone, by Levenberg-Marquardt (`mor._numerics.lm`) with the exact Golub-Pereyra normal
+equations (`mor.fitting.varpro`), batched over the filters of one structure (how many pairs and
+real poles) and run on worker threads (`mor._numerics.parallel`). The poles are parameterised so that every
 iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the conjugate
 implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure comes from
 the initial model, which any other method provides at the same order (``init="balanced"`` by
 default) or the caller (``init=ModalSSM``). The direct term is ``h[0]`` exactly. Each trial point
-costs ``O(L m + m^3)`` per filter (closed-form Gram sums, `mor._varpro_kernels`); ``max_iter``
+costs ``O(L m + m^3)`` per filter (closed-form Gram sums, `mor.fitting._varpro_kernels`); ``max_iter``
 bounds the trial points per stage (below). On the 1024 shared trained filters (``L = 2048``) a
 fit at 16 modes costs about 17 CPU seconds, 9.5 s of wall time on two cores (32 modes: 58 CPU s,
 33 s; ``benchmarks/bench_modal.py``, ``benchmarks/RESULTS.md``). With ``tol``
 the order is searched on the start's models and the fit descends from the order found
-(`mor.reduction`).
+(`mor.drivers.reduction`).
 
 This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which balanced
 truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles crowd the circle
@@ -40,12 +40,12 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from mor._lm import levenberg_marquardt
-from mor._parallel import map_chunks
-from mor.methods._varpro import ModalProjection
+from mor._numerics.lm import levenberg_marquardt
+from mor._numerics.parallel import map_chunks
+from mor.fitting.varpro import ModalProjection
 from mor.methods.prony import PoleFamily
-from mor.methods.residues import fit_residues
-from mor.ssm import ModalSSM
+from mor.fitting.least_squares import fit_residues
+from mor.systems.modal import ModalSSM
 
 #: ``limit_tail``: stages of the penalty continuation, the weight's growth per stage, and the
 #: smallest weight it grows from.
@@ -85,7 +85,7 @@ class ModalFamily(PoleFamily):
         fit = (max_iter, tail_weight, limit_tail, weight)
         if isinstance(init, ModalSSM):
             return cls._from_models(h, max_order, init, fit)
-        from mor.reduction import METHODS
+        from mor.drivers.reduction import METHODS
 
         if init not in METHODS or init == "modal":
             raise ValueError(f"init must be a ModalSSM or one of "

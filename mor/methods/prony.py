@@ -22,7 +22,7 @@ Robust Padé (``method="pade"``, Gonnet, Güttel and Trefethen 2013) at ``z = in
     the poles are the roots of ``a``. It sees only the first ``2d + 1`` taps: a classical,
     local method.
 
-All three then take the residues from `mor.methods.residues.fit_residues` (least squares on all
+All three then take the residues from `mor.fitting.least_squares.fit_residues` (least squares on all
 ``L`` taps, direct term ``h[0]``). Poles on or outside the unit circle are reflected
 (``lambda -> 1 / conj(lambda)``, the default) or dropped (``unstable="drop"``), or kept with
 ``unstable="keep"`` (then `mor.reduce` fails them unless ``allow_unstable``); the number touched
@@ -44,8 +44,8 @@ import functools
 
 import numpy as np
 
-from mor.hankel import hankel_svd
-from mor.methods.residues import fit_residues
+from mor.analysis.spectrum import hankel_svd
+from mor.fitting.least_squares import fit_residues
 
 UNSTABLE = ("reflect", "drop", "keep")
 

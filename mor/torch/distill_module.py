@@ -8,7 +8,7 @@ from itertools import chain
 import numpy as np
 from torch import nn
 
-from mor.distill import Report, distill
+from mor.drivers.distillation import Report, distill
 from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.recurrence import ModalRecurrence
 

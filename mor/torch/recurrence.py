@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mor.ssm import ModalSSM
+from mor.systems.modal import ModalSSM
 from mor.torch._conv import causal_fft_conv
 
 #: Kernels longer than this are materialised with float64 powers (then cast to float32).

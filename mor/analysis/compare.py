@@ -6,11 +6,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mor import _freq
-from mor.bounds import bounds_from_hsv, hankel_frobenius_sq
+from mor._numerics import freq
+from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
 from mor.conventions import as_filters, relative
-from mor.hankel import hankel_svd
-from mor.ssm import ModalSSM
+from mor.analysis.spectrum import hankel_svd
+from mor.systems.modal import ModalSSM
 
 
 #: Filters per chunk when errors of a large batch are computed.
@@ -127,11 +127,11 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
             tail[stable] = ssm[stable].tail_norm(length)
         out["tail"] = relative(tail, ref_l2)
     if "hinf" in norms:
-        fir = _freq.FirResponse(h)
+        fir = freq.FirResponse(h)
         if peak is None:
-            peak = _freq.peak_magnitude(fir)[0]
-        model = _freq.ModalResponse(poles, residues, direct)
-        abs_err = _freq.peak_magnitude(_freq.Difference(fir, model))[0]
+            peak = freq.peak_magnitude(fir)[0]
+        model = freq.ModalResponse(poles, residues, direct)
+        abs_err = freq.peak_magnitude(freq.Difference(fir, model))[0]
         zero = np.zeros((h.shape[0], 1))
         aak = np.concatenate([hsv, zero], axis=1)
         bt = np.concatenate([bounds_from_hsv(hsv, hankel_frobenius_sq(h), size).bt, zero], axis=1)

@@ -36,8 +36,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from mor._lanczos import tridiagonal
-from mor._parallel import map_chunks
+from mor._numerics.lanczos import tridiagonal
+from mor._numerics.parallel import map_chunks
 
 CHUNK_FILTERS = 4  # filters per task on the worker threads
 CHUNK = 512  # rows per block of the update sweep (a block of B stays in cache)

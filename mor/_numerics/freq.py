@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from mor._golden import golden_max
-from mor._kernels import fir_dtft, impulse_compact
+from mor._numerics.golden import golden_max
+from mor._numerics.kernels import fir_dtft, impulse_compact
 
 
 def grid_size(size: int) -> int:

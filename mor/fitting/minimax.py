@@ -25,7 +25,7 @@ import time
 import numpy as np
 
 from mor.conventions import as_filters
-from mor.ssm import ModalSSM
+from mor.systems.modal import ModalSSM
 
 #: Statuses of cvxpy accepted as solved.
 SOLVED = ("optimal", "optimal_inaccurate")

@@ -5,7 +5,7 @@ lambda_n^{k-1}`` (``k >= 1``) are ``V c``, linear in the real coefficients ``c``
 of every mode, ``Im R'_n`` of every pair); the direct term is ``h[0]``. Given a factor ``F``
 (``K x L``) of a positive semidefinite metric ``M = F^T F`` the error ``e = h - h_hat`` costs
 ``J(e) = e^T M e = ||F e||^2``, and the model's tail beyond the window is a quadratic form in
-the same coefficients (`mor.methods.residues.tail_gram`, closed form from the poles):
+the same coefficients (`mor.fitting.least_squares.tail_gram`, closed form from the poles):
 
 .. math::
 
@@ -31,11 +31,11 @@ import numpy as np
 from numpy.typing import ArrayLike
 
 from mor.conventions import as_filters, relative
-from mor.methods._varpro import _powers
-from mor.methods.residues import tail_gram
-from mor.metrics import compare, model_errors
-from mor.minimax import live_modes
-from mor.ssm import ModalSSM
+from mor.fitting.varpro import _powers
+from mor.fitting.least_squares import tail_gram
+from mor.analysis.compare import compare, model_errors
+from mor.fitting.minimax import live_modes
+from mor.systems.modal import ModalSSM
 
 #: Bisection on ``log mu`` stops once the bracket is this narrow (relative in ``mu``).
 MU_RTOL = 1e-10

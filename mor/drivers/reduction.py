@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from mor import _freq
+from mor._numerics import freq
 from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
 from mor.methods.aaa import AAAFamily
 from mor.methods.balanced import BalancedFamily
@@ -14,9 +14,9 @@ from mor.methods.hankel_norm import HankelNormFamily
 from mor.methods.irka import IrkaFamily
 from mor.methods.modal import ModalFamily
 from mor.methods.prony import PadeFamily, PencilFamily, PronyFamily
-from mor.metrics import model_errors
-from mor.ssm import ModalSSM
-from mor.statespace import StateSpace
+from mor.analysis.compare import model_errors
+from mor.systems.modal import ModalSSM
+from mor.systems.statespace import StateSpace
 
 METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": PencilFamily,
            "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily,
@@ -228,9 +228,9 @@ def _system_errors(sys: StateSpace, family, model, orders, errors) -> dict[str, 
     """``hinf`` of reduced dense systems, with the exact AAK and BT bounds (full spectrum)."""
     if "hinf" not in errors:
         return {"order": orders.copy()}
-    full = _freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
-    peak = _freq.peak_magnitude(full)[0]
-    err = _freq.peak_magnitude(_freq.Difference(full, _freq.ModalResponse(*model)))[0]
+    full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
+    peak = freq.peak_magnitude(full)[0]
+    err = freq.peak_magnitude(freq.Difference(full, freq.ModalResponse(*model)))[0]
     hsv = np.concatenate([family.hsv, np.zeros((orders.size, 1))], axis=1)
     tail = np.cumsum(hsv[:, ::-1], axis=1)[:, ::-1]
     idx = np.minimum(orders, hsv.shape[1] - 1)[:, None]
@@ -281,7 +281,7 @@ def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, t
     met = np.zeros(f, dtype=bool)
     start = np.zeros(f, dtype=np.int64)
     first = np.zeros(f, dtype=np.int64)
-    peak = _freq.peak_magnitude(_freq.FirResponse(flat))[0] if norm == "hinf" else None
+    peak = freq.peak_magnitude(freq.FirResponse(flat))[0] if norm == "hinf" else None
     parts, groups = [], []
     pending, k = np.arange(f), min(top, TOL_FIRST_ORDER)
     while pending.size:

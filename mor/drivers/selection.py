@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mor.reduction import reduce
+from mor.drivers.reduction import reduce
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor._linalg import svd_gesvd
-from mor._parallel import map_chunks, worker_threads
+from mor._numerics.linalg import svd_gesvd
+from mor._numerics.parallel import map_chunks, worker_threads
 
 _MAX_DOUBLINGS = 64
 

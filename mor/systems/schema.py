@@ -1,4 +1,5 @@
-"""Saving and loading `mor.ModalSSM` banks.
+"""The versioned ``.npz`` file schema of modal banks, on plain arrays (`mor.ModalSSM.save`,
+`mor.load`).
 
 File schema, version 1 (a NumPy ``.npz`` archive, read with ``allow_pickle=False``):
 
@@ -27,19 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from mor.ssm import ModalSSM
-
 FORMAT = "mor.ModalSSM"
 VERSION = 1
 
 
-def save_modal(ssm: ModalSSM, path: str | os.PathLike) -> None:
-    """Write ``ssm`` to ``path`` in the schema above."""
-    poles, residues, direct = ssm.compact()
+def write_bank(path: str | os.PathLike, poles: np.ndarray, residues: np.ndarray,
+               direct: np.ndarray, info: dict[str, Any]) -> None:
+    """Write a compact bank ``(poles, residues, direct)`` and its ``info`` to ``path`` in the
+    schema above."""
     arrays: dict[str, Any] = {"mor_format": np.array(FORMAT), "mor_version": np.array(VERSION),
                               "poles": poles, "residues": residues, "direct": direct}
     scalars = {}
-    for key, value in ssm.info.items():
+    for key, value in info.items():
         if isinstance(value, np.ndarray):
             arrays[f"info.{key}"] = value.astype(str) if value.dtype == object else value
         else:
@@ -55,8 +55,9 @@ def _json_default(obj):
     raise TypeError(f"info entry of type {type(obj).__name__} cannot be saved")
 
 
-def load(path: str | os.PathLike) -> ModalSSM:
-    """Read a `mor.ModalSSM` written by `ModalSSM.save`.
+def read_bank(path: str | os.PathLike
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read ``(poles, residues, direct, info)`` written by `write_bank`.
 
     Raises
     ------
@@ -92,4 +93,4 @@ def load(path: str | os.PathLike) -> ModalSSM:
     for key, value in arrays.items():
         if key.startswith("info."):
             info[key[5:]] = value.astype(object) if value.dtype.kind == "U" else value
-    return ModalSSM.from_compact(poles, residues, direct, info=info)
+    return poles, residues, direct, info

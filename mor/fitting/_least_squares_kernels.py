@@ -1,6 +1,6 @@
-"""Numba kernel of the least-squares residue fit (`mor.methods.residues.fit_residues`).
+"""Numba kernel of the least-squares residue fit (`mor.fitting.least_squares.fit_residues`).
 
-Its NumPy reference is `mor.methods.residues.fit_residues_reference`; the tests compare them.
+Its NumPy reference is `mor.fitting.least_squares.fit_residues_reference`; the tests compare them.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def _psd_factor(gram):
 
 @numba.njit(cache=True, nogil=True)
 def _residue_fit_rows(h, poles, live, rows, tail_weight, residues):
-    """`mor.methods.residues.fit_residues` for the filters ``rows`` whose live poles all lie
+    """`mor.fitting.least_squares.fit_residues` for the filters ``rows`` whose live poles all lie
     inside the unit circle, with uniform weights and no weight filter: the design columns
     ``Re lambda^(k-1)``, ``-Im lambda^(k-1)`` by repeated multiplication (flushed to zero
     below ``1e-250``: no subnormal arithmetic), scaled to unit norm, the square root of the

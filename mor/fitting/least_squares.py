@@ -11,7 +11,7 @@ For compact poles ``lambda_n`` (a non-real pole stands for its conjugate pair) t
 solved per filter (chunks of filters on worker threads) by LAPACK's SVD-based least squares
 (``gelsd``, NumPy's cut-off for negligible singular values) on column-scaled Vandermonde
 columns (``Re lambda^{k-1}`` and ``-Im lambda^{k-1}`` for a pair): in a Numba kernel
-(`mor._residue_kernels`) where every pole lies inside the circle and the weights are uniform,
+(`mor.fitting._least_squares_kernels`) where every pole lies inside the circle and the weights are uniform,
 otherwise in NumPy (`fit_residues_reference`, which the tests compare with the kernel). The
 direct term is ``h[0]`` exactly: no modal term reaches lag 0. Every pole-based method fits its
 residues here.
@@ -34,8 +34,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
-from mor._residue_kernels import _residue_fit_rows
-from mor._parallel import map_chunks
+from mor.fitting._least_squares_kernels import _residue_fit_rows
+from mor._numerics.parallel import map_chunks
 
 #: Filters per task when the least-squares solves run on worker threads.
 RESIDUE_CHUNK = 64

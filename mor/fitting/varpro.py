@@ -43,7 +43,7 @@ derivatives of the quadratic form with respect to ``a`` and ``lambda``, and
 Everything above needs only ``R`` and the products ``Phi^T Phi``, ``Phi^T y``, ``Phi^T D``,
 ``D^T D``, ``D^T r`` and ``(d Phi / dx)^T r``. Without a weight the columns of ``Phi`` and ``D``
 are exponentials, so the Gram-type products are geometric sums in closed form (``O(m^2)`` per
-filter, `mor._varpro_kernels`) and ``R`` is the Cholesky factor of the scaled Gram matrix; only
+filter, `mor.fitting._varpro_kernels`) and ``R`` is the Cholesky factor of the scaled Gram matrix; only
 ``Phi^T y`` and the residual with its moments pass over the taps (``O(L m)``). A row whose
 scaled Gram matrix is conditioned beyond `GRAM_MAX_COND`, and every row with a weight, takes the
 explicit design (``O(L n^2)``), which is also the closed forms' reference in the tests. On the
@@ -57,7 +57,7 @@ import numpy as np
 import scipy.linalg
 import scipy.signal
 
-from mor import _varpro_kernels as kernels
+from mor.fitting import _varpro_kernels as kernels
 
 #: Every pole stays within this radius (strictly stable, whatever the iterate).
 RADIUS = 1.0 - 1e-9
@@ -76,7 +76,7 @@ GRAM_MAX_COND = 1e5
 
 class ModalProjection:
     """Variable-projection objective of ``B`` filters with ``pairs`` pairs and ``reals`` real
-    poles each (see the module notes); a problem for `mor._lm.levenberg_marquardt`.
+    poles each (see the module notes); a problem for `mor._numerics.lm.levenberg_marquardt`.
 
     Parameters
     ----------
@@ -140,7 +140,7 @@ class ModalProjection:
 
     def evaluate(self, x: np.ndarray, rows: np.ndarray, *, dense: bool = False) -> "_Point":
         """The projection at ``x`` for the filters ``rows``: from the closed-form Gram matrix
-        (`mor._varpro_kernels`) without a weight, else (or with ``dense``) from the explicit
+        (`mor.fitting._varpro_kernels`) without a weight, else (or with ``dense``) from the explicit
         design. Rows whose scaled Gram matrix is too ill-conditioned for its Cholesky factor
         (beyond `GRAM_MAX_COND`) take the explicit design too."""
         lam, y = self.poles(x), self.y[rows]
@@ -295,7 +295,7 @@ class ModalProjection:
 def _real_products(sums: np.ndarray, a: np.ndarray, b: np.ndarray, mode_a: np.ndarray,
                    mode_b: np.ndarray) -> np.ndarray:
     """``<Re a_i f_i, Re b_j g_j>`` ``(B, I, J)`` from the complex sums over modes
-    ``(B, 2, m, m)`` (`mor._varpro_kernels.real_products`); ``a``, ``b`` are broadcast to
+    ``(B, 2, m, m)`` (`mor.fitting._varpro_kernels.real_products`); ``a``, ``b`` are broadcast to
     ``(B, I)``, ``(B, J)`` and column ``i`` belongs to mode ``mode_a[i]``."""
     batch = sums.shape[0]
     a = np.ascontiguousarray(np.broadcast_to(a, (batch,) + mode_a.shape), dtype=np.complex128)

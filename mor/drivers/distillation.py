@@ -15,9 +15,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from mor.conventions import check_norm
-from mor.io import load, save_modal
-from mor.reduction import METHODS, ON_FAIL, reduce
-from mor.ssm import ModalSSM
+from mor.drivers.reduction import METHODS, ON_FAIL, reduce
+from mor.systems.modal import ModalSSM, load
 
 #: Methods ``method="auto"`` chooses from, per filter.
 AUTO_METHODS = ("balanced", "hankel")
@@ -289,7 +288,7 @@ def _write_shard(path: Path, result: dict, request: dict) -> None:
     bank = ModalSSM.from_compact(result["poles"], result["residues"], result["direct"],
                                  info=info)
     tmp = path.with_suffix(".tmp")
-    save_modal(bank, tmp)
+    bank.save(tmp)
     os.replace(tmp, path)  # atomic: a killed run leaves whole shards or none
 
 

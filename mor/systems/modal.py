@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
 import scipy.optimize
 
-from mor import _freq, _kernels
-from mor._gramians import hankel_values_from_factors, stein_factor
+from mor._numerics import freq, kernels
+from mor._numerics.gramians import hankel_values_from_factors, stein_factor
+from mor.systems.schema import read_bank, write_bank
+from mor.systems.statespace import StateSpace
 
 _PAIR_RTOL = 1e-8
 
@@ -129,7 +132,7 @@ class ModalSSM:
         # scales unstable systems so that the powers stay bounded).
         rho = np.maximum(np.abs(lam).max(axis=-1), 1.0)
         scaled = a / rho[..., None, None]
-        markov = _kernels.markov_parameters(scaled.reshape(-1, n, n), b.reshape(-1, n),
+        markov = kernels.markov_parameters(scaled.reshape(-1, n, n), b.reshape(-1, n),
                                             c.reshape(-1, n), 2 * n
                                             ).reshape(a.shape[:-2] + (2 * n,))
         pc, rc, _ = ssm.compact()
@@ -253,8 +256,8 @@ class ModalSSM:
         length = int(length)
         if length < 0:
             raise ValueError(f"length must be >= 0, got {length}")
-        fn = {"numba": _kernels.impulse_compact,
-              "numpy": _kernels.impulse_compact_reference}.get(kernel)
+        fn = {"numba": kernels.impulse_compact,
+              "numpy": kernels.impulse_compact_reference}.get(kernel)
         if fn is None:
             raise ValueError(f"kernel must be 'numba' or 'numpy', got {kernel!r}")
         return fn(*self._flat_compact(), length).reshape(self.shape + (length,))
@@ -269,7 +272,7 @@ class ModalSSM:
             raise ValueError(f"w must be 1-D, got shape {w.shape}")
         pc, rc, d = self._flat_compact()
         ww = np.broadcast_to(w, (pc.shape[0], w.size))
-        return _freq.modal_response_at(pc, rc, d, ww).reshape(self.shape + (w.size,))
+        return freq.modal_response_at(pc, rc, d, ww).reshape(self.shape + (w.size,))
 
     def is_stable(self, margin: float = 0.0) -> np.ndarray:
         """``True`` where every live pole has ``|lambda| < 1 - margin``."""
@@ -309,7 +312,7 @@ class ModalSSM:
         ``x^H G x`` of the Gramian ``G_mn = 1 / (1 - conj(lambda_m) lambda_n)``, evaluated
         directly (``O(n^2)``). Where that sum cancels by more than a factor ``1e8`` (clustered
         poles with opposing residues) it is recomputed in square-root form,
-        ``||L^H x||`` with ``G = L L^H`` from `mor._gramians.stein_factor`, which has
+        ``||L^H x||`` with ``G = L L^H`` from `mor._numerics.gramians.stein_factor`, which has
         no cancellation.
         """
         p, r = self._full()
@@ -334,14 +337,14 @@ class ModalSSM:
         ``inf`` for a system with a pole on or outside the unit circle.
         """
         pc, rc, d = self._flat_compact()
-        peak, _ = _freq.peak_magnitude(_freq.ModalResponse(pc, rc, d))
+        peak, _ = freq.peak_magnitude(freq.ModalResponse(pc, rc, d))
         return peak.reshape(self.shape)
 
     def hankel_singular_values(self) -> np.ndarray:
         r"""Hankel singular values ``sigma(L_o^H L_c)`` from the modal Gramians, ``(..., n)``.
 
         ``P = L_c L_c^H`` and ``Q = L_o L_o^H`` solve the Stein equations of the diagonal
-        realisation; see `mor._gramians` for the square-root accuracy.
+        realisation; see `mor._numerics.gramians` for the square-root accuracy.
         """
         self._require_stable("Hankel singular values")
         lc, lo = self._factors()
@@ -355,8 +358,6 @@ class ModalSSM:
         ``B = (1, 0)`` and ``C = (Re R', -Im R')``; a real pole the scalar ``\lambda`` with
         ``B = 1``, ``C = R'``. Padding gives zero blocks.
         """
-        from mor.statespace import StateSpace
-
         pc, rc, d = self._flat_compact()
         n = int(self.order.max(initial=0))
         f = pc.shape[0]
@@ -381,11 +382,21 @@ class ModalSSM:
         return StateSpace(a.reshape(self.shape + (n, n)), b.reshape(self.shape + (n,)),
                           c.reshape(self.shape + (n,)), d.reshape(self.shape))
 
-    def save(self, path) -> None:
+    def save(self, path: str | os.PathLike) -> None:
         """Write the batch to a versioned ``.npz`` file; see `mor.load`."""
-        from mor.io import save_modal
+        write_bank(path, *self.compact(), self.info)
 
-        save_modal(self, path)
+
+def load(path: str | os.PathLike) -> ModalSSM:
+    """Read a `mor.ModalSSM` written by `ModalSSM.save` (schema: `mor.systems.schema`).
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not a mor ``ModalSSM`` file of a version this mor reads, or is corrupt.
+    """
+    poles, residues, direct, info = read_bank(path)
+    return ModalSSM.from_compact(poles, residues, direct, info=info)
 
 
 def _compact_from_full(poles: np.ndarray, residues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

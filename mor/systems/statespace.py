@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor._gramians import hankel_values_from_factors, stein_factor
-from mor._linalg import svd_gesvd
+from mor._numerics.gramians import hankel_values_from_factors, stein_factor
+from mor._numerics.linalg import svd_gesvd
 from mor.conventions import as_filters
 
 
@@ -123,9 +123,3 @@ class StateSpace:
         b_r = np.einsum("...ij,...j->...i", wt, self.b)
         c_r = np.einsum("...i,...ij->...j", self.c, t)
         return a_r, b_r, c_r, self.d.copy(), s
-
-    def to_modal(self):
-        """The same systems as a `mor.ModalSSM` (eigendecomposition of ``A``)."""
-        from mor.ssm import ModalSSM
-
-        return ModalSSM.from_dense(self.a, self.b, self.c, self.d)

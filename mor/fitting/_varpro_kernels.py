@@ -1,4 +1,4 @@
-r"""Numba kernels of the unweighted variable projection (`mor.methods._varpro`).
+r"""Numba kernels of the unweighted variable projection (`mor.fitting.varpro`).
 
 The design of a modal fit has the columns ``Re lambda^k`` and ``-Im lambda^k``, ``k < N``; the
 derivative columns are ``Re beta k lambda^(k-1)``. Every inner product of two such columns is a
@@ -22,7 +22,7 @@ below ``eps``); where ``|N s| < 1/2`` by the series ``S_p = N^(p+1) sum_j (N s)^
 (`tap_moments`, `residual_moments`), the powers by repeated multiplication in real arithmetic
 (vectorised over the modes), set again from ``exp(k log lambda)`` every `RESYNC` taps.
 
-The dense path of `mor.methods._varpro.ModalProjection` (explicit design, BLAS products) is the
+The dense path of `mor.fitting.varpro.ModalProjection` (explicit design, BLAS products) is the
 reference; the tests compare them.
 """
 

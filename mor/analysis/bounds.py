@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mor.conventions import as_filters, check_order
-from mor.hankel import hankel_svd
+from mor.analysis.spectrum import hankel_svd
 
 
 @dataclass(frozen=True)

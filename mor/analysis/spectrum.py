@@ -9,7 +9,7 @@ Two paths, chosen automatically:
 
 * ``dense``: the Hankel matrix and LAPACK ``gesvd`` (accurate small singular values; ``gesdd``
   is not). ``O(L^3)`` time and ``O(L^2)`` memory; all ``L - 1`` values.
-* ``krylov``: matrix-free Lanczos for the ``k`` largest (`mor._lanczos`, one Numba kernel per
+* ``krylov``: matrix-free Lanczos for the ``k`` largest (`mor._numerics.lanczos`, one Numba kernel per
   filter, filters spread over the worker threads). ``H x`` is a correlation,
   ``(H x)[i] = sum_j g[i + j] x[j]`` with ``g = h[1:]``, computed by real FFTs of a fast length
   ``M >= 2N - 1`` (no wrap-around). Because ``H`` is symmetric, ``H = Q diag(theta) Q^T`` and
@@ -26,9 +26,9 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from mor._lanczos import lanczos_rows
-from mor._linalg import svd_gesvd
-from mor._parallel import map_chunks, worker_threads
+from mor._numerics.lanczos import lanczos_rows
+from mor._numerics.linalg import svd_gesvd
+from mor._numerics.parallel import map_chunks, worker_threads
 from mor.conventions import as_filters
 
 #: Hankel sizes up to this use the dense path when ``method="auto"``.
@@ -124,7 +124,7 @@ def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
 
 
 def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
-    """Top-``k`` Hankel singular triplets of each row by `mor._lanczos`, on worker threads."""
+    """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker threads."""
     f = flat.shape[0]
     m = scipy.fft.next_fast_len(2 * n - 1, real=True)
     spectra = scipy.fft.rfft(flat[:, 1:2 * n], n=m, axis=-1)
