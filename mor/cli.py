@@ -9,6 +9,13 @@ from pathlib import Path
 import click
 import numpy as np
 
+# Running `mor` imports the package root (mor/__init__.py) first, which already loads these;
+# only matplotlib (mor.plot) and dask are left to the commands that need them.
+import mor
+from mor.demo import run_demo
+from mor.drivers.distillation import distill as run_distillation
+from mor.files import read_filters
+
 SPECTRUM_FILTERS_PER_LAYER = 64  # the report's spectrum plot samples this many per layer
 
 
@@ -24,8 +31,6 @@ def main() -> None:
               help="Comma-separated orders to reduce to.")
 def demo(filters: int, length: int, orders: str) -> None:
     """Spectrum, reductions and errors beside the bounds on the embedded Hyena-like filters."""
-    from mor.demo import run_demo
-
     run_demo(filters, length, tuple(int(o) for o in orders.split(",")), out=click.echo)
 
 
@@ -37,9 +42,6 @@ def demo(filters: int, length: int, orders: str) -> None:
               help="Write the spectrum plot (PNG) here.")
 def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> None:
     """Hankel singular values of the filters in INPUT: per-layer decay, optionally plotted."""
-    import mor
-    from mor.files import read_filters
-
     h = read_filters(input_path, key)
     layers = _as_layers(h)
     count = min(count, h.shape[-1] - 1)
@@ -82,9 +84,6 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 def distill(input_path, key, order, modes, tol, norm, method, max_order, out_path, report_dir,
             workers, scheduler, chunk_size, shard_dir, resume, export) -> None:
     """Distill every filter in INPUT into a modal bank, with a report."""
-    from mor.drivers.distillation import distill as run
-    from mor.files import read_filters
-
     h = read_filters(input_path, key)
     given = [o for o, v in (("--order", order), ("--modes", modes), ("--tol", tol))
              if v is not None]
@@ -93,16 +92,17 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
     Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the work
     executor = None
     if scheduler:
-        try:
+        try:  # the dask extra is optional: only --scheduler needs it
             from distributed import Client
         except ImportError as exc:
             raise click.ClickException("--scheduler needs the dask extra: "
                                        "pip install 'mor[dask]'") from exc
         executor = Client(scheduler).get_executor()
     start = time.perf_counter()
-    result = run(h, order, modes=modes, tol=tol, norm=norm, method=method, max_order=max_order,
-                 executor=executor, workers=workers, chunk_size=chunk_size,
-                 shard_dir=shard_dir, resume=resume, progress=True)
+    result = run_distillation(h, order, modes=modes, tol=tol, norm=norm, method=method,
+                              max_order=max_order, executor=executor, workers=workers,
+                              chunk_size=chunk_size, shard_dir=shard_dir, resume=resume,
+                              progress=True)
     elapsed = time.perf_counter() - start
     result.bank.save(out_path)
     click.echo(str(result.report))
@@ -126,9 +126,10 @@ def _as_layers(h: np.ndarray) -> np.ndarray:
 
 
 def _spectrum_figure(layers: np.ndarray, max_order: int):
+    # matplotlib (also behind mor.plot) only when a plot is asked for: the CLI's start-up time
     from matplotlib.figure import Figure
 
-    from mor import plot
+    from mor import plot  # (matplotlib: the CLI's start-up time)
 
     cols = min(2, layers.shape[0])
     rows = -(-layers.shape[0] // cols)
@@ -144,7 +145,7 @@ def _spectrum_figure(layers: np.ndarray, max_order: int):
 
 
 def _write_report(h: np.ndarray, result, folder: Path) -> None:
-    from mor import plot
+    from mor import plot  # matplotlib only when a report is asked for: start-up time
 
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(result.report.to_json(indent=1))
@@ -163,10 +164,8 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
 
 
 def _export(bank, kind: str, out_path: Path) -> None:
-    from mor import export
-
-    arrays = export.to_striped_hyena(bank) if kind == "striped-hyena" else \
-        export.to_log_poles(bank)
+    arrays = mor.export.to_striped_hyena(bank) if kind == "striped-hyena" else \
+        mor.export.to_log_poles(bank)
     target = out_path.with_name(out_path.stem + f".{kind}.npz")
     np.savez(target, convention=json.dumps(kind), **arrays)
     click.echo(f"{kind} export written to {target}")

@@ -56,7 +56,7 @@ def read_filters(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
             with np.load(path, allow_pickle=False) as data:
                 names = _select(list(data.files), key, path)
                 arrays = {name: data[name] for name in names}
-        elif suffix == ".safetensors":
+        elif suffix == ".safetensors":  # imported here: `import mor` stays light
             from safetensors.numpy import load_file
 
             tensors = load_file(path)
@@ -92,7 +92,7 @@ def _select(names: list[str], key: str | None, path: Path) -> list[str]:
 
 
 def _torch_arrays(path: Path, key: str | None) -> dict[str, np.ndarray]:
-    try:
+    try:  # torch is an optional extra (`mor[torch]`), needed only for state dicts
         import torch
     except ImportError as exc:
         raise ImportError("reading torch state dicts needs torch: pip install 'mor[torch]'") \

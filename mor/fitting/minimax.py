@@ -143,7 +143,7 @@ def _basis(z: np.ndarray, lam: np.ndarray) -> np.ndarray:
 
 def _solve(basis, target, lam, dc_gain, max_residue, solver):
     """The SOCP for one filter, on the scale of ``max |H|``; ``(x or None, status)``."""
-    import cvxpy as cp
+    import cvxpy as cp  # heavy to import: only refit needs it (see refit)
 
     scale = max(np.abs(target).max(), 1e-300)
     x = cp.Variable(basis.shape[1])
