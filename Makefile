@@ -21,7 +21,9 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/mor demo
 
+# The layers contract ([tool.importlinter] in pyproject.toml, docs/architecture.md) first.
 test: $(STAMP)
+	$(BIN)/lint-imports --no-cache
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(STAMP)
