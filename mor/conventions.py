@@ -39,8 +39,31 @@ import numpy as np
 NORMS: tuple[str, ...] = ("l2", "hinf")
 Norm = Literal["l2", "hinf"]
 
-#: Poles whose modulus is at least ``1 - STABILITY_MARGIN`` count as unstable in reductions.
-STABILITY_MARGIN = 0.0
+#: The entries of ``ModalSSM.info`` that `mor.reduce` writes, defined once: per-filter arrays of
+#: the batch shape unless marked *(batch)*. `mor.distill`'s report columns use the same names.
+INFO: dict[str, str] = {
+    "order": "McMillan degree of the model returned (a conjugate pair counts 2)",
+    "l2": "relative l2 error over the L taps",
+    "tail": "relative energy the model emits after lag L",
+    "hinf": "relative peak error on the unit circle, the model's full response",
+    "peak": "max |H| of the filter (absolute): the reference of hinf, aak and bt_bound",
+    "aak": "AAK lower bound sigma_{d+1} / max |H| at the model's order",
+    "bt_bound": "balanced-truncation upper bound 2 sum_{i>d} sigma_i / max |H|",
+    "truncation_tail": "'hankel': 2 sum_{i>r} sigma_i / max |H| of its intermediate model",
+    "glover_bound": "'hankel': sum_{i>d} sigma_i / max |H| + truncation_tail",
+    "met_tol": "with tol: whether the model meets the tolerance",
+    "search_start": "with tol: the proven lower bound the order scan started from",
+    "rank_capped": "with order/modes: the filter's Hankel rank capped the order asked for",
+    "failed": "the filter failed (order 0 with on_fail='flag')",
+    "reason": "why it failed, or why it missed the tolerance ('' otherwise)",
+    "conversion_error": "what the modal form lost on the Markov parameters (relative)",
+    "poles_touched": "poles on or outside the unit circle reflected or dropped",
+    "iterations": "iterative methods ('modal', 'irka'): iterations (trial points) run",
+    "converged": "iterative methods: stopped by the convergence test, not the iteration cap",
+    "method": "(batch) the method's name",
+    "method_options": "(batch) the options given to the method",
+    "search": "(batch) how the order was chosen",
+}
 
 
 def as_filters(h, name: str = "h") -> np.ndarray:

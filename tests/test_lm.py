@@ -36,7 +36,7 @@ class Rosenbrock:
 def test_every_row_reaches_its_minimum_and_never_rises():
     problem = Rosenbrock([1.0, 1e-3, 1e3, 1.0])
     x0 = np.array([[-1.2, 1.0], [-1.2, 1.0], [0.5, -0.5], [1.0, 1.0]])
-    x, used = levenberg_marquardt(problem, x0, max_iter=200, ftol=0.0)
+    x, used, _ = levenberg_marquardt(problem, x0, max_iter=200, ftol=0.0)
     np.testing.assert_allclose(x, 1.0, atol=1e-6)
     assert used[3] <= 1  # already at the minimum: the first trial cannot improve on it
     start = problem.evaluate(x0, np.arange(4)).cost
@@ -46,7 +46,7 @@ def test_every_row_reaches_its_minimum_and_never_rises():
 def test_an_inadmissible_start_is_returned_unchanged():
     problem = Rosenbrock([1.0, 1.0])
     x0 = np.array([[3.0, 0.0], [-1.2, 1.0]])
-    x, used = levenberg_marquardt(problem, x0, max_iter=200, ftol=0.0)
+    x, used, _ = levenberg_marquardt(problem, x0, max_iter=200, ftol=0.0)
     np.testing.assert_array_equal(x[0], x0[0])
     assert used[0] == 0
     np.testing.assert_allclose(x[1], 1.0, atol=1e-6)
@@ -54,7 +54,7 @@ def test_an_inadmissible_start_is_returned_unchanged():
 
 def test_the_budget_bounds_the_trial_points():
     problem = Rosenbrock([1.0])
-    x, used = levenberg_marquardt(problem, np.array([[-1.2, 1.0]]), max_iter=3)
+    x, used, _ = levenberg_marquardt(problem, np.array([[-1.2, 1.0]]), max_iter=3)
     assert used[0] == 3
     assert problem.evaluate(x, np.arange(1)).cost[0] < problem.evaluate(
         np.array([[-1.2, 1.0]]), np.arange(1)).cost[0]

@@ -22,6 +22,8 @@ exceeds ``1e16`` (no descent left at working precision), or after ``max_iter`` t
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
 #: Gain ratio above which a trial point is accepted.
@@ -34,12 +36,22 @@ MAX_DAMPING = 1e16
 SCALE_FLOOR = 1e-12
 
 
+class Minimum(NamedTuple):
+    """What `levenberg_marquardt` found per row."""
+
+    x: np.ndarray  #: final parameters ``(B, n)``
+    trials: np.ndarray  #: trial points used ``(B,)``
+    converged: np.ndarray  #: stopped by ``ftol``, ``xtol`` or stationarity, not ``max_iter``
+
+
 def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float = 1e-8,
-                        xtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray]:
+                        xtol: float = 1e-10) -> Minimum:
     """Minimise every row's sum of squares from ``x0`` (``(B, n)``).
 
-    Returns the final parameters ``(B, n)`` and the number of trial points each row used. Rows
-    whose start is not admissible (``ok`` false) are returned unchanged.
+    Returns the final parameters ``(B, n)``, the number of trial points each row used and
+    whether it converged (stopped by the relative decrease ``ftol``, the step ``xtol`` or a
+    damping beyond `MAX_DAMPING`, not by ``max_iter``). Rows whose start is not admissible
+    (``ok`` false) are returned unchanged, not converged.
     """
     x = np.array(x0, dtype=np.float64, copy=True)
     batch = x.shape[0]
@@ -47,6 +59,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
     current = problem.evaluate(x, np.arange(batch))
     cost = current.cost.copy()
     active = current.ok & np.isfinite(cost)
+    admissible = active.copy()
     gram = np.zeros((batch, x.shape[1], x.shape[1]))
     grad = np.zeros_like(x)
     if active.any():
@@ -84,7 +97,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
         growth[bad] *= 2.0
         active[rows[flat | small_step]] = False
         active[rows[damping[rows] > MAX_DAMPING]] = False
-    return x, used
+    return Minimum(x, used, admissible & ~active)
 
 
 def _floored(diag: np.ndarray) -> np.ndarray:

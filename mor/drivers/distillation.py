@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -11,18 +12,23 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
+from threadpoolctl import threadpool_limits
 from tqdm.auto import tqdm
 
 from mor.conventions import check_norm
-from mor.drivers.reduction import METHODS, ON_FAIL, reduce
+from mor.drivers.reduction import ON_FAIL, reduce
+from mor.methods import Method, get_method
 from mor.systems.modal import ModalSSM, load
 
 #: Methods ``method="auto"`` chooses from, per filter.
 AUTO_METHODS = ("balanced", "hankel")
-#: Per-filter report columns, in order.
+#: Per-filter report columns, in order: ``modes`` (compact modes of the model) and ``method``
+#: (the method kept per filter) beside the `mor.reduce` ``info`` entries of the same names
+#: (`mor.conventions.INFO`).
 COLUMNS = ("order", "modes", "method", "l2", "tail", "hinf", "aak", "bt_bound", "met_tol",
-           "failed", "reason", "conversion_error")
+           "failed", "reason", "conversion_error", "poles_touched")
 
 
 @dataclass
@@ -112,8 +118,9 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         get order 0 (with ``on_fail="flag"``, the default) instead of stopping the others.
     order, modes, tol, norm, max_order
         As in :func:`mor.reduce` (exactly one of ``order``, ``modes``, ``tol``).
-    method : {"auto", "balanced", "hankel"}
-        ``"auto"`` runs every method of ``AUTO_METHODS`` and keeps per filter the one with the
+    method : str
+        ``"auto"`` or a registered method (see :func:`mor.reduce`). ``"auto"`` runs every
+        method of ``AUTO_METHODS`` and keeps per filter the one with the
         smallest error in ``norm`` at the given size, or with ``tol`` the smallest order that
         meets it (then the smaller error); the report says which.
     on_fail : {"flag", "raise", "best"}
@@ -122,20 +129,23 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         stable model (``met_tol`` false in the report), as in :func:`mor.reduce`.
     shard_dir : path, optional
         Write each finished chunk there as a bank file; with ``resume=True`` chunks already
-        written (for the same request) are read back instead of computed again, so an
-        interrupted run loses nothing it wrote.
+        written are read back instead of computed again, so an interrupted run loses nothing
+        it wrote. The folder's ``manifest.json`` records the settings (request, chunk size,
+        ``on_fail``, a checksum of the filters): resuming with other settings, or a new run
+        (``resume=False``) in a folder holding shards, raises `ShardMismatch` (a
+        ``ValueError`` naming the settings that differ) before any filter is reduced.
     progress : bool
         Show a progress bar over chunks.
     **options
-        Passed to the methods (see :func:`mor.reduce`).
+        The method's options (see :func:`mor.reduce`); with ``"auto"``, each candidate method
+        gets those it takes, and an option no candidate takes is a ``ValueError``.
 
     Returns
     -------
     Distillation
         ``bank`` (a `ModalSSM` of the batch shape) and ``report``.
     """
-    if method != "auto" and method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: 'auto', {sorted(METHODS)}")
+    candidates = _candidates(method, options)
     if on_fail not in ON_FAIL:
         raise ValueError(f"on_fail must be one of {ON_FAIL}, got {on_fail!r}")
     if chunk_size < 1 or workers < 1:
@@ -158,8 +168,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
                "options": options, "shape": list(array.shape)}
     if threads is None and (executor is not None or workers > 1):
         threads = max(1, (os.cpu_count() or 1) // workers)
-    job = partial(_distill_chunk, order=order, modes=modes, tol=tol, norm=norm, method=method,
-                  max_order=max_order, threads=threads, options=options,
+    job = partial(_distill_chunk, order=order, modes=modes, tol=tol, norm=norm,
+                  candidates=candidates, max_order=max_order, threads=threads, options=options,
                   keep_best=on_fail == "best")
     chunks = [(s, min(s + chunk_size, flat.shape[0])) for s in range(0, flat.shape[0],
                                                                      chunk_size)]
@@ -182,28 +192,46 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     return Distillation(bank, Report(columns, request, tuple(batch)))
 
 
-def _distill_chunk(data, *, order, modes, tol, norm, method, max_order, threads, options,
+def _candidates(method: str, options: dict[str, Any]) -> tuple[type[Method], ...]:
+    """The method classes ``method`` names (``"auto"``: `AUTO_METHODS`), with the options
+    checked: each must be taken by the method, or with ``"auto"`` by at least one candidate."""
+    if method != "auto":
+        try:
+            chosen = get_method(method)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (or 'auto')") from None
+        chosen.check_options(options)
+        return (chosen,)
+    candidates = tuple(get_method(name) for name in AUTO_METHODS)
+    taken = {name for c in candidates for name in c.options()}
+    unknown = sorted(set(options) - taken)
+    if unknown:
+        raise ValueError(f"method 'auto' ({', '.join(AUTO_METHODS)}) does not take "
+                         f"{', '.join(map(repr, unknown))}; its methods take: "
+                         f"{', '.join(sorted(taken))}")
+    return candidates
+
+
+def _distill_chunk(data, *, order, modes, tol, norm, candidates, max_order, threads, options,
                    keep_best=False) -> dict[str, np.ndarray]:
     """Reduce one chunk (runs in a worker); returns plain arrays."""
     h, orders = data
     if threads is not None:
-        import numba
-        from threadpoolctl import threadpool_limits
-
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         limits = threadpool_limits(1)
     else:
         limits = None
     try:
         size = {"order": orders if orders is not None else order, "modes": modes, "tol": tol}
-        candidates = AUTO_METHODS if method == "auto" else (method,)
+        # `candidates` holds the classes: unpickling them in a worker imports the modules that
+        # register them, so methods registered outside mor reach worker processes too
         results = []
-        for name in candidates:
-            opts = {k: v for k, v in options.items()
-                    if k not in ("direct", "intermediate_order") or name == "hankel"}
-            results.append(reduce(h, norm=norm, method=name, max_order=max_order,
+        for family_of in candidates:
+            taken = family_of.options()
+            opts = {k: v for k, v in options.items() if k in taken}
+            results.append(reduce(h, norm=norm, method=family_of.name, max_order=max_order,
                                   on_fail="best" if keep_best else "flag", **size, **opts))
-        return _choose(results, candidates, norm, tol is not None)
+        return _choose(results, [c.name for c in candidates], norm, tol is not None)
     finally:
         if limits is not None:
             limits.restore_original_limits()
@@ -248,15 +276,14 @@ def _choose(results: list[ModalSSM], names, norm: str, by_tol: bool) -> dict[str
 def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, progress):
     """Run the chunks (skipping shards already written), writing shards as they finish."""
     shards = None if shard_dir is None else Path(shard_dir)
+    if resume and shards is None:
+        raise ValueError("resume=True needs shard_dir: the folder of the run to continue")
     results: list[dict | None] = [None] * len(chunks)
     if shards is not None:
-        shards.mkdir(parents=True, exist_ok=True)
+        _open_shard_dir(shards, _shard_settings(job, inputs, chunks, request), resume)
         if resume:
             for k, (a, b) in enumerate(chunks):
                 results[k] = _read_shard(shards / _shard_name(a, b), request)
-        elif any(shards.glob("chunk_*.npz")):
-            raise ValueError(f"{shards} already holds shards; pass resume=True to continue "
-                             "that run, or use an empty directory")
     todo = [k for k in range(len(chunks)) if results[k] is None]
     bar = tqdm(total=len(chunks), initial=len(chunks) - len(todo), disable=not progress,
                unit="chunk", desc="distilling")
@@ -280,6 +307,103 @@ def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, pro
 
 def _shard_name(start: int, stop: int) -> str:
     return f"chunk_{start:09d}_{stop:09d}.npz"
+
+
+#: The file in a shard folder that records the settings its shards were written with.
+SHARD_MANIFEST = "manifest.json"
+
+
+class ShardMismatch(ValueError):
+    """A shard folder this call cannot use (raised before any filter is reduced).
+
+    ``reason`` is ``"exists"`` (the folder holds shards and ``resume`` is false),
+    ``"settings"`` (it was written with other settings; ``differences`` maps each setting
+    that differs to ``(written, now)``) or ``"unknown"`` (shards without a manifest).
+    """
+
+    def __init__(self, message: str, folder: Path, reason: str,
+                 differences: dict[str, tuple[Any, Any]] | None = None):
+        super().__init__(message)
+        self.folder, self.reason = Path(folder), reason
+        self.differences = dict(differences or {})
+
+
+def shard_files(folder: str | os.PathLike) -> list[Path]:
+    """The chunk files already written in a shard folder (none if it does not exist)."""
+    folder = Path(folder)
+    return sorted(folder.glob("chunk_*.npz")) if folder.is_dir() else []
+
+
+def _shard_settings(job, inputs, chunks, request: dict) -> dict[str, Any]:
+    """Everything the shards of a run depend on, JSON-ready: the request, the chunking, the
+    failure policy and a checksum of the filters (so that resuming on other filters of the
+    same shape is refused)."""
+    digest = hashlib.sha256()
+    for taps, _ in inputs:  # per-filter orders are in the request
+        digest.update(np.ascontiguousarray(taps, dtype=np.float64).tobytes())
+    keep_best = bool(getattr(job, "keywords", {}).get("keep_best", False))
+    settings = dict(request)
+    settings.update(chunk_size=chunks[0][1] - chunks[0][0] if chunks else 0,
+                    on_fail="best" if keep_best else "flag or raise",
+                    filters=f"sha256:{digest.hexdigest()}")
+    return json.loads(json.dumps(settings, sort_keys=True, default=str))
+
+
+def _shard_differences(written: dict, now: dict) -> dict[str, tuple[Any, Any]]:
+    """The settings that differ (the filters' checksum only when their shape agrees)."""
+    keys = sorted(set(written) | set(now), key=lambda k: (k == "filters", k != "shape", k))
+    found = {k: (written.get(k), now.get(k)) for k in keys if written.get(k) != now.get(k)}
+    if "shape" in found:
+        found.pop("filters", None)
+    return found
+
+
+def _describe(key: str, written: Any, now: Any) -> str:
+    """One setting that differs, for a message."""
+    if key == "filters":
+        return (f"filters: other taps (checksum {str(written)[7:19]}... there, "
+                f"{str(now)[7:19]}... now)")
+    text = [json.dumps(v, sort_keys=True, default=str) for v in (written, now)]
+    text = [t if len(t) <= 60 else t[:57] + "..." for t in text]
+    return f"{key} {text[0]} there, {text[1]} now"
+
+
+def _open_shard_dir(folder: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Check that ``folder`` can take this run's shards, and record its settings there.
+
+    A fresh run needs a folder without shards; a resumed one, shards written with the same
+    settings (read from the folder's manifest). Raises `ShardMismatch` before any work.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"shard_dir {folder} is a file, not a folder")
+    written = shard_files(folder)
+    manifest = folder / SHARD_MANIFEST
+    if not resume and written:
+        raise ShardMismatch(f"{folder} already holds shards of an earlier run ({len(written)} "
+                            "chunk files); pass resume=True to continue that run, or use an "
+                            "empty directory", folder, "exists")
+    if resume and manifest.exists():
+        try:
+            recorded = json.loads(manifest.read_text())["settings"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ShardMismatch(f"cannot resume from {folder}: its {SHARD_MANIFEST} is not "
+                                f"readable ({exc}); use an empty directory", folder,
+                                "unknown") from exc
+        differences = _shard_differences(recorded, settings)
+        if differences:
+            said = "; ".join(_describe(k, *pair) for k, pair in differences.items())
+            raise ShardMismatch(f"cannot resume from {folder}: its shards were written with "
+                                f"different settings ({said}); resume with the same settings "
+                                "or use an empty directory", folder, "settings", differences)
+        return
+    if written:  # resume, but nothing says what the shards were written for
+        raise ShardMismatch(f"cannot resume from {folder}: it holds shards but no "
+                            f"{SHARD_MANIFEST} saying which settings they were written with; "
+                            "use an empty directory", folder, "unknown")
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = manifest.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"format": 1, "settings": settings}, indent=1, sort_keys=True))
+    os.replace(tmp, manifest)  # atomic, and written before the first shard
 
 
 def _write_shard(path: Path, result: dict, request: dict) -> None:

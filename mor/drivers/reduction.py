@@ -1,29 +1,30 @@
-"""Reduction of FIR filters (or dense systems) to stable real modal models: `mor.reduce`."""
+"""Reduction of FIR filters (or dense systems) to stable real modal models: `mor.reduce`.
+
+`reduce` runs in steps: the request checked (`_check_request`, the method's options by
+`mor.methods.base.Method.check_options`), the source flattened (`_Source`), the size found
+(`_given_order`, `_given_modes` or the tolerance search `_searched`), the failure policy applied
+(`_failures`) and the errors reported (`_errors`, with each method's own `bounds`).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
 from mor._numerics import freq
-from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
-from mor.methods.aaa import AAAFamily
-from mor.methods.balanced import BalancedFamily
-from mor.methods.hankel_norm import HankelNormFamily
-from mor.methods.irka import IrkaFamily
-from mor.methods.modal import ModalFamily
-from mor.methods.prony import PadeFamily, PencilFamily, PronyFamily
 from mor.analysis.compare import model_errors
+from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
+from mor.methods import Method, Models, get_method
 from mor.systems.modal import ModalSSM
 from mor.systems.statespace import StateSpace
 
-METHODS = {"balanced": BalancedFamily, "hankel": HankelNormFamily, "pencil": PencilFamily,
-           "prony": PronyFamily, "pade": PadeFamily, "aaa": AAAFamily, "modal": ModalFamily,
-           "irka": IrkaFamily}
 DEFAULT_MAX_ORDER = 64
 #: What `reduce` may do with a filter whose model fails (see its ``on_fail``).
 ON_FAIL = ("raise", "flag", "best")
+#: The errors `reduce` can report.
+ERRORS = ("l2", "tail", "hinf")
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
@@ -33,7 +34,7 @@ CONVERSION_RTOL = 1e-6
 def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
            method: str = "balanced", norm: str = "l2", max_order: int | None = None,
            on_fail: str = "raise", allow_unstable: bool = False,
-           errors: tuple[str, ...] = ("l2", "tail", "hinf"),
+           errors: tuple[str, ...] = ERRORS,
            **method_options: Any) -> ModalSSM:
     r"""Reduce FIR filters to stable real modal state-space models.
 
@@ -55,28 +56,24 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         error meets it. The search scans orders upward from a proven lower bound (0 for ``l2``;
         for ``hinf`` the first ``d`` with ``sigma_{d+1} <= tol max|H|``, by AAK) up to
         ``max_order``.
-    method : {"balanced", "hankel", "pencil", "prony", "pade", "aaa", "modal", "irka"}
-        ``"balanced"``: square-root balanced truncation (`mor.methods.balanced`); options
-        ``dc_match`` (bool, singular-perturbation DC matching), ``hankel_method`` and ``rtol``
-        (see `mor.hankel_singular_values`). ``"hankel"``: optimal Hankel-norm
-        approximation (`mor.methods.hankel_norm`); options ``intermediate_order``,
-        ``direct`` (``"hinf"``: the H-infinity-optimal direct term, or ``"keep"``),
-        ``hankel_method``, ``rtol``. Both also take a ``StateSpace``. ``"pencil"`` (matrix
-        pencil) and ``"prony"`` (linear prediction): poles from the taps and least-squares
-        residues (:mod:`mor.methods.prony`); option ``unstable`` (``"reflect"``, ``"drop"`` or
-        ``"keep"``; the count is ``info["poles_touched"]``), and ``pencil`` for the pencil.
-        ``"pade"``: robust Padé at infinity (Gonnet-Güttel-Trefethen). ``"modal"``: poles
-        optimised for the ``l2`` error by variable projection (:mod:`mor.methods.modal`),
-        started from ``init`` (another method, ``"balanced"`` by default, or a stable
-        `ModalSSM` per filter, with ``order`` its models' orders), ``max_iter`` (trial points
-        per continuation stage, 15), ``tail_weight`` (0.1), ``limit_tail`` (the tail held to at
-        most the start's) and ``weight`` (FIR taps of a frequency weight).
-        ``"irka"``: discrete-time H2-optimal poles by TF-IRKA (Loewner pencils of transfer function
-        samples at the poles' mirror images, :mod:`mor.methods.irka`), started from BT; options
-        ``max_iter``, ``rtol``. ``"aaa"``: AAA on the unit circle with conjugate-symmetric support
-        points (:mod:`mor.methods.aaa`), the same stability options, ``samples`` (grid size)
-        and ``tail_weight`` (``1``: the residues fit the taps followed by zeros over all time,
-        the model's tail included; ``0``: the taps alone).
+    method : str
+        A registered method (`mor.methods`), each with its options documented in its own
+        ``from_fir``:
+
+        ============  ===================================================================
+        ``balanced``  square-root balanced truncation, `mor.methods.balanced.BalancedFamily`
+                      (also takes a ``StateSpace``)
+        ``hankel``    optimal Hankel-norm approximation,
+                      `mor.methods.hankel_norm.HankelNormFamily` (also a ``StateSpace``)
+        ``pencil``    matrix pencil, `mor.methods.prony.PencilFamily`
+        ``prony``     linear prediction, `mor.methods.prony.PronyFamily`
+        ``pade``      robust Padé at infinity, `mor.methods.prony.PadeFamily`
+        ``aaa``       AAA on the unit circle, `mor.methods.aaa.AAAFamily`
+        ``modal``     variable-projection modal fitting, `mor.methods.modal.ModalFamily`
+        ``irka``      discrete-time TF-IRKA, `mor.methods.irka.IrkaFamily`
+        ============  ===================================================================
+
+        An option the method does not take is a ``ValueError`` naming the options it takes.
     norm : {"l2", "hinf"}
         The norm of ``tol``.
     max_order : int, optional
@@ -94,143 +91,241 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         The achieved errors to compute and report in ``info`` (all by default; ``hinf`` brings
         the ``aak`` and ``bt_bound`` figures). The ``tol`` search computes its own norm anyway.
 
+    **method_options
+        The chosen method's options (see ``method``).
+
     Returns
     -------
     ModalSSM
-        With ``info`` holding, per filter: ``order``, the achieved ``l2``, ``tail`` and
-        ``hinf`` errors, ``aak`` (``sigma_{d+1}/max|H|``) and ``bt_bound``
-        (``2 sum_{i>d} sigma_i / max|H|``), ``met_tol``, ``rank_capped``, ``failed``,
-        ``reason``, ``conversion_error`` (for ``"hankel"`` also ``truncation_tail`` and
-        ``glover_bound = sum_{i>d} sigma_i / max|H| + truncation_tail``); and ``method``,
-        ``method_options`` and ``search``.
+        With ``info`` holding the entries defined in `mor.conventions.INFO`: per filter the
+        model's ``order``, the achieved ``l2``, ``tail`` and ``hinf`` errors with ``peak``,
+        ``aak`` (``sigma_{d+1}/max|H|``) and ``bt_bound`` (``2 sum_{i>d} sigma_i / max|H|``),
+        ``failed``, ``reason``, ``conversion_error``, ``poles_touched``, ``met_tol`` and
+        ``search_start`` (``tol``) or ``rank_capped`` (``order``, ``modes``), what the method
+        adds (``"hankel"``: ``truncation_tail``, ``glover_bound``; ``"modal"``, ``"irka"``:
+        ``iterations``, ``converged``); and ``method``, ``method_options`` and ``search``.
 
+    Raises
+    ------
+    ValueError
+        For invalid filters (NaN or Inf taps name the filter), orders, tolerances, methods or
+        options, and, with ``on_fail="raise"``, for filters whose model fails (the first five
+        named with their reasons).
+
+    See Also
+    --------
+    mor.select_order : the orders a tolerance needs, without the models.
+    mor.distill : every filter of a model, in parallel, with a report.
+    mor.compare : the same errors for any model.
+
+    Notes
+    -----
     A model whose diagonalisation loses more than ``1e-6`` (relative) of its Markov parameters
     (near-defective poles) fails like an unstable one.
     """
-    unknown = set(errors) - {"l2", "tail", "hinf"}
+    _check_request(order, modes, tol, on_fail, errors)
+    norm = check_norm(norm)
+    family_of = get_method(method)
+    source = _Source.of(h, family_of, method_options, tol)
+    info: dict[str, Any] = {"method": method, "method_options": dict(method_options)}
+    if order is not None:
+        sized = _given_order(source, order)
+    elif modes is not None:
+        sized = _given_modes(source, modes)
+    else:
+        sized = _searched(source, tol, norm, max_order, method)
+    info["search"] = sized.search
+    failed, reason = _failures(source, sized, on_fail, allow_unstable)
+    models, orders = sized.models, sized.orders
+    if failed.any():
+        models.poles[failed], models.residues[failed] = 0, 0
+        models.direct[failed] = source.own_direct[failed]
+        models.conversion_error[failed] = 0.0
+        orders = np.where(failed, 0, orders)
+    batch = source.batch
+    for key, value in _errors(source, sized.groups, models, orders, errors).items():
+        info[key] = value.reshape(batch)
+    info["conversion_error"] = models.conversion_error.reshape(batch)
+    info["poles_touched"] = models.poles_touched.reshape(batch)
+    for key, value in models.diagnostics.items():
+        info[key] = value.reshape(batch)
+    info["failed"] = failed.reshape(batch)
+    info["reason"] = reason.reshape(batch)
+    if sized.met is None:
+        info["rank_capped"] = ((orders < sized.requested) & ~failed).reshape(batch)
+    else:
+        info["met_tol"] = (sized.met & ~failed).reshape(batch)
+        info["search_start"] = sized.search_start.reshape(batch)
+    m = models.width
+    return ModalSSM.from_compact(models.poles.reshape(batch + (m,)),
+                                 models.residues.reshape(batch + (m,)),
+                                 models.direct.reshape(batch), info=info)
+
+
+def _check_request(order, modes, tol, on_fail: str, errors) -> None:
+    """The size (exactly one of ``order``, ``modes``, ``tol``), failure policy and errors."""
+    unknown = set(errors) - set(ERRORS)
     if unknown:
         raise ValueError(f"errors must name 'l2', 'tail' or 'hinf', got {sorted(unknown)}")
     if on_fail not in ON_FAIL:
         raise ValueError(f"on_fail must be one of {ON_FAIL}, got {on_fail!r}")
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; available: {sorted(METHODS)}")
     given = [name for name, v in (("order", order), ("modes", modes), ("tol", tol))
              if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of order, modes and tol (got {given or 'none'})")
-    norm = check_norm(norm)
-    if isinstance(h, StateSpace):
-        if not hasattr(METHODS[method], "from_statespace"):
-            raise ValueError(f"method {method!r} takes FIR filters; for a StateSpace use "
-                             f"'balanced' or 'hankel'")
-        if tol is not None:
-            raise ValueError("tol needs FIR filters (its errors are defined on the taps); give "
-                             "order or modes for a StateSpace")
-        batch, size = h.shape, h.n_states
-        flat = StateSpace(h.a.reshape((-1, size, size)), h.b.reshape(-1, size),
-                          h.c.reshape(-1, size), h.d.reshape(-1))
-        build = METHODS[method].from_statespace
-    else:
+
+
+@dataclass
+class _Source:
+    """What is being reduced, flattened to a batch of ``count`` filters or systems, and how the
+    method builds its families of it."""
+
+    flat: np.ndarray | StateSpace
+    batch: tuple[int, ...]
+    size: int  # L - 1 (filters) or the number of states
+    own_direct: np.ndarray
+    build: Callable[..., Method]
+    options: dict[str, Any]
+
+    @classmethod
+    def of(cls, h, family_of: type[Method], options: dict[str, Any], tol) -> "_Source":
+        if isinstance(h, StateSpace):
+            if not family_of.takes_statespace:
+                raise ValueError(f"method {family_of.name!r} takes FIR filters; for a StateSpace "
+                                 f"use 'balanced' or 'hankel'")
+            if tol is not None:
+                raise ValueError("tol needs FIR filters (its errors are defined on the taps); "
+                                 "give order or modes for a StateSpace")
+            family_of.check_options(options, statespace=True)
+            size = h.n_states
+            flat = StateSpace(h.a.reshape((-1, size, size)), h.b.reshape(-1, size),
+                              h.c.reshape(-1, size), h.d.reshape(-1))
+            return cls(flat, h.shape, size, flat.d, family_of.from_statespace, options)
+        family_of.check_options(options)
         h = as_filters(h)
-        batch, size = h.shape[:-1], h.shape[-1] - 1
+        size = h.shape[-1] - 1
         flat = h.reshape(-1, size + 1)
-        build = METHODS[method].from_fir
-    f = int(np.prod(batch, dtype=np.int64))
-    own_direct = flat.d if isinstance(h, StateSpace) else flat[:, 0]
-    info: dict[str, Any] = {"method": method, "method_options": dict(method_options)}
-    reason = np.full(f, "", dtype=object)
-    met = None
-    everyone = np.arange(f)
-    if order is not None:
-        requested = np.broadcast_to(check_order(order, size + 1), batch).reshape(-1)
-        family = build(flat, int(requested.max(initial=0)), **method_options)
-        orders = np.minimum(requested, family.rank)
-        model = family.model(orders)
-        groups = [(everyone, family, everyone)]
-        info["search"] = "order given"
-    elif modes is not None:
-        modes = int(check_order(modes, size + 1, "modes"))
-        cap = min(size, 2 * modes)
-        family = build(flat, cap, **method_options)
-        requested = np.minimum(np.full(f, cap), family.rank)
-        orders, model = _largest_within_modes(family, requested, modes)
-        groups = [(everyone, family, everyone)]
-        info["search"] = f"largest order <= {cap} with at most {modes} modes"
-    else:
-        tol = check_tol(tol)
-        top = min(size, DEFAULT_MAX_ORDER) if max_order is None else int(
-            check_order(max_order, size + 1, "max_order"))
-        orders, model, met, start, groups = _tol_search(flat, build, method_options, tol, norm,
-                                                        top)
-        info["search"] = (f"orders scanned upward from a proven lower bound "
-                          f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}, the Hankel "
-                          f"factorisation computed for {TOL_FIRST_ORDER} orders first and "
-                          f"doubled for the filters that need more")
-        if getattr(groups[0][1], "start", None) is not None:
-            info["search"] += (f"; on the {groups[0][1].start.name or 'start'} models, then "
-                               f"the {method} fit downward from the order found while it "
-                               f"meets the tolerance")
-        info["search_start"] = start.reshape(batch)
-        reason[~met] = f"no order <= {top} meets {norm} <= {tol:g}"
-    *model, lost, touched = model
-    inaccurate = (lost > CONVERSION_RTOL) & (reason == "") & (met is None)
+        return cls(flat, h.shape[:-1], size, flat[:, 0], family_of.from_fir, options)
+
+    @property
+    def count(self) -> int:
+        return int(np.prod(self.batch, dtype=np.int64))
+
+    @property
+    def is_system(self) -> bool:
+        return isinstance(self.flat, StateSpace)
+
+    def family(self, rows: np.ndarray | None, max_order: int) -> Method:
+        flat = self.flat if rows is None else self.flat[rows]
+        return self.build(flat, max_order, **self.options)
+
+
+@dataclass
+class _Sized:
+    """The models of the size step: orders and models per filter, the families they came from
+    (``(indices, family, rows in the family)``), and with ``tol`` whether each met it."""
+
+    orders: np.ndarray
+    models: Models
+    groups: list[tuple[np.ndarray, Method, np.ndarray]]
+    requested: np.ndarray
+    search: str
+    met: np.ndarray | None = None
+    search_start: np.ndarray | None = None
+    unmet: str = ""  # the reason given to a filter that misses the tolerance
+
+
+def _given_order(source: _Source, order) -> _Sized:
+    everyone = np.arange(source.count)
+    requested = np.broadcast_to(check_order(order, source.size + 1), source.batch).reshape(-1)
+    family = source.family(None, int(requested.max(initial=0)))
+    orders = np.minimum(requested, family.rank)
+    return _Sized(orders, family.model(orders), [(everyone, family, everyone)], requested,
+                  "order given")
+
+
+def _given_modes(source: _Source, modes) -> _Sized:
+    everyone = np.arange(source.count)
+    modes = int(check_order(modes, source.size + 1, "modes"))
+    cap = min(source.size, 2 * modes)
+    family = source.family(None, cap)
+    requested = np.minimum(np.full(source.count, cap), family.rank)
+    orders, models = _largest_within_modes(family, requested, modes)
+    return _Sized(orders, models, [(everyone, family, everyone)], requested,
+                  f"largest order <= {cap} with at most {modes} modes")
+
+
+def _searched(source: _Source, tol, norm: str, max_order, method: str) -> _Sized:
+    tol = check_tol(tol)
+    top = min(source.size, DEFAULT_MAX_ORDER) if max_order is None else int(
+        check_order(max_order, source.size + 1, "max_order"))
+    orders, models, met, start, groups = _tol_search(source, tol, norm, top)
+    search = (f"orders scanned upward from a proven lower bound "
+              f"({'AAK' if norm == 'hinf' else 'zero'}) to {top}, the Hankel factorisation "
+              f"computed for {TOL_FIRST_ORDER} orders first and doubled for the filters that "
+              f"need more")
+    first = groups[0][1].start
+    if first is not None:
+        search += (f"; on the {first.name or 'start'} models, then the {method} fit downward "
+                   f"from the order found while it meets the tolerance")
+    return _Sized(orders, models, groups, orders, search, met, start,
+                  f"no order <= {top} meets {norm} <= {tol:g}")
+
+
+def _failures(source: _Source, sized: _Sized, on_fail: str, allow_unstable: bool
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per filter whether its model fails and why; raises for ``on_fail="raise"``."""
+    count, models = source.count, sized.models
+    reason = np.full(count, "", dtype=object)
+    if sized.met is not None:
+        reason[~sized.met] = sized.unmet
+    lost = models.conversion_error
+    inaccurate = (lost > CONVERSION_RTOL) & (reason == "") & (sized.met is None)
     for i in np.flatnonzero(inaccurate):
         reason[i] = (f"near-defective poles: the modal form is off by {lost[i]:.1e} (relative) "
                      f"on the Markov parameters; try a lower order")
-    unstable = np.zeros(f, dtype=bool) if allow_unstable else \
-        ~ModalSSM.from_compact(*model).is_stable()
+    unstable = np.zeros(count, dtype=bool) if allow_unstable else ~ModalSSM.from_compact(
+        models.poles, models.residues, models.direct).is_stable()
     reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
     failed = reason != ""
-    if on_fail == "best" and met is not None:
-        failed &= met | unstable  # an unmet tolerance keeps its best stable model
+    if on_fail == "best" and sized.met is not None:
+        failed &= sized.met | unstable  # an unmet tolerance keeps its best stable model
     if failed.any() and on_fail == "raise":
         bad = np.flatnonzero(failed)
-        where = "; ".join(f"filter {tuple(int(j) for j in np.unravel_index(i, batch))}: "
+        where = "; ".join(f"filter {tuple(int(j) for j in np.unravel_index(i, source.batch))}: "
                           f"{reason[i]}" for i in bad[:5])
         raise ValueError(f"{bad.size} filter(s) failed ({where}{'; ...' if bad.size > 5 else ''})"
                          "; pass on_fail='flag' to keep going")
-    poles, residues, direct = model
-    if failed.any():
-        poles[failed], residues[failed] = 0, 0
-        direct[failed] = own_direct[failed]
-        orders = np.where(failed, 0, orders)
-        lost[failed] = 0.0
+    return failed, reason
+
+
+def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors
+            ) -> dict[str, np.ndarray]:
+    """The achieved errors, the AAK and BT figures and the method's own bounds per filter."""
     achieved: dict[str, np.ndarray] = {}
     for idx, family, local in groups:
-        part = (poles[idx], residues[idx], direct[idx])
-        if isinstance(h, StateSpace):
-            got = _system_errors(flat, family, part, orders[idx], errors)
+        part = models.take(idx)
+        if source.is_system:
+            got = _system_errors(source.flat, family, part, orders[idx], errors)
         else:
             hsv = family.hsv[local] if "hinf" in errors else None  # AAK and BT figures only
-            got = model_errors(flat[idx], *part, orders[idx], hsv, errors)
-        if "peak" in got and isinstance(family, HankelNormFamily):
-            # Glover: ||G - G_d - D||_inf <= sum_{i>d} sigma_i, plus the truncation tail
-            got["truncation_tail"] = relative(family.tail[local], got["peak"])
-            got["glover_bound"] = got["bt_bound"] / 2 + got["truncation_tail"]
+            got = model_errors(source.flat[idx], part.poles, part.residues, part.direct,
+                               orders[idx], hsv, errors)
+        got |= family.bounds(got, local)
         for key, value in got.items():
-            achieved.setdefault(key, np.zeros(f, dtype=value.dtype))[idx] = value
-    for key, value in achieved.items():
-        info[key] = value.reshape(batch)
-    info["conversion_error"] = lost.reshape(batch)
-    info["poles_touched"] = touched.reshape(batch)
-    info["failed"] = failed.reshape(batch)
-    info["reason"] = reason.reshape(batch)
-    if met is None:
-        info["rank_capped"] = ((orders < requested) & ~failed).reshape(batch)
-    else:
-        info["met_tol"] = (met & ~failed).reshape(batch)
-    m = poles.shape[-1]
-    return ModalSSM.from_compact(poles.reshape(batch + (m,)), residues.reshape(batch + (m,)),
-                                 direct.reshape(batch), info=info)
+            achieved.setdefault(key, np.zeros(source.count, dtype=value.dtype))[idx] = value
+    return achieved
 
 
-def _system_errors(sys: StateSpace, family, model, orders, errors) -> dict[str, np.ndarray]:
+def _system_errors(sys: StateSpace, family: Method, model: Models, orders, errors
+                   ) -> dict[str, np.ndarray]:
     """``hinf`` of reduced dense systems, with the exact AAK and BT bounds (full spectrum)."""
     if "hinf" not in errors:
         return {"order": orders.copy()}
     full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
     peak = freq.peak_magnitude(full)[0]
-    err = freq.peak_magnitude(freq.Difference(full, freq.ModalResponse(*model)))[0]
+    reduced = freq.ModalResponse(model.poles, model.residues, model.direct)
+    err = freq.peak_magnitude(freq.Difference(full, reduced))[0]
     hsv = np.concatenate([family.hsv, np.zeros((orders.size, 1))], axis=1)
     tail = np.cumsum(hsv[:, ::-1], axis=1)[:, ::-1]
     idx = np.minimum(orders, hsv.shape[1] - 1)[:, None]
@@ -239,44 +334,40 @@ def _system_errors(sys: StateSpace, family, model, orders, errors) -> dict[str, 
             "bt_bound": relative(2 * np.take_along_axis(tail, idx, 1)[:, 0], peak)}
 
 
-def _largest_within_modes(family, cap: np.ndarray, modes: int):
+def _largest_within_modes(family: Method, cap: np.ndarray, modes: int
+                          ) -> tuple[np.ndarray, Models]:
     """Per filter the largest order ``<= cap`` whose model has at most ``modes`` compact modes.
 
     A family fitted from another (``family.start``) keeps its start's modes: the orders are
     searched on the start first, so that the costly fit normally runs once."""
-    start = getattr(family, "start", None)
-    orders = cap.copy() if start is None else _largest_within_modes(start, cap, modes)[0]
+    orders = cap.copy() if family.start is None else \
+        _largest_within_modes(family.start, cap, modes)[0]
     pending = np.arange(cap.size)
     width = max(modes, 1)
-    poles = np.zeros((cap.size, width), dtype=np.complex128)
-    residues = np.zeros_like(poles)
-    direct = family.d.copy()
-    lost = np.zeros(cap.size)
-    touched = np.zeros(cap.size, dtype=np.int64)
+    out = Models.empty(cap.size, width, family.d)
     while pending.size:
-        p, r, d, e, t = family.model(orders[pending], pending)
-        fits = (r != 0).sum(axis=1) <= modes
-        done = pending[fits]
-        k = min(p.shape[1], width)
-        poles[done, :k] = p[fits][:, :k]
-        residues[done, :k] = r[fits][:, :k]
-        direct[done] = d[fits]
-        lost[done], touched[done] = e[fits], t[fits]
+        part = family.model(orders[pending], pending)
+        fits = (part.residues != 0).sum(axis=1) <= modes
+        k = min(part.width, width)
+        done = part.take(fits)
+        out.put(pending[fits], Models(done.poles[:, :k], done.residues[:, :k], done.direct,
+                                      done.conversion_error, done.poles_touched,
+                                      done.diagnostics))
         pending = pending[~fits]
         orders[pending] -= 1
-    return orders, (poles, residues, direct, lost, touched)
+    return orders, out
 
 
-def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, top: int):
+def _tol_search(source: _Source, tol: float, norm: str, top: int):
     """Per filter the smallest order ``<= top`` whose achieved ``norm`` error is ``<= tol``.
 
-    The Hankel factorisation is computed for ``TOL_FIRST_ORDER`` orders first and, for the
+    The Hankel factorisation is computed for `TOL_FIRST_ORDER` orders first and, for the
     filters whose scan runs past it, again with twice as many, until ``top``: the search costs
-    little more than one reduction at the orders it finds. Returns the orders, the models
-    ``(poles, residues, direct, conversion_error)``, ``met``, the scan's proven start and the
-    groups ``(indices, family, rows in the family)`` the models came from.
+    little more than one reduction at the orders it finds. Returns the orders, the `Models`,
+    ``met``, the scan's proven start and the groups ``(indices, family, rows in the family)``
+    the models came from.
     """
-    f = flat.shape[0]
+    flat, f = source.flat, source.count
     orders = np.zeros(f, dtype=np.int64)
     met = np.zeros(f, dtype=bool)
     start = np.zeros(f, dtype=np.int64)
@@ -285,31 +376,25 @@ def _tol_search(flat: np.ndarray, build, options: dict, tol: float, norm: str, t
     parts, groups = [], []
     pending, k = np.arange(f), min(top, TOL_FIRST_ORDER)
     while pending.size:
-        family = build(flat[pending], k, **options)
+        family = source.family(pending, k)
         sub_peak = None if peak is None else peak[pending]
-        o, ok, lower, model = _scan(flat[pending], family, tol, norm, k, first[pending], sub_peak)
+        o, ok, lower, model = _scan(flat[pending], family, tol, norm, k, first[pending],
+                                    sub_peak)
         start[pending] = lower
         more = ~ok & (np.minimum(family.rank, k) == k) & (k < top)
         done = ~more
         orders[pending[done]], met[pending[done]] = o[done], ok[done]
-        parts.append((pending[done], [x[done] for x in model]))
+        parts.append((pending[done], model.take(done)))
         groups.append((pending[done], family, np.flatnonzero(done)))
         first[pending[more]] = np.maximum(lower[more], k + 1)
         pending, k = pending[more], min(top, 2 * k)
-    width = max((p[1][0].shape[1] for p in parts), default=0)
-    poles = np.zeros((f, width), dtype=np.complex128)
-    residues = np.zeros_like(poles)
-    direct, lost, touched = np.zeros(f), np.zeros(f), np.zeros(f, dtype=np.int64)
-    for idx, (p, r, d, e, t) in parts:
-        poles[idx, : p.shape[1]], residues[idx, : p.shape[1]] = p, r
-        direct[idx], lost[idx], touched[idx] = d, e, t
-    return orders, (poles, residues, direct, lost, touched), met, start, groups
+    return orders, Models.stack(f, parts), met, start, groups
 
 
-def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
+def _scan(h: np.ndarray, family: Method, tol: float, norm: str, top: int, first: np.ndarray,
           peak: np.ndarray | None):
     """Scan orders upward from ``max(first, AAK start)`` to ``min(top, rank)`` per filter."""
-    if getattr(family, "start", None) is not None:
+    if family.start is not None:
         return _scan_fitted(h, family, tol, norm, top, first, peak)
     f = h.shape[0]
     hsv = family.hsv
@@ -324,8 +409,9 @@ def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndar
     best_order = np.minimum(orders, limit)
     pending = np.flatnonzero(orders <= limit)
     while pending.size:
-        p, r, d, _, _ = family.model(orders[pending], pending)
-        err = model_errors(h[pending], p, r, d, orders[pending], hsv[pending], norms=(norm,),
+        part = family.model(orders[pending], pending)
+        err = model_errors(h[pending], part.poles, part.residues, part.direct, orders[pending],
+                           hsv[pending], norms=(norm,),
                            peak=None if peak is None else peak[pending])[norm]
         improved = err < best[pending]
         best[pending[improved]] = err[improved]
@@ -338,8 +424,8 @@ def _scan(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndar
     return final, met, lower, family.model(final)
 
 
-def _scan_fitted(h: np.ndarray, family, tol: float, norm: str, top: int, first: np.ndarray,
-                 peak: np.ndarray | None):
+def _scan_fitted(h: np.ndarray, family: Method, tol: float, norm: str, top: int,
+                 first: np.ndarray, peak: np.ndarray | None):
     """`_scan` for a family fitted from another (``family.start``): the start's scan finds an
     order per filter, at which the fit is evaluated (in ``l2`` a fit is never worse than its
     start, so it meets ``tol`` wherever the start does) and from which it descends one order at
@@ -351,23 +437,17 @@ def _scan_fitted(h: np.ndarray, family, tol: float, norm: str, top: int, first: 
     hsv = family.hsv
     met = np.zeros(f, dtype=bool)
     final = orders.copy()
-    width = int(orders.max(initial=0))
-    kept = (np.zeros((f, width), dtype=np.complex128), np.zeros((f, width), dtype=np.complex128),
-            np.zeros(f), np.zeros(f), np.zeros(f, dtype=np.int64))
+    kept = Models.empty(f, int(orders.max(initial=0)), np.zeros(f))
     floor = np.maximum(lower, first)
     pending, first_fit = np.arange(f), True
     while pending.size:
-        model = family.model(orders[pending], pending)
-        err = model_errors(h[pending], *model[:3], orders[pending], hsv[pending], norms=(norm,),
+        part = family.model(orders[pending], pending)
+        err = model_errors(h[pending], part.poles, part.residues, part.direct, orders[pending],
+                           hsv[pending], norms=(norm,),
                            peak=None if peak is None else peak[pending])[norm]
         ok = err <= tol
         keep = ok | first_fit  # the start's order: the result where the fit does not meet tol
-        for out, part in zip(kept, model):
-            if out.ndim == 2:
-                out[pending[keep]] = 0
-                out[pending[keep], : part.shape[1]] = part[keep]
-            else:
-                out[pending[keep]] = part[keep]
+        kept.put(pending[keep], part.take(keep))
         met[pending[ok]] = True
         final[pending[ok]] = orders[pending[ok]]
         pending, first_fit = pending[ok & (orders[pending] > floor[pending])], False

@@ -41,14 +41,15 @@ import scipy.linalg
 import scipy.linalg.lapack
 
 from mor.methods._aaa_kernels import aaa_greedy, real_points
-from mor.methods.prony import PoleFamily
+from mor.methods.base import PoleMethod, register
 
 FROISSART_RTOL = 1e-13
 _SQRT2 = np.sqrt(2.0)
 _dggev = scipy.linalg.lapack.dggev
 
 
-class AAAFamily(PoleFamily):
+@register
+class AAAFamily(PoleMethod):
     """AAA poles with least-squares residues; see the module notes."""
 
     name = "aaa"
@@ -70,7 +71,7 @@ class AAAFamily(PoleFamily):
             for r, i in enumerate(rows):
                 p = aaa_poles(z, values[i], support[r, : counts[r]], weights[r])
                 out[r, : p.size] = p
-            return out
+            return out, {}
 
         return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 

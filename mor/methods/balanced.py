@@ -45,6 +45,7 @@ import numpy as np
 
 from mor._numerics.linalg import svd_gesvd
 from mor.analysis.spectrum import DENSE_MAX_SIZE, hankel_svd
+from mor.methods.base import Method, Models, register
 from mor.systems.modal import ModalSSM
 
 #: Certified accuracy of the Krylov Hankel SVD used by BT, relative to ``sigma_1``: the values
@@ -56,7 +57,8 @@ BT_RTOL = 1e-10
 BT_CHUNK_BYTES = 2**28
 
 
-class BalancedFamily:
+@register
+class BalancedFamily(Method):
     """Balanced realisations of a flat batch, from which models of any order are cut.
 
     Attributes
@@ -69,6 +71,7 @@ class BalancedFamily:
     """
 
     name = "balanced"
+    takes_statespace = True
 
     def __init__(self, a, b, c, d, hsv, rank, *, dc_match: bool = False):
         self.a, self.b, self.c, self.d = a, b, c, d
@@ -102,9 +105,8 @@ class BalancedFamily:
         a, b, c, d, s = sys.balanced_realization(r)
         return cls(a, b, c, d, s, np.minimum(rank, n), dc_match=dc_match)
 
-    def model(self, orders: np.ndarray, which: np.ndarray | None = None):
-        """Compact modal models of given orders:
-        ``(poles, residues, direct, conversion_error, poles_touched)``.
+    def model(self, orders: np.ndarray, which: np.ndarray | None = None) -> Models:
+        """Compact modal models of given orders.
 
         ``orders`` (``(F',)``, at most `rank`) for the filters ``which`` (all by default).
         ``conversion_error`` is what diagonalising the balanced realisation lost (see
@@ -126,7 +128,7 @@ class BalancedFamily:
             residues[idx, : pc.shape[1]] = rc
             direct[idx] = dc
             lost[idx] = ssm.info["conversion_error"]
-        return poles, residues, direct, lost, np.zeros(f, dtype=np.int64)
+        return Models(poles, residues, direct, lost, np.zeros(f, dtype=np.int64))
 
     def _realization(self, order: int, idx: np.ndarray):
         a, b, c, d = self.a[idx], self.b[idx], self.c[idx], self.d[idx]

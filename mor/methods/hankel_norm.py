@@ -44,7 +44,10 @@ import numpy as np
 
 from mor._numerics import freq
 from mor._numerics.golden import golden_max
+from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
+from mor.conventions import relative
 from mor.methods.balanced import BT_RTOL, BalancedFamily
+from mor.methods.base import Method, Models, register
 from mor.systems.modal import ModalSSM
 
 
@@ -89,7 +92,8 @@ def glover(a, b, c, sigma, order: int):
     return a_hat, b_hat, c_hat, u
 
 
-class HankelNormFamily:
+@register
+class HankelNormFamily(Method):
     """Optimal Hankel-norm approximants of any order, from one balanced realisation.
 
     Attributes
@@ -101,6 +105,7 @@ class HankelNormFamily:
     """
 
     name = "hankel"
+    takes_statespace = True
 
     def __init__(self, balanced: BalancedFamily, reference, tail: np.ndarray,
                  direct: str = "hinf"):
@@ -122,8 +127,6 @@ class HankelNormFamily:
         ``"hinf"`` (the direct term minimising the H-infinity error) or ``"keep"`` (the filter's
         own ``h[0]``, better for the ``l2`` error over the taps).
         """
-        from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
-
         size = h.shape[-1] - 1
         r = min(size, max(2 * max_order, max_order + 32)) if intermediate_order is None else (
             int(intermediate_order))
@@ -143,9 +146,8 @@ class HankelNormFamily:
         return cls(balanced, freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
                    np.zeros(sys.d.shape[0]), direct)
 
-    def model(self, orders: np.ndarray, which: np.ndarray | None = None):
-        """Compact models ``(poles, residues, direct, conversion_error, poles_touched)``; see
-        `BalancedFamily.model`. Orders at or above a filter's rank are its balanced
+    def model(self, orders: np.ndarray, which: np.ndarray | None = None) -> Models:
+        """Compact models; see `BalancedFamily.model`. Orders at or above a filter's rank are its balanced
         truncation at the rank (exact up to the truncation tail)."""
         which = np.arange(self.d.shape[0]) if which is None else which
         f = orders.shape[0]
@@ -157,10 +159,10 @@ class HankelNormFamily:
         sizes = self.rank[which]
         exact = orders >= sizes
         if exact.any():
-            p, r, dd, e, _ = self.balanced.model(sizes[exact], which[exact])
+            part = self.balanced.model(sizes[exact], which[exact])
             idx = np.flatnonzero(exact)
-            poles[idx, : p.shape[1]], residues[idx, : p.shape[1]] = p, r
-            direct[idx], lost[idx] = dd, e
+            poles[idx, : part.width], residues[idx, : part.width] = part.poles, part.residues
+            direct[idx], lost[idx] = part.direct, part.conversion_error
         for key in {(int(o), int(n)) for o, n in zip(orders[~exact], sizes[~exact])}:
             idx = np.flatnonzero(~exact & (orders == key[0]) & (sizes == key[1]))
             p, r, e = self._approximant(which[idx], *key)
@@ -168,7 +170,16 @@ class HankelNormFamily:
         if (~exact).any() and self.direct_rule == "hinf":
             idx = np.flatnonzero(~exact)
             direct[idx] = self._best_direct(which[idx], poles[idx], residues[idx])
-        return poles, residues, direct, lost, np.zeros(f, dtype=np.int64)
+        return Models(poles, residues, direct, lost, np.zeros(f, dtype=np.int64))
+
+    def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Glover's bound ``||G - G_d - D||_inf <= sum_{i>d} sigma_i``, plus the truncation tail
+        of the intermediate balanced model: ``truncation_tail`` and ``glover_bound`` (relative
+        to ``max |H|``), where the errors hold ``peak`` and ``bt_bound``."""
+        if "peak" not in errors:
+            return {}
+        tail = relative(self.tail[rows], errors["peak"])
+        return {"truncation_tail": tail, "glover_bound": errors["bt_bound"] / 2 + tail}
 
     def _approximant(self, which, order: int, size: int):
         bal = self.balanced

@@ -33,11 +33,13 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg
 
-from mor.methods.prony import PoleFamily
 from mor.fitting.least_squares import fit_residues
+from mor.methods.balanced import BalancedFamily
+from mor.methods.base import PoleMethod, register
 
 
-class IrkaFamily(PoleFamily):
+@register
+class IrkaFamily(PoleMethod):
     """TF-IRKA poles started from balanced truncation; see the module notes."""
 
     name = "irka"
@@ -45,33 +47,35 @@ class IrkaFamily(PoleFamily):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, max_iter: int = 50,
                  rtol: float = 1e-8, unstable: str = "reflect") -> "IrkaFamily":
-        from mor.methods.balanced import BalancedFamily
-
         start = BalancedFamily.from_fir(h, max_order)
 
         def find_poles(order, rows):
-            poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
+            begin = start.model(np.full(rows.size, order), rows)
             out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+            iterations = np.zeros(rows.size, dtype=np.int64)
+            converged = np.ones(rows.size, dtype=bool)
             for r, i in enumerate(rows):
-                live = poles[r][residues[r] != 0]
+                live = begin.poles[r][begin.residues[r] != 0]
                 full = np.concatenate([live, np.conj(live[live.imag != 0])])
                 if full.size:
-                    full = _irka(h[i], full, max_iter, rtol)
+                    full, iterations[r], converged[r] = _irka(h[i], full, max_iter, rtol)
                     out[r, : full.size] = full
-            return out
+            return out, {"iterations": iterations, "converged": converged}
 
         return cls(h, max_order, unstable, find_poles, hsv=start.hsv)
 
 
-def _irka(h: np.ndarray, poles: np.ndarray, max_iter: int, rtol: float) -> np.ndarray:
-    """TF-IRKA iterations from full (conjugate-closed) stable ``poles``; the iterate (start
-    included) whose least-squares residues fit the taps best is returned."""
+def _irka(h: np.ndarray, poles: np.ndarray, max_iter: int, rtol: float
+          ) -> tuple[np.ndarray, int, bool]:
+    """TF-IRKA iterations from full (conjugate-closed) stable ``poles``: the iterate (start
+    included) whose least-squares residues fit the taps best, the iterations run, and whether
+    the points converged (moved less than ``rtol``) before ``max_iter`` or a breakdown."""
     best, best_error = poles, _tap_error(h, poles)
-    for _ in range(max_iter):
+    for step in range(1, max_iter + 1):
         sigma = 1.0 / np.conj(poles)
         new = _conjugate_closed(_loewner_poles(h, sigma))
         if new is None:
-            break  # the pencil broke down
+            return best, step, False  # the pencil broke down
         outside = np.abs(new) >= 1.0
         new[outside] = 1.0 / np.conj(new[outside])
         moved = np.abs(np.sort_complex(1.0 / np.conj(new)) - np.sort_complex(sigma))
@@ -80,8 +84,8 @@ def _irka(h: np.ndarray, poles: np.ndarray, max_iter: int, rtol: float) -> np.nd
         if error < best_error:
             best, best_error = poles, error
         if np.all(moved <= rtol * np.abs(np.sort_complex(sigma))):
-            break
-    return best
+            return best, step, True
+    return best, max_iter, max_iter == 0
 
 
 def _tap_error(h: np.ndarray, poles: np.ndarray) -> float:

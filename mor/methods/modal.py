@@ -29,7 +29,7 @@ with large residues that cancel inside the window and explode after it, so the t
 ``limit_tail=True`` (default) the tail is moreover held to at most that of the start (its poles
 with least-squares residues; up to ``1e-9 ||h||``) by a penalty continuation: a filter whose fit
 ends above it is fitted again from where it ended with ``sqrt(10)`` times the weight (from at least
-``1e-2``), up to ``TAIL_STAGES`` stages, and the last fit within the limit is kept. A fit is kept
+``1e-2``), up to ``tail_stages`` stages, and the last fit within the limit is kept. A fit is kept
 only where its ``l2`` (in the weighted loss with a ``weight``) is at most the start's: the result
 is never worse than its initialisation, and the start is returned where no stage qualifies.
 ``tail`` and ``hinf`` are reported beside ``l2``.
@@ -40,18 +40,15 @@ from __future__ import annotations
 import numpy as np
 import scipy.signal
 
+from dataclasses import dataclass
+
 from mor._numerics.lm import levenberg_marquardt
 from mor._numerics.parallel import map_chunks
-from mor.fitting.varpro import ModalProjection
-from mor.methods.prony import PoleFamily
 from mor.fitting.least_squares import fit_residues
+from mor.fitting.varpro import ModalProjection
+from mor.methods.base import PoleMethod, get_method, register
 from mor.systems.modal import ModalSSM
 
-#: ``limit_tail``: stages of the penalty continuation, the weight's growth per stage, and the
-#: smallest weight it grows from.
-TAIL_STAGES = 6
-TAIL_GROWTH = 10 ** 0.5
-TAIL_FLOOR = 1e-2
 #: Filters fitted together in one batched Levenberg-Marquardt run: as many as keep about this
 #: many bytes of working arrays per batch (the closed-form sums, ``96 m^2`` bytes per filter
 #: of ``m`` modes; with a weight the explicit design, ``8 (L - 1) d`` for ``d`` real poles),
@@ -65,36 +62,96 @@ MAX_CHUNK = 64
 CHECK_COND = 1e6
 
 
-class ModalFamily(PoleFamily):
+@dataclass(frozen=True)
+class _Settings:
+    """How a modal fit runs (the options of `ModalFamily.from_fir`)."""
+
+    max_iter: int
+    tail_weight: float
+    limit_tail: bool
+    tail_stages: int
+    tail_growth: float
+    tail_floor: float
+    weight: np.ndarray | None
+
+
+@register
+class ModalFamily(PoleMethod):
     """Variable-projection modal fits, started from another method's models."""
 
     name = "modal"
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
-                 max_iter: int = 15, tail_weight: float = 0.1, limit_tail: bool = True,
-                 weight=None, **init_options) -> "ModalFamily":
-        """``init``: a method's name, or a stable `ModalSSM` per filter (then ``order`` must be
-        each model's order). ``weight``: FIR taps ``w``; poles and residues then minimise
-        ``||w * (h - h_hat)||`` over the window (the error spectrum weighted by
-        ``|W(e^{iw})|^2``)."""
+                 init_options: dict | None = None, max_iter: int = 15, tail_weight: float = 0.1,
+                 limit_tail: bool = True, tail_stages: int = 6, tail_growth: float = 10 ** 0.5,
+                 tail_floor: float = 1e-2, weight=None) -> "ModalFamily":
+        r"""Modal fits of flat FIR filters ``h`` ``(F, L)`` up to ``max_order``.
+
+        Parameters
+        ----------
+        h : ndarray ``(F, L)``
+            The filters.
+        max_order : int
+            Largest order asked for.
+        init : str or ModalSSM
+            Where the poles start: a registered method's name (``"balanced"`` by default; not
+            ``"modal"``), whose models of the same order give the structure (pairs and real
+            poles), or a stable `mor.ModalSSM` per filter (then ``order`` in `mor.reduce` must
+            be each model's order).
+        init_options : dict, optional
+            Options of the ``init`` method (checked against it).
+        max_iter : int
+            Levenberg-Marquardt trial points per continuation stage (15).
+        tail_weight : float
+            Weight ``t >= 0`` of the tail energy ``||h_hat[L:]||^2`` in the objective (0.1).
+        limit_tail : bool
+            Hold the tail to at most the start's by the penalty continuation (module notes).
+        tail_stages : int
+            Stages of that continuation (at least 1; 6).
+        tail_growth : float
+            Growth of the tail weight per stage (``> 1``; ``sqrt(10)``).
+        tail_floor : float
+            Smallest tail weight the continuation grows from (``> 0``; ``1e-2``).
+        weight : array_like, optional
+            FIR taps ``w`` of a frequency weight: poles and residues then minimise
+            ``||w * (h - h_hat)||`` over the window (the error spectrum weighted by
+            ``|W(e^{iw})|^2``).
+
+        Notes
+        -----
+        ``info`` reports per filter ``iterations`` (trial points over all stages) and
+        ``converged`` (the last stage run stopped by its convergence test, not by
+        ``max_iter``).
+        """
         if weight is not None:
             weight = np.asarray(weight, dtype=np.float64)
             if weight.ndim != 1 or weight.size == 0 or not np.isfinite(weight).all():
                 raise ValueError(f"weight must be finite 1-D FIR taps, got shape {weight.shape}")
-        fit = (max_iter, tail_weight, limit_tail, weight)
+        if int(max_iter) < 0 or int(tail_stages) < 1:
+            raise ValueError(f"max_iter must be >= 0 and tail_stages >= 1, got {max_iter} and "
+                             f"{tail_stages}")
+        if not (tail_weight >= 0 and tail_growth > 1 and tail_floor > 0):
+            raise ValueError(f"need tail_weight >= 0, tail_growth > 1 and tail_floor > 0, got "
+                             f"{tail_weight}, {tail_growth} and {tail_floor}")
+        fit = _Settings(int(max_iter), float(tail_weight), bool(limit_tail), int(tail_stages),
+                        float(tail_growth), float(tail_floor), weight)
         if isinstance(init, ModalSSM):
+            if init_options:
+                raise ValueError("init_options apply to an init method, not to given models")
             return cls._from_models(h, max_order, init, fit)
-        from mor.drivers.reduction import METHODS
-
-        if init not in METHODS or init == "modal":
-            raise ValueError(f"init must be a ModalSSM or one of "
-                             f"{sorted(set(METHODS) - {'modal'})}, got {init!r}")
-        start = METHODS[init].from_fir(h, max_order, **init_options)
+        if init == "modal":
+            raise ValueError("init must be a ModalSSM or another method than 'modal'")
+        try:
+            starter = get_method(init)
+        except ValueError as exc:
+            raise ValueError(f"init: {exc}") from None
+        starter.check_options(init_options or {})
+        start = starter.from_fir(h, max_order, **(init_options or {}))
 
         def find_poles(order, rows):
-            poles, residues, _, _, _ = start.model(np.full(rows.size, order), rows)
-            return _fitted(h, rows, order, poles, residues, *fit)
+            begin = start.model(np.full(rows.size, order), rows)
+            return _fitted(h, rows, order, begin.poles, begin.residues, fit)
 
         family = cls(h, max_order, "reflect", find_poles, hsv=start.hsv,  # one factorisation
                      weight_filter=weight)
@@ -102,7 +159,7 @@ class ModalFamily(PoleFamily):
         return family
 
     @classmethod
-    def _from_models(cls, h, max_order, init: ModalSSM, fit: tuple):
+    def _from_models(cls, h, max_order, init: ModalSSM, fit: _Settings):
         count = int(np.prod(init.shape, dtype=np.int64))
         if count != h.shape[0]:
             raise ValueError(f"init holds {count} models for {h.shape[0]} filters")
@@ -117,17 +174,20 @@ class ModalFamily(PoleFamily):
                 raise ValueError(f"init model {int(wrong[0])} has order "
                                  f"{int(given[wrong[0]])}, but order {order} was asked: pass "
                                  f"order= with the models' orders")
-            return _fitted(h, rows, order, poles[rows], residues[rows], *fit)
+            return _fitted(h, rows, order, poles[rows], residues[rows], fit)
 
-        return cls(h, max_order, "reflect", find_poles, weight_filter=fit[-1])
+        return cls(h, max_order, "reflect", find_poles, weight_filter=fit.weight)
 
 
-def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail, weight
-            ) -> np.ndarray:
-    """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models;
-    the filters are fitted in batches of one structure (pairs, real poles), all batches spread
-    over the worker threads."""
+def _fitted(h, rows, order, poles, residues, fit: _Settings
+            ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models,
+    with the ``iterations`` and ``converged`` diagnostics per row; the filters are fitted in
+    batches of one structure (pairs, real poles), all batches spread over the worker
+    threads."""
     out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+    iterations = np.zeros(rows.size, dtype=np.int64)
+    converged = np.ones(rows.size, dtype=bool)
     live = (residues != 0) & (np.abs(poles) < 1)
     pair = live & (poles.imag != 0)
     structure = np.stack([pair.sum(axis=1), (live & ~pair).sum(axis=1)], axis=1)
@@ -137,47 +197,52 @@ def _fitted(h, rows, order, poles, residues, max_iter, tail_weight, limit_tail, 
         # compact starting poles, pairs first
         start = np.stack([np.concatenate([poles[r][pair[r]], poles[r][live[r] & ~pair[r]]])
                           for r in group])
-        per_filter = 96 * (pairs + reals) ** 2 if weight is None \
+        per_filter = 96 * (pairs + reals) ** 2 if fit.weight is None \
             else 8 * h.shape[1] * (2 * pairs + reals)
         size = int(np.clip(CHUNK_BYTES // max(1, per_filter), 1, MAX_CHUNK))
         batches += [(group[i:i + size], start[i:i + size], int(pairs), int(reals))
                     for i in range(0, group.size, size)]
 
-    def fit(sl):
+    def run(sl):
         for group, start, pairs, reals in batches[sl]:
-            fitted = _fit_poles(h[rows[group]], start, pairs, reals, max_iter, tail_weight,
-                                limit_tail, weight)
+            fitted, iterations[group], converged[group] = _fit_poles(
+                h[rows[group]], start, pairs, reals, fit)
             out[group, : 2 * pairs + reals] = np.concatenate(
                 [fitted, np.conj(fitted[:, :pairs])], axis=1)
 
-    map_chunks(fit, len(batches), 1)
-    return out
+    map_chunks(run, len(batches), 1)
+    return out, {"iterations": iterations, "converged": converged}
 
 
-def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_iter: int,
-               tail_weight: float, limit_tail: bool = True,
-               weight: np.ndarray | None = None) -> np.ndarray:
+def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _Settings
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
-    weighted tail energy, from ``poles`` (stable); see the module notes for ``limit_tail``.
+    weighted tail energy, from ``poles`` (stable), with the trial points used and whether the
+    last stage each filter ran converged; see the module notes for ``limit_tail``.
     The stages judge fits by the projection; where its design is conditioned beyond
     `CHECK_COND` (at the start or the end) or its tail energy cancels to rounding (clustered
     poles with huge opposing residues), the fit kept is checked once more as the family will
     report it, with the residues `fit_residues` gives its poles (which may differ from the
     projection's where a design is nearly singular), and a filter it leaves worse than its
     start keeps the start."""
+    trials = np.zeros(h.shape[0], dtype=np.int64)
+    converged = np.ones(h.shape[0], dtype=bool)
     if poles.shape[1] == 0 or h.shape[1] - 1 <= 2 * pairs + reals:
-        return poles  # nothing to fit, or no more taps than unknowns
-    start = ModalProjection(h, pairs, reals, tail_weight, weight)
+        return poles, trials, converged  # nothing to fit, or no more taps than unknowns
+    weight, limit_tail = fit.weight, fit.limit_tail
+    start = ModalProjection(h, pairs, reals, fit.tail_weight, weight)
     x0 = start.parameters(poles)
     first = start.evaluate(x0, np.arange(h.shape[0]))
     allowed = np.sqrt(first.tail.value) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
     window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
-    weights = np.full(h.shape[0], float(tail_weight))
+    weights = np.full(h.shape[0], fit.tail_weight)
     suspect = ~(first.cond <= CHECK_COND) | first.tail.cancelled  # of the start or the fit
-    for _ in range(TAIL_STAGES if limit_tail else 1):
+    for _ in range(fit.tail_stages if limit_tail else 1):
         sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
-        x[pending] = levenberg_marquardt(sub, x[pending], max_iter=max_iter)[0]
+        x[pending], used, converged[pending] = levenberg_marquardt(sub, x[pending],
+                                                                   max_iter=fit.max_iter)
+        trials[pending] += used
         end = sub.evaluate(x[pending], np.arange(pending.size))
         held = np.einsum("bk,bk->b", end.res, end.res) <= window[pending]
         if limit_tail:
@@ -185,7 +250,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
         best[pending[held]] = x[pending[held]]
         suspect[pending[held]] |= ~(end.cond[held] <= CHECK_COND) | end.tail.cancelled[held]
         pending = pending[~held]
-        weights[pending] = np.maximum(weights[pending], TAIL_FLOOR) * TAIL_GROWTH
+        weights[pending] = np.maximum(weights[pending], fit.tail_floor) * fit.tail_growth
         if pending.size == 0:
             break
     moved = np.flatnonzero(np.any(best != x0, axis=1) & suspect)
@@ -196,7 +261,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, max_ite
         if limit_tail:
             worse |= after[1] > before[1] * (1 + 1e-9) + 1e-9 * np.linalg.norm(h[moved], axis=1)
         best[moved[worse]] = x0[moved[worse]]
-    return start.poles(best)  # the filters still pending keep their start
+    return start.poles(best), trials, converged  # filters still pending keep their start
 
 
 def _reported_errors(h: np.ndarray, poles: np.ndarray, weight: np.ndarray | None

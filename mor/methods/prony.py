@@ -40,82 +40,13 @@ is an option here, not the default.
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from mor.analysis.spectrum import hankel_svd
-from mor.fitting.least_squares import fit_residues
+from mor.methods.base import PoleMethod, register
 
-UNSTABLE = ("reflect", "drop", "keep")
-
-
-class PoleFamily:
-    """Models of any order from poles found per order, with least-squares residues.
-
-    ``find_poles(order, rows)`` returns the full (conjugate-closed) poles ``(F', order)`` of
-    the filters ``rows`` (NaN where a method found fewer).
-    """
-
-    name = ""
-
-    def __init__(self, h: np.ndarray, max_order: int, unstable: str, find_poles,
-                 hsv: np.ndarray | None = None, weight_filter: np.ndarray | None = None,
-                 tail_weight: float = 0.0):
-        if unstable not in UNSTABLE:
-            raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
-        size = h.shape[-1] - 1
-        k = min(size, max_order + 1)
-        self.h, self.unstable, self._find_poles = h, unstable, find_poles
-        self._given_hsv, self._hsv_count = hsv, k
-        self.rank = np.full(h.shape[0], max_order)
-        self.d = h[:, 0].copy()
-        self.weight_filter = weight_filter  # residues fit the filtered error (modal's weight)
-        if not tail_weight >= 0:
-            raise ValueError(f"tail_weight must be >= 0, got {tail_weight!r}")
-        self.tail_weight = float(tail_weight)  # the tail's energy in the residue fit
-
-    @functools.cached_property
-    def hsv(self) -> np.ndarray:
-        """The leading Hankel singular values ``(F, k)`` for the AAK and BT figures, computed
-        when a figure or a tolerance search first asks (given ones are reused)."""
-        if self._given_hsv is not None:
-            return self._given_hsv[:, :self._hsv_count]
-        return hankel_svd(self.h, self._hsv_count, vectors=False)[0]
-
-    def model(self, orders: np.ndarray, which: np.ndarray | None = None):
-        """``(poles, residues, direct, conversion_error, poles_touched)`` in compact form."""
-        which = np.arange(self.d.shape[0]) if which is None else which
-        f = orders.shape[0]
-        width = int(orders.max(initial=0))
-        poles = np.zeros((f, width), dtype=np.complex128)
-        live = np.zeros((f, width), dtype=bool)
-        touched = np.zeros(f, dtype=np.int64)
-        for order in np.unique(orders):
-            idx = np.flatnonzero(orders == order)
-            if order == 0:
-                continue
-            full = self._find_poles(int(order), which[idx])  # NaN: fewer poles than order
-            found = np.isfinite(full)
-            outside = found & (np.abs(np.where(found, full, 0)) >= 1.0)
-            touched[idx] = outside.sum(axis=1)
-            if self.unstable == "reflect":
-                full = full.copy()
-                full[outside] = 1.0 / np.conj(full[outside])
-            keep = ~outside if self.unstable == "drop" else np.ones_like(outside)
-            # compact form: one member of each pair (positive imaginary part) and real poles
-            rep = keep & found & (full.imag >= 0)
-            for row, i in enumerate(idx):
-                chosen = full[row][rep[row]]
-                poles[i, : chosen.size] = chosen
-                live[i, : chosen.size] = True
-        residues, direct = fit_residues(self.h[which], poles, live,
-                                        weight_filter=self.weight_filter,
-                                        tail_weight=self.tail_weight)
-        return poles, residues, direct, np.zeros(f), touched
-
-
-class PencilFamily(PoleFamily):
+@register
+class PencilFamily(PoleMethod):
     """Matrix-pencil poles; see the module notes."""
 
     name = "pencil"
@@ -133,12 +64,13 @@ class PencilFamily(PoleFamily):
         def find_poles(order, rows):  # shift invariance: U[:-1] X = U[1:]
             return np.stack([np.linalg.eigvals(np.linalg.lstsq(u[:-1, :order], u[1:, :order],
                                                                rcond=None)[0])
-                             for u in left[rows]])
+                             for u in left[rows]]), {}
 
         return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
-class PronyFamily(PoleFamily):
+@register
+class PronyFamily(PoleMethod):
     """Classical Prony (linear prediction) poles; see the module notes."""
 
     name = "prony"
@@ -157,12 +89,13 @@ class PronyFamily(PoleFamily):
                 past = np.stack([g[order - j: g.size - j] for j in range(1, order + 1)], axis=1)
                 a = np.linalg.lstsq(past, -g[order:], rcond=None)[0]
                 out[r] = np.roots(np.concatenate([[1.0], a]))
-            return out
+            return out, {}
 
         return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
 
-class PadeFamily(PoleFamily):
+@register
+class PadeFamily(PoleMethod):
     """Robust Padé poles at infinity; see the module notes."""
 
     name = "pade"
@@ -179,7 +112,7 @@ class PadeFamily(PoleFamily):
             for r, i in enumerate(rows):
                 roots = _robust_pade_denominator(h[i], order, rank_rtol)
                 out[r, : roots.size] = roots
-            return out
+            return out, {}
 
         return cls(h, max_order, unstable, find_poles, tail_weight=tail_weight)
 
