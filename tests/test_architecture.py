@@ -22,15 +22,6 @@ pytest.importorskip("importlinter")
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "mor"
 
-# Imports that break the rules today and are being removed by the method-registry rewrite
-# (mor/methods/base.py); a failure made only of these says so, so it reads as known work
-# rather than a new regression. Delete an entry once its import is gone.
-PENDING = {
-    ("mor.methods.modal", "mor.drivers.reduction"):
-        "mor/methods/modal.py imports mor.drivers.reduction inside a function (upward); "
-        "it goes with the method registry (mor.methods.base.register)",
-}
-
 # Packages that may be imported inside a function: optional extras, or heavy to import
 # (``import mor`` stays fast and works without them). mor/cli.py may import anything inside
 # its commands: the CLI's start-up time.
@@ -84,24 +75,18 @@ def _cycles(graph) -> list[list[str]]:
     return found
 
 
-def _describe_cycle(graph, component: list[str]) -> tuple[str, set[tuple[str, str]]]:
-    """One concrete circle through the component, with file lines, and its edges."""
+def _describe_cycle(graph, component: list[str]) -> str:
+    """One concrete circle through the component, with file lines."""
     first = component[0]
     inside = set(component)
     step = next(m for m in sorted(graph.find_modules_directly_imported_by(first)) if m in inside)
     path = [first] + list(graph.find_shortest_chain(importer=step, imported=first))
-    edges = set(zip(path, path[1:]))
     parts = []
     for importer, imported in zip(path, path[1:]):
         lines = sorted(d["line_number"] for d in graph.get_import_details(
             importer=importer, imported=imported))
         parts.append(f"{importer} -> {imported} (l.{','.join(map(str, lines))})")
-    return "; ".join(parts), edges
-
-
-def _pending_note(edges: set[tuple[str, str]]) -> str:
-    known = [PENDING[e] for e in sorted(edges) if e in PENDING]
-    return ("\nKNOWN, PENDING: " + " | ".join(known)) if known else ""
+    return "; ".join(parts)
 
 
 def test_no_import_cycle():
@@ -111,11 +96,7 @@ def test_no_import_cycle():
     if not cycles:
         return
     described = [_describe_cycle(graph, c) for c in cycles]
-    edges = set().union(*(e for _, e in described))
-    only_pending = all(any(e in PENDING for e in es) for _, es in described)
-    head = ("only the known pending import(s) close a circle" if only_pending
-            else "import cycle(s) in mor")
-    pytest.fail(f"{head}:\n" + "\n".join(f"  {d}" for d, _ in described) + _pending_note(edges))
+    pytest.fail("import cycle(s) in mor:\n" + "\n".join(f"  {d}" for d in described))
 
 
 def _comment_lines(source: str) -> dict[int, str]:
@@ -193,18 +174,14 @@ def _lint_imports(src: Path, config: Path) -> subprocess.CompletedProcess:
     command = [str(exe)] if exe.exists() else [shutil.which("lint-imports") or "lint-imports"]
     env = dict(os.environ, PYTHONPATH=str(src))
     return subprocess.run(command + [str(config), "--no-cache", "--no-logo"], cwd=config.parent,
-                          env=env, capture_output=True, text=True, timeout=60)
+                          env=env, capture_output=True, text=True)
 
 
 def test_layers_contract_holds(tmp_path):
     """``lint-imports`` passes on an unmodified copy of the package."""
     done = _lint_imports(*_copy_package(tmp_path))
-    if done.returncode == 0:
-        return
-    broken = set(re.findall(r"^- (mor[\w.]*) -> (mor[\w.]*)", done.stdout, flags=re.M))
-    head = ("only the known pending upward import(s) break the layers"
-            if broken and broken <= set(PENDING) else "the layers contract is broken")
-    pytest.fail(f"{head}:{_pending_note(broken)}\n{done.stdout[-3000:]}{done.stderr[-2000:]}")
+    assert done.returncode == 0, ("the layers contract is broken:\n"
+                                  f"{done.stdout[-3000:]}{done.stderr[-2000:]}")
 
 
 def test_layers_contract_catches_an_upward_import(tmp_path):
