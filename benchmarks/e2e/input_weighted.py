@@ -73,12 +73,13 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import mor  # noqa: E402
-import mor.methods.modal as modal  # noqa: E402
 from corpus import load  # noqa: E402
 from train import load_model  # noqa: E402
 
 MODES = 8
 STARTS = ("balanced", "irka", "pencil")
+#: The large-budget fits' continuation: 20 stages from a tail weight of 1e-3, growing 10^0.25.
+LONG_CONTINUATION = {"tail_stages": 20, "tail_floor": 1e-3, "tail_growth": 10 ** 0.25}
 
 
 # ---------------------------------------------------------------------------- the metric
@@ -334,8 +335,6 @@ def main() -> None:
         base = mor.ModalSSM.from_compact(z["m8_poles"], z["m8_residues"], z["m8_direct"])
     cands["modal"] = [compact_one(base[i]) for i in range(count)]
     timing = {}
-    saved = (modal.TAIL_STAGES, modal.TAIL_FLOOR, modal.TAIL_GROWTH)
-    modal.TAIL_STAGES, modal.TAIL_FLOOR, modal.TAIL_GROWTH = 20, 1e-3, 10 ** 0.25
     fits = args.out / "fits.pkl"
     if fits.exists():
         cands, timing = pickle.loads(fits.read_bytes())
@@ -343,7 +342,7 @@ def main() -> None:
         for name, opts in (("big", {"tail_weight": 1e-3}),
                            ("notail", {"tail_weight": 0.0, "limit_tail": False})):
             t0 = time.perf_counter()
-            ssm = fit_modal(h, init, max_iter=100, **opts)
+            ssm = fit_modal(h, init, max_iter=100, **LONG_CONTINUATION, **opts)
             timing[f"{name}_{init}"] = time.perf_counter() - t0
             cands[f"{name}_{init}"] = [compact_one(ssm[i]) for i in range(count)]
             print(f"{name} from {init}: {timing[f'{name}_{init}']:.0f} s", flush=True)
@@ -366,13 +365,13 @@ def main() -> None:
         for i in range(count):
             w = toeplitz_weight(forms[i], args.weight_taps)
             init = picks["big"][i].split("_", 1)[1]
-            ssm = fit_modal(h[i], init, max_iter=100, tail_weight=1e-3, weight=w)
+            ssm = fit_modal(h[i], init, max_iter=100, tail_weight=1e-3, weight=w,
+                            **LONG_CONTINUATION)
             out.append(compact_one(ssm))
         timing["weighted"] = time.perf_counter() - t0
         cands["weighted"] = variants["weighted"] = out
         taps_of["weighted"] = np.stack([model_taps(*c, length) for c in out])
         print(f"weighted: {timing['weighted']:.0f} s", flush=True)
-    modal.TAIL_STAGES, modal.TAIL_FLOOR, modal.TAIL_GROWTH = saved
     j_cand = {k: j_of(t) for k, t in taps_of.items()}
     # jselect: least J after re-solving residues for J, over every candidate's poles (tails
     # free); jtail: the same over the tail-limited fits only, tails held to the fit's own
