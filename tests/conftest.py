@@ -1,28 +1,19 @@
-"""Test configuration: one BLAS/Numba thread, deterministic hypothesis, shared data."""
+"""Test configuration: deterministic hypothesis, shared data.
 
-import os
+One BLAS/Numba thread for the tests and the doctests alike: the root ``conftest.py``.
+"""
 
-for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_var, "1")
+from pathlib import Path
 
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from threadpoolctl import threadpool_limits  # noqa: E402
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
 
 settings.register_profile("mor", max_examples=25, deadline=None, derandomize=True,
                           suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("mor")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "hyena_filters.npz"
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
 
 
 @pytest.fixture(scope="session")
