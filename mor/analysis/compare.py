@@ -19,21 +19,58 @@ ERROR_CHUNK = 64
 
 @dataclass(frozen=True)
 class Comparison:
-    """Per-filter errors of a model against its filter (arrays of the batch shape).
+    r"""Per-filter errors of models against their filters, beside the bounds at their order.
+
+    Returned by `compare` (and found in ``mor.reduce(...).info``); every array has the batch
+    shape of the filters. ``print`` shows a table (all filters up to 20, else the first 10,
+    the last 5, the median and the maximum); `to_dict` gives JSON-ready lists.
 
     Attributes
     ----------
-    order : ndarray
+    order : ndarray of int
         McMillan degree ``d`` of each model.
-    l2, tail, hinf : ndarray
-        The relative errors of `mor.conventions`.
+    l2 : ndarray
+        ``||h - h_hat||_2 / ||h||_2`` over the ``L`` taps.
+    tail : ndarray
+        ``||h_hat[L:]||_2 / ||h||_2``: what the model emits after the filter has ended
+        (``inf`` for an unstable model).
+    hinf : ndarray
+        ``max_w |H(e^{iw}) - H_hat(e^{iw})| / max_w |H(e^{iw})|`` with the model's full
+        (infinite) response.
     aak : ndarray
-        ``sigma_{d+1} / max|H|``: the least ``hinf`` any model of order ``d`` can have.
+        ``sigma_{d+1} / max |H|``: the least ``hinf`` any model of order ``d`` can have
+        (``0`` for ``d >= L - 1``).
     bt_bound : ndarray
-        ``2 sum_{i>d} sigma_i / max|H|``: what balanced truncation of order ``d`` guarantees
+        ``2 sum_{i>d} sigma_i / max |H|``: what balanced truncation of order ``d`` guarantees
         (certified from the leading values when the spectrum was not computed in full).
     peak : ndarray
-        ``max |H|``, the scale of the relative ``hinf`` figures.
+        ``max |H|``, the scale of the relative ``hinf``, ``aak`` and ``bt_bound`` figures.
+
+    See Also
+    --------
+    compare : Computes it.
+
+    error_bounds : The bounds for every order.
+
+    Notes
+    -----
+    Relative figures are absolute for a zero filter (`mor.conventions`). ``hinf`` never lies
+    below ``aak`` (up to the accuracy of the frequency search): a model reported below it
+    would be a bug.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import mor
+    >>> k = np.arange(64)
+    >>> h = 0.5**k * np.cos(0.3 * k)
+    >>> errors = mor.compare(h, mor.reduce(h, 1))  # an order-2 filter at order 1
+    >>> print(errors.columns)
+    ('order', 'l2', 'tail', 'hinf', 'aak', 'bt_bound')
+    >>> print(f"aak {errors.aak:.4f} <= hinf {errors.hinf:.4f} <= bt {errors.bt_bound:.4f}")
+    aak 0.0146 <= hinf 0.0219 <= bt 0.0292
+    >>> sorted(errors.to_dict())
+    ['aak', 'bt_bound', 'hinf', 'l2', 'order', 'peak', 'tail']
     """
 
     order: np.ndarray
@@ -70,13 +107,88 @@ class Comparison:
 
 
 def compare(h, ssm: ModalSSM) -> Comparison:
-    """Errors of the models ``ssm`` against the FIR filters ``h`` (same batch shape).
+    r"""Achieved errors of models against FIR filters, beside the AAK bound at their order.
 
-    ``l2`` and ``tail`` follow the filter's ``L`` taps; ``hinf`` is the peak of
-    ``|H - H_hat|`` over the unit circle with ``H_hat`` the model's full response (exact grid
-    plus refinement near the peaks and the model's sharpest poles), relative to ``max |H|``;
-    ``aak`` is ``sigma_{d+1}/max|H|`` at the model's order ``d``. All relative figures are
-    absolute for a zero filter.
+    For a filter ``h[0..L-1]`` (transfer function ``H(z) = sum_k h[k] z^{-k}``) and a model
+    ``H_hat`` of order ``d`` (impulse response ``h_hat``, infinite), with ``sigma_i`` the
+    Hankel singular values of ``h``:
+
+    .. math::
+
+        \mathrm{l2} = \frac{\|h - \hat h\|_{2,[0,L)}}{\|h\|_2}, \quad
+        \mathrm{tail} = \frac{\|\hat h\|_{2,[L,\infty)}}{\|h\|_2}, \quad
+        \mathrm{hinf} = \frac{\max_\omega |H(e^{i\omega}) - \hat H(e^{i\omega})|}
+        {\max_\omega |H(e^{i\omega})|} \;\ge\;
+        \mathrm{aak} = \frac{\sigma_{d+1}}{\max_\omega |H(e^{i\omega})|} .
+
+    The last inequality is the AAK theorem [1]: no model of order ``d`` has a smaller
+    ``hinf``; ``hinf / aak`` says how far a model is from that floor.
+
+    Parameters
+    ----------
+    h : array_like, shape (..., L)
+        Real FIR filters.
+    ssm : ModalSSM
+        Models of the same batch shape ``(...)`` (e.g. from `mor.reduce`).
+
+    Returns
+    -------
+    Comparison
+        ``order``, ``l2``, ``tail``, ``hinf``, ``aak``, ``bt_bound`` and ``peak`` per filter;
+        prints as a table.
+
+    Raises
+    ------
+    ValueError
+        If ``h`` is not a real finite array of shape ``(..., L)`` or the batch shapes of
+        ``h`` and ``ssm`` differ.
+
+    See Also
+    --------
+    mor.reduce : Models with these errors already in their ``info``.
+
+    error_bounds : The AAK and balanced-truncation bounds for every order.
+
+    mor.select_order : The smallest order whose achieved error meets a tolerance.
+
+    Notes
+    -----
+    ``l2`` and ``tail`` are exact (the tail from the model's Gramian in closed form, see
+    `ModalSSM.tail_norm`). ``hinf`` is the peak of ``|H - H_hat|`` on the unit circle: an
+    FFT grid exact for the filter, refined by golden-section search near the largest samples
+    and at the angles of the model's sharpest poles, where a resonance can peak between grid
+    points. All relative figures are absolute for a zero filter. Large batches are processed
+    in chunks of 64 filters.
+
+    References
+    ----------
+    .. [1] V. M. Adamjan, D. Z. Arov and M. G. Krein, "Analytic properties of Schmidt pairs for
+       a Hankel operator and the generalized Schur-Takagi problem," *Math. USSR-Sbornik*,
+       vol. 15, no. 1, pp. 31-73, 1971.
+
+    Examples
+    --------
+    Balanced truncation of four Hyena-like filters to order 8 lies between the AAK floor and
+    the balanced-truncation bound:
+
+    >>> import numpy as np
+    >>> import mor
+    >>> from mor.demo import hyena_like_filters
+    >>> filters = hyena_like_filters(4, 256)
+    >>> errors = mor.compare(filters, mor.reduce(filters, 8))
+    >>> errors.order
+    array([8, 8, 8, 8])
+    >>> print(bool(np.all(errors.aak <= errors.hinf)), bool(np.all(errors.hinf <= errors.bt_bound)))
+    True True
+    >>> print(str(errors).splitlines()[0])
+    filter  order         l2       tail       hinf        aak   bt_bound
+
+    A filter of order 2 is reproduced exactly at order 2:
+
+    >>> k = np.arange(64)
+    >>> h = 0.5**k * np.cos(0.3 * k)
+    >>> print(float(mor.compare(h, mor.reduce(h, 2)).l2) < 1e-12)
+    True
     """
     h = as_filters(h)
     if ssm.shape != h.shape[:-1]:
