@@ -246,6 +246,7 @@ def _choose(results: list[ModalSSM], names, norm: str, by_tol: bool) -> dict[str
         ok = ~red.info["failed"]
         err = np.asarray(red.info[norm], dtype=float)
         met = red.info.get("met_tol", ok) if by_tol else ok
+        # with tol the smallest order wins and the error breaks ties (errors are below 1e6)
         score[j] = np.where(ok & met, err + (red.order * 1e6 if by_tol else 0.0), np.inf)
         unmet[j] = np.where(ok, err, np.inf)  # kept unmet models ("best"): the smaller error
     best = np.where(np.isfinite(score).any(axis=0), np.argmin(score, axis=0),

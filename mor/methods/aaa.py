@@ -43,7 +43,10 @@ import scipy.linalg.lapack
 from mor.methods._aaa_kernels import aaa_greedy, real_points
 from mor.methods.base import PoleMethod, register
 
+#: A pole is a Froissart doublet (dropped) where its residue is below this, relative to max |f|.
 FROISSART_RTOL = 1e-13
+#: Poles whose imaginary part is below this (relative, at least absolute) are made real.
+REAL_RTOL = 1e-10
 _SQRT2 = np.sqrt(2.0)
 _dggev = scipy.linalg.lapack.dggev
 
@@ -57,6 +60,21 @@ class AAAFamily(PoleMethod):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
                  samples: int | None = None, tail_weight: float = 1.0) -> "AAAFamily":
+        """AAA models of flat FIR filters ``h`` ``(F, L)`` up to ``max_order``.
+
+        Parameters
+        ----------
+        unstable : {"reflect", "drop", "keep"}
+            What to do with poles on or outside the unit circle (counted in
+            ``info["poles_touched"]``; with ``"keep"`` `mor.reduce` fails the filter unless
+            ``allow_unstable``).
+        samples : int, optional
+            Points on the unit circle (default ``next_fast_len(max(4 L, 256, 8 max_order))``, at
+            least ``4 max_order + 4``).
+        tail_weight : float
+            Weight of the model's tail after lag ``L`` in the residue fit (``1``: the taps
+            followed by zeros over all time; ``0``: the taps alone).
+        """
         m = scipy.fft.next_fast_len(max(4 * h.shape[-1], 256, 8 * max_order))
         if samples is not None:
             m = int(samples)
@@ -209,7 +227,7 @@ def _conjugate_closed(poles: np.ndarray) -> np.ndarray:
     has no conjugate partner), the surplus side's poles nearest the axis are taken as real
     too, so that the count is kept.
     """
-    near_real = np.abs(poles.imag) <= 1e-10 * np.maximum(np.abs(poles), 1.0)
+    near_real = np.abs(poles.imag) <= REAL_RTOL * np.maximum(np.abs(poles), 1.0)
     upper = poles[~near_real & (poles.imag > 0)]
     lower = poles[~near_real & (poles.imag < 0)]
     upper, lower = upper[np.argsort(-upper.imag)], lower[np.argsort(lower.imag)]

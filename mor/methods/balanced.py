@@ -81,7 +81,17 @@ class BalancedFamily(Method):
     def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
                  hankel_method: str = "auto", rtol: float = BT_RTOL) -> "BalancedFamily":
         """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states,
-        computed for `BT_CHUNK_BYTES` worth of singular vectors at a time."""
+        computed for `BT_CHUNK_BYTES` worth of singular vectors at a time.
+
+        Parameters
+        ----------
+        dc_match : bool
+            Singular perturbation instead of truncation: the DC gain matched (module notes).
+        hankel_method : {"auto", "dense", "krylov"}
+            How the Hankel SVD is computed (`mor.hankel_singular_values`).
+        rtol : float
+            Certified accuracy of the Krylov singular values, relative to ``sigma_1``.
+        """
         size = h.shape[-1] - 1
         keep = max_order
         if dc_match:
@@ -96,7 +106,8 @@ class BalancedFamily(Method):
 
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, dc_match: bool = False) -> "BalancedFamily":
-        """Balanced realisations of a flat `mor.StateSpace` batch."""
+        """Balanced realisations of a flat `mor.StateSpace` batch (square-root Gramian
+        factors); ``dc_match`` as for FIR filters."""
         n = sys.n_states
         lc, lo = sys.gramian_factors()
         s = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc, compute_uv=False)

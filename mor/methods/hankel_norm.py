@@ -123,9 +123,22 @@ class HankelNormFamily(Method):
                  ) -> "HankelNormFamily":
         """Families for flat FIR filters ``(F, L)``.
 
-        ``intermediate_order`` defaults to ``min(L - 1, max(2 d, d + 32))``; ``direct`` is
-        ``"hinf"`` (the direct term minimising the H-infinity error) or ``"keep"`` (the filter's
-        own ``h[0]``, better for the ``l2`` error over the taps).
+        Parameters
+        ----------
+        intermediate_order : int, optional
+            Order ``r`` of the balanced model approximated (step 1), in ``[max_order, L - 1]``;
+            default ``min(L - 1, max(2 d, d + 32))``. Its truncation tail is reported.
+        direct : {"hinf", "keep"}
+            ``"hinf"``: the direct term minimising the H-infinity error (step 5); ``"keep"``:
+            the filter's own ``h[0]``, better for the ``l2`` error over the taps.
+        hankel_method : {"auto", "dense", "krylov"}
+            How the Hankel SVD is computed (`mor.hankel_singular_values`).
+        rtol : float
+            Certified accuracy of the Krylov singular values, relative to ``sigma_1``.
+
+        Notes
+        -----
+        ``info`` adds ``truncation_tail`` and ``glover_bound`` (`bounds`).
         """
         size = h.shape[-1] - 1
         r = min(size, max(2 * max_order, max_order + 32)) if intermediate_order is None else (
@@ -141,7 +154,8 @@ class HankelNormFamily(Method):
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, direct: str = "hinf"
                         ) -> "HankelNormFamily":
-        """Families for a flat `mor.StateSpace` batch (its whole balanced realisation)."""
+        """Families for a flat `mor.StateSpace` batch (its whole balanced realisation, no
+        truncation tail); ``direct`` as for FIR filters."""
         balanced = BalancedFamily.from_statespace(sys, sys.n_states)
         return cls(balanced, freq.DenseResponse(sys.a, sys.b, sys.c, sys.d),
                    np.zeros(sys.d.shape[0]), direct)

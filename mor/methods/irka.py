@@ -38,6 +38,10 @@ from mor.methods.balanced import BalancedFamily
 from mor.methods.base import PoleMethod, register
 
 
+#: Pencil eigenvalues whose imaginary part is below this (relative to the modulus) are real.
+PAIR_RTOL = 1e-8
+
+
 @register
 class IrkaFamily(PoleMethod):
     """TF-IRKA poles started from balanced truncation; see the module notes."""
@@ -47,6 +51,22 @@ class IrkaFamily(PoleMethod):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, max_iter: int = 50,
                  rtol: float = 1e-8, unstable: str = "reflect") -> "IrkaFamily":
+        """TF-IRKA models of flat FIR filters ``h`` ``(F, L)`` up to ``max_order``.
+
+        Parameters
+        ----------
+        max_iter : int
+            Iterations at most (50).
+        rtol : float
+            Stop when no interpolation point moves more than this, relative.
+        unstable : {"reflect", "drop", "keep"}
+            Poles of the final model on or outside the unit circle: reflected, dropped or kept.
+
+        Notes
+        -----
+        ``info`` reports per filter ``iterations`` and ``converged`` (the points settled within
+        ``rtol`` before ``max_iter`` or a breakdown of the pencil).
+        """
         start = BalancedFamily.from_fir(h, max_order)
 
         def find_poles(order, rows):
@@ -121,7 +141,7 @@ def _conjugate_closed(eig: np.ndarray | None) -> np.ndarray | None:
     """Eigenvalues of a pencil that is real up to rounding, made exactly conjugate-closed."""
     if eig is None:
         return None
-    tiny = 1e-8 * np.maximum(np.abs(eig), 1e-300)
+    tiny = PAIR_RTOL * np.maximum(np.abs(eig), 1e-300)
     real = eig[np.abs(eig.imag) <= tiny].real
     upper = eig[eig.imag > tiny]
     lower = eig[eig.imag < -tiny]

@@ -60,6 +60,9 @@ MAX_CHUNK = 64
 #: checked with the residues of `fit_residues`; below it the two least-squares solutions
 #: agree to about ``cond * eps`` and the projection's verdict stands.
 CHECK_COND = 1e6
+#: Slack of the tail hold and of the never-worse checks, relative (and times ``||h||``,
+#: absolute): a fit may match its start's tail and error to rounding.
+HOLD_RTOL = 1e-9
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
     start = ModalProjection(h, pairs, reals, fit.tail_weight, weight)
     x0 = start.parameters(poles)
     first = start.evaluate(x0, np.arange(h.shape[0]))
-    allowed = np.sqrt(first.tail.value) * (1 + 1e-9) + 1e-9 * np.linalg.norm(h, axis=1)
+    allowed = np.sqrt(first.tail.value) * (1 + HOLD_RTOL) + HOLD_RTOL * np.linalg.norm(h, axis=1)
     window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
     weights = np.full(h.shape[0], fit.tail_weight)
@@ -259,7 +262,8 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
         after = _reported_errors(h[moved], start.poles(best[moved]), weight)
         worse = after[0] > before[0]
         if limit_tail:
-            worse |= after[1] > before[1] * (1 + 1e-9) + 1e-9 * np.linalg.norm(h[moved], axis=1)
+            worse |= after[1] > before[1] * (1 + HOLD_RTOL) + HOLD_RTOL * np.linalg.norm(
+                h[moved], axis=1)
         best[moved[worse]] = x0[moved[worse]]
     return start.poles(best), trials, converged  # filters still pending keep their start
 

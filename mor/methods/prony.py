@@ -55,6 +55,21 @@ class PencilFamily(PoleMethod):
     def from_fir(cls, h: np.ndarray, max_order: int, *, pencil: int | None = None,
                  unstable: str = "reflect", hankel_method: str = "auto",
                  tail_weight: float = 0.0) -> "PencilFamily":
+        """Matrix-pencil models of flat FIR filters ``h`` ``(F, L)`` up to ``max_order``.
+
+        Parameters
+        ----------
+        pencil : int, optional
+            Size ``P`` of the square data Hankel matrix, in ``[max(order, 1), (L-1)//2 + 1]``
+            (default ``(L - 1) // 2``).
+        unstable : {"reflect", "drop", "keep"}
+            Poles on or outside the unit circle: reflected, dropped or kept (counted in
+            ``info["poles_touched"]``).
+        hankel_method : {"auto", "dense", "krylov"}
+            How the singular vectors are computed (`mor.hankel_singular_values`).
+        tail_weight : float
+            Weight of the model's tail after lag ``L`` in the residue fit (module notes).
+        """
         size = (h.shape[-1] - 1) // 2 if pencil is None else int(pencil)
         if not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or size < 1:
             raise ValueError(f"the pencil parameter must lie in [max(order, 1), (L-1)//2 + 1], "
@@ -78,6 +93,16 @@ class PronyFamily(PoleMethod):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
                  tail_weight: float = 0.0) -> "PronyFamily":
+        """Prony models of flat FIR filters ``h`` ``(F, L)`` up to ``max_order`` (needs
+        ``L >= 2 max_order + 1``).
+
+        Parameters
+        ----------
+        unstable : {"reflect", "drop", "keep"}
+            Poles on or outside the unit circle: reflected, dropped or kept.
+        tail_weight : float
+            Weight of the model's tail after lag ``L`` in the residue fit (module notes).
+        """
         if 2 * max_order > h.shape[-1] - 1:
             raise ValueError(f"Prony of order {max_order} needs at least {2 * max_order + 1} "
                              f"taps, got {h.shape[-1]}")
@@ -103,6 +128,19 @@ class PadeFamily(PoleMethod):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, unstable: str = "reflect",
                  rank_rtol: float = 1e-13, tail_weight: float = 0.0) -> "PadeFamily":
+        """Robust Padé models of flat FIR filters ``h`` ``(F, L)`` up to ``max_order`` (needs
+        ``L >= 2 max_order + 1``).
+
+        Parameters
+        ----------
+        unstable : {"reflect", "drop", "keep"}
+            Poles on or outside the unit circle: reflected, dropped or kept.
+        rank_rtol : float
+            The Toeplitz matrix counts as rank deficient (the degree is lowered) where its
+            smallest singular value is below this, relative to the largest.
+        tail_weight : float
+            Weight of the model's tail after lag ``L`` in the residue fit (module notes).
+        """
         if 2 * max_order > h.shape[-1] - 1:
             raise ValueError(f"Padé of order {max_order} needs at least {2 * max_order + 1} "
                              f"taps, got {h.shape[-1]}")
