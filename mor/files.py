@@ -20,22 +20,70 @@ TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 
 
 def read_filters(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
-    """Filters from ``path``, as a float64 array of shape ``(..., L)``.
+    """Read long-convolution filters from a model file, as float64 of shape ``(..., L)``.
 
     Parameters
     ----------
-    path : str or path
-        A ``.npy``, ``.npz``, ``.safetensors`` or torch state-dict file.
+    path : str or os.PathLike
+        A ``.npy``, ``.npz``, ``.safetensors`` or torch state-dict file (``.pt``, ``.pth``,
+        ``.bin``, ``.ckpt``; the latter need the ``torch`` extra and are read with
+        ``weights_only=True``; a checkpoint's ``"state_dict"`` entry is used where present).
     key : str, optional
-        The array's name, or a glob matching several arrays of one shape (stacked in sorted
-        name order). Optional for ``.npy`` and for files holding a single array (or an array
-        named ``filters``).
+        The array's name, or a glob (`fnmatch` syntax, e.g. ``"layers.*.filter"``) matching
+        several arrays of one shape, stacked along a new leading (layer) axis in sorted name
+        order. Optional for ``.npy`` (which takes none) and for files holding a single array
+        or an array named ``filters``.
+
+    Returns
+    -------
+    ndarray, shape (..., L)
+        The filters, float64, last axis the taps; one more leading axis where ``key`` matched
+        several arrays.
 
     Raises
     ------
+    FileNotFoundError
+        If ``path`` does not exist.
     ValueError
-        For an unknown suffix, a missing key (the available ones are listed), arrays of
-        different shapes under one glob, a non-real or 0-d array, or a corrupt file.
+        For an unknown suffix, a missing key (the available ones are listed), a key given for
+        a ``.npy`` file, arrays of different shapes under one glob, a non-real or 0-d array,
+        or a corrupt file.
+    ImportError
+        For a torch state dict without torch installed.
+
+    See Also
+    --------
+    mor.distill : Distil the filters read, model-wide.
+
+    mor.hankel_singular_values : Their Hankel spectra.
+
+    Notes
+    -----
+    Names are sorted as strings: ``"layers.10.filter"`` comes before ``"layers.2.filter"``;
+    give zero-padded names or read the layers one by one where the order matters. Nothing is
+    unpickled (``allow_pickle=False``; torch files with ``weights_only=True``).
+
+    Examples
+    --------
+    >>> import pathlib
+    >>> import tempfile
+    >>> import numpy as np
+    >>> import mor
+    >>> rng = np.random.default_rng(0)
+    >>> arrays = {f"layers.{i}.filter": rng.standard_normal((4, 128)) for i in range(3)}
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     path = pathlib.Path(folder) / "model.npz"
+    ...     np.savez(path, **arrays, **{"layers.0.bias": np.zeros(4)})
+    ...     filters = mor.read_filters(path, key="layers.*.filter")
+    ...     second = mor.read_filters(path, key="layers.1.filter")
+    ...     mor.read_filters(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+        ...
+    ValueError: ...model.npz: holds 4 arrays; pass a key (one of ['layers.0.bias', ...])
+    >>> filters.shape, filters.dtype
+    ((3, 4, 128), dtype('float64'))
+    >>> print(np.array_equal(filters[1], second))
+    True
     """
     path = Path(path)
     if not path.exists():
