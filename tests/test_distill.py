@@ -91,8 +91,77 @@ def test_shards_resume_and_request_check(tmp_path, model):
         distill(model, 5, chunk_size=4, shard_dir=tmp_path)
     again = distill(model, 5, chunk_size=4, shard_dir=tmp_path, resume=True)
     np.testing.assert_array_equal(first.bank.compact()[0], again.bank.compact()[0])
-    with pytest.raises(ValueError, match="different request"):
+    with pytest.raises(ValueError, match="different settings.*order 5 there, 6 now"):
         distill(model, 6, chunk_size=4, shard_dir=tmp_path, resume=True)
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, model):
+    """A shard folder written by distill(model, 5, chunk_size=4), and its files' contents."""
+    folder = tmp_path_factory.mktemp("shards")
+    distill(model, 5, chunk_size=4, shard_dir=folder)
+    return folder, {p.name: p.read_bytes() for p in folder.iterdir()}
+
+
+def _no_reduction(*args, **kwargs):
+    raise AssertionError("a filter was reduced before the shard folder was checked")
+
+
+@pytest.mark.parametrize("setting, change", [
+    ("chunk_size", {"chunk_size": 3}),
+    ("chunk_size", {"chunk_size": 6}),
+    ("order", {"order": 6}),
+    ("modes", {"order": None, "modes": 3}),
+    ("tol", {"order": None, "tol": 1e-2}),
+    ("method", {"method": "balanced"}),
+    ("norm", {"norm": "hinf"}),
+    ("max_order", {"max_order": 12}),
+    ("on_fail", {"on_fail": "best"}),
+    ("filters", {"taps": "other"}),
+    ("shape", {"taps": "fewer"}),
+])
+def test_resume_refuses_shards_of_other_settings(shards, model, monkeypatch, setting, change):
+    """Resuming with other settings says which differ, before any work (not a silent redo)."""
+    from mor.drivers import distillation
+
+    folder, before = shards
+    monkeypatch.setattr(distillation, "_distill_chunk", _no_reduction)
+    args = {"taps": "same", "order": 5, "chunk_size": 4}
+    args.update(change)
+    taps = {"same": model, "other": model + 1e-12 * (np.arange(160) == 7),
+            "fewer": model[:2]}[args.pop("taps")]
+    with pytest.raises(distillation.ShardMismatch,
+                       match=rf"different settings \(.*\b{setting}[ :]") as caught:
+        distill(taps, args.pop("order"), shard_dir=folder, resume=True, **args)
+    assert isinstance(caught.value, ValueError) and setting in caught.value.differences
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_resume_with_the_same_settings_reads_every_shard(shards, model, monkeypatch):
+    from mor.drivers import distillation
+
+    folder, before = shards
+    monkeypatch.setattr(distillation, "_distill_chunk", _no_reduction)
+    again = distill(model, 5, chunk_size=4, shard_dir=folder, resume=True)
+    assert again.bank.shape == (3, 4) and np.all(again.bank.order == 5)
+    manifest = json.loads((folder / "manifest.json").read_text())["settings"]
+    assert manifest["chunk_size"] == 4 and manifest["order"] == 5
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_shard_folder_misuse_is_refused_before_work(tmp_path, shards, model, monkeypatch):
+    from mor.drivers import distillation
+
+    monkeypatch.setattr(distillation, "_distill_chunk", _no_reduction)
+    with pytest.raises(ValueError, match="resume=True needs shard_dir"):
+        distill(model, 5, resume=True)
+    with pytest.raises(distillation.ShardMismatch, match=r"already holds shards .*\(3 chunk files\)"):
+        distill(model, 5, chunk_size=4, shard_dir=shards[0])
+    bare = tmp_path / "bare"  # shards without a manifest: nothing says what they are
+    bare.mkdir()
+    (bare / "chunk_000000000_000000004.npz").write_bytes(b"")
+    with pytest.raises(distillation.ShardMismatch, match="no manifest.json"):
+        distill(model, 5, chunk_size=4, shard_dir=bare, resume=True)
 
 
 def test_killed_cli_run_resumes(tmp_path):
