@@ -144,6 +144,34 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     -------
     Distillation
         ``bank`` (a `ModalSSM` of the batch shape) and ``report``.
+
+    Raises
+    ------
+    ValueError
+        For invalid filters (shape, dtype), sizes, methods or options (checked before any
+        filter is reduced), shards of other settings, and with ``on_fail="raise"`` the first
+        filter that fails (by its index in the batch).
+
+    See Also
+    --------
+    mor.reduce : one batch, in this process.
+    mor.torch.distill_module : the long convolutions of a torch model swapped for recurrences.
+
+    Examples
+    --------
+    Two layers of three filters, each at 4 compact modes (the GPU state size), with the best
+    of balanced truncation and Hankel-norm approximation kept per filter:
+
+    >>> import mor
+    >>> from mor.demo import hyena_like_filters
+    >>> filters = hyena_like_filters(6, 256).reshape(2, 3, 256)
+    >>> out = mor.distill(filters, modes=4)
+    >>> print(out.bank.shape, out.bank.modes.max())
+    (2, 3) 4
+    >>> print(sorted(set(out.report.columns["method"].ravel())) <= ["balanced", "hankel"])
+    True
+    >>> print([row["filters"] for row in out.report.summary_rows()])
+    [3, 3]
     """
     candidates = _candidates(method, options)
     if on_fail not in ON_FAIL:
