@@ -13,6 +13,8 @@ def causal_fft_conv(u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
     """
     length = u.shape[-1]
     h = h[..., :length]
+    if length == 0:  # an empty sequence (no FFT of size 0): the empty output, broadcast
+        return (u.float() * h.float()).to(u.dtype)
     n = 2 * length
     y = torch.fft.irfft(torch.fft.rfft(u.float(), n=n) * torch.fft.rfft(h.float(), n=n), n=n)
     return y[..., :length].to(u.dtype)
