@@ -18,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mor.torch import _validate
 from mor.torch._conv import headwise_fft_conv, outer_products
 from mor.torch.recurrence import ModalRecurrence
 
@@ -27,6 +28,14 @@ class HeadwiseModalRecurrence(nn.Module):
 
     def __init__(self, heads: ModalRecurrence):
         super().__init__()
+        if not isinstance(heads, ModalRecurrence):
+            raise TypeError(f"heads must be a ModalRecurrence (one filter per head), got "
+                            f"{type(heads).__name__}; build the layer with from_ssm(bank)")
+        identity = torch.arange(heads.channels, device=heads.channel_map.device)
+        if heads.channel_map.numel() != heads.lam.shape[0] \
+                or not torch.equal(heads.channel_map, identity):
+            raise ValueError("heads must have one filter per head (channel_map = arange(H)): "
+                             "head-wise steps do not share filters between heads")
         self.heads = heads  # one filter per head
 
     @classmethod
@@ -36,6 +45,7 @@ class HeadwiseModalRecurrence(nn.Module):
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Whole sequences by FFT convolution of the outer products (memory ``B H N^2 L``)."""
+        self._check(q, k, v)
         return self._convolve(q, outer_products(k, v))
 
     def _convolve(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
@@ -43,11 +53,14 @@ class HeadwiseModalRecurrence(nn.Module):
         return headwise_fft_conv(q, kv, h)
 
     def init_state(self, batch: int, dim: int) -> torch.Tensor:
+        batch = _validate.integer("batch", batch, minimum=0)
+        dim = _validate.integer("dim", dim)
         return torch.zeros(batch, self.heads.channels, self.heads.modes, dim, dim, 2,
-                           device=self.heads.lam.device)
+                           device=self.heads.lam.device, dtype=self.heads.lam.dtype)
 
     def prefill(self, q, k, v) -> tuple[torch.Tensor, torch.Tensor]:
         """Outputs (``forward``) and the state ``S_n = sum_s lambda_n^{T-1-s} k[s] v[s]^T``."""
+        self._check(q, k, v)
         op = self.heads._chunk_operators(k.shape[-1])  # (H, m, T) powers lambda^{T-1-s}
         kv = outer_products(k, v)  # once, for the outputs and the state
         sr = torch.einsum("bhijt,hmt->bhmij", kv, op["wr"])
@@ -61,6 +74,9 @@ class HeadwiseModalRecurrence(nn.Module):
         and updated in place (``S <- lambda S + k v^T``, one fused pass): no temporaries of the
         state's size.
         """
+        heads = self.heads
+        _validate.headwise_step(q_t, k_t, v_t, state, heads.channels, heads.modes,
+                                heads.lam.dtype, heads.lam.device)
         b, h, n = k_t.shape
         lam = torch.view_as_complex(self.heads.lam)  # (H, m)
         res = torch.view_as_complex(self.heads.res)
@@ -71,3 +87,10 @@ class HeadwiseModalRecurrence(nn.Module):
         y = torch.einsum("bhi,bhij->bhj", q_t.float(), read)
         torch.addcmul(kv.to(s.dtype)[:, :, None], s, lam[:, :, None, None], out=s)
         return y.to(q_t.dtype)
+
+    def _check(self, q, k, v) -> None:
+        dims = ("batch", "heads", "head_dim", "length")
+        for name, t in (("q", q), ("k", k), ("v", v)):
+            _validate.activation(name, t, dims, (None, self.heads.channels, None, None),
+                                 self.heads.lam.device)
+        _validate.same_shapes(("q", "k", "v"), (q, k, v), dims)

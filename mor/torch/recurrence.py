@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from mor.systems.modal import ModalSSM
+from mor.torch import _validate
 from mor.torch._conv import causal_fft_conv
 
 #: Kernels longer than this are materialised with float64 powers (then cast to float32).
@@ -39,6 +40,7 @@ class ModalRecurrence(nn.Module):
     def __init__(self, poles: torch.Tensor, residues: torch.Tensor, direct: torch.Tensor,
                  channel_map: torch.Tensor):
         super().__init__()
+        _check_parameters(poles, residues, direct, channel_map)
         # float64 masters (for kernels of any length) and float32 working copies. A pole at 0
         # (padding) gets log = -1e4: lambda^0 = 1 and lambda^k = 0 for k >= 1, exactly.
         poles = poles.to(torch.complex128)
@@ -56,6 +58,7 @@ class ModalRecurrence(nn.Module):
                              persistent=False)
         self._kernels: dict = {}
         self._operators: dict = {}
+        self._channels, self._state_tail = self.channels, (self.modes, 2)  # checked by step
 
     @classmethod
     def from_ssm(cls, bank: ModalSSM, channel_map=None) -> "ModalRecurrence":
@@ -64,6 +67,8 @@ class ModalRecurrence(nn.Module):
         ``channel_map`` (``(C,)`` ints) gives each channel's filter (MultiHyena: channels of a
         head share its filter); by default channel ``c`` uses filter ``c``.
         """
+        if not isinstance(bank, ModalSSM):
+            raise TypeError(f"bank must be a mor.ModalSSM, got {type(bank).__name__}")
         if len(bank.shape) != 1:
             raise ValueError(f"bank must hold one filter per row, shape (F,), got {bank.shape}")
         if not np.all(bank.is_stable()):
@@ -72,7 +77,12 @@ class ModalRecurrence(nn.Module):
         f = bank.shape[0]
         if poles.shape[1] == 0:  # order-0 filters only: one dead mode keeps shapes static
             poles, residues = np.zeros((f, 1), complex), np.zeros((f, 1), complex)
+        if isinstance(channel_map, torch.Tensor):
+            channel_map = channel_map.detach().cpu().numpy()
         mapping = np.arange(f) if channel_map is None else np.asarray(channel_map)
+        if mapping.dtype == bool or not np.issubdtype(mapping.dtype, np.integer):
+            raise TypeError(f"channel_map must hold integer filter indices, got dtype "
+                            f"{mapping.dtype}")
         if mapping.ndim != 1 or mapping.size == 0 or mapping.min() < 0 or mapping.max() >= f:
             raise ValueError(f"channel_map must be a non-empty 1-D array of filter indices in "
                              f"[0, {f}), got {mapping}")
@@ -95,13 +105,15 @@ class ModalRecurrence(nn.Module):
         ``lambda^k = exp(k log lambda)``, in float32 up to ``FLOAT64_KERNEL_LENGTH`` taps and in
         float64 beyond (the phase error of ``k log lambda`` grows with ``k``).
         """
+        length = _validate.integer("length", length, minimum=0)
         key = (length, self.log_poles.device)
         if key not in self._kernels:
             wide = length > FLOAT64_KERNEL_LENGTH
             cdt = torch.complex128 if wide else torch.complex64
             log, res = self.log_poles.to(cdt), self.residues64.to(cdt)
             full = torch.empty(self.log_poles.shape[0], length, device=log.device)
-            full[:, 0] = self.direct
+            if length:
+                full[:, 0] = self.direct
             for start in range(1, length, _KERNEL_BLOCK):  # memory F * modes * block
                 k = torch.arange(start - 1, min(start - 1 + _KERNEL_BLOCK, length - 1),
                                  device=log.device, dtype=torch.float64 if wide else torch.float32)
@@ -119,7 +131,9 @@ class ModalRecurrence(nn.Module):
     # ------------------------------------------------------------------ prompts
     def init_state(self, batch: int) -> torch.Tensor:
         """A zero state ``(batch, C, modes, 2)`` in float32."""
-        return torch.zeros(batch, self.channels, self.modes, 2, device=self.lam.device)
+        batch = _validate.integer("batch", batch, minimum=0)
+        return torch.zeros(batch, self.channels, self.modes, 2, device=self.lam.device,
+                           dtype=self.lam.dtype)
 
     def prefill(self, u: torch.Tensor, mode: str = "chunked", chunk: int = DEFAULT_CHUNK
                 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -131,16 +145,18 @@ class ModalRecurrence(nn.Module):
         outputs and one Vandermonde product for the state: memory ``C * modes * T``),
         ``"recurrent"`` (token by token through :meth:`step`: the reference).
         """
+        _validate.choice("mode", mode, ("chunked", "fft", "recurrent"))
+        chunk = _validate.integer("chunk", chunk)
         self._check(u)
         if mode == "chunked":
             return self._prefill_chunked(u, chunk)
+        state = self.init_state(u.shape[0])
+        if u.shape[-1] == 0:  # an empty prompt: no output, the zero state (as "chunked")
+            return u.clone(), state
         if mode == "fft":
-            return self.forward(u), self._state_after(u.float(), self.init_state(u.shape[0]))
-        if mode == "recurrent":
-            state = self.init_state(u.shape[0])
-            ys = [self.step(u[..., t], state) for t in range(u.shape[-1])]
-            return torch.stack(ys, -1) if ys else u.clone(), state
-        raise ValueError(f"mode must be 'chunked', 'fft' or 'recurrent', got {mode!r}")
+            return self.forward(u), self._state_after(u.float(), state)
+        ys = [self.step(u[..., t], state) for t in range(u.shape[-1])]
+        return torch.stack(ys, -1), state
 
     def _chunk_operators(self, count: int) -> dict[str, torch.Tensor]:
         """Per-channel matrices for a block of ``count`` tokens (cached per size):
@@ -194,8 +210,11 @@ class ModalRecurrence(nn.Module):
         O(modes) per channel, no host synchronisation and static shapes (CUDA-graph
         capturable); a fused Triton kernel on CUDA when Triton is available.
         """
+        lam = self.lam
+        _validate.modal_step(u_t, state, self._channels, self._state_tail, lam.dtype,
+                             lam.device)
         if u_t.is_cuda and _triton_step is not None:
-            return _triton_step(u_t, state, self.lam, self.res, self.direct, self.channel_map)
+            return _triton_step(u_t, state, lam, self.res, self.direct, self.channel_map)
         return self._step_eager(u_t, state)
 
     def _step_eager(self, u_t: torch.Tensor, state: torch.Tensor) -> torch.Tensor:
@@ -211,9 +230,8 @@ class ModalRecurrence(nn.Module):
         return y.to(u_t.dtype)
 
     def _check(self, u: torch.Tensor) -> None:
-        if u.ndim != 3 or u.shape[1] != self.channels:
-            raise ValueError(f"u must have shape (batch, {self.channels}, length), got "
-                             f"{tuple(u.shape)}")
+        _validate.activation("u", u, ("batch", "channels", "length"), (None, self.channels, None),
+                             self.lam.device)
 
     def _apply(self, fn, *args, **kwargs):
         """Moves follow ``fn``; dtype casts do not: poles, residues and direct terms keep their
@@ -228,6 +246,32 @@ class ModalRecurrence(nn.Module):
             return out if out.dtype == t.dtype else t.to(out.device)
 
         return super()._apply(move_only, *args, **kwargs)
+
+
+def _check_parameters(poles, residues, direct, channel_map) -> None:
+    """`ModalRecurrence`'s constructor arguments: ``(F, modes)`` poles and residues, ``(F,)``
+    direct terms, ``(C,)`` integer channel map into ``[0, F)``, poles inside the unit circle."""
+    for name, value in (("poles", poles), ("residues", residues), ("direct", direct),
+                        ("channel_map", channel_map)):
+        _validate.tensor(name, value)
+    _validate.shape("poles", poles, ("filters", "modes"), (None, None))
+    f, m = poles.shape
+    _validate.shape("residues", residues, ("filters", "modes"), (f, m))
+    _validate.shape("direct", direct, ("filters",), (f,))
+    _validate.shape("channel_map", channel_map, ("channels",), (None,))
+    if direct.is_complex():
+        raise TypeError(f"direct must be real, got {direct.dtype}")
+    if channel_map.dtype == torch.bool or channel_map.is_floating_point() \
+            or channel_map.is_complex():
+        raise TypeError(f"channel_map must hold integer filter indices, got {channel_map.dtype}")
+    if m == 0 or channel_map.numel() == 0:
+        raise ValueError(f"a layer needs at least one mode and one channel, got poles of shape "
+                         f"{(f, m)} and channel_map of shape {tuple(channel_map.shape)}")
+    if channel_map.min() < 0 or channel_map.max() >= f:
+        raise ValueError(f"channel_map must hold filter indices in [0, {f}), got "
+                         f"{channel_map.tolist()}")
+    if ((poles.abs() >= 1) & (residues != 0)).any():
+        raise ValueError("the bank has poles on or outside the unit circle")
 
 
 try:  # the fused decode kernel needs Triton (CUDA builds of torch ship it)
