@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from mor.torch import _validate
 from mor.torch._conv import causal_fft_conv, headwise_fft_conv, outer_products
 
 
@@ -51,9 +52,12 @@ class _FilterBank(nn.Module):
 
     def __init__(self, filters: torch.Tensor):
         super().__init__()
-        if filters.ndim != 2:
-            raise ValueError(f"filters must have shape ({self.rows}, L), got "
-                             f"{tuple(filters.shape)}")
+        _validate.tensor("filters", filters)
+        if filters.is_complex():
+            raise TypeError(f"filters must be real, got {filters.dtype}")
+        if filters.ndim != 2 or 0 in filters.shape:
+            raise ValueError(f"filters must have shape ({self.rows}, L) with at least one row "
+                             f"and one tap, got {tuple(filters.shape)}")
         self.register_buffer("h", filters.detach().to(torch.float32).contiguous())
         self._past: dict = {}
 
@@ -72,6 +76,26 @@ class _FilterBank(nn.Module):
         self._past = {}
         return super()._apply(fn, *args, **kwargs)
 
+    def _input(self, name: str, t, dims: tuple[str, ...]) -> None:
+        """An activation of shape ``dims`` whose second axis holds the filters' rows."""
+        _validate.activation(name, t, dims, (None, self.h.shape[0]) + (None,) * (len(dims) - 2),
+                             self.h.device)
+
+    def _cache(self, cache, dims: tuple[str, ...], sizes: tuple, given: str) -> None:
+        """A `RingCache` from ``init_state`` or ``prefill`` with a buffer of shape ``dims``."""
+        if not isinstance(cache, RingCache):
+            raise TypeError(f"cache must be the RingCache of init_state or prefill, got "
+                            f"{type(cache).__name__}")
+        buffer = cache.buffer
+        _validate.tensor("cache.buffer", buffer)
+        _validate.floating_dtype("cache.buffer.dtype", buffer.dtype)
+        _validate.shape("cache.buffer", buffer, dims, sizes, given)
+        _validate.device("cache.buffer", buffer, self.h.device, "the layer")
+        if isinstance(cache.position, bool) or not isinstance(cache.position, int) \
+                or not 0 <= cache.position < max(1, buffer.shape[-1]):
+            raise ValueError(f"cache.position must be an int in [0, {max(1, buffer.shape[-1])}), "
+                             f"got {cache.position!r}")
+
 
 class LongConv(_FilterBank):
     """``y[t] = sum_k h[k] u[t-k]`` per channel, with filters ``h`` of shape ``(C, L)``.
@@ -86,21 +110,29 @@ class LongConv(_FilterBank):
     rows = "channels"
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
+        self._input("u", u, ("batch", "channels", "length"))
         return causal_fft_conv(u, self.h)
 
     def init_state(self, batch: int, dtype: torch.dtype = torch.float32) -> RingCache:
         """An empty cache of ``L - 1`` past inputs per channel."""
+        batch = _validate.integer("batch", batch, minimum=0)
+        _validate.floating_dtype("dtype", dtype)
         return RingCache(torch.zeros(batch, self.h.shape[0], self.h.shape[1] - 1,
                                      device=self.h.device, dtype=dtype))
 
     def prefill(self, u: torch.Tensor, dtype: torch.dtype = torch.float32
                 ) -> tuple[torch.Tensor, RingCache]:
+        self._input("u", u, ("batch", "channels", "length"))
         cache = self.init_state(u.shape[0], dtype)
         cache.load(u)
         return self.forward(u), cache
 
     def step(self, u_t: torch.Tensor, cache: RingCache) -> torch.Tensor:
         """``y_t = h[0] u_t + sum_{k>=1} h[k] u[t-k]``; pushes ``u_t`` into ``cache``."""
+        self._input("u_t", u_t, ("batch", "channels"))
+        c, width = self.h.shape[0], self.h.shape[1] - 1
+        self._cache(cache, ("batch", "channels", "L - 1"), (u_t.shape[0], c, width),
+                    f" (u_t has shape {tuple(u_t.shape)})")
         past = cache.dot(self.past_taps(cache.buffer.dtype), "bck,ck->bc")
         y = self.h[:, 0] * u_t.float() + past.float()
         cache.push(u_t)
@@ -120,22 +152,37 @@ class HeadwiseLongConv(_FilterBank):
     rows = "heads"
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        self._qkv(q, k, v, ("batch", "heads", "head_dim", "length"))
         return headwise_fft_conv(q, outer_products(k, v), self.h)
+
+    def _qkv(self, q, k, v, dims: tuple[str, ...]) -> None:
+        names = ("q", "k", "v") if len(dims) == 4 else ("q_t", "k_t", "v_t")
+        for name, t in zip(names, (q, k, v)):
+            self._input(name, t, dims)
+        _validate.same_shapes(names, (q, k, v), dims)
 
     def init_state(self, batch: int, dim: int, dtype: torch.dtype = torch.float32
                    ) -> RingCache:
         """An empty cache of the last ``L - 1`` keys and values: ``(B, H, 2, N, L - 1)``."""
+        batch = _validate.integer("batch", batch, minimum=0)
+        dim = _validate.integer("dim", dim)
+        _validate.floating_dtype("dtype", dtype)
         return RingCache(torch.zeros(batch, self.h.shape[0], 2, dim, self.h.shape[1] - 1,
                                      device=self.h.device, dtype=dtype))
 
     def prefill(self, q, k, v, dtype: torch.dtype = torch.float32
                 ) -> tuple[torch.Tensor, RingCache]:
+        self._qkv(q, k, v, ("batch", "heads", "head_dim", "length"))
         cache = self.init_state(k.shape[0], k.shape[2], dtype)
         cache.load(torch.stack([k, v], 2))
         return self.forward(q, k, v), cache
 
     def step(self, q_t, k_t, v_t, cache: RingCache) -> torch.Tensor:
         """One token (``q_t, k_t, v_t``: ``(B, H, N)``); pushes ``k_t, v_t`` into ``cache``."""
+        self._qkv(q_t, k_t, v_t, ("batch", "heads", "head_dim"))
+        b, h, n = k_t.shape
+        self._cache(cache, ("batch", "heads", "2", "head_dim", "L - 1"),
+                    (b, h, 2, n, self.h.shape[1] - 1), f" (k_t has shape {tuple(k_t.shape)})")
         q = q_t.float()
         now = self.h[:, 0, None] * (q * k_t.float()).sum(-1)[..., None] * v_t.float()
         keys, values = cache.buffer[:, :, 0], cache.buffer[:, :, 1]
