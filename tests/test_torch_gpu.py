@@ -66,3 +66,21 @@ def test_prefill_modes_on_the_gpu():
     assert _rel(y_chunk, y_fft) < 1e-5 and _rel(s_chunk, s_fft) < 1e-5
     y_rec, s_rec = layer.prefill(u[..., :300], mode="recurrent")
     assert _rel(y_rec, y_fft[..., :300]) < 1e-5
+
+
+def test_step_checks_on_the_gpu():
+    """The fused step's checks (metadata only): devices, state dtype and layout, batch."""
+    layer = mt.ModalRecurrence.from_ssm(_bank(16, 8)).cuda()
+    u, state = torch.randn(2, 16, device="cuda"), layer.init_state(2)
+    with pytest.raises(ValueError, match="state is on cpu"):
+        layer.step(u, state.cpu())
+    with pytest.raises(ValueError, match="u_t is on cpu"):
+        layer.step(u.cpu(), state)
+    with pytest.raises(TypeError, match="state must be float32"):
+        layer.step(u, state.bfloat16())
+    with pytest.raises(ValueError, match="contiguous"):
+        layer.step(u, layer.init_state(4)[::2])
+    with pytest.raises(ValueError, match=r"\(1, 16\)"):
+        layer.step(u[:1], state)
+    y = layer.step(u.t().contiguous().t(), state)  # a non-contiguous input is fine
+    assert y.shape == (2, 16) and torch.isfinite(y).all()
