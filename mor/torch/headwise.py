@@ -24,7 +24,71 @@ from mor.torch.recurrence import ModalRecurrence
 
 
 class HeadwiseModalRecurrence(nn.Module):
-    """Head-wise modal recurrence on ``q, k, v`` of shape ``(B, H, N, L)``."""
+    r"""MultiHyena's head-wise layer as a modal recurrence (``q, k, v``: ``(B, H, N, T)``).
+
+    Per head, with the compact modes ``lambda_n``, ``R_n`` and direct term ``h_0`` of its
+    filter and head dimension ``N``, the convolved signal is the outer product
+    ``k[t] v[t]^T`` and the output is read against ``q[t]``:
+
+    .. math::
+
+        y[t] = q[t]^T \Big(\mathrm{Re} \sum_n R_n S_n[t] + h_0\, k[t] v[t]^T\Big),
+        \qquad S_n[t+1] = \lambda_n S_n[t] + k[t] v[t]^T,
+
+    that is ``y[t]_j = sum_i q_i[t] sum_{s<=t} h[t-s] k_i[s] v_j[s]``, the exact
+    `HeadwiseLongConv` with the filter ``h`` of the modes. The state has shape
+    ``(B, H, modes, N, N, 2)`` in float32; a token costs ``O(modes N^2)`` per head instead of
+    ``O(L N)``. Build it with `from_ssm`.
+
+    Parameters
+    ----------
+    heads : ModalRecurrence
+        One filter per head (``channel_map = arange(H)``).
+
+    Raises
+    ------
+    TypeError
+        If ``heads`` is not a `ModalRecurrence`.
+    ValueError
+        If ``heads`` shares filters between channels (its ``channel_map`` is not
+        ``arange(H)``).
+
+    See Also
+    --------
+    HeadwiseLongConv : The exact layer it replaces.
+
+    ModalRecurrence : The channel-wise form, which holds the filters.
+
+    distill_module : Puts this layer where a layer says ``headwise = True``.
+
+    References
+    ----------
+    .. [1] S. Massaroli, M. Poli, D. Y. Fu, et al., "Laughing Hyena Distillery: Extracting
+       compact recurrences from convolutions," in *Advances in Neural Information Processing
+       Systems 36 (NeurIPS 2023)*, 2023 (MultiHyena).
+
+    Examples
+    --------
+    Two heads of dimension 3; whole sequences, then a prompt and one token at a time:
+
+    >>> import torch
+    >>> import mor
+    >>> import mor.torch as mt
+    >>> from mor.demo import hyena_like_filters
+    >>> layer = mt.HeadwiseModalRecurrence.from_ssm(mor.reduce(hyena_like_filters(2, 128), 8))
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> q, k, v = (torch.randn(1, 2, 3, 64, generator=generator) for _ in range(3))
+    >>> y = layer(q, k, v)
+    >>> y.shape
+    torch.Size([1, 2, 3, 64])
+    >>> y_prompt, state = layer.prefill(q[..., :40], k[..., :40], v[..., :40])
+    >>> state.shape[:2], state.shape[3:]
+    (torch.Size([1, 2]), torch.Size([3, 3, 2]))
+    >>> steps = [layer.step(q[..., t], k[..., t], v[..., t], state) for t in range(40, 64)]
+    >>> error = torch.cat([y_prompt, torch.stack(steps, -1)], -1) - y
+    >>> print(bool(error.abs().max() < 1e-5 * y.abs().max()))
+    True
+    """
 
     def __init__(self, heads: ModalRecurrence):
         super().__init__()
@@ -40,7 +104,7 @@ class HeadwiseModalRecurrence(nn.Module):
 
     @classmethod
     def from_ssm(cls, bank) -> "HeadwiseModalRecurrence":
-        """From a bank with one filter per head (shape ``(H,)``)."""
+        """From a bank with one filter per head (shape ``(H,)``): `ModalRecurrence.from_ssm`."""
         return cls(ModalRecurrence.from_ssm(bank))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

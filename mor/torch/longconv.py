@@ -98,13 +98,47 @@ class _FilterBank(nn.Module):
 
 
 class LongConv(_FilterBank):
-    """``y[t] = sum_k h[k] u[t-k]`` per channel, with filters ``h`` of shape ``(C, L)``.
+    """The exact long convolution ``y[t] = sum_k h[k] u[t-k]`` per channel, filters ``(C, L)``.
 
-    ``forward`` convolves by FFT; ``prefill`` returns the outputs and a `RingCache` of the last
-    ``L - 1`` inputs (float32 by default: exact; a bfloat16 cache halves its memory and
-    traffic but rounds inputs and taps to bfloat16); ``step`` reads the cache once, O(L) per
-    token (the cost a recurrence removes). It follows the protocol of
-    `mor.torch.distill_module`: ``long_filter()`` returns ``h``.
+    ``forward`` convolves ``u`` of shape ``(B, C, T)`` by FFT (float32); ``prefill`` returns
+    the outputs and a `RingCache` of the last ``L - 1`` inputs (float32 by default: exact; a
+    bfloat16 cache halves its memory and traffic but rounds inputs and taps to bfloat16);
+    ``step`` reads the cache once, ``O(L)`` per token (the cost a recurrence removes). It
+    follows the protocol of `mor.torch.distill_module`: ``long_filter()`` returns ``h``.
+
+    Parameters
+    ----------
+    filters : torch.Tensor, shape (C, L)
+        Real taps ``h`` per channel, kept as a float32 buffer.
+
+    Raises
+    ------
+    TypeError
+        If ``filters`` is not a real tensor.
+    ValueError
+        If ``filters`` is not of shape ``(C, L)`` with ``C, L >= 1``.
+
+    See Also
+    --------
+    ModalRecurrence : The recurrence that replaces it.
+
+    distill_module : Does the replacement in a model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> import mor.torch as mt
+    >>> from mor.demo import hyena_like_filters
+    >>> conv = mt.LongConv(torch.from_numpy(hyena_like_filters(4, 256)))
+    >>> u = torch.randn(2, 4, 256, generator=torch.Generator().manual_seed(0))
+    >>> y = conv(u)
+    >>> y_prompt, cache = conv.prefill(u[..., :200])  # outputs and the last L - 1 inputs
+    >>> steps = [conv.step(u[..., t], cache) for t in range(200, 256)]  # O(L) per token
+    >>> error = torch.cat([y_prompt, torch.stack(steps, -1)], -1) - y
+    >>> print(bool(error.abs().max() < 1e-5 * y.abs().max()))
+    True
+    >>> conv.long_filter().shape
+    torch.Size([4, 256])
     """
 
     rows = "channels"
@@ -140,12 +174,58 @@ class LongConv(_FilterBank):
 
 
 class HeadwiseLongConv(_FilterBank):
-    """MultiHyena's exact head-wise layer: ``y[t]_j = sum_i q_i[t] sum_s h[t-s] k_i[s] v_j[s]``
-    on ``q, k, v`` of shape ``(B, H, N, L)``, one filter per head (``(H, L)``).
+    r"""MultiHyena's exact head-wise layer, one long filter per head.
 
-    ``step`` reads the cached keys and values once, like attention with a KV cache but with
-    the scores weighted by the filter: O(L N) per head and token. ``headwise = True`` tells
+    On ``q, k, v`` of shape ``(B, H, N, T)`` with head dimension ``N`` and filters ``h`` of
+    shape ``(H, L)``:
+
+    .. math::
+
+        y[t]_j = \sum_i q_i[t] \sum_{s \le t} h[t-s]\, k_i[s]\, v_j[s] .
+
+    ``forward`` convolves the outer products ``k v^T`` by FFT; ``step`` reads the cached keys
+    and values once, like attention with a KV cache but with the scores weighted by the
+    filter: ``O(L N)`` per head and token. ``headwise = True`` tells
     `mor.torch.distill_module` to put a `HeadwiseModalRecurrence` in its place.
+
+    Parameters
+    ----------
+    filters : torch.Tensor, shape (H, L)
+        Real taps ``h`` per head, kept as a float32 buffer.
+
+    Raises
+    ------
+    TypeError
+        If ``filters`` is not a real tensor.
+    ValueError
+        If ``filters`` is not of shape ``(H, L)`` with ``H, L >= 1``.
+
+    See Also
+    --------
+    HeadwiseModalRecurrence : The recurrence that replaces it.
+
+    LongConv : The channel-wise long convolution.
+
+    References
+    ----------
+    .. [1] S. Massaroli, M. Poli, D. Y. Fu, et al., "Laughing Hyena Distillery: Extracting
+       compact recurrences from convolutions," in *Advances in Neural Information Processing
+       Systems 36 (NeurIPS 2023)*, 2023 (MultiHyena).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import mor.torch as mt
+    >>> from mor.demo import hyena_like_filters
+    >>> layer = mt.HeadwiseLongConv(torch.from_numpy(hyena_like_filters(2, 128)))
+    >>> generator = torch.Generator().manual_seed(0)
+    >>> q, k, v = (torch.randn(1, 2, 3, 64, generator=generator) for _ in range(3))
+    >>> y = layer(q, k, v)
+    >>> y_prompt, cache = layer.prefill(q[..., :40], k[..., :40], v[..., :40])
+    >>> steps = [layer.step(q[..., t], k[..., t], v[..., t], cache) for t in range(40, 64)]
+    >>> error = torch.cat([y_prompt, torch.stack(steps, -1)], -1) - y
+    >>> print(bool(error.abs().max() < 1e-5 * y.abs().max()))
+    True
     """
 
     headwise = True
