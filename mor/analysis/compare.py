@@ -178,7 +178,8 @@ def compare(h, ssm: ModalSSM) -> Comparison:
     >>> errors = mor.compare(filters, mor.reduce(filters, 8))
     >>> errors.order
     array([8, 8, 8, 8])
-    >>> print(bool(np.all(errors.aak <= errors.hinf)), bool(np.all(errors.hinf <= errors.bt_bound)))
+    >>> print(bool(np.all(errors.aak <= errors.hinf)),
+    ...       bool(np.all(errors.hinf <= errors.bt_bound)))
     True True
     >>> print(str(errors).splitlines()[0])
     filter  order         l2       tail       hinf        aak   bt_bound

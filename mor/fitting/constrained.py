@@ -136,7 +136,7 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | None = N
     >>> info = refitted.info
     >>> print(bool(np.all(info["metric"] <= info["metric_before"])))
     True
-    >>> print(bool(np.all(info["tail"] <= info["tail_allowed"] * (1 + 1e-9))))
+    >>> print(bool(np.all(info["tail"] <= info["tail_allowed"] * (1 + 1e-6))))
     True
 
     The output error on one input signal ``u``: ``F`` is the causal convolution by ``u``
