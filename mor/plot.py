@@ -40,7 +40,24 @@ def _median_band(ax: Axes, x: np.ndarray, values: np.ndarray, label: str, **styl
     return line
 
 
-def hankel_spectrum(h, *, max_order: int = 64, ax: Axes | None = None):
+def _index_labels(batch: tuple[int, ...], index) -> list[str]:
+    """``"(i, j)"`` per filter of a batch, row-major: its position or the given ``index``."""
+    count = int(np.prod(batch, dtype=np.int64))
+    if index is not None:
+        rows = np.asarray(index, dtype=np.int64).reshape(count, -1)
+    elif batch:
+        rows = np.stack(np.unravel_index(np.arange(count), batch), axis=-1)
+    else:
+        rows = np.zeros((1, 0), dtype=np.int64)
+    return [str(tuple(int(i) for i in row)) if row.size else "the filter" for row in rows]
+
+
+def _named(labels: list[str], limit: int = 6) -> str:
+    more = len(labels) - limit
+    return ", ".join(labels[:limit]) + (f" and {more} more" if more > 0 else "")
+
+
+def hankel_spectrum(h, *, max_order: int = 64, flagged=None, index=None, ax: Axes | None = None):
     r"""Hankel spectrum decay with the AAK and balanced-truncation bounds per order.
 
     For every order ``d``: ``sigma_{d+1} / sigma_1`` (the spectrum itself, which is the AAK
@@ -48,29 +65,76 @@ def hankel_spectrum(h, *, max_order: int = 64, ax: Axes | None = None):
     ``sigma_1``) and ``2 sum_{i>d} sigma_i / sigma_1`` (what balanced truncation guarantees).
     A batch shows medians and 10–90 % bands.
 
+    Flagged filters (``flagged``, e.g. the ``failed`` column of a distillation report) are
+    left out of the medians and bands and drawn one by one in red, named by their index in the
+    legend. Filters with NaN or Inf taps have no spectrum: they are always flagged, and named
+    in the legend as not drawn. Filters of length 1 have no spectrum either (order 0 is
+    exact): the axes say so instead of raising.
+
     Parameters
     ----------
     h : array_like ``(..., L)``
         FIR filters.
     max_order : int
         Largest order shown (at most ``L - 2``).
+    flagged : array_like of bool, optional
+        Per filter (broadcast to the batch shape ``h.shape[:-1]``): draw it as flagged.
+    index : array_like of int ``(..., k)``, optional
+        Per filter, the index it is named by in the legend (e.g. its index in the whole model
+        when ``h`` is a sample of it); by default its index in ``h``.
     """
-    h = as_filters(h)
-    max_order = min(max_order, h.shape[-1] - 2)
-    bounds = error_bounds(h, max_order=max_order)
-    scale = np.where(bounds.hsv[..., :1] > 0, bounds.hsv[..., :1], 1.0)
-    orders = np.arange(max_order + 1)
+    raw = np.asarray(h)
+    if raw.ndim and np.issubdtype(raw.dtype, np.inexact) and not np.iscomplexobj(raw):
+        raw = np.where(np.isfinite(raw), raw, 0.0) if raw.size else raw
+    as_filters(raw)  # shape and dtype, with NaN and Inf taps set aside
+    values = np.asarray(h, dtype=np.float64)
+    batch, length = values.shape[:-1], values.shape[-1]
+    flat = values.reshape(-1, length)
+    finite = np.isfinite(flat).all(axis=-1)
+    flag = np.zeros(flat.shape[0], dtype=bool) if flagged is None else \
+        np.broadcast_to(np.asarray(flagged, dtype=bool), batch).reshape(-1)
+    labels = _index_labels(batch, index)
+    plain, marked, missing = finite & ~flag, finite & flag, ~finite
+    if int(max_order) < 0:
+        raise ValueError(f"max_order must be >= 0, got {max_order}")
+    max_order = min(int(max_order), length - 2)
     fig, ax = _new_axes(ax)
-    _median_band(ax, orders, bounds.aak / scale, r"$\sigma_{d+1}/\sigma_1$ (AAK lower bound)")
-    _median_band(ax, orders, bounds.bt / scale,
-                 r"$2\sum_{i>d}\sigma_i/\sigma_1$ (balanced truncation bound)", linestyle="--")
-    ax.set_yscale("log")
+    if length >= 2 and finite.any():
+        bounds = error_bounds(flat[finite], max_order=max_order)
+        scale = np.where(bounds.hsv[..., :1] > 0, bounds.hsv[..., :1], 1.0)
+        aak, bt = bounds.aak / scale, bounds.bt / scale
+        orders = np.arange(max_order + 1)
+        keep = plain[finite]
+        if keep.any():
+            _median_band(ax, orders, aak[keep], r"$\sigma_{d+1}/\sigma_1$ (AAK lower bound)")
+            _median_band(ax, orders, bt[keep],
+                         r"$2\sum_{i>d}\sigma_i/\sigma_1$ (balanced truncation bound)",
+                         linestyle="--")
+        named = [labels[i] for i in np.flatnonzero(marked)]
+        for j, row in enumerate(aak[~keep]):
+            ax.plot(orders, row, color="red", linewidth=0.8, alpha=0.8,
+                    label=f"flagged: {_named(named)}" if j == 0 else "_flagged")
+        ax.set_yscale("log")
+    else:
+        why = "L = 1: no Hankel spectrum (order 0 is exact)" if length < 2 else \
+            "no filter with finite taps to draw"
+        ax.text(0.5, 0.5, why, transform=ax.transAxes, ha="center", va="center")
+        if length < 2 and marked.any():
+            ax.plot([], [], linestyle="none", marker="x", color="red",
+                    label=f"flagged: {_named([labels[i] for i in np.flatnonzero(marked)])}")
+    if missing.any():
+        ax.plot([], [], linestyle="none", marker="x", color="red",
+                label=f"not drawn (NaN or Inf taps): "
+                      f"{_named([labels[i] for i in np.flatnonzero(missing)])}")
     ax.set_xlabel("order d")
     ax.set_ylabel(r"relative to $\sigma_1$")
-    count = int(np.prod(h.shape[:-1], dtype=np.int64))
-    ax.set_title(f"Hankel spectrum ({count} filter{'s' if count != 1 else ''}, L = {h.shape[-1]})")
+    count = flat.shape[0]
+    note = f", {int((marked | missing).sum())} flagged" if (marked | missing).any() else ""
+    ax.set_title(f"Hankel spectrum ({count} filter{'s' if count != 1 else ''}, L = {length}"
+                 f"{note})")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+    if ax.lines:
+        ax.legend(fontsize="small" if note else None)
     return fig, ax
 
 

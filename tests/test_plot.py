@@ -119,3 +119,49 @@ def test_hinf_vs_aak(batch):
     np.testing.assert_allclose(drawn[:, 0], red.info["aak"].ravel())
     np.testing.assert_allclose(drawn[:, 1], red.info["hinf"].ravel())
     assert np.all(drawn[:, 1] >= drawn[:, 0] * (1 - 1e-6))
+
+
+def test_hankel_spectrum_draws_flagged_filters_apart(batch):
+    """Flagged filters leave the median and band and are drawn in red, named by index; a filter
+    with NaN taps cannot be drawn and is named as such (no ValueError)."""
+    h = batch.copy()
+    h[1, 2, 9] = np.nan
+    flagged = np.zeros((2, 3), dtype=bool)
+    flagged[0, 1] = True
+    fig, ax = plot.hankel_spectrum(h, max_order=20, flagged=flagged)
+    _renders(fig)
+    plain = np.ones((2, 3), dtype=bool)
+    plain[0, 1] = plain[1, 2] = False
+    bounds = mor.error_bounds(batch[plain], max_order=20)
+    _, y = ax.lines[0].get_data()
+    np.testing.assert_allclose(y, np.median(bounds.aak / bounds.hsv[:, :1], axis=0))
+    labels = [line.get_label() for line in ax.lines]
+    assert labels[2] == "flagged: (0, 1)" and ax.lines[2].get_color() == "red"
+    one = mor.error_bounds(batch[0, 1], max_order=20)
+    np.testing.assert_allclose(ax.lines[2].get_data()[1], one.aak / one.hsv[0])
+    assert labels[3] == "not drawn (NaN or Inf taps): (1, 2)"
+    assert "2 flagged" in ax.get_title()
+    assert {t.get_text() for t in ax.get_legend().get_texts()} >= set(labels[2:])
+
+
+def test_hankel_spectrum_names_filters_by_the_given_index(batch):
+    h = batch[1].copy()
+    h[2, 0] = np.inf
+    fig, ax = plot.hankel_spectrum(h, max_order=10, index=[[1, 0], [1, 1], [1, 2]])
+    assert ax.lines[-1].get_label().endswith(": (1, 2)")
+
+
+@pytest.mark.parametrize("h", [np.ones((3, 1)), np.full((2, 4), np.nan), np.array([np.nan])])
+def test_hankel_spectrum_without_anything_to_draw(h):
+    """Filters of length 1 (order 0 is exact) or only non-finite filters: said, not raised."""
+    fig, ax = plot.hankel_spectrum(h, flagged=np.ones(h.shape[:-1], dtype=bool))
+    _renders(fig)
+    _labelled(ax)
+    said = " ".join(t.get_text() for t in ax.texts)
+    assert ("L = 1" in said) if h.shape[-1] == 1 else ("no filter" in said)
+    assert ax.get_legend() is not None and "flagged" in ax.get_title()
+
+
+def test_hankel_spectrum_checks_max_order(batch):
+    with pytest.raises(ValueError, match="max_order"):
+        plot.hankel_spectrum(batch, max_order=-1)
