@@ -1,8 +1,16 @@
-"""The ``mor`` command: ``demo``, ``hsv`` and ``distill``."""
+"""The ``mor`` command: ``demo``, ``hsv`` and ``distill``.
+
+Everything a command will write (``--out``, ``--report``, ``--shards``, ``--plot``) and every
+combination of flags is checked before the work starts. An error is one line on stderr,
+``Error: ...``, naming the flag: exit status 2 for a wrong command line (click's usage errors,
+which print the usage line before it), 1 for a failure while working. ``mor --debug ...``
+shows the Python traceback instead.
+"""
 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from pathlib import Path
 
@@ -13,83 +21,189 @@ import numpy as np
 # only matplotlib (mor.plot) and dask are left to the commands that need them.
 import mor
 from mor.demo import run_demo
+from mor.drivers.distillation import ShardMismatch, shard_files
 from mor.drivers.distillation import distill as run_distillation
 from mor.files import read_filters
 
 SPECTRUM_FILTERS_PER_LAYER = 64  # the report's spectrum plot samples this many per layer
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+class _Group(click.Group):
+    """Turns an exception of a command into a one-line error (the traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug"):
+                raise
+            raise _one_line(exc) from None
+
+
+def _one_line(exc: Exception) -> click.ClickException:
+    """``Error: ...`` on one line: the message of a user error (bad input, a file that cannot be
+    read or written, a missing extra), or an internal error pointing at --debug."""
+    if isinstance(exc, OSError) and exc.strerror:
+        text = f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    elif isinstance(exc, MemoryError):
+        text = "out of memory"
+    else:
+        text = str(exc) or type(exc).__name__
+    text = " ".join(text.split())
+    if not isinstance(exc, (ValueError, OSError, ImportError, MemoryError)):
+        text = (f"internal error ({type(exc).__name__}: {text}); please report it with the "
+                "traceback that 'mor --debug ...' shows")
+    return click.ClickException(text)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show the Python traceback of an error.")
+def main(debug: bool) -> None:
     """Long FIR filters to compact state-space models."""
 
 
+def _check_writable(path: str, flag: str, *, folder: bool = False) -> None:
+    """Fail now, naming ``flag``, where ``path`` could not be written after the work: the
+    folder that will hold it (``folder``: the folder itself) is created and a file tried there."""
+    target = Path(path)
+    where = target if folder else target.parent
+    if not folder and target.is_dir():
+        raise click.BadParameter(f"{path} is a folder, not a file", param_hint=f"'{flag}'")
+    for parent in (where, *where.parents):
+        if parent.exists():
+            if not parent.is_dir():
+                raise click.BadParameter(f"cannot write {path}: {parent} is a file, not a folder",
+                                         param_hint=f"'{flag}'")
+            break
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=where):
+            pass
+    except OSError as exc:
+        raise click.BadParameter(f"cannot write {path}: {exc.strerror or exc}",
+                                 param_hint=f"'{flag}'") from None
+
+
+def _parse_orders(ctx, param, value: str) -> tuple[int, ...]:
+    try:
+        orders = tuple(int(o) for o in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a comma-separated list of integers") \
+            from None
+    return orders
+
+
 @main.command()
-@click.option("--filters", default=32, show_default=True, help="Number of filters.")
-@click.option("--length", default=512, show_default=True, help="Filter length L.")
-@click.option("--orders", default="4,8,16,32", show_default=True,
-              help="Comma-separated orders to reduce to.")
-def demo(filters: int, length: int, orders: str) -> None:
+@click.option("--filters", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Number of filters.")
+@click.option("--length", type=click.IntRange(min=3), default=512, show_default=True,
+              help="Filter length L.")
+@click.option("--orders", default="4,8,16,32", show_default=True, callback=_parse_orders,
+              help="Comma-separated orders to reduce to (each 1 to L - 2).")
+def demo(filters: int, length: int, orders: tuple[int, ...]) -> None:
     """Spectrum, reductions and errors beside the bounds on the embedded Hyena-like filters."""
-    run_demo(filters, length, tuple(int(o) for o in orders.split(",")), out=click.echo)
+    wrong = [d for d in orders if not 1 <= d <= length - 2]
+    if wrong:
+        raise click.BadParameter(f"orders must lie in 1 .. L - 2 = {length - 2} for --length "
+                                 f"{length}, got {', '.join(map(str, wrong))}",
+                                 param_hint="'--orders'")
+    run_demo(filters, length, orders, out=click.echo)
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", help="Array name or glob in INPUT (npz, safetensors, state dict).")
-@click.option("-k", "count", default=64, show_default=True, help="Singular values per filter.")
+@click.option("-k", "count", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Singular values per filter (at least 1).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False),
               help="Write the spectrum plot (PNG) here.")
 def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> None:
     """Hankel singular values of the filters in INPUT: per-layer decay, optionally plotted."""
+    if plot_path:
+        _check_writable(plot_path, "--plot")
     h = read_filters(input_path, key)
+    if h.shape[-1] < 2:
+        raise click.ClickException(f"{input_path}: filters of length {h.shape[-1]} have no "
+                                   "Hankel spectrum (order 0 is exact)")
     layers = _as_layers(h)
     count = min(count, h.shape[-1] - 1)
-    values = mor.hankel_singular_values(layers, count)
+    finite = np.isfinite(h).all(axis=-1)  # filters with NaN or Inf taps are left out, by index
+    if not finite.any():
+        raise click.ClickException(f"{input_path}: every filter has NaN or Inf taps")
+    values = np.full(h.shape[:-1] + (count,), np.nan)
+    values[finite] = mor.hankel_singular_values(h[finite], count)
+    values = values.reshape(layers.shape[:2] + (count,))
     rel = values / np.where(values[..., :1] > 0, values[..., :1], 1.0)
-    shown = [d for d in (4, 8, 16, 32, 64, 128) if d < count]
+    shown = [d for d in (4, 8, 16, 32, 64, 128) if d < count] or list(range(1, count))
     click.echo(f"{layers.shape[0]} layer(s) x {layers.shape[1]} filters, L = {h.shape[-1]}; "
                "median sigma_(d+1)/sigma_1 (worst filter):")
+    if not finite.all():
+        bad = [str(tuple(int(i) for i in j)) for j in np.argwhere(~np.atleast_1d(finite))]
+        click.echo(f"  {len(bad)} filter(s) with NaN or Inf taps left out: {', '.join(bad[:8])}"
+                   + (" ..." if len(bad) > 8 else ""))
     for layer in range(layers.shape[0]):
-        cells = [f"d={d}: {np.median(rel[layer, :, d]):.2e} ({rel[layer, :, d].max():.1e})"
-                 for d in shown]
+        if np.isnan(values[layer, :, 0]).all():
+            click.echo(f"  layer {layer}: no filter with finite taps")
+            continue
+        cells = [f"d={d}: {np.nanmedian(rel[layer, :, d]):.2e} ({np.nanmax(rel[layer, :, d]):.1e})"
+                 for d in shown] or [f"sigma_1 {np.nanmedian(values[layer, :, 0]):.2e} (median)"]
         click.echo(f"  layer {layer}: " + "  ".join(cells))
     if plot_path:
-        _spectrum_figure(layers, count - 1).savefig(plot_path, dpi=100)
+        _spectrum_figure(h, count - 1).savefig(plot_path, dpi=100)
         click.echo(f"wrote {plot_path}")
 
 
 @main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", help="Array name or glob in INPUT (npz, safetensors, state dict).")
-@click.option("--order", type=int, help="McMillan degree of every model.")
-@click.option("--modes", type=int, help="Compact modes (GPU state size) of every model.")
-@click.option("--tol", type=float, help="Relative error tolerance (smallest order meeting it).")
+@click.option("--order", type=click.IntRange(min=0), help="McMillan degree of every model.")
+@click.option("--modes", type=click.IntRange(min=1),
+              help="Compact modes (GPU state size) of every model.")
+@click.option("--tol", type=click.FloatRange(min=0, min_open=True),
+              help="Relative error tolerance (smallest order meeting it).")
 @click.option("--norm", type=click.Choice(["l2", "hinf"]), default="l2", show_default=True)
 @click.option("--method", type=click.Choice(["auto", "balanced", "hankel"]), default="auto",
               show_default=True)
-@click.option("--max-order", type=int, help="Largest order a --tol search tries (64).")
+@click.option("--max-order", type=click.IntRange(min=0),
+              help="Largest order a --tol search tries (64).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="bank.npz",
               show_default=True, help="The bank (mor.load reads it).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
               help="Folder for report.json and plots.")
-@click.option("--workers", default=1, show_default=True, help="Local worker processes.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Local worker processes.")
 @click.option("--scheduler", help="Address of a dask.distributed scheduler to run on.")
-@click.option("--chunk-size", default=64, show_default=True, help="Filters per task.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Filters per task.")
 @click.option("--shards", "shard_dir", type=click.Path(file_okay=False),
               help="Write finished chunks here as they come (for --resume).")
-@click.option("--resume", is_flag=True, help="Continue from the chunks in --shards.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run whose chunks are in --shards (same settings).")
 @click.option("--export", type=click.Choice(["striped-hyena", "log-poles"]),
               help="Also write the bank in an inference engine's convention.")
 def distill(input_path, key, order, modes, tol, norm, method, max_order, out_path, report_dir,
             workers, scheduler, chunk_size, shard_dir, resume, export) -> None:
     """Distill every filter in INPUT into a modal bank, with a report."""
-    h = read_filters(input_path, key)
+    # everything that could fail after the work is checked first
     given = [o for o, v in (("--order", order), ("--modes", modes), ("--tol", tol))
              if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --order, --modes and --tol")
-    Path(out_path).parent.mkdir(parents=True, exist_ok=True)  # fail now, not after the work
+    if max_order is not None and tol is None:
+        raise click.UsageError("--max-order bounds a --tol search; give it with --tol only")
+    if resume and not shard_dir:
+        raise click.UsageError("--resume needs --shards: the folder of the run to continue")
+    if Path(out_path).resolve() == Path(input_path).resolve():
+        raise click.BadParameter("the bank would overwrite INPUT", param_hint="'--out'")
+    _check_writable(out_path, "--out")
+    if report_dir:
+        _check_writable(report_dir, "--report", folder=True)
+    if shard_dir:
+        _check_writable(shard_dir, "--shards", folder=True)
+        if not resume and shard_files(shard_dir):
+            raise _shards_exist(shard_dir)
     executor = None
     if scheduler:
         try:  # the dask extra is optional: only --scheduler needs it
@@ -98,11 +212,20 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
             raise click.ClickException("--scheduler needs the dask extra: "
                                        "pip install 'mor[dask]'") from exc
         executor = Client(scheduler).get_executor()
+    h = read_filters(input_path, key)
+    top = h.shape[-1] - 1
+    for flag, value in (("--order", order), ("--modes", modes), ("--max-order", max_order)):
+        if value is not None and value > top:
+            raise click.BadParameter(f"{value} is more than L - 1 = {top} for the filters of "
+                                     f"length {h.shape[-1]} in INPUT", param_hint=f"'{flag}'")
     start = time.perf_counter()
-    result = run_distillation(h, order, modes=modes, tol=tol, norm=norm, method=method,
-                              max_order=max_order, executor=executor, workers=workers,
-                              chunk_size=chunk_size, shard_dir=shard_dir, resume=resume,
-                              progress=True)
+    try:
+        result = run_distillation(h, order, modes=modes, tol=tol, norm=norm, method=method,
+                                  max_order=max_order, executor=executor, workers=workers,
+                                  chunk_size=chunk_size, shard_dir=shard_dir, resume=resume,
+                                  progress=True)
+    except ShardMismatch as exc:  # raised before any work: said with the flags
+        raise _shard_error(exc, shard_dir) from None
     elapsed = time.perf_counter() - start
     result.bank.save(out_path)
     click.echo(str(result.report))
@@ -116,6 +239,38 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
         click.echo(f"report written to {report_dir}")
 
 
+#: What the settings recorded in a shard folder are called on the command line.
+_SHARD_FLAGS = {"order": "--order", "modes": "--modes", "tol": "--tol", "norm": "--norm",
+                "method": "--method", "max_order": "--max-order", "chunk_size": "--chunk-size",
+                "shape": "the shape of the filters (INPUT, --key)",
+                "filters": "the filters' taps (INPUT, --key: same shape, other values)"}
+
+
+def _shards_exist(shard_dir: str) -> click.BadParameter:
+    return click.BadParameter(f"{shard_dir} already holds shards of an earlier run: add "
+                              "--resume to continue it, or give an empty folder",
+                              param_hint="'--shards'")
+
+
+def _shard_error(exc: ShardMismatch, shard_dir: str) -> click.ClickException:
+    """A `ShardMismatch` of the library, said with the command's flags."""
+    if exc.reason == "exists":
+        return _shards_exist(shard_dir)
+    if exc.reason != "settings":
+        return click.ClickException(" ".join(str(exc).split()))
+
+    def value(v):
+        return "not given" if v is None else v if isinstance(v, str) else json.dumps(v)
+
+    said = "; ".join(f"{_SHARD_FLAGS[k]}" if k == "filters" else
+                     f"{_SHARD_FLAGS.get(k, k + ' (a mor.distill argument)')} "
+                     f"{value(old)} there, {value(new)} now"
+                     for k, (old, new) in exc.differences.items())
+    return click.BadParameter(f"the shards in {shard_dir} were written with other settings "
+                              f"({said}): rerun with those settings, or give an empty --shards "
+                              "folder", param_hint="'--resume'")
+
+
 def _as_layers(h: np.ndarray) -> np.ndarray:
     """``(layers, filters, L)``: a flat batch is one layer; more leading axes are merged."""
     if h.ndim == 1:
@@ -125,20 +280,36 @@ def _as_layers(h: np.ndarray) -> np.ndarray:
     return h.reshape(h.shape[0], -1, h.shape[-1])
 
 
-def _spectrum_figure(layers: np.ndarray, max_order: int):
+def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None):
+    """Hankel spectra per layer of ``h``: a sample of ``SPECTRUM_FILTERS_PER_LAYER`` filters and
+    every flagged one (``flagged``, of the batch shape; filters with NaN or Inf taps too), drawn
+    as flagged and named by their index in ``h``."""
     # matplotlib (also behind mor.plot) only when a plot is asked for: the CLI's start-up time
     from matplotlib.figure import Figure
 
     from mor import plot  # (matplotlib: the CLI's start-up time)
 
+    layers = _as_layers(h)
+    batch, shape = h.shape[:-1], layers.shape[:2]
+    index = (np.stack(np.unravel_index(np.arange(np.prod(shape)), batch), axis=-1) if batch
+             else np.zeros((1, 0), dtype=np.int64)).reshape(shape + (len(batch),))
+    flag = np.zeros(shape, dtype=bool) if flagged is None else \
+        np.asarray(flagged, dtype=bool).reshape(shape)
+    flag = flag | ~np.isfinite(layers).all(axis=-1)
     cols = min(2, layers.shape[0])
     rows = -(-layers.shape[0] // cols)
     fig = Figure(figsize=(6 * cols, 3.5 * rows), layout="constrained")
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     step = max(1, layers.shape[1] // SPECTRUM_FILTERS_PER_LAYER)
     for layer, ax in enumerate(axes[: layers.shape[0]]):
-        plot.hankel_spectrum(layers[layer, ::step], max_order=max_order, ax=ax)
-        ax.set_title(f"layer {layer} ({layers[layer, ::step].shape[0]} filters)")
+        pick = np.zeros(layers.shape[1], dtype=bool)
+        pick[::step] = True
+        pick |= flag[layer]
+        plot.hankel_spectrum(layers[layer, pick], max_order=max_order, flagged=flag[layer, pick],
+                             index=index[layer, pick], ax=ax)
+        bad = int(flag[layer].sum())
+        ax.set_title(f"layer {layer} ({int(pick.sum())} of {layers.shape[1]} filters, "
+                     f"L = {h.shape[-1]}" + (f"; {bad} flagged" if bad else "") + ")")
     for ax in axes[layers.shape[0]:]:
         ax.set_visible(False)
     return fig
@@ -152,8 +323,9 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
     cols = result.report.columns
     layers = _as_layers(h)
     grid = (lambda v: np.asarray(v, dtype=float).reshape(layers.shape[0], -1))
-    max_order = int(min(64, h.shape[-1] - 2))
-    _spectrum_figure(layers, max_order).savefig(folder / "spectra.png", dpi=90)
+    max_order = int(max(0, min(64, h.shape[-1] - 2)))
+    _spectrum_figure(h, max_order, flagged=cols["failed"]).savefig(folder / "spectra.png",
+                                                                   dpi=90)
     order = np.where(cols["failed"], -1, cols["order"])
     plot.layer_heatmap(grid(order), label="order")[0].savefig(folder / "orders.png", dpi=90)
     plot.layer_heatmap(grid(np.where(cols["failed"], np.nan, cols["l2"])), label="l2 error",
