@@ -91,6 +91,74 @@ def as_filters(h, name: str = "h") -> np.ndarray:
     return arr
 
 
+class Scale:
+    """Exact power-of-two scaling of a batch of filters or systems, one factor per member.
+
+    A filter's scale is arbitrary, so every result must be homogeneous in it: each member is
+    divided by ``2^e`` (``e`` from the ``frexp`` exponent of its largest magnitude, so that it
+    lies in ``[1/2, 1)``; ``e = 0`` for a zero member) before any arithmetic, and every
+    result that carries the scale (residues, direct terms, singular values, bounds, absolute
+    errors) is multiplied back by ``2^(p e)`` for its degree ``p``. Multiplying by a power of
+    two is exact between normal numbers, so ``reduce(c h)`` equals ``c reduce(h)`` bit for bit
+    for every power of two ``c`` that keeps inputs and outputs normal; a result that overflows
+    when scaled back is a ``ValueError`` naming the member.
+
+    Parameters
+    ----------
+    exponents : ndarray of int, shape ``batch``
+        ``e`` per member.
+    what : str
+        What a member is called in error messages (``"filter"``, ``"system"``).
+    """
+
+    def __init__(self, exponents: np.ndarray, what: str = "filter"):
+        self.exponents = np.asarray(exponents, dtype=np.int64)
+        self.what = what
+
+    @classmethod
+    def of(cls, magnitudes: np.ndarray, what: str = "filter") -> "Scale":
+        """The scale of members whose largest magnitudes are ``magnitudes`` (batch-shaped)."""
+        _, exponents = np.frexp(np.asarray(magnitudes, dtype=np.float64))
+        return cls(exponents, what)
+
+    @classmethod
+    def of_filters(cls, h: np.ndarray) -> "Scale":
+        """The scale of validated filters ``(..., L)``."""
+        return cls.of(np.abs(h).max(axis=-1, initial=0.0))
+
+    def down(self, x: np.ndarray, degree: int = 1) -> np.ndarray:
+        """``x 2^(-degree e)``: arrays whose leading axes are the batch's."""
+        return _times_power_of_two(x, -degree * self.exponents)
+
+    def up(self, x: np.ndarray, degree: int = 1, name: str = "result") -> np.ndarray:
+        """``x 2^(degree e)``, a ``ValueError`` naming the first member whose ``name`` overflows
+        the float64 range."""
+        out = _times_power_of_two(x, degree * self.exponents)
+        finite_before = np.isfinite(x)
+        overflow = ~np.isfinite(out) & finite_before
+        if overflow.any():
+            where = np.argwhere(overflow)[0][: self.exponents.ndim]
+            member = f"{self.what} {tuple(int(i) for i in where)}" if where.size else \
+                f"the {self.what}"
+            raise ValueError(f"{name} of {member} would overflow float64 at the input's scale "
+                             f"(2^{int(self.exponents[tuple(where)])}); scale the input down")
+        return out
+
+
+def _times_power_of_two(x: np.ndarray, exponents: np.ndarray) -> np.ndarray:
+    """``x * 2^exponents`` exactly (``ldexp``; complex parts apart), the exponents broadcast
+    over the trailing axes of ``x``."""
+    x = np.asarray(x)
+    e = exponents.reshape(exponents.shape + (1,) * (x.ndim - exponents.ndim))
+    with np.errstate(over="ignore", under="ignore"):  # overflow: checked by `Scale.up`
+        if np.iscomplexobj(x):
+            out = np.empty(np.broadcast_shapes(x.shape, e.shape), dtype=x.dtype)
+            out.real = np.ldexp(x.real, e)
+            out.imag = np.ldexp(x.imag, e)
+            return out
+        return np.ldexp(np.asarray(x, dtype=np.float64), e)
+
+
 def check_order(order, length: int, name: str = "order") -> np.ndarray:
     """Validate orders (an int or an integer array) against a filter length ``L``.
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mor.conventions import as_filters, check_order
+from mor.conventions import Scale, as_filters, check_order
 from mor.analysis.spectrum import hankel_svd
 
 
@@ -198,5 +198,11 @@ def error_bounds(h, max_order: int | None = None) -> ErrorBounds:
     if size == 0:
         raise ValueError("a filter of length 1 has no Hankel spectrum: order 0 is exact")
     k = size if max_order is None else int(check_order(max_order, size, "max_order")) + 1
-    hsv = hankel_svd(h, k, vectors=False)[0]
-    return bounds_from_hsv(hsv, hankel_frobenius_sq(h), size)
+    scale = Scale.of_filters(h)  # computed on [1/2, 1)-scaled filters, scaled back exactly
+    scaled = scale.down(h)
+    hsv = hankel_svd(scaled, k, vectors=False)[0]
+    bounds = bounds_from_hsv(hsv, hankel_frobenius_sq(scaled), size)
+    return ErrorBounds(hsv=scale.up(bounds.hsv, name="the Hankel singular values"),
+                       aak=scale.up(bounds.aak, name="the AAK bounds"),
+                       bt=scale.up(bounds.bt, name="the balanced-truncation bounds"),
+                       exact_tail=bounds.exact_tail)

@@ -8,7 +8,7 @@ import numpy as np
 
 from mor._numerics import freq
 from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
-from mor.conventions import as_filters, relative
+from mor.conventions import Scale, as_filters, relative
 from mor.analysis.spectrum import hankel_svd
 from mor.systems.modal import ModalSSM
 
@@ -195,13 +195,16 @@ def compare(h, ssm: ModalSSM) -> Comparison:
     if ssm.shape != h.shape[:-1]:
         raise ValueError(f"filters of batch shape {h.shape[:-1]} and models of batch shape "
                          f"{ssm.shape} do not match")
-    flat = h.reshape(-1, h.shape[-1])
+    # filter and model divided by the filter's power of two: the errors are scale-free
+    scale = Scale.of_filters(h.reshape(-1, h.shape[-1]))
+    flat = scale.down(h.reshape(-1, h.shape[-1]))
     size = h.shape[-1] - 1
     orders = ssm.order.reshape(-1)
     k = min(size, int(orders.max(initial=0)) + 1)
     hsv = hankel_svd(flat, k, vectors=False)[0]
     pc, rc, d = ssm._flat_compact()
-    result = model_errors(flat, pc, rc, d, orders, hsv)
+    result = model_errors(flat, pc, scale.down(rc), scale.down(d), orders, hsv)
+    result["peak"] = scale.up(result["peak"], name="the peak |H|")
     return Comparison(**{key: v.reshape(h.shape[:-1]) for key, v in result.items()})
 
 

@@ -29,7 +29,7 @@ import scipy.fft
 from mor._numerics.lanczos import lanczos_rows
 from mor._numerics.linalg import svd_gesvd
 from mor._numerics.parallel import map_chunks, worker_threads
-from mor.conventions import as_filters
+from mor.conventions import Scale, as_filters
 
 #: Hankel sizes up to this use the dense path when ``method="auto"``.
 DENSE_MAX_SIZE = 160
@@ -172,7 +172,9 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
         values = h.hankel_singular_values()
         return values if k is None else values[..., :k]
     h = as_filters(h)
-    return hankel_svd(h, k, method=method, rtol=rtol, vectors=False)[0]
+    scale = Scale.of_filters(h)  # computed on [1/2, 1)-scaled filters, scaled back exactly
+    values = hankel_svd(scale.down(h), k, method=method, rtol=rtol, vectors=False)[0]
+    return scale.up(values, name="the Hankel singular values")
 
 
 def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",

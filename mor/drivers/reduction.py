@@ -15,7 +15,7 @@ import numpy as np
 
 from mor._numerics import freq
 from mor.analysis.compare import model_errors
-from mor.conventions import as_filters, check_norm, check_order, check_tol, relative
+from mor.conventions import Scale, as_filters, check_norm, check_order, check_tol, relative
 from mor.methods import Method, Models, get_method
 from mor.systems.modal import ModalSSM
 from mor.systems.statespace import StateSpace
@@ -201,9 +201,14 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         info["met_tol"] = (sized.met & ~failed).reshape(batch)
         info["search_start"] = sized.search_start.reshape(batch)
     m = models.width
+    scale = source.scale
+    if "peak" in info:
+        info["peak"] = scale.up(info["peak"], name="the peak |H|")
     return ModalSSM.from_compact(models.poles.reshape(batch + (m,)),
-                                 models.residues.reshape(batch + (m,)),
-                                 models.direct.reshape(batch), info=info)
+                                 scale.up(models.residues.reshape(batch + (m,)),
+                                          name="a residue"),
+                                 scale.up(models.direct.reshape(batch), name="the direct term"),
+                                 info=info)
 
 
 def _check_request(order, modes, tol, on_fail: str, errors) -> None:
@@ -221,8 +226,9 @@ def _check_request(order, modes, tol, on_fail: str, errors) -> None:
 
 @dataclass
 class _Source:
-    """What is being reduced, flattened to a batch of ``count`` filters or systems, and how the
-    method builds its families of it."""
+    """What is being reduced, flattened to a batch of ``count`` filters or systems, each divided
+    by a power of two (`mor.conventions.Scale`: the reduction works on scale-free data and its
+    results are scaled back exactly), and how the method builds its families of it."""
 
     flat: np.ndarray | StateSpace
     batch: tuple[int, ...]
@@ -230,6 +236,7 @@ class _Source:
     own_direct: np.ndarray
     build: Callable[..., Method]
     options: dict[str, Any]
+    scale: Scale
 
     @classmethod
     def of(cls, h, family_of: type[Method], options: dict[str, Any], tol) -> "_Source":
@@ -242,14 +249,21 @@ class _Source:
                                  "give order or modes for a StateSpace")
             family_of.check_options(options, statespace=True)
             size = h.n_states
-            flat = StateSpace(h.a.reshape((-1, size, size)), h.b.reshape(-1, size),
-                              h.c.reshape(-1, size), h.d.reshape(-1))
-            return cls(flat, h.shape, size, flat.d, family_of.from_statespace, options)
+            b, c = h.b.reshape(-1, size), h.c.reshape(-1, size)
+            # H = D + C (zI - A)^-1 B scales with B and C: each is brought to [1/2, 1)
+            sb = Scale.of(np.abs(b).max(axis=-1, initial=0.0))
+            sc = Scale.of(np.abs(c).max(axis=-1, initial=0.0))
+            scale = Scale(sb.exponents + sc.exponents, "system")
+            flat = StateSpace(h.a.reshape((-1, size, size)), sb.down(b), sc.down(c),
+                              scale.down(h.d.reshape(-1)))
+            return cls(flat, h.shape, size, flat.d, family_of.from_statespace, options,
+                       Scale(scale.exponents.reshape(h.shape), "system"))
         family_of.check_options(options)
         h = as_filters(h)
         size = h.shape[-1] - 1
-        flat = h.reshape(-1, size + 1)
-        return cls(flat, h.shape[:-1], size, flat[:, 0], family_of.from_fir, options)
+        scale = Scale.of_filters(h)
+        flat = scale.down(h).reshape(-1, size + 1)
+        return cls(flat, h.shape[:-1], size, flat[:, 0], family_of.from_fir, options, scale)
 
     @property
     def count(self) -> int:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike
 
-from mor.conventions import as_filters, relative
+from mor.conventions import Scale, as_filters, relative
 from mor.fitting.varpro import _powers
 from mor.fitting.least_squares import tail_gram
 from mor.analysis.compare import compare, model_errors
@@ -161,6 +161,9 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | None = N
     factor = _metric(metric, batch, length)
     flat_h = taps.reshape(-1, length)
     poles, residues, direct = bank._flat_compact()
+    # filters and models divided by the filter's power of two; the fit is homogeneous
+    power = Scale.of_filters(flat_h)
+    flat_h, residues, direct = power.down(flat_h), power.down(residues), power.down(direct)
     norm = np.linalg.norm(flat_h, axis=1)
     scale = np.where(norm > 0, norm, 1.0)  # relative tails, absolute for a zero filter
     tail_before = model_errors(flat_h, poles, residues, direct, bank.order.reshape(-1), None,
@@ -177,7 +180,8 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | None = N
     new[kept] = residues[kept]
     fitted = np.where(kept, direct, flat_h[:, 0])
     out = ModalSSM.from_compact(poles.reshape(batch + poles.shape[1:]),
-                                new.reshape(batch + poles.shape[1:]), fitted.reshape(batch))
+                                power.up(new, name="a residue").reshape(batch + poles.shape[1:]),
+                                power.up(fitted, name="the direct term").reshape(batch))
     info = {"metric_before": before, "metric": np.where(kept, before, after),
             "tail_before": tail_before / scale, "tail_allowed": allowed / scale, "mu": mu,
             "kept": kept}

@@ -24,7 +24,7 @@ import time
 
 import numpy as np
 
-from mor.conventions import as_filters
+from mor.conventions import Scale, as_filters
 from mor.systems.modal import ModalSSM
 
 #: Statuses of cvxpy accepted as solved.
@@ -150,8 +150,12 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
         raise ValueError(f"grid must be >= 2, got {grid}")
     poles, residues, direct = (np.asarray(a).copy() for a in bank.compact())
     flat_h = taps.reshape(-1, taps.shape[-1])
-    flat = [a.reshape(len(flat_h), -1) for a in (poles, residues)]
-    flat_d = direct.reshape(-1)
+    # filters and models divided by the filter's power of two; scaled back at the end
+    power = Scale.of_filters(flat_h)
+    flat_h = power.down(flat_h)
+    flat = [poles.reshape(len(flat_h), -1), power.down(residues.reshape(len(flat_h), -1))]
+    flat_d = power.down(direct.reshape(-1))
+    bound = None if max_residue is None else np.ldexp(float(max_residue), -power.exponents)
     uniform = np.fft.rfft(flat_h, n=2 * (size - 1), axis=-1)  # H at w_j = pi j / (size - 1)
     k = np.arange(taps.shape[-1])
     columns = ("grid_hinf_before", "grid_hinf", "seconds")
@@ -171,7 +175,8 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
         info["grid_hinf_before"][i] = np.abs(basis @ before - target).max()
         start = time.perf_counter()
         try:
-            x, status = _solve(basis, target, lam, dc_gain, max_residue, solver)
+            x, status = _solve(basis, target, lam, dc_gain,
+                               None if bound is None else bound[i], solver)
         except cp.SolverError as exc:
             x, status = None, f"solver error: {exc}"
         info["seconds"][i] = time.perf_counter() - start
@@ -186,9 +191,13 @@ def refit(h, bank: ModalSSM, *, grid: int | None = None, dc_gain: bool = False,
         value[pair] += 1j * x[1 + lam.size:]
         flat[1][i, live] = value
         flat_d[i] = x[0]
+    for key in ("grid_hinf_before", "grid_hinf"):  # absolute errors
+        info[key] = power.up(info[key], name=f"the {key}")
     shaped = {k: v.reshape(bank.shape) for k, v in info.items()}
-    return ModalSSM.from_compact(flat[0].reshape(poles.shape), flat[1].reshape(poles.shape),
-                                 flat_d.reshape(direct.shape), info=shaped)
+    return ModalSSM.from_compact(flat[0].reshape(poles.shape),
+                                 power.up(flat[1], name="a residue").reshape(poles.shape),
+                                 power.up(flat_d, name="the direct term").reshape(direct.shape),
+                                 info=shaped)
 
 
 def live_modes(poles: np.ndarray, residues: np.ndarray) -> np.ndarray:
