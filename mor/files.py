@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import zipfile
 from pathlib import Path
 
@@ -59,8 +60,8 @@ def read_filters(path: str | os.PathLike, key: str | None = None) -> np.ndarray:
 
     Notes
     -----
-    Names are sorted as strings: ``"layers.10.filter"`` comes before ``"layers.2.filter"``;
-    give zero-padded names or read the layers one by one where the order matters. Nothing is
+    Names are sorted naturally, numbers by value: ``"layers.2.filter"`` comes before
+    ``"layers.10.filter"``, as a model's layers do. Nothing is
     unpickled (``allow_pickle=False``; torch files with ``weights_only=True``).
 
     Examples
@@ -132,11 +133,17 @@ def _select(names: list[str], key: str | None, path: Path) -> list[str]:
             return ["filters"]
         raise ValueError(f"{path}: holds {len(names)} arrays; pass a key (one of "
                          f"{sorted(names)[:10]}{' ...' if len(names) > 10 else ''})")
-    chosen = sorted(n for n in names if fnmatch.fnmatchcase(n, key))
+    chosen = sorted((n for n in names if fnmatch.fnmatchcase(n, key)), key=_natural)
     if not chosen:
         raise ValueError(f"{path}: no array matches key {key!r}; available: "
                          f"{sorted(names)[:10]}{' ...' if len(names) > 10 else ''}")
     return chosen
+
+
+def _natural(name: str) -> list:
+    """Sort key: the runs of digits of ``name`` by value (``layers.2`` before ``layers.10``)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part)
+            for part in re.split(r"(\d+)", name)]
 
 
 def _torch_arrays(path: Path, key: str | None) -> dict[str, np.ndarray]:

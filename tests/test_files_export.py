@@ -78,3 +78,11 @@ def test_pole_at_zero_cannot_be_exported():
     bank = mor.ModalSSM.from_compact([0.0, 0.5], [1.0, 1.0], 0.0)
     with pytest.raises(ValueError, match="pole at zero"):
         export.to_striped_hyena(bank)
+
+
+def test_glob_keys_stack_layers_in_numeric_order(tmp_path):
+    layers = {f"layers.{i}.filter": np.full((2, 8), float(i)) for i in (0, 1, 2, 10, 11)}
+    path = tmp_path / "model.npz"
+    np.savez(path, **layers)
+    stacked = read_filters(path, key="layers.*.filter")
+    np.testing.assert_array_equal(stacked[:, 0, 0], [0, 1, 2, 10, 11])
