@@ -46,12 +46,6 @@ from click.testing import CliRunner  # noqa: E402
 from mor.drivers import distillation  # noqa: E402
 
 
-# Report.summary_rows (mor/drivers/distillation.py) takes a nanmedian of hinf/aak ratios that
-# are all NaN when every model is exact (aak = 0: filters of length 1, or order L - 1); that
-# RuntimeWarning is left to the owner of the report code, and allowed where such models occur.
-ALL_NAN_RATIOS = pytest.mark.filterwarnings("ignore:All-NaN slice encountered:RuntimeWarning")
-
-
 def _no_reduction(*args, **kwargs):
     raise AssertionError("a filter was reduced before the command line was checked")
 
@@ -171,7 +165,6 @@ def test_hsv_count_must_be_positive(filters_file):
     assert small.exit_code == 0 and "sigma_1" in small.output
 
 
-@ALL_NAN_RATIOS
 @pytest.mark.parametrize("args", [["--filters", "1", "--length", "8", "--orders", "2"],
                                   ["--filters", "3", "--length", "5", "--orders", "1,3"],
                                   ["--filters", "2", "--length", "3", "--orders", "1"],
@@ -191,7 +184,6 @@ def test_demo_refuses_invalid_arguments(args, flag):
     _refused(CliRunner().invoke(main, ["demo", *args]), flag)
 
 
-@ALL_NAN_RATIOS
 def test_report_draws_flagged_filters_by_their_index(tmp_path):
     """A NaN filter or filters of length 1 do not stop the report; flagged filters are named by
     their index in the model (here (1, 2), which a per-layer index would call (2,))."""

@@ -54,7 +54,9 @@ class Report:
                 "modes_max": int(part["modes"][ok].max()) if ok.any() else None,
                 "l2_median": float(np.median(part["l2"][ok])) if ok.any() else None,
                 "hinf_median": float(np.median(part["hinf"][ok])) if ok.any() else None,
-                "hinf_over_aak_median": float(np.nanmedian(ratio)) if ok.any() else None,
+                # None where no model has a finite ratio (all exact: aak = 0)
+                "hinf_over_aak_median": float(np.nanmedian(ratio))
+                if np.isfinite(ratio).any() else None,
                 "methods": {m: int((part["method"][ok] == m).sum())
                             for m in np.unique(part["method"][ok])}})
         return rows
