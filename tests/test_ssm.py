@@ -228,3 +228,30 @@ def test_tail_norm_of_one_system_with_a_cancelling_tail():
     np.testing.assert_allclose(one.tail_norm(100), batch.tail_norm(100)[0], rtol=1e-12)
     direct = np.linalg.norm(one.impulse(400_000)[100:])
     np.testing.assert_allclose(one.tail_norm(100), direct, rtol=1e-6)
+
+
+def test_empty_batch_full_form_and_indexing():
+    # found by tests/test_robustness.py: the full form of a batch of no systems (and an empty
+    # selection) could not infer its width (reshape of size 0 with -1)
+    ssm = mor.ModalSSM.from_compact(np.zeros((0, 2)), np.zeros((0, 2)), np.zeros(0))
+    assert ssm.poles.shape == ssm.residues.shape == (0, 0)
+    assert ssm.hankel_singular_values().shape[0] == 0
+    assert ssm.tail_norm(4).shape == (0,)
+    assert _example()[:0].shape == (0,)
+
+
+def test_from_dense_of_a_defective_matrix_reports_its_loss():
+    # found by tests/test_robustness.py: an exactly defective A (a pure delay's nilpotent shift)
+    # raised for the whole batch; reduce(..., on_fail="flag") raised instead of flagging it
+    a = np.stack([np.eye(3, k=-1), np.diag([0.5, 0.2, -0.1])])
+    b = np.stack([np.eye(3)[0], np.ones(3)])
+    c = np.stack([np.eye(3)[2], np.ones(3)])
+    ssm = mor.ModalSSM.from_dense(a, b, c, np.zeros(2))
+    lost = ssm.info["conversion_error"]
+    assert lost[0] > 0.1 and lost[1] < 1e-12
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        mor.ModalSSM.from_dense(np.full((2, 2), np.nan), np.ones(2), np.ones(2), 0.0)
+    delay = np.zeros((2, 6))
+    delay[:, 3] = [1.0, 1e-138]
+    red = mor.reduce(delay, 3, on_fail="flag")
+    assert red.info["failed"].all() and "near-defective" in red.info["reason"][0]

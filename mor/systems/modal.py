@@ -175,7 +175,10 @@ class ModalSSM:
         ``A = T \Lambda T^{-1}`` gives residues ``R = (C T) \odot (T^{-1} B)``. The modal form is
         as accurate as the eigenvector matrix ``T`` is well conditioned: ``info`` receives
         ``conversion_error``, the relative difference of the Markov parameters ``C A^k B``
-        (``k < 2n``) of the two forms. A singular ``T`` raises ``ValueError``.
+        (``k < 2n``) of the two forms. An exactly defective ``A`` (singular ``T``, e.g. a pure
+        delay's nilpotent shift) gets least-squares residues ``T^+ B``: its modal form is then
+        inaccurate, and ``conversion_error`` says by how much (one such system does not stop
+        the batch).
         """
         a = np.asarray(a, dtype=np.float64)
         if a.ndim < 2 or a.shape[-1] != a.shape[-2]:
@@ -189,11 +192,16 @@ class ModalSSM:
             ssm = cls.from_compact(empty, empty, d, info=info)
             ssm.info.setdefault("conversion_error", np.zeros(a.shape[:-2]))
             return ssm
+        for name, arr in (("A", a), ("B", b), ("C", c), ("D", d)):
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} has NaN or Inf entries")
         lam, t = np.linalg.eig(a)
+        rhs = b[..., None].astype(np.complex128)
         try:
-            tb = np.linalg.solve(t, b[..., None].astype(np.complex128))[..., 0]
-        except np.linalg.LinAlgError as exc:
-            raise ValueError("A is defective (no basis of eigenvectors): no modal form") from exc
+            tb = np.linalg.solve(t, rhs)[..., 0]
+        except np.linalg.LinAlgError:  # some T exactly singular: those systems by least squares
+            tb = np.stack([_solve_or_least_squares(ti, ri) for ti, ri in
+                           zip(t.reshape(-1, n, n), rhs.reshape(-1, n, 1))]).reshape(b.shape)
         res = np.einsum("...i,...ij->...j", c, t) * tb
         # LAPACK returns conjugate pairs of a real matrix consecutively, positive imaginary part
         # first: keep that member with the residue doubled, and the real poles as they are.
@@ -283,7 +291,7 @@ class ModalSSM:
         first_r = np.where(pair, rc / 2, rc)
         second_p = np.where(pair, np.conj(pc), 0)
         second_r = np.where(pair, np.conj(rc) / 2, 0)
-        p = np.stack([pc, second_p], axis=-1).reshape(pc.shape[:-1] + (-1,))
+        p = np.stack([pc, second_p], axis=-1).reshape(pc.shape[:-1] + (2 * pc.shape[-1],))
         r = np.stack([first_r, second_r], axis=-1).reshape(p.shape)
         perm = np.argsort(r == 0, axis=-1, kind="stable")
         n = int(self.order.max(initial=0))
@@ -313,8 +321,9 @@ class ModalSSM:
                 v = v.reshape((size,) + v.shape[len(self.shape):])[flat]
                 v = v.reshape(sel.shape + v.shape[1:])
             info[k] = v
-        return ModalSSM.from_compact(pc[flat].reshape(sel.shape + (-1,)),
-                                     rc[flat].reshape(sel.shape + (-1,)),
+        m = pc.shape[-1]  # explicit: an empty selection cannot infer it
+        return ModalSSM.from_compact(pc[flat].reshape(sel.shape + (m,)),
+                                     rc[flat].reshape(sel.shape + (m,)),
                                      d[flat].reshape(sel.shape), info=info)
 
     def __repr__(self) -> str:
@@ -510,6 +519,14 @@ def load(path: str | os.PathLike) -> ModalSSM:
     """
     poles, residues, direct, info = read_bank(path)
     return ModalSSM.from_compact(poles, residues, direct, info=info)
+
+
+def _solve_or_least_squares(t: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """``T^-1 rhs`` for one eigenvector matrix, ``T^+ rhs`` where ``T`` is singular."""
+    try:
+        return np.linalg.solve(t, rhs)[:, 0]
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(t, rhs, rcond=None)[0][:, 0]
 
 
 def _compact_from_full(poles: np.ndarray, residues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
