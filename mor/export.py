@@ -232,12 +232,17 @@ def striped_hyena_kernel(poles, residues, D, length: int) -> np.ndarray:  # noqa
     D : array_like, shape (...)
         The skip term.
     length : int
-        Number of taps ``L``.
+        Number of taps ``L >= 0``.
 
     Returns
     -------
     ndarray, shape (..., L)
         ``k[t] = Re sum_n R^s_n lambda_n^t``, plus ``D`` at ``t = 0``: the filter ``h``.
+
+    Raises
+    ------
+    ValueError
+        If ``length`` is negative.
 
     Examples
     --------
@@ -245,8 +250,12 @@ def striped_hyena_kernel(poles, residues, D, length: int) -> np.ndarray:  # noqa
     >>> print(striped_hyena_kernel([0.5], [2.0], -2.0, 5))
     [0.    1.    0.5   0.25  0.125]
     """
+    length = int(length)
+    if length < 0:
+        raise ValueError(f"length must be >= 0, got {length}")
     t = np.arange(length)
     kernel = np.real(np.einsum("...n,...nt->...t", np.asarray(residues),
                                np.asarray(poles)[..., None] ** t))
-    kernel[..., 0] += D
+    if length:  # no tap t = 0 to hold the skip term in an empty kernel
+        kernel[..., 0] += D
     return kernel

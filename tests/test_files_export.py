@@ -86,3 +86,10 @@ def test_glob_keys_stack_layers_in_numeric_order(tmp_path):
     np.savez(path, **layers)
     stacked = read_filters(path, key="layers.*.filter")
     np.testing.assert_array_equal(stacked[:, 0, 0], [0, 1, 2, 10, 11])
+
+
+def test_striped_hyena_kernel_of_no_taps():
+    # found by tests/test_robustness.py: length 0 raised IndexError (no tap 0 for the skip term)
+    assert export.striped_hyena_kernel([0.5], [2.0], -2.0, 0).shape == (0,)
+    with pytest.raises(ValueError, match="length"):
+        export.striped_hyena_kernel([0.5], [2.0], -2.0, -1)
