@@ -81,6 +81,22 @@ def test_hsv_k_out_of_range():
         mor.hankel_singular_values(np.ones(16), 2, method="qr")
 
 
+@pytest.mark.parametrize("method", ["dense", "krylov"])
+def test_hsv_k_and_rtol_checked(method):
+    # found by tests/test_robustness.py: k=2.5 was truncated and k="3" parsed; rtol 0, < 0 or
+    # NaN ran Lanczos to its full basis as if certified, rtol="x" raised a Numba TypingError
+    h = np.r_[1.0, 0.5 ** np.arange(400)]
+    for k in (2.5, "3", True, [3]):
+        with pytest.raises(ValueError, match="k must be an integer"):
+            mor.hankel_singular_values(h, k, method=method)
+    for rtol in (0.0, -1.0, np.nan, np.inf, "x", None):
+        with pytest.raises(ValueError, match="rtol must be a positive finite number"):
+            mor.hankel_singular_values(h, 4, method=method, rtol=rtol)
+    with pytest.raises(ValueError, match="rtol"):
+        mor.reduce(h, 4, hankel_method=method, rtol=-1.0)
+    assert mor.hankel_singular_values(h, 2.0, method=method).shape == (2,)
+
+
 def test_compare_shape_mismatch():
     ssm = mor.reduce(np.ones((2, 16)), 2)
     with pytest.raises(ValueError, match="batch shape"):

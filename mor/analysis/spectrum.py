@@ -82,7 +82,7 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
         Krylov path otherwise.
     rtol : float, optional
         Krylov path: certified accuracy of every value, relative to ``sigma_1``
-        (default ``1e-11``).
+        (default ``1e-11``; a positive finite number, checked on either path).
 
     Returns
     -------
@@ -93,8 +93,8 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
     Raises
     ------
     ValueError
-        If ``h`` is not a real finite array of shape ``(..., L)``, ``k`` is out of range or
-        ``method`` is unknown.
+        If ``h`` is not a real finite array of shape ``(..., L)``, ``k`` is not an integer in
+        range, ``method`` is unknown or ``rtol`` is not a positive finite number.
     RuntimeError
         If the Krylov path cannot certify ``rtol`` within its basis limit (use
         ``method="dense"`` or a larger ``rtol``).
@@ -190,9 +190,16 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         raise ValueError(f"size must lie in [0, L - 1], got {n}")
     if k is None:
         k = n
+    kind = np.asarray(k).dtype.kind
+    if np.ndim(k) or not (kind in "iu" or (kind == "f" and float(k).is_integer())):
+        raise ValueError(f"k must be an integer, got {k!r}")
     k = int(k)
     if not 0 <= k <= n:
         raise ValueError(f"k must satisfy 0 <= k <= L - 1 = {n}, got {k}")
+    # checked on every path (the dense one does not use it): a wrong value is a mistake
+    if not (isinstance(rtol, (int, float, np.integer, np.floating))
+            and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
     if method == "auto":
         method = "dense" if (n <= DENSE_MAX_SIZE or 4 * k > n) else "krylov"
     if method not in ("dense", "krylov"):
