@@ -44,16 +44,20 @@ def _impulse_serial(poles, residues, direct, length, out):
 
 
 def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
-                    length: int) -> np.ndarray:
+                    length: int, dtype=np.float64) -> np.ndarray:
     """``h[0] = D``, ``h[k] = Re sum_n R_n lambda_n^{k-1}`` for a flat batch ``(F, m)``.
 
     Powers are accumulated by repeated multiplication: the relative error of ``lambda^k`` grows
-    like ``k * eps``, below ``1e-10`` for ``k`` up to ``10^5``.
+    like ``k * eps``, below ``1e-10`` for ``k`` up to ``10^5``. With ``dtype=np.float32`` the
+    parameters are rounded to complex64 / float32 and the recurrence runs in single precision,
+    as inference engines run a bank (``z <- lambda z`` per mode, the real parts summed).
     """
-    poles = np.ascontiguousarray(poles, dtype=np.complex128)
-    residues = np.ascontiguousarray(residues, dtype=np.complex128)
-    direct = np.ascontiguousarray(direct, dtype=np.float64)
-    out = np.empty((poles.shape[0], length), dtype=np.float64)
+    real = np.dtype(dtype)
+    cplx = np.result_type(real, np.complex64)
+    poles = np.ascontiguousarray(poles, dtype=cplx)
+    residues = np.ascontiguousarray(residues, dtype=cplx)
+    direct = np.ascontiguousarray(direct, dtype=real)
+    out = np.empty((poles.shape[0], length), dtype=real)
     if length > 0:
         kernel = _impulse_threads if poles.size * length >= PARALLEL_MIN_WORK else _impulse_serial
         kernel(poles, residues, direct, length, out)
