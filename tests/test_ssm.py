@@ -255,3 +255,15 @@ def test_from_dense_of_a_defective_matrix_reports_its_loss():
     delay[:, 3] = [1.0, 1e-138]
     red = mor.reduce(delay, 3, on_fail="flag")
     assert red.info["failed"].all() and "near-defective" in red.info["reason"][0]
+
+
+@pytest.mark.parametrize("c", [1e-300, 1e-200, 1e200, 2.0**1000])
+def test_norms_and_hankel_values_at_any_scale(c):
+    # found by tests/test_robustness.py: the squared residues overflowed (RuntimeWarning, inf)
+    # or underflowed (h2 norm of the direct term alone, Hankel values 0) far from unit scale
+    base = mor.ModalSSM.from_compact(np.array([0.5, 0.9j]), np.array([1.0, 1 + 1j]), 0.3)
+    big = mor.ModalSSM.from_compact(np.array([0.5, 0.9j]), np.array([1.0, 1 + 1j]) * c, 0.3 * c)
+    np.testing.assert_allclose(big.h2_norm() / c, base.h2_norm(), rtol=1e-13)
+    np.testing.assert_allclose(big.tail_norm(3) / c, base.tail_norm(3), rtol=1e-13)
+    np.testing.assert_allclose(big.hankel_singular_values() / c, base.hankel_singular_values(),
+                               rtol=1e-12)

@@ -10,6 +10,7 @@ import scipy.optimize
 
 from mor._numerics import freq, kernels
 from mor._numerics.gramians import hankel_values_from_factors, stein_factor
+from mor.conventions import Scale
 from mor.systems.schema import read_bank, write_bank
 from mor.systems.statespace import StateSpace
 
@@ -370,12 +371,21 @@ class ModalSSM:
             raise ValueError(f"{what} is defined for stable systems only; system {bad} has a "
                              f"pole with |lambda| >= 1")
 
-    def _factors(self) -> tuple[np.ndarray, np.ndarray]:
-        """Gramian factors ``(L_c, L_o)`` of the diagonal realisation ``(Lambda, 1, R)``."""
+    def _scaled_full(self) -> tuple[np.ndarray, np.ndarray, Scale]:
+        """The full form with each system's residues divided by a power of two (their largest
+        in ``[1/2, 1)``, `mor.conventions.Scale`): norms are computed scale-free, without
+        overflow or underflow of the squared residues, and scaled back exactly."""
         p, r = self._full()
+        scale = Scale.of(np.abs(r).max(axis=-1, initial=0.0), "system")
+        return p, scale.down(r), scale
+
+    def _factors(self) -> tuple[np.ndarray, np.ndarray, Scale]:
+        """Gramian factors ``(L_c, L_o)`` of the diagonal realisation ``(Lambda, 1, R)``, the
+        residues scaled down by the returned `Scale`."""
+        p, r, scale = self._scaled_full()
         lc = stein_factor(p, np.ones(p.shape + (1,), dtype=np.complex128))
         lo = stein_factor(np.conj(p), np.conj(r)[..., None])
-        return lc, lo
+        return lc, lo, scale
 
     def h2_norm(self) -> np.ndarray:
         r"""``||h||_2 = (D^2 + \sum_{k \ge 1} h[k]^2)^{1/2}`` over the infinite response."""
@@ -400,7 +410,7 @@ class ModalSSM:
         ``||L^H x||`` with ``G = L L^H`` from `mor._numerics.gramians.stein_factor`, which has
         no cancellation.
         """
-        p, r = self._full()
+        p, r, scale = self._scaled_full()
         x = r * p**shift
         with np.errstate(divide="ignore", invalid="ignore"):
             terms = np.conj(x)[..., :, None] * x[..., None, :] / (
@@ -414,7 +424,7 @@ class ModalSSM:
             lc = stein_factor(pc, np.ones(pc.shape + (1,), dtype=np.complex128))
             energy[cancelled] = np.linalg.norm(np.einsum("...i,...ij->...j", xc, lc),
                                                axis=-1) ** 2
-        return np.sqrt(np.maximum(energy, 0.0))
+        return scale.up(np.sqrt(np.maximum(energy, 0.0)), name="the response's norm")
 
     def hinf_norm(self) -> np.ndarray:
         r"""``max_w |H(e^{iw})|``: exact dense grid, refined by golden section near the peaks.
@@ -432,8 +442,8 @@ class ModalSSM:
         realisation; see `mor._numerics.gramians` for the square-root accuracy.
         """
         self._require_stable("Hankel singular values")
-        lc, lo = self._factors()
-        return hankel_values_from_factors(lc, lo)
+        lc, lo, scale = self._factors()
+        return scale.up(hankel_values_from_factors(lc, lo), name="the Hankel singular values")
 
     # ------------------------------------------------------------------ conversions
     def to_dense(self):
