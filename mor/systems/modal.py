@@ -432,8 +432,10 @@ class ModalSSM:
         ``inf`` for a system with a pole on or outside the unit circle.
         """
         pc, rc, d = self._flat_compact()
-        peak, _ = freq.peak_magnitude(freq.ModalResponse(pc, rc, d))
-        return peak.reshape(self.shape)
+        # each system divided by a power of two: the peak search is scale-free
+        scale = Scale.of(np.maximum(np.abs(rc).max(axis=-1, initial=0.0), np.abs(d)), "system")
+        peak, _ = freq.peak_magnitude(freq.ModalResponse(pc, scale.down(rc), scale.down(d)))
+        return scale.up(peak, name="the peak |H|").reshape(self.shape)
 
     def hankel_singular_values(self) -> np.ndarray:
         r"""Hankel singular values ``sigma(L_o^H L_c)`` from the modal Gramians, ``(..., n)``.
