@@ -181,10 +181,14 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
               help="Write finished chunks here as they come (for --resume).")
 @click.option("--resume", is_flag=True,
               help="Continue the run whose chunks are in --shards (same settings).")
-@click.option("--export", type=click.Choice(["striped-hyena", "log-poles"]),
-              help="Also write the bank in an inference engine's convention.")
+@click.option("--export", type=click.Choice(list(mor.export.ENGINES)),
+              help="Also write the bank as the engine's state dict, OUT's name with "
+                   ".ENGINE.safetensors (vortex: real poles only).")
+@click.option("--export-config", type=click.Path(exists=True, dir_okay=False),
+              help="The engine model's config (.json/.yml): its Hyena blocks, hidden_size "
+                   "and state_size, which --export follows.")
 def distill(input_path, key, order, modes, tol, norm, method, max_order, out_path, report_dir,
-            workers, scheduler, chunk_size, shard_dir, resume, export) -> None:
+            workers, scheduler, chunk_size, shard_dir, resume, export, export_config) -> None:
     """Distill every filter in INPUT into a modal bank, with a report."""
     # everything that could fail after the work is checked first
     given = [o for o, v in (("--order", order), ("--modes", modes), ("--tol", tol))
@@ -204,6 +208,11 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
         _check_writable(shard_dir, "--shards", folder=True)
         if not resume and shard_files(shard_dir):
             raise _shards_exist(shard_dir)
+    if export_config and not export:
+        raise click.UsageError("--export-config describes the model of --export; give both")
+    engine_config = _engine_config(export_config) if export_config else None
+    if export:
+        _check_writable(str(_export_path(Path(out_path), export)), "--export")
     executor = None
     if scheduler:
         try:  # the dask extra is optional: only --scheduler needs it
@@ -233,7 +242,7 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
     click.echo(f"{h.size // h.shape[-1]} filters in {elapsed:.1f} s; {failed} failed; bank "
                f"written to {out_path}")
     if export:
-        _export(result.bank, export, Path(out_path))
+        _export(result.bank, export, Path(out_path), engine_config, h.shape[-1])
     if report_dir:
         _write_report(h, result, Path(report_dir))
         click.echo(f"report written to {report_dir}")
@@ -335,12 +344,52 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
                      )[0].savefig(folder / "hinf_vs_aak.png", dpi=90)
 
 
-def _export(bank, kind: str, out_path: Path) -> None:
-    arrays = mor.export.to_striped_hyena(bank) if kind == "striped-hyena" else \
-        mor.export.to_log_poles(bank)
-    target = out_path.with_name(out_path.stem + f".{kind}.npz")
-    np.savez(target, convention=json.dumps(kind), **arrays)
-    click.echo(f"{kind} export written to {target}")
+def _export_path(out_path: Path, kind: str) -> Path:
+    return out_path.with_name(out_path.stem + f".{kind}.safetensors")
+
+
+def _engine_config(path: str) -> dict:
+    """The engine's model config (JSON or YAML), checked before the work."""
+    text = Path(path).read_text()
+    try:
+        if Path(path).suffix in (".yml", ".yaml"):
+            import yaml  # PyYAML: only for a YAML config (the engines' own format)
+
+            config = yaml.safe_load(text)
+        else:
+            config = json.loads(text)
+    except ImportError:
+        raise click.BadParameter("reading a YAML config needs PyYAML (pip install pyyaml); "
+                                 "or give it as JSON", param_hint="'--export-config'") from None
+    except Exception as exc:  # a parse error, said on one line
+        raise click.BadParameter(f"{path} is not readable as a config: "
+                                 f"{' '.join(str(exc).split())}",
+                                 param_hint="'--export-config'") from None
+    if not isinstance(config, dict):
+        raise click.BadParameter(f"{path} holds no mapping of settings",
+                                 param_hint="'--export-config'")
+    return config
+
+
+def _export(bank, kind: str, out_path: Path, config, length: int) -> None:
+    """The bank (layers, channels) in the engine's state dict; what was padded or dropped."""
+    writer = (mor.export.to_striped_hyena_state_dict if kind == "striped-hyena" else
+              mor.export.to_vortex_state_dict)
+    if len(bank.shape) != 1 and len(bank.shape) != 2:  # as _as_layers: (layers, filters)
+        poles, residues, direct = bank.compact()
+        shape = (1, 1) if not bank.shape else (bank.shape[0], -1)
+        bank = mor.ModalSSM.from_compact(poles.reshape(shape + poles.shape[-1:]),
+                                         residues.reshape(shape + poles.shape[-1:]),
+                                         direct.reshape(shape))
+    try:
+        exported = writer(bank, model=config, length=length, tensors="numpy")
+    except ValueError as exc:
+        raise click.ClickException(f"--export {kind}: {' '.join(str(exc).split())} (the bank "
+                                   f"was written to {out_path})") from None
+    target = exported.save(_export_path(out_path, kind))
+    click.echo(str(exported))
+    click.echo(f"{kind} state dict written to {target} (load it with "
+               "model.load_state_dict(safetensors.torch.load_file(path), strict=False))")
 
 
 if __name__ == "__main__":

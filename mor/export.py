@@ -984,15 +984,16 @@ def _read_layers(engine: str, plain: dict[str, np.ndarray], what: str
     for k, v in plain.items():
         m = _KEY.match(k)
         blocks.setdefault(int(m.group(1)), {})[m.group(2)] = v
+    other = "vortex" if engine == "striped-hyena" else "striped-hyena"
+    theirs = _KEYS[other][0]  # the other engine's pole key: poles / log_poles
+    foreign = sorted(i for i, b in blocks.items() if theirs in b)
+    if foreign:
+        raise ValueError(f"{what} has blocks.{foreign[0]}.filter.{theirs}: a {other} model; "
+                         f"use from_{other.replace('-', '_')}_state_dict")
     modal = sorted(i for i, b in blocks.items() if names[0] in b or names[1] in b)
     if not modal:
-        other = "vortex" if engine == "striped-hyena" else "striped-hyena"
-        hint = ""
-        if any(_KEYS[other][0] in b for b in blocks.values()):
-            hint = (f" (it has blocks.{{i}}.filter.{_KEYS[other][0]}: a {other} model; use "
-                    f"from_{other.replace('-', '_')}_state_dict)")
         raise ValueError(f"{what} has no blocks.{{i}}.filter.{names[0]} or .{names[1]}: not a "
-                         f"{engine} model with modal filters{hint}")
+                         f"{engine} model with modal filters")
     out = {}
     for i in modal:
         b = blocks[i]

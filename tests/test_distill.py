@@ -205,7 +205,7 @@ def test_cli_end_to_end_on_trained_filters(tmp_path, trained_filters):
     assert np.all(l2[ok] <= 2e-2)
     for name in ("spectra.png", "orders.png", "l2.png", "hinf_vs_aak.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 5000
-    assert (tmp_path / "bank.striped-hyena.npz").exists()
+    assert (tmp_path / "bank.striped-hyena.safetensors").exists()
 
 
 def test_cli_hsv_and_usage_errors(tmp_path):
