@@ -16,6 +16,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test,dask,torch]' -c constraints.txt
+	# The inference engines tests/test_engines.py runs banks in (StripedHyena; Vortex, the Evo 2
+	# engine), without their declared dependencies (stripedhyena's flash-attn does not install
+	# on a CPU machine), and the packages their model modules import (constraints.txt pins them).
+	$(BIN)/pip install --quiet --no-deps stripedhyena==0.2.2 vtx==1.1.0
+	$(BIN)/pip install --quiet einops triton rich tqdm -c constraints.txt
 	touch $(STAMP)
 
 demo: $(STAMP)
