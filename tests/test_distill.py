@@ -66,6 +66,17 @@ def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
         distill(h, 4, on_fail="raise")
 
 
+def test_boolean_filters_as_reduce_takes_them():
+    # found by tests/test_robustness.py: distill refused the bool arrays reduce accepts
+    h = np.zeros((2, 8), bool)
+    h[:, 1] = True
+    h[1, 3] = True
+    out = distill(h, 2, progress=False)
+    np.testing.assert_array_equal(out.report.columns["l2"], mor.reduce(h, 2).info["l2"])
+    with pytest.raises(ValueError, match="real array"):
+        distill(np.ones((2, 3), complex), 1, progress=False)
+
+
 def test_process_pool_matches_serial(model):
     serial = distill(model, 5, chunk_size=3)
     pooled = distill(model, 5, chunk_size=3, workers=2)

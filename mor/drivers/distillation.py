@@ -183,7 +183,7 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     check_norm(norm)
     array = np.asarray(filters)
     if array.ndim == 0 or array.size == 0 or np.iscomplexobj(array) or not (
-            np.issubdtype(array.dtype, np.number)):
+            np.issubdtype(array.dtype, np.number) or array.dtype == bool):  # as `reduce`'s
         raise ValueError(f"filters must be a non-empty real array of shape (..., L), got dtype "
                          f"{array.dtype} and shape {array.shape}")
     batch, length = array.shape[:-1], array.shape[-1]
