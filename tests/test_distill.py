@@ -62,6 +62,9 @@ def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
     assert res.report.columns["failed"][1, 2] and res.bank.order[1, 2] == 0
     assert "NaN" in res.report.columns["reason"][1, 2]
     assert res.report.columns["failed"].sum() == 1 and np.all(res.bank.order[0] == 4)
+    # found by tests/test_robustness.py: its row kept met_tol and the zero filter's errors
+    assert not res.report.columns["met_tol"][1, 2]
+    assert all(np.isnan(res.report.columns[c][1, 2]) for c in ("l2", "hinf", "aak"))
     with pytest.raises(ValueError, match=r"NaN or Inf taps in filter \(1, 2\)"):
         distill(h, 4, on_fail="raise")
 

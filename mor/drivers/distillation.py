@@ -211,10 +211,13 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     results = _run(job, job_inputs, chunks, executor, workers, shard_dir, resume, request,
                    progress)
     bank, columns = _assemble(results, batch)
-    if bad.any():
+    if bad.any():  # reduced as zero filters: their figures say nothing of the filters
         for i in np.flatnonzero(bad):
             columns["failed"].reshape(-1)[i] = True
+            columns["met_tol"].reshape(-1)[i] = False
             columns["reason"].reshape(-1)[i] = "NaN or Inf taps"
+            for c in ("l2", "tail", "hinf", "aak", "bt_bound"):
+                columns[c].reshape(-1)[i] = np.nan
     if on_fail == "raise" and columns["failed"].any():
         i = int(np.flatnonzero(columns["failed"].reshape(-1))[0])
         raise ValueError(f"filter {tuple(int(j) for j in np.unravel_index(i, batch))} failed: "
