@@ -159,8 +159,13 @@ def _torch_arrays(path: Path, key: str | None) -> dict[str, np.ndarray]:
     if not isinstance(state, dict):
         raise ValueError(f"{path}: not a state dict (got {type(state).__name__})")
     tensors = {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    return {name: tensors[name].detach().to(torch.float64).numpy()
-            for name in _select(list(tensors), key, path)}
+    out = {}
+    for name in _select(list(tensors), key, path):
+        tensor = tensors[name].detach().cpu()
+        if tensor.dtype == torch.bfloat16:  # NumPy has no bfloat16; float32 holds it exactly
+            tensor = tensor.to(torch.float32)
+        out[name] = tensor.numpy()  # its own dtype: complex and bool are refused as elsewhere
+    return out
 
 
 def _checked(array: np.ndarray, path: Path, name: str) -> np.ndarray:

@@ -93,3 +93,15 @@ def test_striped_hyena_kernel_of_no_taps():
     assert export.striped_hyena_kernel([0.5], [2.0], -2.0, 0).shape == (0,)
     with pytest.raises(ValueError, match="length"):
         export.striped_hyena_kernel([0.5], [2.0], -2.0, -1)
+
+
+def test_torch_state_dict_dtypes(tmp_path):
+    # found by tests/test_robustness.py: complex tensors were cast to their real part (with a
+    # UserWarning only) and bool tensors taken, where .npy and .safetensors refuse both
+    torch = pytest.importorskip("torch")
+    for tensor in (torch.tensor([[1 + 2j, 3 + 0j]]), torch.tensor([[True, False]])):
+        torch.save({"h": tensor}, tmp_path / "x.pt")
+        with pytest.raises(ValueError, match="must be a real array"):
+            read_filters(tmp_path / "x.pt")
+    torch.save({"h": torch.tensor([[1.5, -2.0]], dtype=torch.bfloat16)}, tmp_path / "x.pt")
+    np.testing.assert_array_equal(read_filters(tmp_path / "x.pt"), [[1.5, -2.0]])
