@@ -26,7 +26,7 @@ distill                -- Every filter of a model: a bank and a report (parallel
 Distillation           -- The bank and the report, as returned by `distill`.
 Report                 -- Per-filter and per-layer figures of a distillation (JSON-ready).
 read_filters           -- Filters from .npy, .npz, .safetensors or torch state-dict files.
-export                 -- Banks in inference engines' conventions (StripedHyena, log-poles).
+export                 -- Banks as inference engines' state dicts (StripedHyena, Vortex), and back.
 
 Errors
 ------
