@@ -115,6 +115,16 @@ class TestBounds:
         with pytest.raises(ValueError, match="length 1"):
             mor.error_bounds(np.ones(1))
 
+    @pytest.mark.parametrize("max_order", [9, 10, 40])
+    def test_order_range_names_the_filters_length(self, max_order):
+        """Issue 17.6: filters of length 10 have orders up to L - 2 = 8 with a bound (order
+        d needs sigma_{d+1}); the message named length 9 and L - 1 = 8."""
+        with pytest.raises(ValueError) as err:
+            mor.error_bounds(np.ones(10), max_order=max_order)
+        assert str(err.value).startswith("max_order must be <= L - 2 = 8 for filters of length 10")
+        assert str(err.value).endswith(f"got {max_order}")
+        assert mor.error_bounds(np.ones(10), max_order=8).aak.shape == (9,)
+
 
 @given(st.integers(2, 60), st.integers(0, 2**31))
 def test_hsv_invariant_under_scaling_and_sign(length, seed):
@@ -126,3 +136,20 @@ def test_hsv_invariant_under_scaling_and_sign(length, seed):
     g = h.copy()
     g[0] += 5
     np.testing.assert_array_equal(mor.hankel_singular_values(g), s)
+
+
+@pytest.mark.parametrize("k", [None, 8, 20, 60])
+def test_krylov_values_of_multiple_singular_values(k):
+    # found by tests/test_robustness.py: a pure delay's Hankel values are all 1 (a multiple
+    # value); Lanczos met one copy per invariant subspace and certified 1e-16 as the 19th and
+    # 20th largest (so reduce reported an AAK bound of 1e-16 for an error of 1). With every
+    # value asked for, rounding left spurious copies above sigma_1 (sparse taps).
+    delay = np.zeros(400)
+    delay[200] = 1.0
+    sparse = np.zeros(400)
+    sparse[[64, 95]] = [0.25, -1.0]
+    for h in (delay, sparse):
+        got = mor.hankel_singular_values(h, k, method="krylov")
+        want = mor.hankel_singular_values(h, k, method="dense")
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * want[0])
+    assert mor.reduce(delay, 10, on_fail="flag").info["aak"] == pytest.approx(1.0)

@@ -197,7 +197,12 @@ def error_bounds(h, max_order: int | None = None) -> ErrorBounds:
     size = h.shape[-1] - 1
     if size == 0:
         raise ValueError("a filter of length 1 has no Hankel spectrum: order 0 is exact")
-    k = size if max_order is None else int(check_order(max_order, size, "max_order")) + 1
+    # an integer >= 0 (checked as orders are), then d <= L - 2: order d needs sigma_{d+1}
+    k = size if max_order is None else int(check_order(max_order, np.iinfo(np.int64).max,
+                                                       "max_order")) + 1
+    if k > size:
+        raise ValueError(f"max_order must be <= L - 2 = {size - 1} for filters of length "
+                         f"{size + 1} (the bounds of order d need sigma_(d+1)), got {k - 1}")
     scale = Scale.of_filters(h)  # computed on [1/2, 1)-scaled filters, scaled back exactly
     scaled = scale.down(h)
     hsv = hankel_svd(scaled, k, vectors=False)[0]
