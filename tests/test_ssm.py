@@ -269,3 +269,14 @@ def test_norms_and_hankel_values_at_any_scale(c):
                                rtol=1e-12)
     # the peak search had absolute thresholds: 7.6835075 at 1e200 against 7.6835127
     np.testing.assert_allclose(big.hinf_norm() / c, base.hinf_norm(), rtol=1e-13)
+
+
+def test_repr_states_the_orders():
+    # issue 17.6: min(initial=0) made every repr read "order 0..d", a single system included
+    k = np.arange(64)
+    h = 0.9**k * np.cos(0.4 * k) + 0.5 * 0.6**k  # order 3: a pair and a real pole
+    assert repr(mor.reduce(h, 3)) == "ModalSSM(shape=(), order 3, modes 2)"
+    assert repr(mor.reduce(h[None], 3)) == "ModalSSM(shape=(1,), order 3, modes 2)"
+    assert repr(mor.reduce(np.stack([h, h]), [1, 3])) == "ModalSSM(shape=(2,), order 1..3, modes 1..2)"
+    assert repr(_example()[:0]) == "ModalSSM(shape=(0,), empty)"
+    assert repr(mor.ModalSSM([0.5], [1.0], 0.0)) == "ModalSSM(shape=(), order 1, modes 1)"

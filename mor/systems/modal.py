@@ -328,9 +328,16 @@ class ModalSSM:
                                      d[flat].reshape(sel.shape), info=info)
 
     def __repr__(self) -> str:
-        order = self.order
-        return (f"ModalSSM(shape={self.shape}, order {order.min(initial=0)}.."
-                f"{order.max(initial=0)}, modes <= {self._poles_c.shape[-1]})")
+        """The batch shape, the orders and the modes: one value where every system has the
+        same (a single system included), else their range."""
+        if self.order.size == 0:
+            return f"ModalSSM(shape={self.shape}, empty)"
+
+        def span(values: np.ndarray) -> str:
+            low, high = int(values.min()), int(values.max())
+            return f"{low}" if low == high else f"{low}..{high}"
+
+        return f"ModalSSM(shape={self.shape}, order {span(self.order)}, modes {span(self.modes)})"
 
     # ------------------------------------------------------------------ responses and norms
     def impulse(self, length: int, *, kernel: str = "numba") -> np.ndarray:
