@@ -1,12 +1,15 @@
 """Prony-family methods and the shared least-squares residue fit."""
 
+import mpmath
 import numpy as np
 import pytest
+import scipy.signal
 from hypothesis import given, strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
 from mor.fitting.least_squares import fit_residues
+from mor.methods.prony import PencilFamily
 from systems import decayed_length, stable_modal
 
 
@@ -166,3 +169,49 @@ def test_residue_kernel_matches_the_reference(ssm, length, tail_weight, seed):
     assert got[0, -1] == 0 and d[0] == h[0, 0]
     model = [mor.ModalSSM.from_compact(poles, r[0], d[0]).impulse(length) for r in (got, ref)]
     np.testing.assert_allclose(model[0], model[1], atol=1e-9 * np.linalg.norm(h))
+
+
+def _exact_l2(h, poles, residues, direct):
+    """``||h - h_hat|| / ||h||`` of a compact modal model in 50-digit arithmetic (mpmath)."""
+    with mpmath.workdps(50):
+        lam = [mpmath.mpc(p.real, p.imag) for p, r in zip(poles, residues) if r != 0]
+        res = [mpmath.mpc(r.real, r.imag) for r in residues if r != 0]
+        taps = [mpmath.mpf(float(x)) for x in h]
+        power = [mpmath.mpc(1)] * len(lam)
+        energy = (taps[0] - mpmath.mpf(float(direct))) ** 2
+        for k in range(1, len(taps)):
+            energy += (taps[k] - mpmath.re(mpmath.fsum(r * q for r, q in zip(res, power)))) ** 2
+            power = [q * p for q, p in zip(power, lam)]
+        return float(mpmath.sqrt(energy / mpmath.fsum(x * x for x in taps)))
+
+
+def _pencil_model(h, order):
+    """The matrix-pencil model as the method builds it (before `mor.reduce` judges it)."""
+    part = PencilFamily.from_fir(h[None], order).model(np.array([order]))
+    return mor.ModalSSM.from_compact(part.poles[0], part.residues[0], part.direct[0])
+
+
+def test_l2_is_exact_where_residues_cancel():
+    """Issue 17.6 item 3: the matrix pencil on remez(63) low-pass designs at order 30 puts
+    poles within 1e-14 of the circle with residues up to 3e8 that cancel on the taps; the
+    impulse response summed in floating point left l2 off by 5e-9 to 3e-8 (relative). Where
+    the rounding bound says so, l2 is now recomputed in double-double arithmetic."""
+    for cutoff in (0.05, 0.3):
+        h = scipy.signal.remez(63, [0, cutoff, cutoff + 0.03, 0.5], [1, 0])
+        model = _pencil_model(h, 30)
+        assert np.abs(model.compact()[1]).max() > 1e6
+        exact = _exact_l2(h, *model.compact())
+        assert float(mor.compare(h, model).l2) == pytest.approx(exact, rel=1e-13)
+
+
+def test_l2_is_exact_with_a_cancelling_pole_pair():
+    """A balanced truncation with a pole pair one ulp apart and residues +-1e11 added (their
+    sum changes the taps by about 1e-4): l2 was 1.9% off (0.003529 for 0.003599)."""
+    h = scipy.signal.firwin(255, 0.05)
+    poles, residues, direct = mor.reduce(h, 16).compact()
+    lam = 0.97 * np.exp(0.5j)
+    poles = np.r_[poles, lam, complex(np.nextafter(lam.real, 1.0), lam.imag)]
+    residues = np.r_[residues, 1e11, -1e11]
+    model = mor.ModalSSM.from_compact(poles, residues, direct)
+    exact = _exact_l2(h, *model.compact())
+    assert float(mor.compare(h, model).l2) == pytest.approx(exact, rel=1e-13)

@@ -154,3 +154,97 @@ def markov_parameters_reference(a: np.ndarray, b: np.ndarray, c: np.ndarray,
         out[:, k] = np.einsum("fi,fi->f", c, x)
         x = np.einsum("fij,fj->fi", a, x)
     return out
+
+
+# ---------------------------------------------------------------- compensated (double-double)
+# Error-free transformations (Knuth's two-sum, Dekker's split and two-product): a value is an
+# unevaluated sum hi + lo of two doubles, about 106 bits.
+
+@numba.njit(cache=True, inline="always")
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@numba.njit(cache=True, inline="always")
+def _split(a):
+    c = 134217729.0 * a  # 2^27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@numba.njit(cache=True, inline="always")
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_add(ah, al, bh, bl):
+    s, e = _two_sum(ah, bh)
+    e += al + bl
+    return _two_sum(s, e)
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_mul_d(ah, al, b):
+    p, e = _two_prod(ah, b)
+    e += al * b
+    return _two_sum(p, e)
+
+
+@numba.njit(cache=True)
+def _impulse_error_dd_rows(h, poles, residues, direct, rows, out):
+    length = h.shape[1]
+    for j in range(rows.shape[0]):
+        f = rows[j]
+        out[j, 0] = h[f, 0] - direct[f]
+        for k in range(1, length):
+            out[j, k] = 0.0
+        # per tap k: h[k] - Re sum_n R_n lambda_n^(k-1), every product and sum in double-double
+        acc_hi = np.empty(length)
+        acc_lo = np.zeros(length)
+        for k in range(length):
+            acc_hi[k] = h[f, k]
+        acc_hi[0] = out[j, 0]
+        for n in range(poles.shape[1]):
+            r = residues[f, n]
+            if r == 0:
+                continue
+            pr, pi = poles[f, n].real, poles[f, n].imag
+            zr, zrl, zi, zil = r.real, 0.0, r.imag, 0.0  # z = R lambda^(k-1), starting at R
+            for k in range(1, length):
+                acc_hi[k], acc_lo[k] = _dd_add(acc_hi[k], acc_lo[k], -zr, -zrl)
+                # z <- z * lambda: (zr + i zi)(pr + i pi)
+                a_h, a_l = _dd_mul_d(zr, zrl, pr)
+                b_h, b_l = _dd_mul_d(zi, zil, pi)
+                c_h, c_l = _dd_mul_d(zr, zrl, pi)
+                d_h, d_l = _dd_mul_d(zi, zil, pr)
+                zr, zrl = _dd_add(a_h, a_l, -b_h, -b_l)
+                zi, zil = _dd_add(c_h, c_l, d_h, d_l)
+        for k in range(1, length):
+            out[j, k] = acc_hi[k] + acc_lo[k]
+
+
+def impulse_error_compensated(h: np.ndarray, poles: np.ndarray, residues: np.ndarray,
+                              direct: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """``h[f, k] - h_hat[f, k]`` for ``f`` in ``rows``, ``k < L``, of compact modal models
+    ``(F, m)`` (as `impulse_compact`), accurate to a few ulps of each difference.
+
+    The powers ``lambda^(k-1)``, their products with the residues and the sums are carried in
+    double-double arithmetic (error-free transformations, about 106 bits), so that residues
+    that cancel (clustered poles with large opposite residues, ``sum |R lambda^k|`` far above
+    ``|h_hat[k]|``) lose nothing the result keeps: the error of ``lambda^k`` grows like
+    ``k eps^2``. About 20 times the cost of `impulse_compact`, for the filters that need it.
+    """
+    h = np.ascontiguousarray(h, dtype=np.float64)
+    poles = np.ascontiguousarray(poles, dtype=np.complex128)
+    residues = np.ascontiguousarray(residues, dtype=np.complex128)
+    direct = np.ascontiguousarray(direct, dtype=np.float64)
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    out = np.empty((rows.shape[0], h.shape[1]))
+    _impulse_error_dd_rows(h, poles, residues, direct, rows, out)
+    return out
