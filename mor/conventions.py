@@ -53,7 +53,8 @@ INFO: dict[str, str] = {
     "glover_bound": "'hankel': sum_{i>d} sigma_i / max |H| + truncation_tail",
     "met_tol": "with tol: whether the model meets the tolerance",
     "search_start": "with tol: the proven lower bound the order scan started from",
-    "rank_capped": "with order/modes: the filter's Hankel rank capped the order asked for",
+    "rank_capped": "with order/modes: the model's order is below the one asked for (the "
+                   "filter's Hankel rank, or the method built fewer poles)",
     "failed": "the filter failed (order 0 with on_fail='flag')",
     "reason": "why it failed, or why it missed the tolerance ('' otherwise)",
     "conversion_error": "what the modal form lost on the Markov parameters (relative)",

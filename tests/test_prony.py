@@ -215,3 +215,45 @@ def test_l2_is_exact_with_a_cancelling_pole_pair():
     model = mor.ModalSSM.from_compact(poles, residues, direct)
     exact = _exact_l2(h, *model.compact())
     assert float(mor.compare(h, model).l2) == pytest.approx(exact, rel=1e-13)
+
+
+def test_info_describes_the_model_returned():
+    """Issue 17.6 item 4: robust Padé lowers its degree where the Toeplitz system is rank
+    deficient (order 6 for 16 on firwin(255, 0.05)); info kept the order asked for and the AAK
+    and BT figures of order 16. Every size request now reports the model's own order."""
+    h = scipy.signal.firwin(255, 0.05)
+    s = mor.hankel_singular_values(h)
+    bounds = mor.error_bounds(h, max_order=16)
+    red = mor.reduce(h, 16, method="pade")
+    info = red.info
+    assert red.order == 6 and info["order"] == 6 and info["rank_capped"]
+    assert info["aak"] == pytest.approx(s[6] / info["peak"], rel=1e-12)
+    assert info["bt_bound"] == pytest.approx(bounds.bt[6] / info["peak"], rel=1e-12)
+    assert info["bt_bound"] >= 2 * s[6:].sum() / info["peak"] * (1 - 1e-12)
+    errors = mor.compare(h, red)
+    for key in ("order", "l2", "tail", "hinf", "aak"):
+        assert getattr(errors, key) == pytest.approx(info[key], rel=1e-10), key
+    for request in ({"modes": 8}, {"tol": 0.5, "on_fail": "best"}):
+        red = mor.reduce(h, method="pade", **request)
+        assert np.all(red.info["order"] == red.order), request
+        assert red.info["aak"] == pytest.approx(s[int(red.order)] / red.info["peak"], rel=1e-12)
+    # a method that keeps every pole asked for is not flagged
+    assert not mor.reduce(h, 16, method="pencil", on_fail="flag").info["rank_capped"]
+
+
+def test_a_model_with_a_resonance_the_filter_lacks_fails():
+    """Issue 17.6 item 3: the matrix pencil on remez(63, 0.05) at order 30 reflects a pole
+    from the circle to 7e-15 inside it, with residues of 3e8: hinf 8.5e10 (relative to the
+    filter's peak) for balanced truncation's bound 0.42, and it was not flagged. A model
+    worse by 1e3 than both the order-0 model's bound and balanced truncation's fails; the
+    poor but sound (the pencil on firwin(255, 0.05) at 16: hinf 456) does not."""
+    h = scipy.signal.remez(63, [0, 0.05, 0.08, 0.5], [1, 0])
+    broken = r"hinf error [\d.]+e\+10 \(relative to max \|H\|\) is more than 1000 times"
+    with pytest.raises(ValueError, match=broken):
+        mor.reduce(h, 30, method="pencil")
+    red = mor.reduce(h, 30, method="pencil", on_fail="flag")
+    assert red.info["failed"] and red.order == 0 and red.info["order"] == 0
+    assert "a resonance the filter does not have" in str(red.info["reason"])
+    assert red.info["hinf"] <= 1 + abs(h[0]) / red.info["peak"]  # the order-0 model's
+    sound = mor.reduce(scipy.signal.firwin(255, 0.05), 16, method="pencil")
+    assert not sound.info["failed"] and 100 < sound.info["hinf"] < 1000

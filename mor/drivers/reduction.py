@@ -29,6 +29,20 @@ ERRORS = ("l2", "tail", "hinf")
 TOL_FIRST_ORDER = 24
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
 CONVERSION_RTOL = 1e-6
+#: A model whose ``hinf`` exceeds both the order-0 model's and balanced truncation's bound
+#: by this factor fails (`blown_up`). Measured on Prony, matrix-pencil and Padé models of
+#: ``firwin``/``remez`` designs (63 to 511 taps, orders 8 to 64) and trained filters: the
+#: poor-but-sound ones reach 500 times those references, the broken ones (resonances within
+#: ``1e-9`` of the circle, residues up to ``3e8``) ``1e8`` to ``1e11`` times the filter's peak.
+BLOWN_UP_FACTOR = 1e3
+
+
+def model_orders(models: Models) -> np.ndarray:
+    """McMillan degree of each model as built (a live conjugate pair counts 2, a real pole 1):
+    a method may return fewer poles than asked for (Padé's degree reduction, dropped unstable
+    poles, Glover's step where ``sigma_d ~ sigma_{d+1}``)."""
+    live = models.residues != 0
+    return (live * np.where(models.poles.imag != 0, 2, 1)).sum(axis=1).astype(np.int64)
 
 
 def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
@@ -47,7 +61,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     order : int or array_like of int
         McMillan degree per filter (broadcast over the batch), ``0 <= order <= L - 1``.
         ``order=0`` is the direct term alone. A filter whose Hankel rank is lower (an exactly
-        low-order filter) gets its rank, flagged ``rank_capped`` in ``info``.
+        low-order filter) gets its rank, flagged ``rank_capped`` in ``info``, as does a
+        model of lower order than asked for (Padé's degree reduction, dropped poles, Glover's
+        step where ``sigma_d ~ sigma_{d+1}``): ``info`` describes the model returned.
     modes : int
         Cap on compact modes (the GPU state size): the largest order whose model has at most
         ``modes`` compact modes (a conjugate pair or a real pole each take one).
@@ -124,7 +140,11 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     ``sigma_{d+1}`` [1]_; balanced truncation [2]_ [3]_ guarantees at most ``2 sum_{i>d}
     sigma_i``, optimal Hankel-norm approximation [1]_ [4]_ reaches ``sigma_{d+1}`` in the
     Hankel norm. A model whose diagonalisation loses more than ``1e-6`` (relative) of its
-    Markov parameters (near-defective poles) fails like an unstable one.
+    Markov parameters (near-defective poles) fails like an unstable one, as does a model whose
+    method could not build it (the method's reason) and one whose ``hinf`` (when reported) is
+    more than `BLOWN_UP_FACTOR` times both the order-0 model's bound and balanced
+    truncation's guarantee (`blown_up`). ``info`` describes the model returned: its order
+    (``rank_capped`` where it is below the one asked for) and the bounds at that order.
 
     References
     ----------
@@ -179,15 +199,20 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
     else:
         sized = _searched(source, tol, norm, max_order, method)
     info["search"] = sized.search
-    failed, reason = _failures(source, sized, on_fail, allow_unstable)
-    models, orders = sized.models, sized.orders
+    models = sized.models
+    orders = model_orders(models)  # what the models are, whatever the method was asked for
+    achieved = _errors(source, sized.groups, models, orders, errors)
+    failed, reason = _failures(source, sized, on_fail, allow_unstable, achieved)
     if failed.any():
         models.poles[failed], models.residues[failed] = 0, 0
         models.direct[failed] = source.own_direct[failed]
         models.conversion_error[failed] = 0.0
         orders = np.where(failed, 0, orders)
+        redone = _errors(source, sized.groups, models, orders, errors, failed)
+        for key, value in redone.items():
+            achieved[key][failed] = value[failed]
     batch = source.batch
-    for key, value in _errors(source, sized.groups, models, orders, errors).items():
+    for key, value in achieved.items():
         info[key] = value.reshape(batch)
     info["conversion_error"] = models.conversion_error.reshape(batch)
     info["poles_touched"] = models.poles_touched.reshape(batch)
@@ -330,13 +355,23 @@ def _searched(source: _Source, tol, norm: str, max_order, method: str) -> _Sized
                   f"no order <= {top} meets {norm} <= {tol:g}")
 
 
-def _failures(source: _Source, sized: _Sized, on_fail: str, allow_unstable: bool
-              ) -> tuple[np.ndarray, np.ndarray]:
-    """Per filter whether its model fails and why; raises for ``on_fail="raise"``."""
+def _failures(source: _Source, sized: _Sized, on_fail: str, allow_unstable: bool,
+              achieved: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per filter whether its model fails and why; raises for ``on_fail="raise"``.
+
+    A model fails where its method could not build it (the method's reason), where its modal
+    form is inaccurate (near-defective poles), where a pole lies on or outside the unit
+    circle, and where its ``hinf`` error (when reported) is `BLOWN_UP_FACTOR` times both what
+    the order-0 model a failed filter gets can have and balanced truncation's guarantee at its
+    order (`blown_up`).
+    """
     count, models = source.count, sized.models
     reason = np.full(count, "", dtype=object)
     if sized.met is not None:
         reason[~sized.met] = sized.unmet
+    why = models.reasons
+    own = why != ""  # the method's own reason comes first (an unmet tolerance's included)
+    reason[own] = why[own]
     lost = models.conversion_error
     inaccurate = (lost > CONVERSION_RTOL) & (reason == "") & (sized.met is None)
     for i in np.flatnonzero(inaccurate):
@@ -345,9 +380,22 @@ def _failures(source: _Source, sized: _Sized, on_fail: str, allow_unstable: bool
     unstable = np.zeros(count, dtype=bool) if allow_unstable else ~ModalSSM.from_compact(
         models.poles, models.residues, models.direct).is_stable()
     reason[unstable & (reason == "")] = "a pole on or outside the unit circle"
+    blown = blown_up(achieved, source.own_direct) & ~own & ~unstable
+    for i in np.flatnonzero(blown & ((reason == "") | (reason == sized.unmet))):
+        live = models.residues[i] != 0
+        closest = (1 - np.abs(models.poles[i][live])).min(initial=np.inf)
+        reason[i] = (f"hinf error {achieved['hinf'][i]:.3g} (relative to max |H|) is more than "
+                     f"{BLOWN_UP_FACTOR:g} times both the order-0 model's bound "
+                     f"{1 + abs(source.own_direct[i]) / achieved['peak'][i]:.3g} and balanced "
+                     f"truncation's {achieved['bt_bound'][i]:.3g} at order "
+                     f"{achieved['order'][i]}: a resonance the filter does not have (a pole "
+                     f"{closest:.1e} inside the unit circle, residues up to "
+                     f"{np.abs(models.residues[i]).max(initial=0.0) / achieved['peak'][i]:.1e}"
+                     f" max |H|)")
     failed = reason != ""
     if on_fail == "best" and sized.met is not None:
-        failed &= sized.met | unstable  # an unmet tolerance keeps its best stable model
+        # an unmet tolerance keeps its best stable model, not one that is broken
+        failed &= sized.met | unstable | own | blown
     if failed.any() and on_fail == "raise":
         bad = np.flatnonzero(failed)
         where = "; ".join(f"filter {tuple(int(j) for j in np.unravel_index(i, source.batch))}: "
@@ -357,11 +405,38 @@ def _failures(source: _Source, sized: _Sized, on_fail: str, allow_unstable: bool
     return failed, reason
 
 
-def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors
-            ) -> dict[str, np.ndarray]:
-    """The achieved errors, the AAK and BT figures and the method's own bounds per filter."""
+def blown_up(achieved: dict[str, np.ndarray], own_direct: np.ndarray) -> np.ndarray:
+    """Where a model's ``hinf`` error says it is broken (``False`` where ``hinf`` is not
+    reported or is infinite: a pole on or outside the circle is judged apart).
+
+    Two references bound what a sane model of order ``d`` may cost: the order-0 model (the
+    direct term ``h[0]`` alone, what a failed filter gets) has
+    ``hinf <= 1 + |h[0]| / max|H|``, and balanced truncation guarantees
+    ``hinf <= bt_bound = 2 sum_{i>d} sigma_i / max|H|`` at the same order. A model above the
+    larger of the two by the factor `BLOWN_UP_FACTOR` is worse than dropping every mode by
+    orders of magnitude, beyond anything a guaranteed method returns: its response has a
+    resonance the filter does not have (typically poles within ``1e-9`` of the circle with
+    residues that cancel on the taps, so that ``l2`` over the taps may still look fine).
+    """
+    if "hinf" not in achieved or "bt_bound" not in achieved:
+        return np.zeros(own_direct.shape[0], dtype=bool)
+    peak, hinf = achieved["peak"], achieved["hinf"]
+    trivial = 1.0 + np.divide(np.abs(own_direct), peak, out=np.zeros(peak.shape),
+                              where=peak > 0)
+    limit = BLOWN_UP_FACTOR * np.maximum(trivial, achieved["bt_bound"])
+    return np.isfinite(hinf) & (hinf > limit)
+
+
+def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
+            rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The achieved errors, the AAK and BT figures and the method's own bounds per filter
+    (only for the filters where the mask ``rows`` holds, when given; the others are zero)."""
     achieved: dict[str, np.ndarray] = {}
     for idx, family, local in groups:
+        if rows is not None:
+            idx, local = idx[rows[idx]], local[rows[idx]]
+            if idx.size == 0:
+                continue
         part = models.take(idx)
         if source.is_system:
             got = _system_errors(source.flat, family, part, orders[idx], errors)
@@ -410,7 +485,7 @@ def _largest_within_modes(family: Method, cap: np.ndarray, modes: int
         done = part.take(fits)
         out.put(pending[fits], Models(done.poles[:, :k], done.residues[:, :k], done.direct,
                                       done.conversion_error, done.poles_touched,
-                                      done.diagnostics))
+                                      done.diagnostics, done.reason))
         pending = pending[~fits]
         orders[pending] -= 1
     return orders, out

@@ -66,6 +66,10 @@ class Models:
     diagnostics : dict of ndarray ``(F,)``
         Per-filter facts of iterative methods (``iterations``, ``converged``), reported in
         ``info`` under the same keys.
+    reason : ndarray ``(F,)`` of str, or None
+        Why the method could not build a filter's model (``""`` where it could; ``None``: it
+        built every one). Such a filter fails in `mor.reduce` with this reason; its model
+        here is the direct term alone.
     """
 
     poles: np.ndarray
@@ -74,6 +78,7 @@ class Models:
     conversion_error: np.ndarray
     poles_touched: np.ndarray
     diagnostics: dict[str, np.ndarray] = field(default_factory=dict)
+    reason: np.ndarray | None = None
 
     @classmethod
     def empty(cls, count: int, width: int, direct: np.ndarray,
@@ -90,11 +95,19 @@ class Models:
     def width(self) -> int:
         return self.poles.shape[1]
 
+    @property
+    def reasons(self) -> np.ndarray:
+        """`reason` as an array of the batch (``""`` everywhere when it is ``None``)."""
+        if self.reason is None:
+            return np.full(self.direct.shape[0], "", dtype=object)
+        return self.reason
+
     def take(self, rows) -> "Models":
         """The models of ``rows`` (indices or a mask)."""
         return Models(self.poles[rows], self.residues[rows], self.direct[rows],
                       self.conversion_error[rows], self.poles_touched[rows],
-                      {k: v[rows] for k, v in self.diagnostics.items()})
+                      {k: v[rows] for k, v in self.diagnostics.items()},
+                      None if self.reason is None else self.reason[rows])
 
     def put(self, rows, other: "Models") -> None:
         """Write ``other``'s models into ``rows`` (its width at most this one's)."""
@@ -108,6 +121,9 @@ class Models:
         for key, value in other.diagnostics.items():
             self.diagnostics.setdefault(key, np.zeros(self.direct.shape[0], dtype=value.dtype))
             self.diagnostics[key][rows] = value
+        if other.reason is not None or self.reason is not None:
+            self.reason = self.reasons
+            self.reason[rows] = other.reasons
 
     @classmethod
     def stack(cls, count: int, parts: list[tuple[np.ndarray, "Models"]]) -> "Models":
