@@ -1,13 +1,17 @@
 """Optimal Hankel-norm approximation against the theory and against SLICOT's AB09CD."""
 
+import re
+
 import numpy as np
 import pytest
 import scipy.linalg
+import scipy.signal
 from hypothesis import given, strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
-from mor.methods.hankel_norm import to_continuous, to_discrete
+from mor.methods.hankel_norm import (CLUSTER_RTOL, HankelNormFamily, glover, to_continuous,
+                                     to_discrete)
 from systems import decayed_length, stable_modal
 
 
@@ -142,3 +146,58 @@ def test_hankel_norm_error_on_trained_filters(trained_filters):
         red = mor.reduce(base, 16, method="hankel")
         err = _error_system(base, red).hankel_singular_values()[0]
         assert err == pytest.approx(sigma[16], rel=1e-6)
+
+
+# Issue 17.6 item 1: Glover's step on clustered singular values. Equiripple designs have
+# dozens of Hankel singular values equal to 1e-8 (relative) or closer; Glover's formula
+# divides by sigma_i^2 - sigma_{d+1}^2. Before: a broadcasting ValueError where the step
+# returned more stable poles than the order (remez(127) high-pass at orders 1-4 and 6-8,
+# firwin(101) at order 1), and failures "near-defective poles ... off by inf" where the cause
+# was sigma_{d+1} ~ sigma_{d+2}.
+_CLUSTERED = {
+    "remez101": scipy.signal.remez(101, [0, 0.2, 0.25, 0.5], [1, 0]),
+    "remez127_highpass": scipy.signal.remez(127, [0, 0.2, 0.25, 0.5], [0, 1]),
+    "remez101_bandpass": scipy.signal.remez(101, [0, 0.1, 0.15, 0.3, 0.35, 0.5], [0, 1, 0]),
+    "firwin101": scipy.signal.firwin(101, 0.2),
+    "firwin63": scipy.signal.firwin(63, 0.3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_CLUSTERED))
+def test_clustered_singular_values_give_optimal_approximants(name):
+    h = _CLUSTERED[name]
+    s = mor.hankel_singular_values(h)
+    for d in (1, 2, 3, 4, 5, 6, 8, 10, 12, 16):
+        red = mor.reduce(h, d, method="hankel", on_fail="flag")  # raised before
+        info = red.info
+        assert not info["failed"], (d, info["reason"])
+        m = int(red.order)
+        assert red.is_stable() and m <= d and info["order"] == m
+        assert info["rank_capped"] == (m < d)
+        # a lower order only where sigma_m.. sigma_{d+1} form one cluster (AB09CX's rule):
+        # its approximant reaches the optimal Hankel-norm error sigma_{d+1} up to the spread
+        assert abs(s[m] - s[d]) <= CLUSTER_RTOL * s[d]
+        assert info["aak"] * (1 - 1e-6) <= info["hinf"] <= info["glover_bound"] * (1 + 1e-6)
+        # where the model has decayed within 16 L, the error's Hankel norm is sigma_{d+1}
+        if m and red.tail_norm(16 * h.size) < 1e-13 * np.linalg.norm(h):
+            e = np.zeros(16 * h.size)
+            e[: h.size] = h
+            e -= red.impulse(e.size)
+            err = mor.hankel_singular_values(e, 1)[0]
+            tail = info["truncation_tail"] * info["peak"]
+            assert abs(err - s[d]) <= 2e-6 * s[d] + tail
+
+
+def test_glover_reason_names_the_clustered_values():
+    """Without merging the cluster (``rtol=0``) the step on the remez(127) high-pass at order 4
+    finds 18 stable poles, not 4; the reason says which singular values agree, how closely."""
+    h = _CLUSTERED["remez127_highpass"]
+    fam = HankelNormFamily.from_fir(h[None], 4)
+    bal, size = fam.balanced, int(fam.rank[0])
+    a, b, c, _ = to_continuous(bal.a[:, :size, :size], bal.b[:, :size], bal.c[:, :size], bal.d)
+    out = glover(a[0], b[0], c[0], bal.hsv[0, :size], 4, rtol=0.0)
+    assert isinstance(out, str)
+    assert re.search(r"sigma_\d+ and sigma_\d+ agree to \d\.\de-1\d relative", out), out
+    assert "order 4 is ill-conditioned" in out
+    merged = glover(a[0], b[0], c[0], bal.hsv[0, :size], 4)  # the cluster sigma_1..24 merged
+    assert not isinstance(merged, str) and merged[3] == 0

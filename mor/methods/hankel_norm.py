@@ -17,9 +17,9 @@ system can have (AAK). It is computed as follows (Glover 1984):
 
    which keeps the realisation balanced with the same ``sigma`` and preserves the H-infinity
    and Hankel norms;
-3. Glover's all-pass construction: with the ``sigma_{d+1}`` state moved last,
-   ``Sigma = diag(Sigma_1, sigma)``, ``Gamma = Sigma_1^2 - sigma^2 I`` and the sign ``u`` with
-   ``B_2 = -C_2^T u``,
+3. Glover's all-pass construction (`glover`): with the states of ``sigma = sigma_{d+1}``
+   moved last, ``Sigma = diag(Sigma_1, sigma I)``, ``Gamma = Sigma_1^2 - sigma^2 I`` and the
+   sign ``u`` with ``B_2 = -C_2^T u``,
 
    .. math::
 
@@ -29,9 +29,20 @@ system can have (AAK). It is computed as follows (Glover 1984):
        \hat C = C_1 \Sigma_1 + \sigma u B_1^T,
 
    so that ``G - G_hat`` is ``sigma_{d+1}`` times an all-pass function, and ``A_hat`` has
-   exactly ``d`` stable eigenvalues;
-4. the map back to discrete time and the stable part (the modes with ``|lambda| < 1``): the
-   optimal Hankel-norm approximant;
+   as many stable eigenvalues as ``Sigma_1`` has values above ``sigma`` (Glover's inertia
+   theorem; ``d`` for ``sigma_d > sigma_{d+1}``). A value of multiplicity ``k`` is removed
+   with all its ``k`` states (Glover 1984 allows it; ``u`` then solves ``B_2 = -C_2^T u`` by
+   least squares, as in SLICOT's AB09CX); values within `CLUSTER_RTOL` of ``sigma_{d+1}``
+   count as multiple (``Gamma`` would divide by their difference, and rounding amplified by
+   it moves eigenvalues of ``A_hat`` across the imaginary axis). Where the cluster reaches
+   above ``sigma_{d+1}`` (``sigma_d ~ sigma_{d+1}``: order ``d`` is ill-posed) the
+   approximant has the order below the cluster and is optimal up to the cluster's spread,
+   as SLICOT's AB09CX lowers its order; `mor.reduce` reports that order and
+   ``rank_capped``;
+4. the stable part, split off in continuous time (ordered real Schur form and a Sylvester
+   equation, as SLICOT's TB01KD), then mapped back to discrete time: the optimal Hankel-norm
+   approximant. Where the stable poles do not number what the inertia theorem says, the
+   filter fails with a reason naming the nearly equal singular values that caused it;
 5. the direct term that minimises the H-infinity error, ``D = argmin_D ||G - G_d - D||_inf``
    (a convex problem in one real variable, solved by golden section on an exact frequency
    grid). Glover's theorem guarantees a ``D`` with ``||G - G_d - D||_inf <= sum_{i>d} sigma_i``
@@ -41,6 +52,7 @@ system can have (AAK). It is computed as follows (Glover 1984):
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg
 
 from mor._numerics import freq
 from mor._numerics.golden import golden_max
@@ -68,28 +80,84 @@ def to_discrete(a, b, c, d):
             np.sqrt(2) * np.einsum("fi,fij->fj", c, inv), d + np.einsum("fi,fij,fj->f", c, inv, b))
 
 
-def glover(a, b, c, sigma, order: int):
-    """Glover's all-pass construction on balanced continuous-time SISO systems.
+#: Hankel singular values within this (relative) of ``sigma_{d+1}`` count as one multiple value
+#: in `glover`. SLICOT's AB09CX takes ``sqrt(r eps)`` (``r`` the order); measured here on 104
+#: Hankel-norm reductions of classical designs (``remez`` and ``firwin`` filters of 63 to 255
+#: taps at orders 1 to 32, many with clusters of values equal to ``1e-9``), ``sqrt(r eps)``
+#: left one whose stable poles did not number what Glover's inertia theorem says, ``1e-6``
+#: none; the approximant's Hankel-norm error is then within ``1e-6`` of ``sigma_{d+1}``.
+CLUSTER_RTOL = 1e-6
 
-    ``a`` ``(F, r, r)``, ``b`` and ``c`` ``(F, r)``, ``sigma`` ``(F, r)`` (descending); returns
-    ``(A_hat, B_hat, C_hat, u)`` of order ``r - 1`` (``u = +-1``: ``D_hat = D - sigma u``).
+
+def glover(a, b, c, sigma, order: int, rtol: float = CLUSTER_RTOL):
+    r"""Glover's all-pass construction and its stable part, for one balanced continuous-time
+    SISO system.
+
+    ``a`` ``(r, r)``, ``b`` and ``c`` ``(r,)``, ``sigma`` ``(r,)`` descending. The value
+    ``sigma = sigma_{d+1}`` is removed with its multiplicity: every state whose value lies
+    within ``rtol sigma`` of it. For a multiple value Glover's construction needs
+    ``B_2 = -C_2^T u``; ``u`` is its least-squares solution (``+-1`` for an exact multiple
+    value, as in SLICOT's AB09CX). Nearly equal values are merged because the construction
+    divides by ``sigma_i^2 - sigma^2``: rounding, amplified by it, moves eigenvalues of
+    ``A_hat`` across the imaginary axis. By Glover's inertia theorem ``A_hat`` has exactly as
+    many stable eigenvalues as there are values above the cluster: ``d``, or fewer where the
+    cluster reaches above ``sigma_{d+1}`` (``sigma_d ~ sigma_{d+1}``: order ``d`` is
+    ill-posed, and the approximant of the order below the cluster is optimal up to its
+    spread; SLICOT's AB09CX lowers its order the same way).
+
+    Returns ``(A_s, B_s, C_s, m)``: the stable part of order ``m`` (an ordered real Schur form
+    and a Sylvester equation split it from the antistable part, as SLICOT's TB01KD), or a
+    string saying why the construction failed (the stable eigenvalues do not number what the
+    inertia theorem says).
     """
-    r = a.shape[-1]
-    keep = np.r_[np.arange(order), np.arange(order + 1, r)]
-    s1 = sigma[:, keep]
-    s = sigma[:, order]
-    a11 = a[:, keep][:, :, keep]
-    b1, c1 = b[:, keep], c[:, keep]
-    u = -np.sign(b[:, order] * c[:, order])
-    u[u == 0] = 1.0
-    gamma = s1**2 - s[:, None] ** 2
-    cu = (s * u)[:, None] * c1
-    num_a = (s[:, None, None] ** 2 * np.swapaxes(a11, 1, 2) + s1[:, :, None] * a11 * s1[:, None, :]
-             - cu[:, :, None] * b1[:, None, :])
-    a_hat = num_a / gamma[:, :, None]
-    b_hat = (s1 * b1 + cu) / gamma
-    c_hat = c1 * s1 + (s * u)[:, None] * b1
-    return a_hat, b_hat, c_hat, u
+    ref = sigma[order]
+    merged = np.abs(sigma - ref) <= rtol * ref
+    kept = ~merged
+    expected = int((kept & (sigma > ref)).sum())
+    s1 = sigma[kept]
+    if s1.size == 0:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), 0
+    gamma = s1**2 - ref**2
+    bb = float(b[merged] @ b[merged])
+    u = -float(b[merged] @ c[merged]) / bb if bb > 0 else 1.0
+    a11 = a[np.ix_(kept, kept)]
+    b1, c1 = b[kept], c[kept]
+    a_hat = (ref**2 * a11.T + s1[:, None] * a11 * s1[None, :]
+             - ref * u * np.outer(c1, b1)) / gamma[:, None]
+    b_hat = (s1 * b1 + ref * u * c1) / gamma
+    c_hat = c1 * s1 + ref * u * b1
+    if not (np.isfinite(a_hat).all() and np.isfinite(b_hat).all()):
+        return _glover_failure(sigma, order, "the all-pass dilation is not finite")
+    try:
+        t, z, sdim = scipy.linalg.schur(a_hat, output="real", sort="lhp")
+    except (np.linalg.LinAlgError, ValueError):  # reordering failed: eigenvalues on the axis
+        sdim, t = int((np.linalg.eigvals(a_hat).real < 0).sum()), None
+    if sdim != expected or t is None:
+        return _glover_failure(sigma, order, f"Glover's all-pass step gave {sdim} stable "
+                                              f"poles where its inertia theorem says {expected}")
+    if sdim == 0:
+        return np.zeros((0, 0)), np.zeros(0), np.zeros(0), 0
+    bz, cz = z.T @ b_hat, c_hat @ z
+    b_s = bz[:sdim]
+    if sdim < t.shape[0]:  # T11 X - X T22 = -T12 decouples the stable part
+        x = scipy.linalg.solve_sylvester(t[:sdim, :sdim], -t[sdim:, sdim:], -t[:sdim, sdim:])
+        b_s = b_s - x @ bz[sdim:]
+    return t[:sdim, :sdim], b_s, cz[:sdim], expected
+
+
+def _glover_failure(sigma, order: int, what: str) -> str:
+    """The reason a Glover step failed, naming the closest pair of singular values around
+    ``sigma_{d+1}`` (the usual cause: the construction divides by their difference)."""
+    ref = sigma[order]
+    pairs = [(order, order + 1)] if order > 0 else []
+    if order + 1 < sigma.size:
+        pairs.append((order + 1, order + 2))
+    if not pairs:
+        return f"{what} at order {order}"
+    i, j = min(pairs, key=lambda p: abs(sigma[p[0] - 1] - sigma[p[1] - 1]))
+    gap = abs(sigma[i - 1] - sigma[j - 1]) / ref
+    return (f"{what} at order {order}: sigma_{i} and sigma_{j} agree to {gap:.1e} relative, "
+            f"so the Hankel-norm approximant of order {order} is ill-conditioned")
 
 
 @register
@@ -177,14 +245,17 @@ class HankelNormFamily(Method):
             idx = np.flatnonzero(exact)
             poles[idx, : part.width], residues[idx, : part.width] = part.poles, part.residues
             direct[idx], lost[idx] = part.direct, part.conversion_error
+        reason = np.full(f, "", dtype=object)
         for key in {(int(o), int(n)) for o, n in zip(orders[~exact], sizes[~exact])}:
             idx = np.flatnonzero(~exact & (orders == key[0]) & (sizes == key[1]))
-            p, r, e = self._approximant(which[idx], *key)
-            poles[idx, : p.shape[1]], residues[idx, : p.shape[1]], lost[idx] = p, r, e
+            p, r, e, why = self._approximant(which[idx], *key)
+            k = min(p.shape[1], width)  # Glover's order never exceeds the one asked for
+            poles[idx, :k], residues[idx, :k], lost[idx], reason[idx] = p[:, :k], r[:, :k], e, why
         if (~exact).any() and self.direct_rule == "hinf":
             idx = np.flatnonzero(~exact)
             direct[idx] = self._best_direct(which[idx], poles[idx], residues[idx])
-        return Models(poles, residues, direct, lost, np.zeros(f, dtype=np.int64))
+        return Models(poles, residues, direct, lost, np.zeros(f, dtype=np.int64),
+                      reason=reason if (reason != "").any() else None)
 
     def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
         """Glover's bound ``||G - G_d - D||_inf <= sum_{i>d} sigma_i``, plus the truncation tail
@@ -196,23 +267,42 @@ class HankelNormFamily(Method):
         return {"truncation_tail": tail, "glover_bound": errors["bt_bound"] / 2 + tail}
 
     def _approximant(self, which, order: int, size: int):
+        """The stable parts of Glover's construction (`glover`) for the filters ``which``:
+        compact poles and residues, the conversion error and the reason of each failure."""
         bal = self.balanced
+        f = len(which)
         a, b, c = bal.a[which, :size, :size], bal.b[which, :size], bal.c[which, :size]
         sigma = bal.hsv[which, :size]
         ac, bc, cc, _ = to_continuous(a, b, c, bal.d[which])
-        a_hat, b_hat, c_hat, _ = glover(ac, bc, cc, sigma, order)
-        ad, bd, cd, dd = to_discrete(a_hat, b_hat, c_hat, np.zeros(len(which)))
-        whole = ModalSSM.from_dense(ad, bd, cd, dd)
-        pc, rc, _ = whole.compact()
-        stable = np.abs(pc) < 1.0
-        pc, rc = np.where(stable, pc, 0), np.where(stable, rc, 0)
-        part = ModalSSM.from_compact(pc, rc, np.zeros(len(which)))
-        lost = np.asarray(whole.info["conversion_error"], dtype=float).reshape(-1)
-        # Glover: exactly `order` stable poles; anything else means a repeated sigma_{d+1}
-        wrong = part.order != order
-        lost = np.where(wrong, np.inf, lost)
-        pc, rc, _ = part.compact()
-        return pc, rc, lost
+        poles = np.zeros((f, order), dtype=np.complex128)
+        residues = np.zeros_like(poles)
+        lost = np.zeros(f)
+        reason = np.full(f, "", dtype=object)
+        parts: dict[int, list] = {}
+        for j in range(f):
+            out = glover(ac[j], bc[j], cc[j], sigma[j], order)
+            if isinstance(out, str):
+                reason[j] = out
+            else:
+                parts.setdefault(out[3], []).append((j, out))
+        for m, group in parts.items():  # the stable parts, batched by their order
+            rows = np.array([j for j, _ in group])
+            if m == 0:
+                continue
+            a_s, b_s, c_s = (np.stack([out[i] for _, out in group]) for i in range(3))
+            ad, bd, cd, dd = to_discrete(a_s, b_s, c_s, np.zeros(rows.size))
+            stable = ModalSSM.from_dense(ad, bd, cd, dd)
+            pc, rc, _ = stable.compact()
+            poles[rows, : pc.shape[1]], residues[rows, : pc.shape[1]] = pc, rc
+            lost[rows] = np.asarray(stable.info["conversion_error"], dtype=float).reshape(-1)
+            # the continuous-time Schur split is exact; a pole that left the disk on the way
+            # back to discrete time lies within rounding of the circle
+            outside = (np.abs(pc) >= 1.0) & (rc != 0)
+            for i in np.flatnonzero(outside.any(axis=1)):
+                reason[rows[i]] = _glover_failure(
+                    sigma[rows[i]], order, "a stable pole of Glover's all-pass step rounds "
+                    "onto the unit circle in discrete time")
+        return poles, residues, lost, reason
 
     def _best_direct(self, which, poles, residues) -> np.ndarray:
         """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of `mor._numerics.freq`."""
