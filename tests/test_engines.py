@@ -225,6 +225,8 @@ def test_bad_input_is_a_value_error_that_says_what(filters):
     misshaped = dict(good, **{"blocks.0.filter.poles": good["blocks.0.filter.poles"][..., 0, :]})
     with pytest.raises(ValueError, match="poles must have shape \\(H, S, 1, 2\\).*\\(8, \\d+, 2\\)"):
         export.from_striped_hyena_state_dict(misshaped)
+    with pytest.raises(ValueError, match="poles must have shape \\(H, S, 1, 2\\)"):
+        export.to_striped_hyena_state_dict(complex_bank, model=misshaped)  # the model's too
     wrong_d = dict(good, **{"blocks.0.filter.D": np.zeros(3)})
     with pytest.raises(ValueError, match="D must have shape \\(H,\\) = \\(8,\\)"):
         export.from_striped_hyena_state_dict(wrong_d)
