@@ -223,15 +223,16 @@ def test_bad_input_is_a_value_error_that_says_what(filters):
     with pytest.raises(ValueError, match="no blocks.0.filter.residues"):
         export.from_striped_hyena_state_dict(missing)
     misshaped = dict(good, **{"blocks.0.filter.poles": good["blocks.0.filter.poles"][..., 0, :]})
-    with pytest.raises(ValueError, match="poles must have shape \\(H, S, 1, 2\\).*\\(8, \\d+, 2\\)"):
+    shape = "poles must have shape \\(H, S, 1, 2\\)"
+    with pytest.raises(ValueError, match=shape + ".*\\(8, \\d+, 2\\)"):
         export.from_striped_hyena_state_dict(misshaped)
-    with pytest.raises(ValueError, match="poles must have shape \\(H, S, 1, 2\\)"):
-        export.to_striped_hyena_state_dict(complex_bank, model=misshaped)  # the model's too
+    with pytest.raises(ValueError, match=shape):  # the model's state dict is checked too
+        export.to_striped_hyena_state_dict(complex_bank, model=misshaped)
     wrong_d = dict(good, **{"blocks.0.filter.D": np.zeros(3)})
     with pytest.raises(ValueError, match="D must have shape \\(H,\\) = \\(8,\\)"):
         export.from_striped_hyena_state_dict(wrong_d)
     vortex = export.to_vortex_state_dict(_real_bank(4, 4), tensors="numpy").state_dict
-    with pytest.raises(ValueError, match="blocks.0.filter.log_poles: a vortex model; use from_vortex_state_dict"):
+    with pytest.raises(ValueError, match="filter.log_poles: a vortex model; use from_vortex_"):
         export.from_striped_hyena_state_dict(vortex)
     bad_res = dict(vortex, **{"blocks.0.filter.residues": np.zeros((4, 5))})
     with pytest.raises(ValueError, match="residues must have shape \\(H, S\\) = \\(4, 4\\)"):
