@@ -71,6 +71,8 @@ def run(engine: str, bank: mor.ModalSSM, prompt: int, steps: int = STEPS, length
     ref = eh.reference(target, x2, x1, v, prompt, steps)
     own = eh.run_mor_layer(target, x2, x1, v, prompt, steps)
     vs_ref, vs_mor, mor_ref = eh.worst(ran, ref), eh.worst(ran, own), eh.worst(own, ref)
+    # what the layout itself loses: the float32 parameters written, evaluated in float64
+    layout = eh.worst(eh.reference(written, x2, x1, v, prompt, steps), ref)
     return {"engine": engine, "channels": channels, "prompt": prompt, "steps": steps,
             "state_size": out.state_size, "modes_min": int(out.modes.min()),
             "modes_max": int(out.modes.max()), "padded": int(out.padded.sum()),
@@ -78,7 +80,8 @@ def run(engine: str, bank: mor.ModalSSM, prompt: int, steps: int = STEPS, length
             "nan": vs_ref["nan"], "engine_seconds": seconds,
             **{f"{k}_vs_f64": vs_ref[k] for k in ("filter", "prefill", "steps")},
             **{f"{k}_vs_mor": vs_mor[k] for k in ("filter", "prefill", "steps")},
-            **{f"mor_{k}_vs_f64": mor_ref[k] for k in ("filter", "prefill", "steps")}}
+            **{f"mor_{k}_vs_f64": mor_ref[k] for k in ("filter", "prefill", "steps")},
+            **{f"layout_{k}_vs_f64": layout[k] for k in ("filter", "prefill", "steps")}}
 
 
 def trained_banks(h: np.ndarray) -> dict:
@@ -194,6 +197,8 @@ def _report(rows, reductions, failures, meta) -> str:
               " / ".join(f"{r[f'{k}_vs_f64']:.1e}" for k in ("filter", "prefill", "steps")),
               " / ".join(f"{r[f'{k}_vs_mor']:.1e}" for k in ("filter", "prefill", "steps")),
               " / ".join(f"{r[f'mor_{k}_vs_f64']:.1e}" for k in ("filter", "prefill", "steps")),
+              " / ".join(f"{r[f'layout_{k}_vs_f64']:.1e}"
+                         for k in ("filter", "prefill", "steps")),
               r["nan"], _ok(r)] for r in rows]
     red = [[r["length"], r["modes"], r["source"], f"{r['l2_median']:.2e} ({r['l2_max']:.1e})",
             f"{r['hinf_median']:.2e}", f"{r['aak_median']:.2e}",
@@ -210,13 +215,15 @@ def _report(rows, reductions, failures, meta) -> str:
         f"filter / its FFT prefill of the prompt / {STEPS} decode steps after it, against the "
         "bank's float64 response (target 1e-4) and against mor's float32 layer "
         "(`ModalRecurrence`, FFT prefill; target 5e-5); mor's layer against float64 beside "
-        "them. Batch 1, inputs standard normal. `padded`: slots given the pole 0.5 and a zero "
+        "them, and `layout`: the float32 parameters as written, evaluated in float64 (what "
+        "the engine's layout itself loses: StripedHyena stores the pole, Vortex its log). "
+        "Batch 1, inputs standard normal. `padded`: slots given the pole 0.5 and a zero "
         "residue; `dropped`: tiny-pole modes dropped by the writer and the residues refitted "
         "(largest relative l2 change of a filter), the reference then being the refitted "
         "bank.\n",
         C.md_table(["bank", "engine", "prompt", "modes", "state_size", "padded",
                     "dropped (change)", "engine vs float64", "engine vs mor float32",
-                    "mor vs float64", "NaN", "within targets"], table),
+                    "mor vs float64", "layout vs float64", "NaN", "within targets"], table),
         "",
         *[f"- {f['bank']}: not produced ({f['error']})" for f in failures],
         "" if failures else None,
