@@ -531,7 +531,7 @@ def _layer_banks(banks, layers, spec: _Spec) -> list[tuple[int, ModalSSM]]:
     return pairs
 
 
-@dataclass
+@dataclass(eq=False)
 class EngineExport:
     """Banks in an engine's layout, with what the export did to them.
 
@@ -1017,6 +1017,9 @@ def _read_layers(engine: str, plain: dict[str, np.ndarray], what: str
             if r.shape != p.shape[:2]:
                 raise ValueError(f"{key}residues must have shape (H, S) = {p.shape[:2]}, got "
                                  f"{r.shape}")
+        if d.ndim == 1 and d.shape[0] != p.shape[0] and d.shape[0] % p.shape[0] == 0:
+            raise ValueError(f"{key}: {p.shape[0]} filters for {d.shape[0]} channels (grouped "
+                             "filters): mor reads and writes one filter per channel only")
         if d.shape != p.shape[:1]:
             raise ValueError(f"{key}D must have shape (H,) = {p.shape[:1]} (one filter per "
                              f"channel), got {d.shape}")

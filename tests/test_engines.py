@@ -228,6 +228,9 @@ def test_bad_input_is_a_value_error_that_says_what(filters):
         export.from_striped_hyena_state_dict(misshaped)
     with pytest.raises(ValueError, match=shape):  # the model's state dict is checked too
         export.to_striped_hyena_state_dict(complex_bank, model=misshaped)
+    grouped = dict(good, **{"blocks.0.filter.D": np.zeros(16)})
+    with pytest.raises(ValueError, match="8 filters for 16 channels \\(grouped filters\\)"):
+        export.from_striped_hyena_state_dict(grouped)
     wrong_d = dict(good, **{"blocks.0.filter.D": np.zeros(3)})
     with pytest.raises(ValueError, match="D must have shape \\(H,\\) = \\(8,\\)"):
         export.from_striped_hyena_state_dict(wrong_d)
