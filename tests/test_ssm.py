@@ -280,3 +280,28 @@ def test_repr_states_the_orders():
     assert repr(mor.reduce(np.stack([h, h]), [1, 3])) == "ModalSSM(shape=(2,), order 1..3, modes 1..2)"
     assert repr(_example()[:0]) == "ModalSSM(shape=(0,), empty)"
     assert repr(mor.ModalSSM([0.5], [1.0], 0.0)) == "ModalSSM(shape=(), order 1, modes 1)"
+
+
+def test_compensated_impulse_error_is_exact():
+    # the double-double kernel behind exact l2 (issue 17.6 item 3), against 50-digit mpmath:
+    # pairs, real poles and padding, with residues that cancel to 1e-12 of their size
+    mpmath = pytest.importorskip("mpmath")
+    rng = np.random.default_rng(17)
+    lam = 0.9 * np.exp(1j * rng.uniform(0.1, 3.0, 3))
+    poles = np.array([[lam[0], lam[0] * (1 + 1e-12), -0.6, 0.3, 0], [lam[1], lam[2], 0.5, 0, 0]])
+    residues = np.array([[1e6 + 2j, -1e6 - 2j, 0.4, -1e5, 0], [0.3 - 0.1j, 1j, -0.7, 0, 0]])
+    residues[0, 3] = 1e5  # with the next pole: +-1e5 at 0.3 and 0.3 (1e-12 apart)
+    poles[0, 4], residues[0, 4] = 0.3 * (1 + 1e-12), -1e5
+    direct = np.array([0.1, -0.2])
+    h = rng.standard_normal((2, 40)) * 0.8 ** np.arange(40)
+    got = kernels.impulse_error_compensated(h, poles, residues, direct, np.array([1, 0]))
+    with mpmath.workdps(50):
+        for row, f in enumerate((1, 0)):
+            lam = [mpmath.mpc(p.real, p.imag) for p in poles[f]]
+            res = [mpmath.mpc(r.real, r.imag) if p.imag != 0 else mpmath.mpf(r.real)
+                   for p, r in zip(poles[f], residues[f])]
+            want = [float(mpmath.mpf(h[f, 0]) - mpmath.mpf(direct[f]))]
+            for k in range(1, 40):
+                model = mpmath.re(mpmath.fsum(r * p ** (k - 1) for p, r in zip(lam, res)))
+                want.append(float(mpmath.mpf(h[f, k]) - model))
+            np.testing.assert_allclose(got[row], want, rtol=1e-14, atol=1e-300)

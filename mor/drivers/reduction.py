@@ -37,12 +37,18 @@ CONVERSION_RTOL = 1e-6
 BLOWN_UP_FACTOR = 1e3
 
 
-def model_orders(models: Models) -> np.ndarray:
-    """McMillan degree of each model as built (a live conjugate pair counts 2, a real pole 1):
-    a method may return fewer poles than asked for (Padé's degree reduction, dropped unstable
-    poles, Glover's step where ``sigma_d ~ sigma_{d+1}``)."""
-    live = models.residues != 0
-    return (live * np.where(models.poles.imag != 0, 2, 1)).sum(axis=1).astype(np.int64)
+def model_orders(models: Models, scale: Scale | None = None) -> np.ndarray:
+    """McMillan degree of each model as returned (a live conjugate pair counts 2, a real pole
+    1): a method may return fewer poles than asked for (Padé's degree reduction, dropped
+    unstable poles, Glover's step where ``sigma_d ~ sigma_{d+1}``). A mode is live where its
+    residue, scaled back by ``scale`` (the flat batch's), is not zero (its real part for a
+    real pole, as `ModalSSM.from_compact` keeps it)."""
+    residues = models.residues
+    if scale is not None:  # a residue may underflow to zero at the input's scale
+        residues = Scale(scale.exponents.reshape(-1), scale.what).down(residues, degree=-1)
+    real = models.poles.imag == 0
+    live = np.where(real, residues.real, residues) != 0
+    return (live * np.where(real, 1, 2)).sum(axis=1).astype(np.int64)
 
 
 def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
@@ -200,7 +206,8 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         sized = _searched(source, tol, norm, max_order, method)
     info["search"] = sized.search
     models = sized.models
-    orders = model_orders(models)  # what the models are, whatever the method was asked for
+    # what the models returned are, whatever the method was asked for
+    orders = model_orders(models, source.scale)
     achieved = _errors(source, sized.groups, models, orders, errors)
     failed, reason = _failures(source, sized, on_fail, allow_unstable, achieved)
     if failed.any():
