@@ -22,7 +22,11 @@ last eigenvector components of ``T_m``, computed together by the implicit QL met
 of ``T_m`` come at the end from inverse iteration (``O(m)`` each), and the Ritz vectors from
 one product with the basis. An invariant subspace (``beta`` at rounding level) is continued
 from a pseudo-random vector orthogonal to the basis, so rank-deficient matrices (exactly
-low-order filters, zero filters) work.
+low-order filters, zero filters) work. A single sequence meets one copy of a multiple
+eigenvalue per invariant subspace (a pure delay's Hankel matrix has eigenvalues +-1 only):
+where it met one (a restart) or the top values come in pairs, a short Lanczos run on the
+complement of the basis (`_deflated_peak`) must find nothing above the ``k``-th value; the
+caller is told where it does.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ _SEMI_ORTHOGONAL = np.sqrt(_EPS)
 VECTOR_RESIDUAL = 1e3
 #: Daniel-Gragg-Kaufman-Stewart: re-orthogonalise again when a pass keeps less than this.
 _DGKS = 0.7071067811865476
+#: Lanczos steps on the complement of the basis looking for a missed eigenvalue.
+_MISSED_STEPS = 12
+#: A missed eigenvalue counts above the ``k``-th by more than this times the largest (the
+#: basis is orthogonal to about sqrt(eps) with partial re-orthogonalisation, which blurs the
+#: complement as much; so do the Ritz vectors' residuals, counted beside it).
+_MISSED_RTOL = 1e-7
 
 
 @numba.njit(cache=True, nogil=True)
@@ -311,7 +321,9 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
 
     Writes ``theta`` (``k``, decreasing ``|theta|``) and, when ``want_vectors``, the Ritz
     vectors as the columns of ``vectors`` (``n x k``). Returns the basis size used, or minus
-    the relative error bound reached when ``max_dim`` vectors did not certify ``rtol``.
+    the relative error bound reached when ``max_dim`` vectors did not certify ``rtol``, and
+    whether the complement of the Ritz vectors holds an eigenvalue above the ``k``-th (a copy
+    of a multiple eigenvalue the sequence missed: `_deflated_peak`).
     """
     capacity = min(max_dim, 3 * k + 16)
     basis = np.empty((capacity + 1, n))
@@ -380,7 +392,7 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
             if good or dim == n:
                 break
             if dim == max_dim:
-                return -worst
+                return -worst, False
             next_check = dim + _steps_to_go(worst, checked_bound, dim - checked, rtol, k)
             checked, checked_bound = dim, worst
     top = np.argsort(-np.abs(values), kind="mergesort")[:k]  # the last check's Ritz values
@@ -395,12 +407,72 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
             for col in range(k):
                 ritz[:, col] = s[:, top[col]]
         vectors[:, :] = np.dot(basis[:dim].T, ritz)
-    return dim
+    if dim == n or not (restarts or _paired(theta, _MISSED_RTOL)):
+        return dim, False
+    # a single Krylov sequence meets one copy of a multiple eigenvalue per invariant subspace:
+    # where it met one (a restart) or the values come in pairs (+-lambda of an exchange-like
+    # structure, or two copies), what the basis leaves out must hold nothing above the k-th
+    # value (beyond the blur of the Ritz vectors' residuals)
+    tv, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
+    if not ok:
+        tv, s = np.linalg.eigh(tridiagonal(alpha, beta, dim))
+        last = s[dim - 1].copy()
+    ranked = np.argsort(-np.abs(tv), kind="mergesort")[:k]
+    resid = np.abs(beta[dim - 1] * last[ranked]).max()
+    floor = abs(theta[k - 1]) + 4.0 * resid + _MISSED_RTOL * abs(theta[0])
+    return dim, _deflated_peak(spectrum, m, basis, dim, _MISSED_STEPS) > floor
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims):
+def _paired(theta, rtol):
+    """Whether two of the values ``theta`` (by decreasing modulus) have moduli within ``rtol``
+    times the largest."""
+    for i in range(theta.size - 1):
+        if abs(theta[i]) - abs(theta[i + 1]) <= rtol * abs(theta[0]):
+            return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def _deflated_peak(spectrum, m, explored, dim, steps):
+    """A lower estimate of the largest ``|eigenvalue|`` of ``H`` restricted to the complement
+    of the Lanczos basis ``explored[:dim]``: ``steps`` Lanczos steps (full
+    re-orthogonalisation) from a pseudo-random start in that complement. Where the basis holds
+    the top eigenvectors it is at most the next eigenvalue; a copy of a larger one that the
+    sequence missed shows within a few steps (a random start has a component on it)."""
+    n = explored.shape[1]
+    steps = min(steps, n - dim)
+    if steps <= 0:
+        return 0.0
+    basis = np.empty((steps + 1, n))
+    alpha = np.zeros(steps)
+    beta = np.zeros(steps)
+    w = np.empty(n)
+    _pseudo_random(w, 104729)
+    norm = _orthogonalize(explored, dim, w)
+    if norm == 0.0:
+        return 0.0
+    basis[0] = w / norm
+    count = 0
+    largest = 0.0
+    for j in range(steps):
+        _apply(spectrum, basis[j], m, w)
+        _orthogonalize(explored, dim, w)
+        largest = max(largest, np.sqrt(np.dot(w, w)))
+        alpha[j] = np.dot(basis[j], w)
+        norm = _orthogonalize(basis, j + 1, w)
+        count = j + 1
+        if norm <= _BREAKDOWN * largest:
+            break
+        beta[j] = norm
+        basis[j + 1] = w / norm
+    values = np.linalg.eigvalsh(tridiagonal(alpha, beta, count))
+    return np.abs(values).max()
+
+
+@numba.njit(cache=True, nogil=True)
+def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims, missed):
     """`lanczos_one` for each row of ``spectra`` (``F x (m // 2 + 1)``)."""
     for f in range(spectra.shape[0]):
-        dims[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f], vectors[f],
-                              want_vectors)
+        dims[f], missed[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f],
+                                         vectors[f], want_vectors)

@@ -18,7 +18,14 @@ Two paths, chosen automatically:
   (semi-orthogonality) for values alone. Iteration stops
   when every one of the top ``k`` Ritz values has a Kato-Temple error bound (from its exact
   residual norm and its gap to the other Ritz values) ``<= rtol * sigma_1``, which certifies
-  that each value lies within ``rtol * sigma_1`` of a Hankel singular value.
+  that each value lies within ``rtol * sigma_1`` of a Hankel singular value. A single Krylov
+  sequence meets one copy of a multiple singular value per invariant subspace (a pure delay's
+  values are all 1), so two tests follow: a short Lanczos run on the complement of the top
+  ``k`` Ritz vectors must find nothing above the ``k``-th value, and the values must account
+  for ``||H||_F^2 = sum c_l g_l^2`` (no more than it, and with the other ``N - k`` values at
+  most ``sigma_k``, no less; partial re-orthogonalisation can leave spurious values that
+  fail it). Filters that fail either are done again with full re-orthogonalisation, and
+  those that still fail on the dense path.
 """
 
 from __future__ import annotations
@@ -35,6 +42,10 @@ from mor.conventions import Scale, as_filters
 DENSE_MAX_SIZE = 160
 #: Default certified accuracy of the Krylov path, relative to ``sigma_1``.
 KRYLOV_RTOL = 1e-11
+#: Filters whose Krylov values miss a multiple singular value are done densely up to this size.
+DENSE_FALLBACK_SIZE = 4096
+#: Filters whose values fail the checks are done again this many at a time (with vectors).
+RERUN_CHUNK = 16
 
 
 def hankel_matrix(h: np.ndarray, size: int | None = None) -> np.ndarray:
@@ -97,7 +108,8 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
         range, ``method`` is unknown or ``rtol`` is not a positive finite number.
     RuntimeError
         If the Krylov path cannot certify ``rtol`` within its basis limit (use
-        ``method="dense"`` or a larger ``rtol``).
+        ``method="dense"`` or a larger ``rtol``), or its values miss a multiple singular
+        value of a Hankel matrix larger than ``DENSE_FALLBACK_SIZE`` (use ``method="dense"``).
 
     See Also
     --------
@@ -229,7 +241,29 @@ def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
 
 
 def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
-    """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker threads."""
+    """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker
+    threads, checked (`_lanczos`): rows whose values fail the checks are done again with full
+    re-orthogonalisation (values alone), then densely."""
+    s, u, v, wrong = _lanczos(flat, k, rtol, vectors, n)
+    if wrong.any() and not vectors:  # partial re-orthogonalisation let rounding through
+        for part in np.array_split(np.flatnonzero(wrong), -(-wrong.sum() // RERUN_CHUNK)):
+            s[part], _, _, wrong[part] = _lanczos(flat[part], k, rtol, True, n)
+    if wrong.any():
+        if n > DENSE_FALLBACK_SIZE:
+            raise RuntimeError(
+                f"the Krylov Hankel solver's values of filter {int(np.flatnonzero(wrong)[0])} "
+                f"fail its checks (a multiple singular value missed); use method='dense'")
+        rows = np.flatnonzero(wrong)
+        ds, du, dv = _dense(flat[rows], k, vectors, n)
+        s[rows] = ds
+        if vectors:
+            u[rows], v[rows] = du, dv
+    return s, u, v
+
+
+def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
+    """`lanczos_rows` on worker threads: ``(s, u, v, wrong)``, ``wrong`` where the values fail
+    the checks (see the module notes)."""
     f = flat.shape[0]
     m = scipy.fft.next_fast_len(2 * n - 1, real=True)
     spectra = scipy.fft.rfft(flat[:, 1:2 * n], n=m, axis=-1)
@@ -237,10 +271,11 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
     theta = np.empty((f, k))
     q = np.empty((f, n, k)) if vectors else np.empty((f, 0, 0))
     dims = np.empty(f)
+    missed = np.zeros(f, dtype=bool)
 
     def run(sl):
         lanczos_rows(spectra[sl], n, m, k, rtol, max_dim, theta[sl], q[sl], vectors,
-                     dims[sl])
+                     dims[sl], missed[sl])
 
     map_chunks(run, f, max(1, -(-f // (4 * worker_threads()))))
     if (dims < 0).any():
@@ -249,6 +284,29 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
             f"error bound {-dims.min():.1e} > rtol = {rtol:.1e}; use method='dense' or a "
             f"larger rtol")
     s = np.abs(theta)
-    if not vectors:
-        return s, None, None
-    return s, q * np.where(theta < 0, -1.0, 1.0)[:, None, :], q
+    u = v = None
+    if vectors:
+        u, v = q * np.where(theta < 0, -1.0, 1.0)[:, None, :], q
+    # Single-vector Lanczos certifies each value's accuracy, not that no value above the k-th
+    # was missed: a multiple singular value (a pure delay's are all 1) has one copy per
+    # invariant subspace met (`missed`: the complement of the Ritz vectors holds more). And
+    # with partial re-orthogonalisation, rounding can leave spurious values (up to 1e-7
+    # sigma_1 off on trained filters): the values must account for ||H||_F^2.
+    return s, u, v, missed | _inconsistent(flat, s, rtol, n)
+
+
+def _inconsistent(flat: np.ndarray, s: np.ndarray, rtol: float, n: int) -> np.ndarray:
+    """Rows whose top-``k`` values ``s`` (each within ``rtol s_1`` of a singular value) cannot
+    be those of their ``n x n`` Hankel matrix: their squares exceed ``||H||_F^2``, or with the
+    ``n - k`` others at most ``s_k`` they fall short of it."""
+    k = s.shape[1]
+    g = flat[:, 1:2 * n]
+    lags = np.arange(g.shape[1])
+    counts = np.minimum(lags + 1, 2 * n - 1 - lags)  # entries of H holding g[lag]
+    frob = (counts * g**2).sum(axis=1)
+    top = s[:, :1]
+    slack = (2 * k * rtol + 4 * n * np.finfo(float).eps) * top[:, 0] ** 2 \
+        + 4 * n * np.finfo(float).eps * frob
+    found = (s**2).sum(axis=1)
+    rest = (n - k) * (s[:, -1] + rtol * top[:, 0]) ** 2
+    return (found > frob + slack) | (found + rest < frob - slack)
