@@ -305,3 +305,16 @@ def test_compensated_impulse_error_is_exact():
                 model = mpmath.re(mpmath.fsum(r * p ** (k - 1) for p, r in zip(lam, res)))
                 want.append(float(mpmath.mpf(h[f, k]) - model))
             np.testing.assert_allclose(got[row], want, rtol=1e-14, atol=1e-300)
+
+
+def test_statespace_batch_with_a_zero_system():
+    # found by tests/test_robustness.py: balanced_realization raised for the whole batch
+    # ("order 1 exceeds the minimal order of a system in the batch") where one system was zero
+    k = np.arange(32)
+    sys = mor.StateSpace.from_fir(np.stack([0.5**k * np.cos(0.3 * k), np.zeros(32)]))
+    for method, options in (("balanced", {}), ("balanced", {"dc_match": True}), ("hankel", {})):
+        red = mor.reduce(sys, 3, method=method, **options)
+        np.testing.assert_array_equal(red.order, [3, 0])
+        assert red.info["rank_capped"][1] and red.info["hinf"][0] < 1e-5
+    a, b, c, _, _ = mor.StateSpace.from_fir(np.zeros(8)).balanced_realization(2)
+    assert not (a.any() or b.any() or c.any())

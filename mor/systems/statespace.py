@@ -201,12 +201,13 @@ class StateSpace:
 
         With ``L_o^T L_c = U \Sigma V^T``, the projections ``T = L_c V_r \Sigma_r^{-1/2}`` and
         ``W = L_o U_r \Sigma_r^{-1/2}`` give ``A_r = W^T A T``, ``B_r = W^T B``, ``C_r = C T``.
+        A system of a smaller minimal order (a zero Hankel singular value, e.g. a zero system in
+        a batch) gets zero states beyond it: no dynamics, no input, no output.
         """
         lc, lo = self.gramian_factors()
         u, s, vh = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc)
-        if order and np.any(s[..., order - 1] <= 0):
-            raise ValueError(f"order {order} exceeds the minimal order of a system in the batch")
-        scale = 1.0 / np.sqrt(s[..., :order])
+        kept = s[..., :order]
+        scale = np.divide(1.0, np.sqrt(kept), out=np.zeros_like(kept), where=kept > 0)
         t = lc @ np.swapaxes(vh[..., :order, :], -1, -2) * scale[..., None, :]
         w = lo @ u[..., :order] * scale[..., None, :]
         wt = np.swapaxes(w, -1, -2)
