@@ -84,3 +84,16 @@ def test_hinf_is_certified_against_a_dense_evaluation(h, method, order):
     fit = mor.reduce(h, order, method=method)
     exact = _dense_hinf(h, fit) / fit.info["peak"]
     assert fit.info["hinf"] == pytest.approx(exact, rel=1e-6)
+
+
+def test_full_order_of_short_filters():
+    # found by tests/test_robustness.py: balanced truncation of a filter to its full order has
+    # poles at 0, whose interpolation points 1 / conj(lambda) are at infinity, or repeated
+    # poles, whose Loewner entries divide by a zero difference (RuntimeWarnings); the
+    # iteration stops there, with its best iterate
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for h in (np.array([-9.8e-284, -1.9e-284]), np.cos(np.arange(3.0))):
+            red = mor.reduce(h, h.size - 1, method="irka", on_fail="flag")
+            assert np.all(np.isfinite(red.info["l2"]))

@@ -257,3 +257,12 @@ def test_a_model_with_a_resonance_the_filter_lacks_fails():
     assert red.info["hinf"] <= 1 + abs(h[0]) / red.info["peak"]  # the order-0 model's
     sound = mor.reduce(scipy.signal.firwin(255, 0.05), 16, method="pencil")
     assert not sound.info["failed"] and 100 < sound.info["hinf"] < 1000
+
+
+def test_order_zero_and_two_taps():
+    # found by tests/test_robustness.py: the matrix pencil refused order 0 (the direct term
+    # alone) for filters of 1 or 2 taps, and order 1 of 2 taps, whose pencil of size 1 is valid
+    for length, order in ((1, 0), (2, 0), (2, 1)):
+        h = 0.7 ** np.arange(length)
+        red = mor.reduce(h, order, method="pencil")
+        assert red.order == order and red.info["l2"] < 1e-12 + (order == 0) * 0.6

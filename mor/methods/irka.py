@@ -40,6 +40,9 @@ from mor.methods.base import PoleMethod, register
 
 #: Pencil eigenvalues whose imaginary part is below this (relative to the modulus) are real.
 PAIR_RTOL = 1e-8
+#: A pole below this modulus stops the iteration: its interpolation point 1 / conj(lambda) is
+#: at infinity (balanced truncation of an FIR filter to its full order has poles at 0).
+MIRROR_MIN = 1e-100
 
 
 @register
@@ -92,6 +95,8 @@ def _irka(h: np.ndarray, poles: np.ndarray, max_iter: int, rtol: float
     the points converged (moved less than ``rtol``) before ``max_iter`` or a breakdown."""
     best, best_error = poles, _tap_error(h, poles)
     for step in range(1, max_iter + 1):
+        if np.any(np.abs(poles) < MIRROR_MIN):  # a pole at 0 mirrors to infinity (an FIR's BT)
+            return best, step - 1, False
         sigma = 1.0 / np.conj(poles)
         new = _conjugate_closed(_loewner_poles(h, sigma))
         if new is None:
@@ -125,6 +130,8 @@ def _loewner_poles(h: np.ndarray, sigma: np.ndarray) -> np.ndarray | None:
     slope = -np.polynomial.polynomial.polyval(x, k * h) / sigma  # H'(sigma)
     diff = sigma[:, None] - sigma[None, :]
     np.fill_diagonal(diff, 1.0)
+    if not np.all(np.isfinite(diff) & (diff != 0)):
+        return None  # a repeated point (a double pole): no Hermite pencil of simple points
     loewner = (value[:, None] - value[None, :]) / diff
     shifted = (sigma * value)[:, None] - (sigma * value)[None, :]
     m = shifted / diff

@@ -61,7 +61,7 @@ class PencilFamily(PoleMethod):
         ----------
         pencil : int, optional
             Size ``P`` of the square data Hankel matrix, in ``[max(order, 1), (L-1)//2 + 1]``
-            (default ``(L - 1) // 2``).
+            (default ``max((L - 1) // 2, 1)``; none is needed for order 0).
         unstable : {"reflect", "drop", "keep"}
             Poles on or outside the unit circle: reflected, dropped or kept (counted in
             ``info["poles_touched"]``).
@@ -70,7 +70,10 @@ class PencilFamily(PoleMethod):
         tail_weight : float
             Weight of the model's tail after lag ``L`` in the residue fit (module notes).
         """
-        size = (h.shape[-1] - 1) // 2 if pencil is None else int(pencil)
+        if max_order == 0 and pencil is None:  # the direct term alone: no poles to find
+            return cls(h, 0, unstable, None, tail_weight=tail_weight)
+        # at least 1 (a filter of 2 taps has the 1 x 1 pencil of its tap 1)
+        size = max((h.shape[-1] - 1) // 2, 1) if pencil is None else int(pencil)
         if not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or size < 1:
             raise ValueError(f"the pencil parameter must lie in [max(order, 1), (L-1)//2 + 1], "
                              f"got {size} for order {max_order} and L = {h.shape[-1]}")
