@@ -318,3 +318,14 @@ def test_statespace_batch_with_a_zero_system():
         assert red.info["rank_capped"][1] and red.info["hinf"][0] < 1e-5
     a, b, c, _, _ = mor.StateSpace.from_fir(np.zeros(8)).balanced_realization(2)
     assert not (a.any() or b.any() or c.any())
+
+
+def test_tail_of_a_pole_an_ulp_inside_the_circle():
+    # found by tests/test_robustness.py: conj(lambda) lambda rounds to 1 for |lambda| = 1 - eps,
+    # the Gramian's diagonal divided by zero and the square-root fallback refused the stable
+    # system ("the Gramian did not converge")
+    pole = complex(float.fromhex("-0x1.f9d004a66ae22p-1"), float.fromhex("0x1.3d6e4674d735bp-3"))
+    ssm = mor.ModalSSM.from_compact(np.array([pole]), np.array([1.0 - 0.5j]), 0.0)
+    assert ssm.is_stable() and (np.conj(pole) * pole).real == 1.0
+    tail, energy = ssm.tail_norm(5), ssm.h2_norm()
+    assert np.isfinite(tail) and tail > 1e6 and tail == pytest.approx(energy, rel=1e-6)

@@ -419,9 +419,14 @@ class ModalSSM:
         """
         p, r, scale = self._scaled_full()
         x = r * p**shift
+        gap = 1.0 - np.conj(p)[..., :, None] * p[..., None, :]
+        # 1 - |lambda|^2 as (1 - |lambda|)(1 + |lambda|): a pole within an ulp or two of the
+        # circle (stable: |lambda| < 1) has conj(lambda) lambda round to 1 and the gap to 0
+        modulus = np.abs(p)
+        diagonal = np.arange(p.shape[-1])
+        gap[..., diagonal, diagonal] = (1.0 - modulus) * (1.0 + modulus)
         with np.errstate(divide="ignore", invalid="ignore"):
-            terms = np.conj(x)[..., :, None] * x[..., None, :] / (
-                1.0 - np.conj(p)[..., :, None] * p[..., None, :])
+            terms = np.conj(x)[..., :, None] * x[..., None, :] / gap
         terms = np.where((x[..., :, None] == 0) | (x[..., None, :] == 0), 0, terms)
         energy = np.asarray(terms.sum(axis=(-2, -1)).real)  # an array also for one system
         cancelled = ~(energy > 1e-8 * np.abs(terms).sum(axis=(-2, -1)))
