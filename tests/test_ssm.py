@@ -329,3 +329,17 @@ def test_tail_of_a_pole_an_ulp_inside_the_circle():
     assert ssm.is_stable() and (np.conj(pole) * pole).real == 1.0
     tail, energy = ssm.tail_norm(5), ssm.h2_norm()
     assert np.isfinite(tail) and tail > 1e6 and tail == pytest.approx(energy, rel=1e-6)
+
+
+def test_load_refuses_an_unsupported_zip_version(tmp_path):
+    # found by tests/test_robustness.py: a flipped byte in a bank's zip header ("version 15.2")
+    # raised zipfile's NotImplementedError
+    import struct
+    mor.ModalSSM.from_compact(np.array([0.5]), np.array([1.0]), 0.0).save(tmp_path / "b.npz")
+    raw = bytearray((tmp_path / "b.npz").read_bytes())
+    for magic, at in ((b"PK\x03\x04", 4), (b"PK\x01\x02", 6)):
+        i = raw.find(magic) + at
+        raw[i:i + 2] = struct.pack("<H", 152)
+    (tmp_path / "v.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="not a readable .npz file"):
+        mor.load(tmp_path / "v.npz")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import zipfile
+import zlib
 from typing import Any
 
 import numpy as np
@@ -69,7 +70,8 @@ def read_bank(path: str | os.PathLike
             arrays = {key: data[key] for key in data.files}
     except FileNotFoundError:
         raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
+            zlib.error) as exc:  # zipfile: a corrupt header's "version" or compression
         raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from exc
     if not isinstance(arrays, dict) or str(arrays.get("mor_format", "")) != FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not a mor ModalSSM file (no "
