@@ -158,3 +158,19 @@ class TestEdgeCases:
         h = rng.standard_normal((3, 30)) * 0.8 ** np.arange(30)
         ssm = mor.reduce(h, np.array([1, 4, 9]))
         np.testing.assert_array_equal(ssm.order, [1, 4, 9])
+
+
+def test_l2_rounding_check_does_not_overflow_on_huge_residues():
+    # a near-defective model of a filter spanning 1e28..1e214: its rounding bound's norm
+    # overflowed (RuntimeWarning) before the l2 check
+    h = np.array([6.8e148, -2.7e173, 8.7e136, 2.8e214, -2.0e191, 3.3e28])
+    fit = mor.reduce(h, 2, on_fail="flag")
+    assert np.isfinite(fit.info["l2"])
+
+
+def test_statespace_batch_with_a_failed_system_reports_each_own_errors():
+    # the errors of a batch's remaining systems were computed against the whole batch
+    sys = mor.StateSpace.from_fir(np.stack([0.5 ** np.arange(8), np.eye(8)[3]]))
+    fit = mor.reduce(sys, 3, on_fail="flag")
+    assert fit.info["hinf"].shape == (2,) and np.all(np.isfinite(fit.info["hinf"]))
+    assert fit.info["hinf"][0] >= fit.info["aak"][0] * (1 - 1e-9)

@@ -245,7 +245,7 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         # residues that cancel (clustered poles with large opposite residues) leave rounding
         # far above the error itself: those filters are recomputed in double-double
         norm = np.linalg.norm(err, axis=-1)
-        doubtful = np.flatnonzero(~(np.linalg.norm(rounding_bound(h, poles, residues), axis=-1)
+        doubtful = np.flatnonzero(~(_scaled_norm(rounding_bound(h, poles, residues))
                                     <= L2_RTOL * norm))
         if doubtful.size:
             err[doubtful] = impulse_error_compensated(h, poles, residues, direct, doubtful)
@@ -272,6 +272,14 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         out["aak"] = relative(np.take_along_axis(aak, idx, 1)[:, 0], peak)
         out["bt_bound"] = relative(np.take_along_axis(bt, idx, 1)[:, 0], peak)
     return out
+
+
+def _scaled_norm(x: np.ndarray) -> np.ndarray:
+    """``||x||_2`` along the last axis without overflow in the squares (``inf`` only where
+    ``x`` holds one)."""
+    top = np.abs(x).max(axis=-1, initial=0.0)
+    safe = np.where((top > 0) & np.isfinite(top), top, 1.0)
+    return np.where(np.isfinite(top), safe * np.linalg.norm(x / safe[..., None], axis=-1), top)
 
 
 def rounding_bound(h: np.ndarray, poles: np.ndarray, residues: np.ndarray) -> np.ndarray:

@@ -446,7 +446,9 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
                 continue
         part = models.take(idx)
         if source.is_system:
-            got = _system_errors(source.flat, family, part, orders[idx], errors)
+            sys = source.flat
+            got = _system_errors(StateSpace(sys.a[idx], sys.b[idx], sys.c[idx], sys.d[idx]),
+                                 family.hsv[local], part, orders[idx], errors)
         else:
             hsv = family.hsv[local] if "hinf" in errors else None  # AAK and BT figures only
             got = model_errors(source.flat[idx], part.poles, part.residues, part.direct,
@@ -457,16 +459,17 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
     return achieved
 
 
-def _system_errors(sys: StateSpace, family: Method, model: Models, orders, errors
+def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, errors
                    ) -> dict[str, np.ndarray]:
-    """``hinf`` of reduced dense systems, with the exact AAK and BT bounds (full spectrum)."""
+    """``hinf`` of reduced dense systems, with the exact AAK and BT bounds from their whole
+    Hankel spectra ``hsv``."""
     if "hinf" not in errors:
         return {"order": orders.copy()}
     full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
     peak = freq.peak_magnitude(full)[0]
     reduced = freq.ModalResponse(model.poles, model.residues, model.direct)
     err = freq.peak_magnitude(freq.Difference(full, reduced))[0]
-    hsv = np.concatenate([family.hsv, np.zeros((orders.size, 1))], axis=1)
+    hsv = np.concatenate([hsv, np.zeros((orders.size, 1))], axis=1)
     tail = np.cumsum(hsv[:, ::-1], axis=1)[:, ::-1]
     idx = np.minimum(orders, hsv.shape[1] - 1)[:, None]
     return {"order": orders.copy(), "peak": peak, "hinf": relative(err, peak),
