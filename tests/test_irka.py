@@ -97,3 +97,15 @@ def test_full_order_of_short_filters():
         for h in (np.array([-9.8e-284, -1.9e-284]), np.cos(np.arange(3.0))):
             red = mor.reduce(h, h.size - 1, method="irka", on_fail="flag")
             assert np.all(np.isfinite(red.info["l2"]))
+
+
+def test_an_iterate_with_a_pole_at_zero():
+    # found by tests/test_robustness.py: an iterate's pole at 0 gave the next points at
+    # infinity (a RuntimeWarning dividing by zero); the iteration stops there
+    import warnings
+    h = np.zeros(11)
+    h[[1, 3, 5, 8]] = [-6.06e100, 1.36e75, 2.37e102, -3.68e14]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        red = mor.reduce(h, 1, method="irka", on_fail="flag", max_iter=3, rtol=1e-13)
+    assert np.isfinite(red.info["l2"])

@@ -103,11 +103,13 @@ def _irka(h: np.ndarray, poles: np.ndarray, max_iter: int, rtol: float
             return best, step, False  # the pencil broke down
         outside = np.abs(new) >= 1.0
         new[outside] = 1.0 / np.conj(new[outside])
-        moved = np.abs(np.sort_complex(1.0 / np.conj(new)) - np.sort_complex(sigma))
         poles = new
         error = _tap_error(h, poles)
         if error < best_error:
             best, best_error = poles, error
+        if np.any(np.abs(poles) < MIRROR_MIN):  # its next points would be at infinity
+            return best, step, False
+        moved = np.abs(np.sort_complex(1.0 / np.conj(new)) - np.sort_complex(sigma))
         if np.all(moved <= rtol * np.abs(np.sort_complex(sigma))):
             return best, step, True
     return best, max_iter, max_iter == 0
