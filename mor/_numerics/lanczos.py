@@ -23,10 +23,11 @@ of ``T_m`` come at the end from inverse iteration (``O(m)`` each), and the Ritz 
 one product with the basis. An invariant subspace (``beta`` at rounding level) is continued
 from a pseudo-random vector orthogonal to the basis, so rank-deficient matrices (exactly
 low-order filters, zero filters) work. A single sequence meets one copy of a multiple
-eigenvalue per invariant subspace (a pure delay's Hankel matrix has eigenvalues +-1 only):
-where it met one (a restart) or the top values come in pairs, a short Lanczos run on the
-complement of the basis (`_deflated_peak`) must find nothing above the ``k``-th value; the
-caller is told where it does.
+eigenvalue per invariant subspace (a pure delay's Hankel matrix has eigenvalues +-1 only), so
+no residual bound can say that none was missed: where the structure suggests one may have
+been (an invariant subspace met, or top values in pairs), a short Lanczos run on the
+complement of the basis (`_deflated_peak`) looks for a value above the ``k``-th, and the
+caller is told (`SUSPECT`, `MISSED`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ _SEMI_ORTHOGONAL = np.sqrt(_EPS)
 VECTOR_RESIDUAL = 1e3
 #: Daniel-Gragg-Kaufman-Stewart: re-orthogonalise again when a pass keeps less than this.
 _DGKS = 0.7071067811865476
+#: What `lanczos_one` says of its values' completeness: nothing suggests a missed copy of a
+#: multiple eigenvalue; the structure does (an invariant subspace met or values in pairs) but
+#: a short look at the complement found none; it found one.
+CLEAR, SUSPECT, MISSED = 0, 1, 2
+#: Values below this times the largest are noise to the completeness tests.
+_SIGNIFICANT = 1e-9
 #: Lanczos steps on the complement of the basis looking for a missed eigenvalue.
 _MISSED_STEPS = 12
 #: A missed eigenvalue counts above the ``k``-th by more than this times the largest (the
@@ -322,8 +329,8 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
     Writes ``theta`` (``k``, decreasing ``|theta|``) and, when ``want_vectors``, the Ritz
     vectors as the columns of ``vectors`` (``n x k``). Returns the basis size used, or minus
     the relative error bound reached when ``max_dim`` vectors did not certify ``rtol``, and
-    whether the complement of the Ritz vectors holds an eigenvalue above the ``k``-th (a copy
-    of a multiple eigenvalue the sequence missed: `_deflated_peak`).
+    `CLEAR`, `SUSPECT` or `MISSED`: whether a copy of a multiple eigenvalue above the ``k``-th
+    may have been missed (see the module notes and `_deflated_peak`).
     """
     capacity = min(max_dim, 3 * k + 16)
     basis = np.empty((capacity + 1, n))
@@ -392,7 +399,7 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
             if good or dim == n:
                 break
             if dim == max_dim:
-                return -worst, False
+                return -worst, CLEAR
             next_check = dim + _steps_to_go(worst, checked_bound, dim - checked, rtol, k)
             checked, checked_bound = dim, worst
     top = np.argsort(-np.abs(values), kind="mergesort")[:k]  # the last check's Ritz values
@@ -407,8 +414,10 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
             for col in range(k):
                 ritz[:, col] = s[:, top[col]]
         vectors[:, :] = np.dot(basis[:dim].T, ritz)
-    if dim == n or not (restarts or _paired(theta, _MISSED_RTOL)):
-        return dim, False
+    top_value = abs(theta[0])
+    met_invariant = restarts > 0 and abs(theta[k - 1]) > _SIGNIFICANT * top_value
+    if dim == n or not (met_invariant or _paired(theta, _MISSED_RTOL, _SIGNIFICANT)):
+        return dim, CLEAR
     # a single Krylov sequence meets one copy of a multiple eigenvalue per invariant subspace:
     # where it met one (a restart) or the values come in pairs (+-lambda of an exchange-like
     # structure, or two copies), what the basis leaves out must hold nothing above the k-th
@@ -419,16 +428,20 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
         last = s[dim - 1].copy()
     ranked = np.argsort(-np.abs(tv), kind="mergesort")[:k]
     resid = np.abs(beta[dim - 1] * last[ranked]).max()
-    floor = abs(theta[k - 1]) + 4.0 * resid + _MISSED_RTOL * abs(theta[0])
-    return dim, _deflated_peak(spectrum, m, basis, dim, _MISSED_STEPS) > floor
+    floor = abs(theta[k - 1]) + 4.0 * resid + _MISSED_RTOL * top_value
+    if _deflated_peak(spectrum, m, basis, dim, _MISSED_STEPS) > floor:
+        return dim, MISSED
+    return dim, SUSPECT
 
 
 @numba.njit(cache=True, nogil=True)
-def _paired(theta, rtol):
-    """Whether two of the values ``theta`` (by decreasing modulus) have moduli within ``rtol``
-    times the largest."""
+def _paired(theta, rtol, floor):
+    """Whether two consecutive values ``theta`` (by decreasing modulus) above ``floor`` times
+    the largest have moduli within ``rtol`` of each other."""
+    top = abs(theta[0])
     for i in range(theta.size - 1):
-        if abs(theta[i]) - abs(theta[i + 1]) <= rtol * abs(theta[0]):
+        a, b = abs(theta[i]), abs(theta[i + 1])
+        if b > floor * top and a - b <= rtol * a:
             return True
     return False
 
@@ -471,8 +484,8 @@ def _deflated_peak(spectrum, m, explored, dim, steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims, missed):
+def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims, status):
     """`lanczos_one` for each row of ``spectra`` (``F x (m // 2 + 1)``)."""
     for f in range(spectra.shape[0]):
-        dims[f], missed[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f],
+        dims[f], status[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f],
                                          vectors[f], want_vectors)

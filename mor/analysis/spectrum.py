@@ -20,12 +20,13 @@ Two paths, chosen automatically:
   residual norm and its gap to the other Ritz values) ``<= rtol * sigma_1``, which certifies
   that each value lies within ``rtol * sigma_1`` of a Hankel singular value. A single Krylov
   sequence meets one copy of a multiple singular value per invariant subspace (a pure delay's
-  values are all 1), so two tests follow: a short Lanczos run on the complement of the top
-  ``k`` Ritz vectors must find nothing above the ``k``-th value, and the values must account
-  for ``||H||_F^2 = sum c_l g_l^2`` (no more than it, and with the other ``N - k`` values at
-  most ``sigma_k``, no less; partial re-orthogonalisation can leave spurious values that
-  fail it). Filters that fail either are done again with full re-orthogonalisation, and
-  those that still fail on the dense path.
+  values are all 1, two sparse taps give pairs), which no residual bound detects: filters
+  whose sequence met an invariant subspace or whose top values come in pairs are done again
+  on the dense path (beyond ``DENSE_FALLBACK_SIZE``, a short Lanczos run on the complement of
+  the basis must find no value above the ``k``-th). The values must also account for
+  ``||H||_F^2 = sum c_l g_l^2`` (no more than it, and with the other ``N - k`` values at most
+  ``sigma_k``, no less): filters that fail are done again with full re-orthogonalisation,
+  then densely.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from mor._numerics.lanczos import lanczos_rows
+from mor._numerics.lanczos import MISSED, SUSPECT, lanczos_rows
 from mor._numerics.linalg import svd_gesvd
 from mor._numerics.parallel import map_chunks, worker_threads
 from mor.conventions import Scale, as_filters
@@ -244,10 +245,15 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
     """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker
     threads, checked (`_lanczos`): rows whose values fail the checks are done again with full
     re-orthogonalisation (values alone), then densely."""
-    s, u, v, wrong = _lanczos(flat, k, rtol, vectors, n)
-    if wrong.any() and not vectors:  # partial re-orthogonalisation let rounding through
-        for part in np.array_split(np.flatnonzero(wrong), -(-wrong.sum() // RERUN_CHUNK)):
-            s[part], _, _, wrong[part] = _lanczos(flat[part], k, rtol, True, n)
+    s, u, v, inconsistent, status = _lanczos(flat, k, rtol, vectors, n)
+    rerun = inconsistent & (status != MISSED)
+    if rerun.any() and not vectors:  # partial re-orthogonalisation let rounding through
+        for part in np.array_split(np.flatnonzero(rerun), -(-rerun.sum() // RERUN_CHUNK)):
+            s[part], _, _, inconsistent[part], status[part] = _lanczos(flat[part], k, rtol,
+                                                                       True, n)
+    # a suspected missed copy is settled densely where that is affordable
+    wrong = inconsistent | (status == MISSED) | ((status == SUSPECT) &
+                                                 (n <= DENSE_FALLBACK_SIZE))
     if wrong.any():
         if n > DENSE_FALLBACK_SIZE:
             raise RuntimeError(
@@ -262,8 +268,9 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
 
 
 def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
-    """`lanczos_rows` on worker threads: ``(s, u, v, wrong)``, ``wrong`` where the values fail
-    the checks (see the module notes)."""
+    """`lanczos_rows` on worker threads: ``(s, u, v, inconsistent, status)``: where the values
+    fail the Frobenius test, and the kernel's `mor._numerics.lanczos.CLEAR`, ``SUSPECT`` or
+    ``MISSED`` (see the module notes)."""
     f = flat.shape[0]
     m = scipy.fft.next_fast_len(2 * n - 1, real=True)
     spectra = scipy.fft.rfft(flat[:, 1:2 * n], n=m, axis=-1)
@@ -271,11 +278,11 @@ def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
     theta = np.empty((f, k))
     q = np.empty((f, n, k)) if vectors else np.empty((f, 0, 0))
     dims = np.empty(f)
-    missed = np.zeros(f, dtype=bool)
+    status = np.zeros(f, dtype=np.int64)
 
     def run(sl):
         lanczos_rows(spectra[sl], n, m, k, rtol, max_dim, theta[sl], q[sl], vectors,
-                     dims[sl], missed[sl])
+                     dims[sl], status[sl])
 
     map_chunks(run, f, max(1, -(-f // (4 * worker_threads()))))
     if (dims < 0).any():
@@ -289,10 +296,9 @@ def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
         u, v = q * np.where(theta < 0, -1.0, 1.0)[:, None, :], q
     # Single-vector Lanczos certifies each value's accuracy, not that no value above the k-th
     # was missed: a multiple singular value (a pure delay's are all 1) has one copy per
-    # invariant subspace met (`missed`: the complement of the Ritz vectors holds more). And
-    # with partial re-orthogonalisation, rounding can leave spurious values (up to 1e-7
-    # sigma_1 off on trained filters): the values must account for ||H||_F^2.
-    return s, u, v, missed | _inconsistent(flat, s, rtol, n)
+    # invariant subspace met (`status`). And rounding can leave spurious values: the values
+    # must account for ||H||_F^2.
+    return s, u, v, _inconsistent(flat, s, rtol, n), status
 
 
 def _inconsistent(flat: np.ndarray, s: np.ndarray, rtol: float, n: int) -> np.ndarray:
