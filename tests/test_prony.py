@@ -266,3 +266,4 @@ def test_order_zero_and_two_taps():
         h = 0.7 ** np.arange(length)
         red = mor.reduce(h, order, method="pencil")
         assert red.order == order and red.info["l2"] < 1e-12 + (order == 0) * 0.6
+    assert mor.reduce(np.ones(1), 0, method="pencil", pencil=1).order == 0  # in its range

@@ -70,13 +70,14 @@ class PencilFamily(PoleMethod):
         tail_weight : float
             Weight of the model's tail after lag ``L`` in the residue fit (module notes).
         """
-        if max_order == 0 and pencil is None:  # the direct term alone: no poles to find
-            return cls(h, 0, unstable, None, tail_weight=tail_weight)
         # at least 1 (a filter of 2 taps has the 1 x 1 pencil of its tap 1)
         size = max((h.shape[-1] - 1) // 2, 1) if pencil is None else int(pencil)
-        if not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or size < 1:
+        if pencil is not None and not max_order <= size <= (h.shape[-1] - 1) // 2 + 1 or \
+                size < max(max_order, 1):
             raise ValueError(f"the pencil parameter must lie in [max(order, 1), (L-1)//2 + 1], "
                              f"got {size} for order {max_order} and L = {h.shape[-1]}")
+        if max_order == 0:  # the direct term alone: no poles to find
+            return cls(h, 0, unstable, None, tail_weight=tail_weight)
         left = hankel_svd(h, min(max_order, size), method=hankel_method, size=size)[1]
 
         def find_poles(order, rows):  # shift invariance: U[:-1] X = U[1:]
