@@ -49,8 +49,9 @@ def _arrays(prefix: str, red) -> dict:
     return out
 
 
-def workload(out: Path) -> None:
-    """Run in a child whose ``sys.path`` starts with one checkout: arrays and times to ``out``."""
+def workload(out: Path, modes: tuple[int, ...] = MODES) -> None:
+    """Run in a child whose ``sys.path`` starts with one checkout: arrays and times to ``out``
+    (the modal part at ``modes``)."""
     import _common as C
     import bench_balanced
     import bench_modal
@@ -76,7 +77,7 @@ def workload(out: Path) -> None:
         red = mor.reduce(flat, 32, on_fail="flag")
         times["balanced/1024 filters, order 32, report"] = time.perf_counter() - t0
     arrays |= _arrays("balanced/batch", red)
-    for m in MODES:
+    for m in modes:
         for name, res in bench_modal.full_batch(filters, m).items():
             times[f"modal/{m} modes/{name}"] = res["seconds"]
             for key in ("l2", "tail", "hinf", "aak"):
@@ -85,7 +86,7 @@ def workload(out: Path) -> None:
     out.with_suffix(".json").write_text(json.dumps(times))
 
 
-def compare(a_dir: Path, b_dir: Path, repeats: int) -> str:
+def compare(a_dir: Path, b_dir: Path, repeats: int, modes: tuple[int, ...] = MODES) -> str:
     tmp = Path(tempfile.mkdtemp(prefix="mor_compare_"))
     runs = {"A": [], "B": []}
     for rep in range(repeats):
@@ -96,7 +97,7 @@ def compare(a_dir: Path, b_dir: Path, repeats: int) -> str:
                     f"spec = importlib.util.spec_from_file_location('compare_revisions', "
                     f"{__file__!r}); mod = importlib.util.module_from_spec(spec); "
                     f"spec.loader.exec_module(mod); "
-                    f"mod.workload(__import__('pathlib').Path({str(out)!r}))")
+                    f"mod.workload(__import__('pathlib').Path({str(out)!r}), {tuple(modes)!r})")
             subprocess.run([sys.executable, "-c", code], check=True)
             runs[tag].append(out)
     a = np.load(runs["A"][0].with_suffix(".npz"))
@@ -121,8 +122,10 @@ def main():
     parser.add_argument("a_dir", type=Path)
     parser.add_argument("b_dir", type=Path)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--modes", type=int, nargs="+", default=list(MODES),
+                        help="the modal part's sizes (default 4 8 16 32)")
     args = parser.parse_args()
-    print(compare(args.a_dir.resolve(), args.b_dir.resolve(), args.repeats))
+    print(compare(args.a_dir.resolve(), args.b_dir.resolve(), args.repeats, tuple(args.modes)))
 
 
 if __name__ == "__main__":
