@@ -154,12 +154,19 @@ def tail_gram(lam: np.ndarray, length: int) -> np.ndarray:
     coef = np.concatenate([np.ones(lam.size), np.full(int(pair.sum()), 1j)])
     x, y = lams[:, None], lams[None, :]
     a, b = coef[:, None], coef[None, :]
+    # 1 - |lambda|^2 as (1 - |lambda|)(1 + |lambda|) where a pole meets itself, as
+    # `ModalSSM.tail_norm` has it: within an ulp of the circle x conj(x) rounds to 1
+    same = x == y
+    modulus = np.abs(x)
+    own = (1.0 - modulus) * (1.0 + modulus)
 
-    def geometric(q):
-        return q ** (length - 1) / (1.0 - q)
+    def geometric(q, gap):
+        return q ** (length - 1) / gap
 
     with np.errstate(under="ignore"):
-        return 0.5 * np.real(a * b * geometric(x * y) + a * np.conj(b) * geometric(x * np.conj(y)))
+        direct = geometric(x * y, np.where(same & (x.imag == 0), own, 1.0 - x * y))
+        mixed = geometric(x * np.conj(y), np.where(same, own, 1.0 - x * np.conj(y)))
+        return 0.5 * np.real(a * b * direct + a * np.conj(b) * mixed)
 
 
 def _filtered(a: np.ndarray, taps: np.ndarray | None) -> np.ndarray:
