@@ -363,7 +363,8 @@ def filter_arrays(draw, max_length: int = 300, max_filters: int = 6, dtypes=VALI
     else:
         info = np.iinfo(dtype)
         top = float(info.max) * draw(st.floats(0, 1))
-        array = np.clip(np.round(base * top), info.min, info.max).astype(dtype)
+        high = np.nextafter(float(info.max), 0.0)  # 2^63 itself is out of int64's range
+        array = np.clip(np.round(base * top), info.min, high).astype(dtype)
     valid = array.ndim >= 1 and array.size > 0 and bool(np.isfinite(
         array.astype(np.float64)).all())
     if chance(draw, invalid):  # refused: complex, object, strings
@@ -566,7 +567,7 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
     impulse = own_impulse(ps, rs, ds, length)
     # what float64 rounding can do to a tap: the modes' moduli summed (cancelling residues)
     moduli = own_impulse(np.abs(ps), np.abs(rs), np.abs(ds), length)
-    noise = 1e-13 * (np.linalg.norm(moduli, axis=-1) + np.linalg.norm(hs, axis=-1))
+    noise = 1e-13 * (safe_norm(moduli) + safe_norm(hs))
     with np.errstate(divide="ignore", invalid="ignore"):  # the same on the circle
         fnoise = 1e-13 * (np.where(rs != 0, np.abs(rs), 0) / np.maximum(
             1 - np.abs(ps), 0)).sum(axis=-1) + 1e-13 * (np.abs(ds) + np.abs(hs).sum(axis=-1))
@@ -575,7 +576,7 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
     scale_free = np.ldexp(1.0, e)  # absolute errors of the zero filter stay absolute
     if "l2" in info:
         l2 = flat(info["l2"])
-        want = rel(np.linalg.norm(hs - impulse, axis=-1), ref)
+        want = rel(safe_norm(hs - impulse), ref)
         want = np.where(ref > 0, want, want * scale_free)
         got = l2[rows]
         assert np.all(np.isfinite(got)), got
@@ -594,7 +595,7 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         # a lower bound from the next taps; equality where the poles decay within them
         extra = 4096
         more = own_impulse(ps[rows], rs[rows], ds[rows], length + extra)[:, length:]
-        seen = rel(np.linalg.norm(more, axis=-1), ref[rows])
+        seen = rel(safe_norm(more), ref[rows])
         seen = np.where(ref[rows] > 0, seen, seen * scale_free[rows])
         radius = np.where(rs[rows] != 0, np.abs(ps[rows]), 0).max(axis=-1, initial=0.0)
         ok = st_rows
