@@ -343,3 +343,15 @@ def test_load_refuses_an_unsupported_zip_version(tmp_path):
     (tmp_path / "v.npz").write_bytes(bytes(raw))
     with pytest.raises(ValueError, match="not a readable .npz file"):
         mor.load(tmp_path / "v.npz")
+
+
+def test_from_dense_of_a_nearly_defective_matrix_reports_its_loss():
+    # found by tests/test_robustness.py: a delay with a tiny tap (-1.7e-18) at its full order
+    # has a nearly singular eigenvector matrix: T^-1 B overflowed to inf and from_compact
+    # raised "residues has NaN or Inf entries" (from reduce and select_order too)
+    h = np.zeros(7)
+    h[[2, 6]] = [-1.7e-18, 1.0]
+    for method in ("balanced", "hankel"):
+        red = mor.reduce(h, 6, method=method, on_fail="flag")
+        assert red.info["failed"] and "near-defective" in red.info["reason"]
+    assert mor.select_order(h, 1.0, norm="hinf", method="hankel").order == -1

@@ -203,7 +203,14 @@ class ModalSSM:
         except np.linalg.LinAlgError:  # some T exactly singular: those systems by least squares
             tb = np.stack([_solve_or_least_squares(ti, ri) for ti, ri in
                            zip(t.reshape(-1, n, n), rhs.reshape(-1, n, 1))]).reshape(b.shape)
-        res = np.einsum("...i,...ij->...j", c, t) * tb
+        with np.errstate(over="ignore", invalid="ignore"):
+            res = np.einsum("...i,...ij->...j", c, t) * tb
+        wild = ~np.isfinite(res).all(axis=-1)
+        if wild.any():  # T nearly singular: residues beyond float64, least squares instead
+            for i in np.argwhere(wild):
+                i = tuple(i)
+                tb[i] = np.linalg.lstsq(t[i], rhs[i], rcond=None)[0][:, 0]
+                res[i] = (c[i] @ t[i]) * tb[i]
         # LAPACK returns conjugate pairs of a real matrix consecutively, positive imaginary part
         # first: keep that member with the residue doubled, and the real poles as they are.
         keep = lam.imag >= 0
@@ -222,8 +229,9 @@ class ModalSSM:
                                             ).reshape(a.shape[:-2] + (2 * n,))
         pc, rc, _ = ssm.compact()
         modal = ModalSSM.from_compact(pc / rho[..., None], rc, d).impulse(2 * n + 1)[..., 1:]
-        scale = np.linalg.norm(markov, axis=-1)
-        lost = np.linalg.norm(modal - markov, axis=-1)
+        with np.errstate(over="ignore", invalid="ignore"):  # huge residues: inf lost
+            scale = np.linalg.norm(markov, axis=-1)
+            lost = np.linalg.norm(modal - markov, axis=-1)
         ssm.info.setdefault("conversion_error", np.divide(
             lost, scale, out=np.where(lost > 0, np.inf, 0.0), where=scale > 0))
         return ssm
