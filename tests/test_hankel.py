@@ -157,3 +157,19 @@ def test_krylov_values_of_multiple_singular_values(k):
         want = mor.hankel_singular_values(h, k, method="dense")
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-10 * want[0])
     assert mor.reduce(delay, 10, on_fail="flag").info["aak"] == pytest.approx(1.0)
+
+
+def test_krylov_to_a_full_basis_on_a_wide_dynamic_range():
+    # found by tests/test_robustness.py: every value asked for of a filter whose taps span
+    # 1e-25 .. 1e154 took the whole space with partial re-orthogonalisation, whose values were
+    # 4e-9 sigma_1 off (a full basis has no residual to certify by)
+    h = np.array([-5.11166587e+110, 4.89297304e+005, 4.12983741e-011, 1.12449847e+090,
+                  1.91701024e+024, -1.22414120e+126, 3.26435361e+026, -3.95848963e+084,
+                  3.04581928e+003, -2.54246936e+048, 1.78095656e+051, -5.89636422e+028,
+                  8.53352391e+048, 5.24433387e+154, -1.21506210e+149, -2.86777853e+057,
+                  2.37290696e+036, 1.99862657e+128, 3.36840816e-004, 1.96866221e-008,
+                  -1.71516723e-006, -5.61677931e-014, -1.62168617e-005, -2.00513340e-025,
+                  3.46826506e+151, -3.33663164e+107])
+    krylov = mor.hankel_singular_values(h, method="krylov")
+    dense = mor.hankel_singular_values(h, method="dense")
+    assert np.all(np.abs(krylov - dense) <= 1e-11 * dense[0])

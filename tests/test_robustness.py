@@ -404,7 +404,7 @@ def option_values(name: str, length: int, valid: bool = True):
             "max_iter": st.integers(0, 4),
             "pencil": st.none(),  # its range depends on the order: see requests
             "rank_rtol": _floats(1e-15, 1e-3),
-            "init": st.sampled_from(["balanced", "hankel", "pencil"]),
+            "init": st.sampled_from(["balanced", "hankel"]),  # pencil: order <= (L-1)//2
             "init_options": st.none() | st.just({}),
             "limit_tail": st.booleans(),
             "tail_stages": st.integers(1, 3),
