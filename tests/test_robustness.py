@@ -104,11 +104,6 @@ NAN, INF = float("nan"), float("inf")
 #: name, the warning's or exception's category, and a file and a text of a line on the stack
 #: it was raised from.
 KNOWN_ISSUES: dict[str, tuple[type, str, str]] = {
-    # h = np.zeros(7); h[[2, 6]] = [-1.7e-18, 1.0]; mor.reduce(h, 5, on_fail="flag"): the
-    # near-defective model's huge residues (flagged, conversion_error inf) overflow the
-    # squares of the l2 error's norm
-    "compare.model_errors: the l2 error's norm overflows": (
-        RuntimeWarning, "mor/analysis/compare.py", "np.linalg.norm(err"),
     # lam = complex(float.fromhex("-0x1.f9d004a66ae22p-1"), float.fromhex("0x1.3d6e4674d735bp-3"))
     # mor.ModalSSM.from_compact(np.array([lam]), np.array([1 - 0.5j]), 0.0).hinf_norm(): a
     # stable pole an ulp inside the circle; the refinement's parabolic step subtracts inf

@@ -174,3 +174,10 @@ def test_statespace_batch_with_a_failed_system_reports_each_own_errors():
     fit = mor.reduce(sys, 3, on_fail="flag")
     assert fit.info["hinf"].shape == (2,) and np.all(np.isfinite(fit.info["hinf"]))
     assert fit.info["hinf"][0] >= fit.info["aak"][0] * (1 - 1e-9)
+
+
+def test_l2_of_a_model_with_huge_residues_does_not_overflow():
+    h = np.zeros(7)
+    h[[2, 6]] = [-1.7e-18, 1.0]
+    fit = mor.reduce(h, 5, on_fail="flag")  # near-defective: flagged, no RuntimeWarning
+    assert fit.info["failed"] or np.isfinite(fit.info["l2"])

@@ -244,12 +244,12 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         err = h - ssm.impulse(length)
         # residues that cancel (clustered poles with large opposite residues) leave rounding
         # far above the error itself: those filters are recomputed in double-double
-        norm = np.linalg.norm(err, axis=-1)
+        norm = _scaled_norm(err)
         doubtful = np.flatnonzero(~(_scaled_norm(rounding_bound(h, poles, residues))
                                     <= L2_RTOL * norm))
         if doubtful.size:
             err[doubtful] = impulse_error_compensated(h, poles, residues, direct, doubtful)
-            norm[doubtful] = np.linalg.norm(err[doubtful], axis=-1)
+            norm[doubtful] = _scaled_norm(err[doubtful])
         out["l2"] = relative(norm, ref_l2)
     if "tail" in norms:
         tail = np.full(h.shape[0], np.inf)
