@@ -115,11 +115,12 @@ KNOWN_ISSUES: dict[str, tuple[type, str, str]] = {
     "freq.peak_magnitude: inf - inf in golden._parabolic_step (a pole an ulp inside)": (
         RuntimeWarning, "mor/_numerics/golden.py", "f[1] - f[0]"),
 }
-#: The Krylov path certifies each value within rtol sigma_1 of *a* singular value, not that
-#: none was skipped: at a loose rtol (1e-4) it stopped before resolving a cluster (0.013690,
-#: 0.013684 beside 0.013545, sigma_1 = 0.41) and gave 0.013545 as the 9th value, 3.4 rtol
-#: sigma_1 off (tests/test_robustness.py's long run; tolerated up to 10 rtol for rtol >= 1e-6).
-KNOWN_LOOSE_RTOL = "Krylov values at a loose rtol skip a value of an unresolved cluster"
+#: The Krylov path certifies each value within rtol sigma_1 of *a* singular value, as
+#: documented, not that none was skipped: at a loose rtol (1e-4, 1e-6) it stops before a
+#: cluster is resolved (0.66641, 0.66482, 0.66220, ...: sigma_2 certified as sigma_1 at
+#: rtol = 1e-6, 2.4e-3 sigma_1 off). From this rtol on, that is what is checked, with values
+#: at most the dense ones (and the AAK figure a valid lower bound).
+LOOSE_RTOL = 1e-6
 #: The same for an invariant that fails: (name, method, the order's sigma_{d+1} / sigma_1
 #: below which the violation is the known one).
 KNOWN_VIOLATIONS = {
@@ -527,8 +528,8 @@ def requests(draw, length: int, batch: tuple):
         np.ndim(kw["order"]) <= 1 and mistake not in ("order", "two_sizes") else small
     if "modes" in kw and mistake not in ("modes", "two_sizes"):
         order = min(2 * kw["modes"], top)
-    if "tol" in kw:
-        order = kw.get("max_order", small) if mistake != "max_order" else small
+    if "tol" in kw:  # the search goes up to max_order, min(L - 1, 64) by default
+        order = kw.get("max_order", min(top, 64)) if mistake != "max_order" else small
     for name in names:
         if name == wrong:
             kw[name] = draw(option_values(name, length, valid=False))
@@ -668,12 +669,13 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         idx = np.minimum(order, sigma.shape[1] - 1)
         want_aak = sigma[np.arange(len(rows)), idx] / norm
         given = options.get("rtol", 1e-10) if isinstance(options.get("rtol"), float) else 1e-10
-        off = np.abs(aak - want_aak) / np.maximum(s1 / norm, 1e-300)  # in sigma_1
-        if given >= 1e-6 and np.any(off > 2 * given) and np.all(off <= 10 * given):
-            event(f"known issue (rejected): {KNOWN_LOOSE_RTOL}")
-            reject()
-        close(aak, want_aak, 1e-6, (1e-9 + 2 * given) * s1 / norm + 1e-300,
-              "reported aak is not sigma_{d+1} / max|H|")
+        fuzz_aak = (1e-9 + 2 * given) * s1 / norm + 1e-300
+        if given >= LOOSE_RTOL:  # a value near *a* singular value, and a valid lower bound
+            assert np.all(aak <= want_aak * (1 + 1e-6) + fuzz_aak), ("aak above AAK", aak)
+            near = np.abs(aak[:, None] - sigma / norm[:, None]).min(axis=-1)
+            assert np.all(near <= fuzz_aak), ("aak far from every sigma / max|H|", aak)
+        else:
+            close(aak, want_aak, 1e-6, fuzz_aak, "reported aak is not sigma_{d+1} / max|H|")
         assert np.all(hinf[ok] >= aak[ok] * (1 - 1e-6) - 1e-12 * s1[ok] / norm[ok]), \
             ("hinf below the AAK bound", hinf, aak)
         tail_sum = np.cumsum(sigma[:, ::-1], axis=1)[:, ::-1]
@@ -686,7 +688,10 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         if "conversion_error" in info:  # what the modal form lost on the method's model
             slack = slack + 10 * flat(info["conversion_error"])[rows] * np.abs(
                 hs[rows]).sum(axis=-1) / norm
-        built = ok & (True if failed is None else ~np.asarray(failed)[rows])
+        # the method's own model (not a failed filter's direct term), from an SVD accurate
+        # enough for its guarantee to hold (not one a loose rtol cut short)
+        built = ok & (True if failed is None else ~np.asarray(failed)[rows]) & (
+            rtol < LOOSE_RTOL)
         if method == "balanced":
             assert np.all(hinf[built] <= bt[built] * (1 + 1e-6) + slack[built]), \
                 ("balanced truncation above its bound", hinf, bt)
@@ -848,6 +853,8 @@ def test_reduce_scale_homogeneous(h, power, method, order):
     got, exc = outcome(mor.reduce, h * c, order, method=method, on_fail="flag", **options)
     assert exc is None
     gp, gr, gd = got.compact()
+    tiny = np.finfo(float).tiny  # a residue that underflows at either scale drops its mode
+    assume(np.all((np.abs(gr) == 0) | (np.abs(gr) >= tiny)))
     np.testing.assert_array_equal(gp, p)
     np.testing.assert_array_equal(gr, r * c)
     np.testing.assert_array_equal(gd, d * c)
@@ -888,12 +895,14 @@ def test_hankel_singular_values(data):
     want = own_hsv(down(flat, e))
     s1 = want[:, :1] if length > 1 else np.zeros((f, 1))
     got = down(s.reshape(f, kk), e)
-    error = np.abs(got - want[:, :kk]).max(axis=-1, initial=0.0) / np.maximum(s1[:, 0], 1e-300)
-    if rtol >= 1e-6 and np.any(error > 2 * rtol) and np.all(error <= 10 * rtol):
-        event(f"known issue (rejected): {KNOWN_LOOSE_RTOL}")
-        reject()
-    close(got, want[:, :kk], 0, (1e-12 * length + 2 * rtol) * s1 + 1e-300,
-          "Hankel singular values differ from a dense SVD")
+    tol = (1e-12 * length + 2 * rtol) * s1 + 1e-300
+    # a compression's singular values lie below the matrix's, one by one (any rtol)
+    assert np.all(got <= want[:, :kk] + tol), "a Hankel singular value above the dense one"
+    if rtol >= LOOSE_RTOL:  # what rtol certifies: each value near *a* singular value
+        near = np.abs(got[:, :, None] - want[:, None, :]).min(axis=-1, initial=np.inf)
+        assert np.all(near <= tol), "a Hankel singular value far from every dense one"
+        return
+    close(got, want[:, :kk], 0, tol, "Hankel singular values differ from a dense SVD")
 
 
 @examples("error_bounds")
