@@ -340,7 +340,8 @@ def _prepare(bank, *, length: int | None, max_gain: float, real: bool,
     live = residues != 0
     size = np.abs(residues)
     norm = np.asarray(bank.h2_norm())[..., None]
-    drop = live & (size > max_gain * np.abs(poles) * np.maximum(norm, size))
+    with np.errstate(invalid="ignore"):  # 0 / 0 on the dead slots, masked by live
+        drop = live & (size / np.maximum(norm, size) > max_gain * np.abs(poles))
     keep = live & ~drop
     if real:
         _check_real(poles, keep, what)

@@ -19,6 +19,7 @@ devices while a Vortex model is built or run.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -175,6 +176,15 @@ def test_tiny_poles_dropped_refitted_and_reported(modulus):
     dropped_only = np.linalg.norm(alone.impulse(256) - taps, axis=-1)[1] / np.linalg.norm(
         taps[1])
     assert out.change[0, 1] <= dropped_only + 1e-9
+
+
+def test_huge_residues_do_not_overflow_the_tiny_pole_test():
+    # found by tests/test_robustness.py: max_gain * |lambda| * |R| overflowed at |R| = 1e307
+    bank = mor.ModalSSM.from_compact(np.array([0.5]), np.array([1e307]), 0.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = export.to_striped_hyena(bank)
+    assert out["residues"][0] == 2e307 and out["D"] == -2e307
 
 
 def test_small_harmless_poles_are_kept():

@@ -105,15 +105,6 @@ NAN, INF = float("nan"), float("inf")
 #: name, the warning's or exception's category, and a file and a text of a line on the stack
 #: it was raised from.
 KNOWN_ISSUES: dict[str, tuple[type, str, str]] = {
-    # mor.export.to_striped_hyena(mor.ModalSSM.from_compact(np.array([0.5]),
-    # np.array([1e307]), 0.0)): the tiny-pole test multiplies the residue by max_gain
-    "export._prepare: max_gain times a residue overflows": (
-        RuntimeWarning, "mor/export.py", "max_gain * np.abs(poles)"),
-    # lam = complex(float.fromhex("-0x1.f9d004a66ae22p-1"), float.fromhex("0x1.3d6e4674d735bp-3"))
-    # mor.ModalSSM.from_compact(np.array([lam]), np.array([1 - 0.5j]), 0.0).hinf_norm(): a
-    # stable pole an ulp inside the circle; the refinement's parabolic step subtracts inf
-    "freq.peak_magnitude: inf - inf in golden._parabolic_step (a pole an ulp inside)": (
-        RuntimeWarning, "mor/_numerics/golden.py", "f[1] - f[0]"),
 }
 #: The Krylov path certifies each value within rtol sigma_1 of *a* singular value, as
 #: documented, not that none was skipped: at a loose rtol (1e-4, 1e-6) it stops before a

@@ -47,8 +47,8 @@ def _parabolic_step(fn, x: np.ndarray, f: np.ndarray) -> tuple[np.ndarray, np.nd
     """One step of successive parabolic interpolation on triples ``x[0] < x[1] < x[2]`` with
     ``f[1]`` the largest; returns the new triple around the best point."""
     d0, d2 = x[1] - x[0], x[1] - x[2]
-    g0, g2 = f[1] - f[0], f[1] - f[2]
-    with np.errstate(all="ignore"):
+    with np.errstate(all="ignore"):  # infinite values (a pole an ulp inside) make no step
+        g0, g2 = f[1] - f[0], f[1] - f[2]
         den = d0 * g2 - d2 * g0
         v = x[1] - 0.5 * (d0 * d0 * g2 - d2 * d2 * g0) / den
     usable = np.isfinite(v) & (den > 0) & (v > x[0]) & (v < x[2]) & (v != x[1])
