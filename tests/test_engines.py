@@ -187,6 +187,36 @@ def test_huge_residues_do_not_overflow_the_tiny_pole_test():
     assert out["residues"][0] == 2e307 and out["D"] == -2e307
 
 
+def _stored_deviation(engine, out, bank, length):
+    """What the written float32 parameters, read back, cost the bank's taps (max-relative)."""
+    read = (export.from_striped_hyena_state_dict if engine == "striped-hyena" else
+            export.from_vortex_state_dict)(out.state_dict)
+    back, ref = read[out.layers[0]].impulse(length), bank.impulse(length)
+    return np.abs(back - ref).max(axis=-1) / np.abs(ref).max(axis=-1)
+
+
+def test_residues_refitted_to_the_stored_poles(filters):
+    """With ``length`` the residues are re-solved for the poles as float32 stores them: the
+    written filters move less, and ``layout_error`` says by how much (NaN without it)."""
+    length = filters.shape[-1]
+    rng = np.random.default_rng(5)
+    rates = np.exp(rng.uniform(np.log(1e-3), np.log(1e-1), (8, 6)))
+    real = mor.ModalSSM.from_compact(1 - rates, rng.standard_normal((8, 6)), np.zeros(8))
+    for engine, bank in (("striped-hyena", mor.reduce(filters[0], modes=16)),
+                         ("vortex", real)):
+        writer = (export.to_striped_hyena_state_dict if engine == "striped-hyena" else
+                  export.to_vortex_state_dict)
+        plain = writer(bank, tensors="numpy")
+        fitted = writer(bank, length=length, tensors="numpy")
+        assert np.isnan(plain.layout_error).all() and fitted.layout_error.shape == (1, 8)
+        before = _stored_deviation(engine, plain, bank, length)
+        after = _stored_deviation(engine, fitted, bank, length)
+        np.testing.assert_allclose(after, fitted.layout_error[0], rtol=1e-6, atol=1e-15)
+        assert np.all(after <= before * (1 + 1e-9)), (engine, after, before)
+        if engine == "striped-hyena":  # Vortex's log lambda already keeps lambda to 6e-8 rates
+            assert np.median(after) < np.median(before) / 3, (after, before)
+
+
 def test_small_harmless_poles_are_kept():
     """A small pole with a small residue costs float32 nothing: kept (the threshold depends
     on the residue, never drops |lambda| >= 1 / MAX_GAIN)."""
