@@ -46,6 +46,7 @@ INFO: dict[str, str] = {
     "l2": "relative l2 error over the L taps",
     "tail": "relative energy the model emits after lag L",
     "hinf": "relative peak error on the unit circle, the model's full response",
+    "f32_deviation": "max |h32 - h| / max |h| over L taps: the model run in float32 as engines do",
     "peak": "max |H| of the filter (absolute): the reference of hinf, aak and bt_bound",
     "aak": "AAK lower bound sigma_{d+1} / max |H| at the model's order",
     "bt_bound": "balanced-truncation upper bound 2 sum_{i>d} sigma_i / max |H|",

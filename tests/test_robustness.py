@@ -15,9 +15,10 @@ Structure
 * Invariant helpers, each independent of the code it checks where it can be: `outcome` (the
   only exceptions allowed, no warning), `own_impulse` / `own_hsv` / `grid_error` (impulse
   responses, Hankel singular values and frequency errors recomputed with NumPy/SciPy on the
-  scale-free data), `check_bank` (shape, finite, conjugate-closed modes, real response),
-  `check_errors` (reported ``l2``, ``tail``, ``hinf``, ``peak``, ``aak``, ``bt_bound`` against
-  the recomputed ones and the AAK/BT/Glover bounds) and `check_reduction` (orders, flags,
+  scale-free data; `own_float32_deviation` runs the model as engines do in NumPy float32),
+  `check_bank` (shape, finite, conjugate-closed modes, real response), `check_errors`
+  (reported ``l2``, ``tail``, ``hinf``, ``peak``, ``aak``, ``bt_bound``, ``f32_deviation``
+  against the recomputed ones and the AAK/BT/Glover bounds) and `check_reduction` (orders, flags,
   ``met_tol``, stability).
 * One test per entry point: `reduce` (FIR filters and `StateSpace` batches),
   `hankel_singular_values`, `error_bounds`, `select_order`, `compare`, `refit_residues`,
@@ -260,6 +261,33 @@ def own_impulse(poles, residues, direct, length: int) -> np.ndarray:
             powers = np.where(residues[..., None] != 0, poles[..., None] ** k, 0)
             out[:, 1:] = np.real(np.einsum("fm,fmk->fk", residues, powers))
     return out
+
+
+def own_float32_deviation(poles, residues, direct, length: int) -> np.ndarray:
+    """``max_k |h32[k] - h[k]| / max_k |h[k]|`` of flat compact models ``(F, m)``: ``h`` by
+    explicit powers in float64, ``h32`` the model run as engines run it, at the power of two
+    that puts the peak of ``h`` in [1/2, 1) (scale-free): parameters rounded by
+    ``astype(complex64)`` / ``astype(float32)``, ``z <- lambda z`` per mode in float32 (the
+    complex product in real float32 operations, as IEEE spells it: NumPy's complex64 array
+    product may fuse them), the modes' real parts summed in order in float32 (``cumsum`` is
+    sequential). ``0`` for a zero response, ``inf`` where either is not finite."""
+    f = direct.shape[0]
+    with np.errstate(all="ignore"):
+        exact = own_impulse(poles, residues, direct, length)
+        peak = np.abs(exact).max(axis=-1, initial=0.0)
+        e = np.frexp(np.where(np.isfinite(peak), peak, 0.0))[1]
+        z = down(residues, e).astype(np.complex64)
+        lam = poles.astype(np.complex64)
+        zr, zi, pr, pi = z.real.copy(), z.imag.copy(), lam.real.copy(), lam.imag.copy()
+        out = np.zeros((f, length), np.float32)
+        out[:, 0] = down(direct, e).astype(np.float32)
+        for k in range(1, length):
+            if zr.shape[-1]:
+                out[:, k] = np.cumsum(zr, axis=-1, dtype=np.float32)[:, -1]
+            zr, zi = zr * pr - zi * pi, zr * pi + zi * pr
+        gap = np.abs(out - down(exact, e)).max(axis=-1, initial=0.0)
+        dev = np.where(peak > 0, gap / np.where(peak > 0, down(peak, e), 1.0), 0.0)
+    return np.where(np.isfinite(peak) & np.isfinite(dev), dev, np.inf)
 
 
 def own_hsv(h: np.ndarray) -> np.ndarray:
@@ -636,6 +664,19 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         done = ok & (radius ** extra < 1e-10)
         np.testing.assert_allclose(tail[done], seen[done], rtol=1e-6, atol=1e-10,
                                    err_msg="reported tail is not the model's")
+    if "f32_deviation" in info:
+        got = flat(info["f32_deviation"])[rows]
+        assert np.all(got >= 0), got  # inf where the model's float64 response is not finite
+        want = own_float32_deviation(ps[rows], rs[rows], ds[rows], length)
+        # the float64 references (recurrence there, powers here) differ by rounding; the
+        # float32 runs agree bit for bit on the same rounded parameters
+        with np.errstate(all="ignore"):
+            mpeak = np.abs(impulse[rows]).max(axis=-1, initial=0.0)
+            fuzz = 1e-15 * (length + 4) * np.abs(moduli[rows]).max(axis=-1, initial=0.0)
+            fuzz = np.where(mpeak > 0, fuzz / np.where(mpeak > 0, mpeak, 1.0), 0.0)
+        sure = stable[rows] & np.isfinite(want) & (fuzz < 1e-3)
+        close(got[sure], want[sure], 1e-6, fuzz[sure] + 1e-300,
+              "reported f32_deviation is not the model's in float32")
     if "hinf" in info:
         hinf, peak = flat(info["hinf"])[rows], flat(info["peak"])[rows]
         aak, bt = flat(info["aak"])[rows], flat(info["bt_bound"])[rows]
@@ -756,8 +797,9 @@ def check_reduction(h: np.ndarray, ssm, kw: dict) -> None:
         raise AssertionError("met_tol without tol")
     live = ~failed
     errors = {k: flat[k] for k in ("l2", "tail", "hinf", "peak", "aak", "bt_bound", "order",
-                                   "glover_bound", "conversion_error") if k in flat}
-    for name in ("l2", "tail", "hinf", "aak", "bt_bound"):
+                                   "glover_bound", "conversion_error", "f32_deviation")
+              if k in flat}
+    for name in ("l2", "tail", "hinf", "aak", "bt_bound", "f32_deviation"):
         if name in errors:
             v = errors[name][live]
             assert not np.isnan(v).any(), f"NaN {name} for a filter not flagged as failed"
@@ -812,6 +854,8 @@ def test_reduce(data):
         info = ssm.info
         if not kw.get("allow_unstable"):
             assert np.all(ssm.is_stable() | info["failed"])
+        if "f32_deviation" in info:  # over the systems' response lengths: no taps to check
+            assert np.all(np.asarray(info["f32_deviation"]) >= 0), info["f32_deviation"]
         if "hinf" in info:  # the AAK and balanced-truncation bounds of the dense systems
             live = ~info["failed"]
             hinf, aak, bt, lost = (np.asarray(info[key])[live] for key in (
@@ -858,7 +902,7 @@ def test_reduce_scale_homogeneous(h, power, method, order):
     np.testing.assert_array_equal(gp, p)
     np.testing.assert_array_equal(gr, r * c)
     np.testing.assert_array_equal(gd, d * c)
-    for key in ("l2", "tail", "hinf", "aak", "bt_bound", "failed", "order"):
+    for key in ("l2", "tail", "hinf", "aak", "bt_bound", "f32_deviation", "failed", "order"):
         np.testing.assert_array_equal(got.info[key], base.info[key])
 
 
@@ -1034,7 +1078,7 @@ def test_compare(data):
     hf = as_float(h)
     f, length = int(np.prod(bank.shape, dtype=np.int64)), hf.shape[-1]
     info = {k: getattr(c, k) for k in ("order", "l2", "tail", "hinf", "aak", "bt_bound",
-                                       "peak")}
+                                       "peak", "f32_deviation")}
     for v in info.values():
         assert np.shape(v) == bank.shape
     np.testing.assert_array_equal(c.order, bank.order)
@@ -1093,7 +1137,8 @@ def test_refit_residues(data):
     assert np.all(info["tail"][fine] <= info["tail_allowed"][fine] * (1 + 1e-6) + 1e-12), \
         (info["tail"], info["tail_allowed"])
     check_errors(hf.reshape(f, length), out, {k: info[k] for k in ("l2", "tail", "hinf",
-                                                                   "aak", "bt_bound")}
+                                                                   "aak", "bt_bound",
+                                                                   "f32_deviation")}
                  | {"order": np.asarray(out.order).reshape(-1),
                     "peak": np.asarray(mor.compare(h, out).peak).reshape(-1)},
                  np.flatnonzero(stable))
@@ -1189,7 +1234,7 @@ def test_distill(data):
         assert on_fail != "flag" or np.all(met | failed)
     else:
         np.testing.assert_array_equal(met, ~failed)
-    for name in ("l2", "tail", "hinf", "aak", "bt_bound"):
+    for name in ("l2", "tail", "hinf", "aak", "bt_bound", "f32_deviation"):
         assert not np.isnan(flat[name][~failed].astype(float)).any(), name
     json.loads(report.to_json())
     str(report)
@@ -1197,7 +1242,7 @@ def test_distill(data):
     if good.size:
         f = int(np.prod(batch, dtype=np.int64))
         clean = np.where(bad[:, None], 0.0, raw)
-        info = {k: flat[k] for k in ("order", "l2", "tail")}
+        info = {k: flat[k] for k in ("order", "l2", "tail", "f32_deviation")}
         check_errors(clean.reshape(f, length), bank, info, good)
         hinf = flat["hinf"][good]
         assert np.all(hinf >= flat["aak"][good] * (1 - 1e-6) - 1e-12)

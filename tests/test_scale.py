@@ -19,6 +19,10 @@ TIGHT = {"irka": {"rtol": 1e-13}}
 BASE = {m: mor.reduce(FILTERS, 6, method=m, on_fail="flag", **TIGHT.get(m, {}))
         for m in METHODS}
 RELATIVE = ("l2", "tail", "hinf", "aak", "bt_bound")
+#: A rounding figure: homogeneous bit for bit in powers of two (rounding to float32 commutes
+#: with them), not continuous in the data (a decimal factor may move a parameter across a
+#: float32 rounding boundary, changing the figure by about itself).
+FLOAT32 = ("f32_deviation",)
 
 
 def _normal(*arrays) -> bool:
@@ -42,7 +46,7 @@ def test_powers_of_two_pass_through_bit_for_bit(method, power):
     np.testing.assert_array_equal(r, residues * c)
     np.testing.assert_array_equal(d, direct * c)
     np.testing.assert_array_equal(got.info["peak"], base.info["peak"] * c)
-    for key in RELATIVE + ("order", "failed"):
+    for key in RELATIVE + FLOAT32 + ("order", "failed"):
         np.testing.assert_array_equal(got.info[key], base.info[key])
 
 
@@ -86,6 +90,8 @@ def test_spectrum_bounds_and_report_are_homogeneous(c):
     cmp = mor.compare(FILTERS * c, mor.ModalSSM.from_compact(p, r * c, d * c))
     for key in RELATIVE:
         np.testing.assert_allclose(getattr(cmp, key), getattr(cmp0, key), rtol=1e-12, atol=1e-15)
+    if np.log2(c) % 1 == 0:
+        np.testing.assert_array_equal(cmp.f32_deviation, cmp0.f32_deviation)
     np.testing.assert_allclose(cmp.peak, cmp0.peak * c, rtol=1e-13)
     selection = mor.select_order(FILTERS * c, 1e-2, max_order=24)
     np.testing.assert_array_equal(selection.order, mor.select_order(FILTERS, 1e-2,
@@ -137,6 +143,7 @@ def test_statespace_scale_passes_through():
     got = mor.reduce(scaled, 4)
     np.testing.assert_array_equal(got.compact()[1], base.compact()[1] * c)
     np.testing.assert_array_equal(got.info["hinf"], base.info["hinf"])
+    np.testing.assert_array_equal(got.info["f32_deviation"], base.info["f32_deviation"])
 
 
 def test_overflow_at_the_inputs_scale_is_an_error_naming_the_filter():

@@ -361,3 +361,88 @@ def test_from_dense_of_a_nearly_defective_matrix_reports_its_loss():
         red = mor.reduce(h, 6, method=method, on_fail="flag")
         assert red.info["failed"] and "near-defective" in str(red.info["reason"])
     assert mor.select_order(h, 1.0, norm="hinf", method="hankel").order == -1
+
+
+def _float32_response(poles, residues, direct, length):
+    """The compact models ``(F, m)`` run as an engine runs them, recomputed with NumPy: at the
+    power of two that puts the float64 response's peak in [1/2, 1), the parameters rounded
+    with ``astype(complex64)`` / ``astype(float32)`` and ``z <- lambda z`` in float32. The
+    complex product is spelled out in real float32 operations: NumPy's complex64 array
+    product may fuse them (FMA) and round differently from IEEE's formula. Returns the
+    deviation ``max |h32 - h| / max |h|`` and the float64 response (explicit powers)."""
+    k = np.arange(length - 1)
+    exact = np.zeros((poles.shape[0], length))
+    exact[:, 0] = direct
+    exact[:, 1:] = np.real(np.einsum("fm,fmk->fk", residues, poles[..., None] ** k))
+    peak = np.abs(exact).max(axis=-1)
+    e = np.frexp(peak)[1]
+    down = np.ldexp(1.0, -e)
+    p32 = poles.astype(np.complex64)
+    z = (residues * down[:, None]).astype(np.complex64)
+    zr, zi, pr, pi = z.real.copy(), z.imag.copy(), p32.real.copy(), p32.imag.copy()
+    out = np.zeros(exact.shape, np.float32)
+    out[:, 0] = (direct * down).astype(np.float32)
+    for t in range(1, length):
+        acc = np.zeros(poles.shape[0], np.float32)
+        for n in range(poles.shape[1]):  # the modes in order, as the engine's sum
+            acc = acc + zr[:, n]
+        out[:, t] = acc
+        zr, zi = zr * pr - zi * pi, zr * pi + zi * pr
+    gap = np.abs(out - exact * down[:, None]).max(axis=-1)
+    return np.where(peak > 0, gap / np.where(peak > 0, peak * down, 1.0), 0.0), exact
+
+
+def test_float32_deviation_is_the_float32_recurrence():
+    # issue 18.3: parameters rounded to complex64 and the recurrence in float32, recomputed
+    rng = np.random.default_rng(18)
+    f, m, length = 12, 5, 700
+    radius = 1 - 10 ** rng.uniform(-3.5, -0.5, (f, m))
+    angle = np.where(rng.random((f, m)) < 0.7, rng.uniform(0.01, 3.1, (f, m)), 0.0)
+    poles = radius * np.exp(1j * angle)
+    residues = rng.standard_normal((f, m)) + 1j * rng.standard_normal((f, m))
+    residues = np.where(angle == 0, residues.real, residues) * 10.0 ** rng.integers(-5, 5, (f, 1))
+    direct = rng.standard_normal(f)
+    bank = mor.ModalSSM.from_compact(poles, residues, direct)
+    got = bank.float32_deviation(length)
+    want, exact = _float32_response(*bank.compact(), length)
+    assert got.shape == (f,) and np.all(got > 0) and np.all(got < 1e-3)
+    np.testing.assert_allclose(got, want, rtol=1e-6)
+    np.testing.assert_allclose(bank.impulse(length), exact, rtol=1e-9, atol=1e-12)
+    # the batch shape kept, a single system's a 0-d array
+    grid = mor.ModalSSM.from_compact(*(a.reshape((3, 4) + a.shape[1:]) for a in bank.compact()))
+    np.testing.assert_array_equal(grid.float32_deviation(length), got.reshape(3, 4))
+    assert np.shape(bank[0].float32_deviation(length)) == ()
+    assert bank[0].float32_deviation(length) == got[0]
+
+
+def test_float32_deviation_of_zero_and_at_any_scale():
+    zero = mor.ModalSSM.from_compact(np.array([[0.5, 0.9j], [0.0, 0.0]]), np.zeros((2, 2)),
+                                     np.zeros(2))
+    np.testing.assert_array_equal(zero.float32_deviation(64), [0.0, 0.0])
+    # a direct term alone: only its rounding to float32 (none for a float32 number)
+    alone = mor.ModalSSM.from_compact(np.zeros((2, 1)), np.zeros((2, 1)), np.array([0.5, 0.1]))
+    assert alone.float32_deviation(8)[0] == 0.0
+    assert 0 < alone.float32_deviation(8)[1] <= 2.0**-24
+    base = _example()
+    p, r, d = base.compact()
+    for c in (2.0**-1000, 2.0**-60, 2.0**90, 2.0**1000):  # scale-free, bit for bit
+        scaled = mor.ModalSSM.from_compact(p, r * c, d * c)
+        np.testing.assert_array_equal(scaled.float32_deviation(300), base.float32_deviation(300))
+    with pytest.raises(ValueError, match="length"):
+        base.float32_deviation(0)
+
+
+def test_float32_deviation_of_cancelling_residues():
+    # two poles 2e-8 apart near 0.999 with residues +-1e3 max|h|: their net response moves l2
+    # by a few percent, their rounding to complex64 moves the response by more than 1e-3
+    length = 1024
+    good = mor.ModalSSM.from_compact(np.array([0.95 * np.exp(0.3j), 0.9]),
+                                     np.array([1 - 0.5j, 0.4]), 0.2)
+    h = good.impulse(length)
+    peak = np.abs(h).max()
+    bad = mor.ModalSSM.from_compact(np.array([0.95 * np.exp(0.3j), 0.9, 0.999, 0.999 - 2e-8]),
+                                    np.array([1 - 0.5j, 0.4, 1e3 * peak, -1e3 * peak]), 0.2)
+    assert bad.float32_deviation(length) > 1e-3
+    assert good.float32_deviation(length) < 1e-6
+    want, _ = _float32_response(*(a[None] for a in bad.compact()), length)
+    np.testing.assert_allclose(bad.float32_deviation(length), want[0], rtol=1e-6)

@@ -47,6 +47,12 @@ class Comparison:
     bt_bound : ndarray
         ``2 sum_{i>d} sigma_i / max |H|``: what balanced truncation of order ``d`` guarantees
         (certified from the leading values when the spectrum was not computed in full).
+    f32_deviation : ndarray
+        ``max_k |h32[k] - h_hat[k]| / max_k |h_hat[k]|`` over the ``L`` taps: what the model
+        loses when run as inference engines run it (poles and residues rounded to complex64,
+        the direct term to float32, the recurrence in float32) against itself in float64
+        (`ModalSSM.float32_deviation`): set beside ``l2``, it says whether the float64
+        accuracy survives where the model runs.
     peak : ndarray
         ``max |H|``, the scale of the relative ``hinf``, ``aak`` and ``bt_bound`` figures.
 
@@ -70,11 +76,11 @@ class Comparison:
     >>> h = 0.5**k * np.cos(0.3 * k)
     >>> errors = mor.compare(h, mor.reduce(h, 1))  # an order-2 filter at order 1
     >>> print(errors.columns)
-    ('order', 'l2', 'tail', 'hinf', 'aak', 'bt_bound')
+    ('order', 'l2', 'tail', 'hinf', 'aak', 'bt_bound', 'f32_deviation')
     >>> print(f"aak {errors.aak:.4f} <= hinf {errors.hinf:.4f} <= bt {errors.bt_bound:.4f}")
     aak 0.0146 <= hinf 0.0219 <= bt 0.0292
     >>> sorted(errors.to_dict())
-    ['aak', 'bt_bound', 'hinf', 'l2', 'order', 'peak', 'tail']
+    ['aak', 'bt_bound', 'f32_deviation', 'hinf', 'l2', 'order', 'peak', 'tail']
     """
 
     order: np.ndarray
@@ -83,9 +89,10 @@ class Comparison:
     hinf: np.ndarray
     aak: np.ndarray
     bt_bound: np.ndarray
+    f32_deviation: np.ndarray
     peak: np.ndarray
-    columns: tuple[str, ...] = field(default=("order", "l2", "tail", "hinf", "aak", "bt_bound"),
-                                     repr=False)
+    columns: tuple[str, ...] = field(default=("order", "l2", "tail", "hinf", "aak", "bt_bound",
+                                              "f32_deviation"), repr=False)
 
     def to_dict(self) -> dict[str, list]:
         """Plain lists per column (JSON-ready)."""
@@ -126,7 +133,22 @@ def compare(h, ssm: ModalSSM) -> Comparison:
         \mathrm{aak} = \frac{\sigma_{d+1}}{\max_\omega |H(e^{i\omega})|} .
 
     The last inequality is the AAK theorem [1]: no model of order ``d`` has a smaller
-    ``hinf``; ``hinf / aak`` says how far a model is from that floor.
+    ``hinf``; ``hinf / aak`` says how far a model is from that floor. Inference engines run
+    the model in single precision; with ``\tilde h`` its response with poles and residues
+    rounded to complex64, the direct term to float32 and the recurrence
+    ``z <- lambda z`` run in float32,
+
+    .. math::
+
+        \mathrm{f32\_deviation} = \frac{\max_{k<L} |\tilde h[k] - \hat h[k]|}
+        {\max_{k<L} |\hat h[k]|}
+        \;\lesssim\; \epsilon_{32} \, \frac{\max_k \, (k + m) \sum_n |R_n| |\lambda_n|^{k-1}}
+        {\max_k |\hat h[k]|},
+
+    over its ``m`` compact modes, relative to the model's own peak (``0`` for a zero model):
+    residues that cancel (large ``|R_n|``, small ``hat h``) and poles near the circle cost
+    precision, so a model with a small ``l2`` may still be far off the filter where it runs
+    in float32.
 
     Parameters
     ----------
@@ -138,8 +160,8 @@ def compare(h, ssm: ModalSSM) -> Comparison:
     Returns
     -------
     Comparison
-        ``order``, ``l2``, ``tail``, ``hinf``, ``aak``, ``bt_bound`` and ``peak`` per filter;
-        prints as a table.
+        ``order``, ``l2``, ``tail``, ``hinf``, ``aak``, ``bt_bound``, ``f32_deviation`` and
+        ``peak`` per filter; prints as a table.
 
     Raises
     ------
@@ -163,7 +185,10 @@ def compare(h, ssm: ModalSSM) -> Comparison:
     (`rounding_bound`), its error is recomputed in double-double arithmetic. ``hinf`` is the
     peak of ``|H - H_hat|`` on the unit circle: an FFT grid exact for the filter, refined by
     golden-section search near the largest samples and around every pole close enough to the
-    circle to peak between grid points. All relative figures are absolute for a zero filter.
+    circle to peak between grid points. ``f32_deviation`` is computed at a power-of-two scale
+    of the model (`ModalSSM.float32_deviation`), so it is the same for ``c h`` and ``c`` times
+    the model for any power of two ``c``. All relative figures (but ``f32_deviation``, which
+    is relative to the model) are absolute for a zero filter.
     Large batches are processed in chunks of 64 filters.
 
     References
@@ -188,7 +213,7 @@ def compare(h, ssm: ModalSSM) -> Comparison:
     ...       bool(np.all(errors.hinf <= errors.bt_bound)))
     True True
     >>> print(str(errors).splitlines()[0])
-    filter  order         l2       tail       hinf        aak   bt_bound
+    filter  order         l2       tail       hinf        aak   bt_bound  f32_deviation
 
     A filter of order 2 is reproduced exactly at order 2:
 
@@ -216,14 +241,14 @@ def compare(h, ssm: ModalSSM) -> Comparison:
 
 def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
                  orders: np.ndarray, hsv: np.ndarray | None,
-                 norms: tuple[str, ...] = ("l2", "tail", "hinf"),
+                 norms: tuple[str, ...] = ("l2", "tail", "hinf", "f32_deviation"),
                  peak: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Errors of flat compact models ``(F, m)`` against flat filters ``(F, L)``.
 
     ``hsv`` (``(F, k)``) holds the leading Hankel singular values, ``k > max(orders)`` unless
     ``orders`` reach ``L - 1`` (needed for ``hinf`` only). ``norms`` limits the work to the
-    errors asked for among ``l2``, ``tail`` and ``hinf`` (which brings ``peak``, ``aak`` and
-    ``bt_bound`` along);
+    errors asked for among ``l2``, ``tail``, ``hinf`` (which brings ``peak``, ``aak`` and
+    ``bt_bound`` along) and ``f32_deviation`` (`ModalSSM.float32_deviation` over ``L`` taps);
     ``peak`` (``max |H|`` per filter) is computed unless given. Large batches are taken in
     chunks of ``ERROR_CHUNK`` filters, whose frequency grids stay in cache.
     """
@@ -257,6 +282,8 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         if stable.any():
             tail[stable] = ssm[stable].tail_norm(length)
         out["tail"] = relative(tail, ref_l2)
+    if "f32_deviation" in norms:
+        out["f32_deviation"] = ssm.float32_deviation(length)
     if "hinf" in norms:
         fir = freq.FirResponse(h)
         if peak is None:

@@ -24,7 +24,10 @@ DEFAULT_MAX_ORDER = 64
 #: What `reduce` may do with a filter whose model fails (see its ``on_fail``).
 ON_FAIL = ("raise", "flag", "best")
 #: The errors `reduce` can report.
-ERRORS = ("l2", "tail", "hinf")
+ERRORS = ("l2", "tail", "hinf", "f32_deviation")
+#: A dense system's ``f32_deviation`` is measured over at most this many taps
+#: (`statespace_length`).
+F32_MAX_LENGTH = 1 << 16
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
 #: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
@@ -109,9 +112,11 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         given (a language model is better served by its closest model than by a zero filter).
     allow_unstable : bool
         Keep models with poles of modulus ``>= 1`` instead of failing them.
-    errors : tuple of {"l2", "tail", "hinf"}
+    errors : tuple of {"l2", "tail", "hinf", "f32_deviation"}
         The achieved errors to compute and report in ``info`` (all by default; ``hinf`` brings
         the ``aak`` and ``bt_bound`` figures). The ``tol`` search computes its own norm anyway.
+        For a ``StateSpace`` only ``hinf`` (with its figures) and ``f32_deviation`` are
+        computed: a dense system has no taps to measure ``l2`` and ``tail`` on.
 
     **method_options
         The chosen method's options (see ``method``).
@@ -122,6 +127,9 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         With ``info`` holding the entries defined in `mor.conventions.INFO`: per filter the
         model's ``order``, the achieved ``l2``, ``tail`` and ``hinf`` errors with ``peak``,
         ``aak`` (``sigma_{d+1}/max|H|``) and ``bt_bound`` (``2 sum_{i>d} sigma_i / max|H|``),
+        ``f32_deviation`` (what the model loses run in float32 as inference engines run it,
+        `ModalSSM.float32_deviation`, over the ``L`` taps; for a ``StateSpace`` over
+        `statespace_length` taps; a failed filter's is its order-0 model's, as its ``l2``),
         ``failed``, ``reason``, ``conversion_error``, ``poles_touched``, ``met_tol`` and
         ``search_start`` (``tol``) or ``rank_capped`` (``order``, ``modes``), what the method
         adds (``"hankel"``: ``truncation_tail``, ``glover_bound``; ``"modal"``, ``"irka"``:
@@ -247,7 +255,8 @@ def _check_request(order, modes, tol, on_fail: str, errors) -> None:
     """The size (exactly one of ``order``, ``modes``, ``tol``), failure policy and errors."""
     unknown = set(errors) - set(ERRORS)
     if unknown:
-        raise ValueError(f"errors must name 'l2', 'tail' or 'hinf', got {sorted(unknown)}")
+        raise ValueError(f"errors must name {', '.join(map(repr, ERRORS))}, got "
+                         f"{sorted(unknown)}")
     if on_fail not in ON_FAIL:
         raise ValueError(f"on_fail must be one of {ON_FAIL}, got {on_fail!r}")
     given = [name for name, v in (("order", order), ("modes", modes), ("tol", tol))
@@ -462,9 +471,18 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
 def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, errors
                    ) -> dict[str, np.ndarray]:
     """``hinf`` of reduced dense systems, with the exact AAK and BT bounds from their whole
-    Hankel spectra ``hsv``."""
+    Hankel spectra ``hsv``, and ``f32_deviation`` over `statespace_length` taps."""
+    out = {"order": orders.copy()}
+    if "f32_deviation" in errors:
+        out["f32_deviation"] = np.zeros(orders.size)
+        lengths = statespace_length(sys)
+        for length in np.unique(lengths):
+            at = lengths == length
+            out["f32_deviation"][at] = ModalSSM.from_compact(
+                model.poles[at], model.residues[at], model.direct[at]
+            ).float32_deviation(int(length))
     if "hinf" not in errors:
-        return {"order": orders.copy()}
+        return out
     full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
     peak = freq.peak_magnitude(full)[0]
     reduced = freq.ModalResponse(model.poles, model.residues, model.direct)
@@ -472,9 +490,30 @@ def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, erro
     hsv = np.concatenate([hsv, np.zeros((orders.size, 1))], axis=1)
     tail = np.cumsum(hsv[:, ::-1], axis=1)[:, ::-1]
     idx = np.minimum(orders, hsv.shape[1] - 1)[:, None]
-    return {"order": orders.copy(), "peak": peak, "hinf": relative(err, peak),
-            "aak": relative(np.take_along_axis(hsv, idx, 1)[:, 0], peak),
-            "bt_bound": relative(2 * np.take_along_axis(tail, idx, 1)[:, 0], peak)}
+    return out | {"peak": peak, "hinf": relative(err, peak),
+                  "aak": relative(np.take_along_axis(hsv, idx, 1)[:, 0], peak),
+                  "bt_bound": relative(2 * np.take_along_axis(tail, idx, 1)[:, 0], peak)}
+
+
+def statespace_length(sys: StateSpace) -> np.ndarray:
+    """The taps over which the float32 deviation of a dense system's model is measured (per
+    system of a flat batch): a system has no length ``L`` of its own, so this is its response's
+    duration, the number of states plus one (the taps of an FIR filter's shift realisation,
+    whose reduction then reports what the filter's does) or the steps its slowest pole takes
+    to decay below float32's epsilon, ``log(eps_32) / log(rho(A))``, whichever is longer;
+    at most `F32_MAX_LENGTH` (also where ``rho(A) >= 1``). The deviation's largest terms
+    (``k |lambda|^k`` at ``k ~ 1 / (1 - |lambda|)``) lie well within it."""
+    count, n = sys.a.shape[0], sys.a.shape[-1]
+    if n == 0:
+        return np.ones(count, dtype=np.int64)
+    with np.errstate(all="ignore"):
+        try:
+            rho = np.abs(np.linalg.eigvals(sys.a)).max(axis=-1)
+        except np.linalg.LinAlgError:  # no convergence: the longest
+            rho = np.ones(count)
+        steps = np.where(rho < 1, np.log(np.finfo(np.float32).eps) / np.log(rho), np.inf)
+    steps = np.where(np.isfinite(steps), np.ceil(steps), F32_MAX_LENGTH)
+    return np.clip(np.maximum(steps, n + 1), 1, F32_MAX_LENGTH).astype(np.int64)
 
 
 def _largest_within_modes(family: Method, cap: np.ndarray, modes: int

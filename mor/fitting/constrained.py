@@ -88,9 +88,9 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | None = N
         multiplier of ``||F e||^2 + mu ||h_hat[L:]||^2``: ``0`` where the hold is not active,
         ``inf`` where only zero residues meet it), ``kept`` (the constrained optimum
         was not better than ``bank``, whose coefficients are returned), and ``l2``, ``hinf``,
-        ``aak``, ``bt_bound`` as in `mor.compare`. ``metric`` never exceeds ``metric_before``
-        where ``bank`` meets the hold (always with ``hold_tail=True`` or ``False``), and
-        ``tail`` never exceeds ``tail_allowed`` (up to rounding).
+        ``aak``, ``bt_bound``, ``f32_deviation`` as in `mor.compare`. ``metric`` never exceeds
+        ``metric_before`` where ``bank`` meets the hold (always with ``hold_tail=True`` or
+        ``False``), and ``tail`` never exceeds ``tail_allowed`` (up to rounding).
 
     Raises
     ------
@@ -187,7 +187,8 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | None = N
             "kept": kept}
     errors = compare(taps, out)
     out.info.update({k: v.reshape(batch) for k, v in info.items()}
-                    | {k: getattr(errors, k) for k in ("l2", "tail", "hinf", "aak", "bt_bound")})
+                    | {k: getattr(errors, k) for k in ("l2", "tail", "hinf", "aak", "bt_bound",
+                                                       "f32_deviation")})
     return out
 
 
