@@ -26,6 +26,7 @@ from mor.drivers.distillation import distill as run_distillation
 from mor.files import read_filters
 
 SPECTRUM_FILTERS_PER_LAYER = 64  # the report's spectrum plot samples this many per layer
+F32_FLOOR = 1e-9  # the report draws float32 deviations below this (0: exact) at it
 
 
 class _Group(click.Group):
@@ -339,6 +340,12 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
     plot.layer_heatmap(grid(order), label="order")[0].savefig(folder / "orders.png", dpi=90)
     plot.layer_heatmap(grid(np.where(cols["failed"], np.nan, cols["l2"])), label="l2 error",
                        log=True)[0].savefig(folder / "l2.png", dpi=90)
+    # a deviation of 0 (an order-0 model whose direct term is a float32 number) has no log:
+    # drawn at F32_FLOOR, not in red as a filter without a value
+    f32 = np.maximum(np.asarray(cols["f32_deviation"], dtype=float), F32_FLOOR)
+    plot.layer_heatmap(grid(np.where(cols["failed"], np.nan, f32)),
+                       label="float32 deviation", log=True)[0].savefig(
+        folder / "f32_deviation.png", dpi=90)
     ok = ~np.asarray(cols["failed"], dtype=bool)
     plot.hinf_vs_aak(np.asarray(cols["hinf"], float)[ok], np.asarray(cols["aak"], float)[ok]
                      )[0].savefig(folder / "hinf_vs_aak.png", dpi=90)

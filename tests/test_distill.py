@@ -44,6 +44,23 @@ def test_tol_smallest_order_and_report(model):
     assert "layer" in str(res.report)
 
 
+def test_report_has_each_filters_float32_deviation(model):
+    # issue 18.3: beside the float64 errors, per filter (the method kept) and per layer (worst)
+    res = distill(model, 6)
+    cols = res.report.columns
+    ref = {m: mor.reduce(model, 6, method=m).info["f32_deviation"] for m in ("balanced", "hankel")}
+    np.testing.assert_array_equal(cols["f32_deviation"],
+                                  np.where(cols["method"] == "hankel", ref["hankel"],
+                                           ref["balanced"]))
+    np.testing.assert_array_equal(cols["f32_deviation"], res.bank.float32_deviation(160))
+    rows = res.report.summary_rows()
+    np.testing.assert_array_equal([r["f32_deviation_max"] for r in rows],
+                                  cols["f32_deviation"].max(axis=1))
+    assert "f32 dev max" in str(res.report).splitlines()[0]
+    data = json.loads(res.report.to_json())
+    assert len(data["filters"]["f32_deviation"]) == 3
+
+
 def test_unreachable_tol_keeps_the_best_model_when_asked(model):
     flagged = distill(model, tol=1e-9, max_order=3)
     assert flagged.report.columns["failed"].all() and np.all(flagged.bank.order == 0)
@@ -64,7 +81,9 @@ def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
     assert res.report.columns["failed"].sum() == 1 and np.all(res.bank.order[0] == 4)
     # found by tests/test_robustness.py: its row kept met_tol and the zero filter's errors
     assert not res.report.columns["met_tol"][1, 2]
-    assert all(np.isnan(res.report.columns[c][1, 2]) for c in ("l2", "hinf", "aak"))
+    assert all(np.isnan(res.report.columns[c][1, 2]) for c in ("l2", "hinf", "aak",
+                                                                "f32_deviation"))
+    assert np.isfinite(res.report.columns["f32_deviation"][0]).all()
     with pytest.raises(ValueError, match=r"NaN or Inf taps in filter \(1, 2\)"):
         distill(h, 4, on_fail="raise")
 
@@ -107,6 +126,21 @@ def test_shards_resume_and_request_check(tmp_path, model):
     np.testing.assert_array_equal(first.bank.compact()[0], again.bank.compact()[0])
     with pytest.raises(ValueError, match="different settings.*order 5 there, 6 now"):
         distill(model, 6, chunk_size=4, shard_dir=tmp_path, resume=True)
+
+
+def test_resume_from_shards_written_before_f32_deviation(tmp_path, model, monkeypatch):
+    # shards of an earlier version have no f32_deviation: the column is computed from the bank
+    from mor.drivers import distillation
+
+    first = distill(model, 5, chunk_size=4, shard_dir=tmp_path)
+    for path in tmp_path.glob("chunk_*.npz"):
+        bank = mor.load(path)
+        del bank.info["f32_deviation"]
+        bank.save(path)
+    monkeypatch.setattr(distillation, "_distill_chunk", _no_reduction)
+    again = distill(model, 5, chunk_size=4, shard_dir=tmp_path, resume=True)
+    np.testing.assert_array_equal(again.report.columns["f32_deviation"],
+                                  first.report.columns["f32_deviation"])
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +251,7 @@ def test_cli_end_to_end_on_trained_filters(tmp_path, trained_filters):
     np.testing.assert_allclose(l2[ok], np.array(report["filters"]["l2"], dtype=float)[ok],
                                rtol=1e-8)
     assert np.all(l2[ok] <= 2e-2)
-    for name in ("spectra.png", "orders.png", "l2.png", "hinf_vs_aak.png"):
+    for name in ("spectra.png", "orders.png", "l2.png", "f32_deviation.png", "hinf_vs_aak.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 5000
     assert (tmp_path / "bank.striped-hyena.safetensors").exists()
 

@@ -27,8 +27,8 @@ AUTO_METHODS = ("balanced", "hankel")
 #: Per-filter report columns, in order: ``modes`` (compact modes of the model) and ``method``
 #: (the method kept per filter) beside the `mor.reduce` ``info`` entries of the same names
 #: (`mor.conventions.INFO`).
-COLUMNS = ("order", "modes", "method", "l2", "tail", "hinf", "aak", "bt_bound", "met_tol",
-           "failed", "reason", "conversion_error", "poles_touched")
+COLUMNS = ("order", "modes", "method", "l2", "tail", "hinf", "aak", "bt_bound",
+           "f32_deviation", "met_tol", "failed", "reason", "conversion_error", "poles_touched")
 
 
 @dataclass
@@ -54,6 +54,9 @@ class Report:
                 "modes_max": int(part["modes"][ok].max()) if ok.any() else None,
                 "l2_median": float(np.median(part["l2"][ok])) if ok.any() else None,
                 "hinf_median": float(np.median(part["hinf"][ok])) if ok.any() else None,
+                # the worst filter: a bank is as safe in float32 as its worst channel
+                "f32_deviation_max": float(part["f32_deviation"][ok].max())
+                if ok.any() else None,
                 # None where no model has a finite ratio (all exact: aak = 0)
                 "hinf_over_aak_median": float(np.nanmedian(ratio))
                 if np.isfinite(ratio).any() else None,
@@ -63,7 +66,7 @@ class Report:
 
     def __str__(self) -> str:
         head = ("layer", "filters", "failed", "order med/max", "modes max", "l2 med", "hinf med",
-                "hinf/aak med", "methods")
+                "hinf/aak med", "f32 dev max", "methods")
         rows = [head]
         for r in self.summary_rows():
             fmt = (lambda x: "-" if x is None else f"{x:.2e}")
@@ -71,7 +74,7 @@ class Report:
                          f"{r['order_median']}/{r['order_max']}", str(r["modes_max"]),
                          fmt(r["l2_median"]), fmt(r["hinf_median"]),
                          "-" if r["hinf_over_aak_median"] is None
-                         else f"{r['hinf_over_aak_median']:.2f}",
+                         else f"{r['hinf_over_aak_median']:.2f}", fmt(r["f32_deviation_max"]),
                          ", ".join(f"{k} {v}" for k, v in r["methods"].items())))
         widths = [max(len(row[j]) for row in rows) for j in range(len(head))]
         return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
@@ -216,7 +219,7 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
             columns["failed"].reshape(-1)[i] = True
             columns["met_tol"].reshape(-1)[i] = False
             columns["reason"].reshape(-1)[i] = "NaN or Inf taps"
-            for c in ("l2", "tail", "hinf", "aak", "bt_bound"):
+            for c in ("l2", "tail", "hinf", "aak", "bt_bound", "f32_deviation"):
                 columns[c].reshape(-1)[i] = np.nan
     if on_fail == "raise" and columns["failed"].any():
         i = int(np.flatnonzero(columns["failed"].reshape(-1))[0])
@@ -458,6 +461,8 @@ def _read_shard(path: Path, request: dict) -> dict | None:
         raise ValueError(f"{path} was written for a different request; use another directory")
     poles, residues, direct = bank.compact()
     out = {"poles": poles, "residues": residues, "direct": direct}
+    if "f32_deviation" not in bank.info:  # a shard written before the column was reported
+        bank.info["f32_deviation"] = bank.float32_deviation(int(request["shape"][-1]))
     out.update({c: bank.info[c] for c in COLUMNS})
     return out
 
