@@ -221,3 +221,149 @@ def test_fits_stay_safe_in_float32(trained_filters):
     allowed = np.maximum(bt.float32_deviation(length), F32_RTOL)
     assert np.all(fit.float32_deviation(length) <= allowed)
     assert np.all(fit.info["l2"] <= bt.info["l2"])
+
+
+# ---------------------------------------------------------------------------- real poles
+@st.composite
+def real_exponentials(draw, max_modes: int = 4):
+    """A sum of 1..max_modes real exponentials with poles in (0, 1), their decay rates at least
+    a factor 1.5 apart in [0.01, 2], residues of both signs away from zero."""
+    count = draw(st.integers(1, max_modes))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    while True:
+        rates = np.sort(np.exp(rng.uniform(np.log(0.01), np.log(2.0), count)))
+        if count == 1 or np.min(rates[1:] / rates[:-1]) >= 1.5:
+            break
+    residues = rng.standard_normal(count)
+    residues += 0.3 * np.sign(residues)
+    return mor.ModalSSM.from_compact(np.exp(-rates), residues, rng.standard_normal())
+
+
+def _all_real_in_unit_interval(bank: mor.ModalSSM) -> bool:
+    poles, residues, _ = bank.compact()
+    live = residues != 0
+    return bool(np.all(poles.imag[live] == 0) and np.all((poles.real[live] > 0)
+                                                          & (poles.real[live] < 1)))
+
+
+@settings(max_examples=20, deadline=None)
+@given(real_exponentials())
+def test_real_poles_recover_a_sum_of_real_exponentials(system):
+    """A filter made of m real exponentials with positive poles is recovered with m real
+    modes, from the greedy real-pole start (no given init)."""
+    h = system.impulse(decayed_length(system))
+    m = int(system.order)
+    fit = mor.reduce(h, modes=m, method="modal", real_poles=True, max_iter=100)
+    assert fit.info["l2"] <= 1e-8
+    assert fit.order == fit.modes == m and _all_real_in_unit_interval(fit)
+    np.testing.assert_allclose(np.sort(fit.compact()[0].real), np.sort(system.poles.real),
+                               rtol=1e-6)
+
+
+def _start_l2(h, order):
+    """The l2 errors of the greedy real-pole start at ``order`` (least-squares residues), as
+    `mor.reduce` builds it for ``order``."""
+    from mor.methods.modal import RealPoleStart
+
+    start = RealPoleStart.from_fir(h, order).model(np.full(h.shape[0], order))
+    return mor.compare(h, mor.ModalSSM.from_compact(start.poles, start.residues,
+                                                    start.direct)).l2
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(0, 2**16), st.sampled_from([2, 4, 8]), st.sampled_from([0.0, 0.05]),
+       st.sampled_from([200, 600]))
+def test_real_poles_stay_real_and_never_worse_than_their_start(seed, order, noise, length):
+    """On oscillating trained-like filters (which real poles cannot follow) and on noise added to
+    them: every pole is real in (0, 1), the order is the count of modes, hinf is at least the
+    AAK bound, and the fit's l2 is at most its start's."""
+    rng = np.random.default_rng(seed)
+    h = hyena_like_filters(3, length, seed=seed % 97) + noise * rng.standard_normal((3, length))
+    fit = mor.reduce(h, order, method="modal", real_poles=True)
+    assert _all_real_in_unit_interval(fit) and np.all(fit.is_stable())
+    np.testing.assert_array_equal(fit.order, fit.modes)
+    assert np.all(fit.order <= order)
+    assert np.all(fit.info["hinf"] >= fit.info["aak"] * (1 - 1e-6))
+    assert np.all(fit.info["l2"] <= _start_l2(h, order) * (1 + 1e-9))
+    by_modes = mor.reduce(h, modes=order, method="modal", real_poles=True)
+    assert _all_real_in_unit_interval(by_modes) and np.all(by_modes.modes <= order)
+    np.testing.assert_array_equal(by_modes.order, by_modes.modes)
+
+
+def test_real_poles_from_a_given_real_bank_and_by_tolerance():
+    """An Evo 2-style bank (16 real poles per channel) as the init refits its own taps exactly;
+    a tolerance search gives real-pole models meeting it, with the order equal to the modes."""
+    from mor import export
+
+    rng = np.random.default_rng(3)
+    rates = np.exp(rng.uniform(np.log(1e-2), 0.0, (3, 6)))
+    state = {"blocks.0.filter.log_poles": -rates[..., None],
+             "blocks.0.filter.residues": rng.standard_normal((3, 6)),
+             "blocks.0.filter.D": rng.standard_normal(3)}
+    bank = export.from_vortex_state_dict(state)[0]
+    h = bank.impulse(1024)
+    again = mor.reduce(h, 6, method="modal", real_poles=True, init=bank)
+    assert np.all(again.info["l2"] < 1e-10) and _all_real_in_unit_interval(again)
+    found = mor.reduce(h, tol=1e-3, method="modal", real_poles=True)
+    assert np.all(found.info["met_tol"]) and np.all(found.info["l2"] <= 1e-3)
+    np.testing.assert_array_equal(found.order, found.modes)
+    assert _all_real_in_unit_interval(found) and np.all(found.order <= 6)
+    assert "greedy real-pole" in found.info["search"]
+
+
+def test_real_poles_bad_combinations_are_value_errors():
+    h = hyena_like_filters(2, 200, seed=1)
+    for init in ("balanced", "aaa"):  # complex poles in general: never cast
+        with pytest.raises(ValueError, match="real_poles=True starts from its own real-pole"):
+            mor.reduce(h, modes=4, method="modal", real_poles=True, init=init)
+    with pytest.raises(ValueError, match="init_options"):
+        mor.reduce(h, modes=4, method="modal", real_poles=True, init_options={"dc_match": True})
+    complex_bank = mor.reduce(h, modes=2)
+    assert np.any(complex_bank.compact()[0].imag != 0)
+    with pytest.raises(ValueError, match="init model 0 has the pole .*real poles in \\(0, 1\\)"):
+        mor.reduce(h, complex_bank.order, method="modal", real_poles=True, init=complex_bank)
+    negative = mor.ModalSSM.from_compact([[0.5, -0.3]] * 2, [[1.0, 1.0]] * 2, [0.0, 0.0])
+    with pytest.raises(ValueError, match="has the pole -0.3"):
+        mor.reduce(h, 2, method="modal", real_poles=True, init=negative)
+    with pytest.raises(ValueError, match="method 'balanced' does not take 'real_poles'"):
+        mor.reduce(h, modes=4, real_poles=True)
+    with pytest.raises(ValueError, match="real_poles"):
+        mor.distill(h, modes=4, real_poles=True)  # "auto": neither candidate takes it
+
+
+def test_positive_real_parameterisation():
+    """Real poles ``a + (rho - a) sigmoid(c)``: in [a, 1) for any ``c``, ``log lambda`` to full
+    relative accuracy near 1, and the Golub-Pereyra normal equations exact (as for the
+    others)."""
+    from mor.fitting.varpro import POSITIVE_FLOOR, RADIUS, ModalProjection
+
+    h = mor.ModalSSM.from_compact([0.3, 0.9, 0.99], [1.0, -0.5, 0.2], 0.1).impulse(300)[None]
+    h = h + 0.01 * np.random.default_rng(0).standard_normal(h.shape)
+    problem = ModalProjection(h, 0, 3, 0.5, positive=True)
+    x = np.array([[-40.0, 3.0, 40.0]])
+    lam = problem.poles(x)
+    assert np.all(lam.imag == 0) and np.all(lam.real >= POSITIVE_FLOOR) and np.all(lam.real < 1)
+    # 1 - lambda = 1 - rho + (rho - a) sigma(-c): log lambda = log1p(-(1 - lambda))
+    gap = (1 - RADIUS) + (RADIUS - POSITIVE_FLOOR) / (1 + np.exp(x))
+    np.testing.assert_allclose(problem.log_poles(x).real[0, 1:], np.log1p(-gap)[0, 1:],
+                               rtol=1e-14)
+    np.testing.assert_allclose(problem.log_poles(x).real[0, 0], np.log(POSITIVE_FLOOR),
+                               rtol=1e-12)
+    np.testing.assert_allclose(problem.parameters(problem.poles(x[:, 1:2].repeat(3, 1))),
+                               [[3.0] * 3], rtol=1e-12)
+    x = problem.parameters(np.array([[0.3, 0.85, 0.995]]))
+
+    def residual(x_):
+        point = problem.evaluate(x_, np.arange(1))
+        return np.append(point.res[0], np.sqrt(0.5 * point.tail.value[0]))
+
+    numeric = np.empty((residual(x).size, 3))
+    for j in range(3):
+        step = np.zeros_like(x)
+        step[0, j] = 1e-6
+        numeric[:, j] = (residual(x + step) - residual(x - step)) / 2e-6
+    gram, grad = problem.normal_equations(problem.evaluate(x, np.arange(1)))
+    scale = np.abs(numeric).max()
+    np.testing.assert_allclose(gram[0], numeric.T @ numeric, atol=1e-6 * scale**2 * h.size)
+    np.testing.assert_allclose(grad[0], numeric.T @ residual(x),
+                               atol=1e-6 * scale * np.linalg.norm(residual(x)))

@@ -7,7 +7,11 @@ radius ``RADIUS``:
 .. math::
 
     \lambda = \rho\, \sigma(a)\, e^{i b} \ (\text{pairs}), \qquad
-    \lambda = \rho \tanh(c) \ (\text{real}), \qquad \rho = 1 - 10^{-9}.
+    \lambda = \rho \tanh(c) \ (\text{real}), \qquad \rho = 1 - 10^{-9};
+
+with ``positive`` the real poles are ``lambda = a + (rho - a) sigma(c)`` instead, in
+``(a, rho)`` whatever the iterate, ``a = POSITIVE_FLOOR`` (the real-pole models Vortex runs,
+`mor.methods.modal`).
 
 For the ``n = 2p + q`` parameters ``x`` the real design ``Phi(x)`` has the columns
 ``Re lambda^k`` (every mode) and ``-Im lambda^k`` (pairs), ``k = 0..L-2``; it and ``y = h[1:]``
@@ -61,6 +65,12 @@ from mor.fitting import _varpro_kernels as kernels
 
 #: Every pole stays within this radius (strictly stable, whatever the iterate).
 RADIUS = 1.0 - 1e-9
+#: The smallest real pole of the ``positive`` parameterisation: Vortex holds the residue
+#: ``R / lambda`` of a pole (its response starts at ``t = 0``), and `mor.export` drops poles
+#: below ``1 / MAX_GAIN = 1e-2`` whose residue would cost float32 accuracy there; a pole below
+#: it responds at lag 1 alone within 1%. Without a floor, 16-pole fits of Evo 2-style filters
+#: put spare poles near 1e-6 in pairs with opposite residues.
+POSITIVE_FLOOR = 1e-2
 #: A design whose column-scaled ``R`` has a diagonal entry below this fraction of its largest
 #: entry is numerically rank deficient: such a point is inadmissible.
 RANK_RTOL = 1e-13
@@ -88,11 +98,15 @@ class ModalProjection:
         ``t`` per filter.
     weight : ndarray ``(K,)``, optional
         FIR taps of the frequency weight.
+    positive : bool
+        Real poles ``a + (rho - a) sigma(c)`` in ``(a, rho)``, ``a = POSITIVE_FLOOR``,
+        instead of ``rho tanh(c)``.
     """
 
     def __init__(self, h: np.ndarray, pairs: int, reals: int, tail_weight,
-                 weight: np.ndarray | None = None):
+                 weight: np.ndarray | None = None, positive: bool = False):
         self.weight, self.pairs, self.modes = weight, pairs, pairs + reals
+        self.positive = bool(positive)
         self.y, self.length = self._filtered(h[:, 1:]), h.shape[1]
         self.tail_weight = np.broadcast_to(np.asarray(tail_weight, dtype=np.float64),
                                            h.shape[:1]).copy()
@@ -115,6 +129,11 @@ class ModalProjection:
         """The parameters ``x`` ``(B, n)`` of compact poles ``(B, m)`` (pairs first, stable)."""
         p = self.pairs
         modulus = np.clip(np.abs(poles[:, :p]) / RADIUS, 1e-6, 1 - 1e-12)
+        if self.positive:  # (a start's pole below the floor is moved into (a, rho))
+            floor = POSITIVE_FLOOR
+            real = np.clip((poles[:, p:].real - floor) / (RADIUS - floor), 1e-12, 1 - 1e-12)
+            return np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[:, :p]),
+                                   np.log(real / (1 - real))], axis=1)
         real = np.clip(poles[:, p:].real / RADIUS, -1 + 1e-12, 1 - 1e-12)
         return np.concatenate([np.log(modulus / (1 - modulus)), np.angle(poles[:, :p]),
                                np.arctanh(real)], axis=1)
@@ -124,13 +143,19 @@ class ModalProjection:
         p = self.pairs
         with np.errstate(over="ignore"):
             pair = RADIUS / (1 + np.exp(-x[:, :p])) * np.exp(1j * x[:, p:2 * p])
-        return np.concatenate([pair, RADIUS * np.tanh(x[:, 2 * p:]) + 0j], axis=1)
+            real = POSITIVE_FLOOR + (RADIUS - POSITIVE_FLOOR) / (1 + np.exp(-x[:, 2 * p:])) \
+                if self.positive else RADIUS * np.tanh(x[:, 2 * p:])
+        return np.concatenate([pair, real + 0j], axis=1)
 
     def log_poles(self, x: np.ndarray) -> np.ndarray:
         """``log lambda`` of the compact poles of ``x``, to full relative accuracy near the
         circle (``-inf`` for a real pole at zero, ``+ i pi`` for a negative one)."""
         p = self.pairs
         pair = np.log(RADIUS) - np.logaddexp(0.0, -x[:, :p]) + 1j * x[:, p:2 * p]
+        if self.positive:  # lambda = rho - (rho - a) sigma(-c): exact near 1
+            rest = np.exp(-np.logaddexp(0.0, x[:, 2 * p:]))  # sigma(-c)
+            real = np.log(RADIUS) + np.log1p(-(1 - POSITIVE_FLOOR / RADIUS) * rest) + 0j
+            return np.concatenate([pair, real], axis=1)
         c = np.abs(x[:, 2 * p:])
         with np.errstate(divide="ignore"):
             small = np.exp(-2 * c)  # log tanh c = log1p(-2 e^(-2c) / (1 + e^(-2c)))
@@ -238,8 +263,10 @@ class ModalProjection:
         """``d lambda_n / d x_j`` ``(B', n)`` for each parameter ``j`` and its mode ``n``."""
         p = self.pairs
         sig = np.abs(lam[:, :p]) / RADIUS
-        return np.concatenate([lam[:, :p] * (1 - sig), 1j * lam[:, :p],
-                               RADIUS * (1 - (lam[:, p:].real / RADIUS) ** 2)], axis=1)
+        real = lam[:, p:].real
+        d_real = (real - POSITIVE_FLOOR) * (RADIUS - real) / (RADIUS - POSITIVE_FLOOR) \
+            if self.positive else RADIUS * (1 - (real / RADIUS) ** 2)
+        return np.concatenate([lam[:, :p] * (1 - sig), 1j * lam[:, :p], d_real], axis=1)
 
     def products(self, point: "_Point", dlam: np.ndarray):
         """``(A^T D, D^T D, (dPhi/dx)^T r, D^T r)`` at ``point``, with ``A = Phi S^-1`` the

@@ -37,6 +37,22 @@ response in the float32 arithmetic inference engines run (`ModalSSM.float32_devi
 stage is also not kept where its float32 deviation exceeds the larger of `F32_RTOL` and its
 start's: the fits stay as safe in float32 as the balanced truncations they start from.
 ``tail`` and ``hinf`` are reported beside ``l2``.
+
+With ``real_poles=True`` every mode is one real pole ``lambda = a + (rho - a) sigmoid(c)`` in
+``(a, rho)``, ``a = 1e-2`` (`mor.fitting.varpro.POSITIVE_FLOOR`: Vortex holds ``R / lambda``;
+``log lambda`` to full relative accuracy near 1), the models Vortex's Hyena-LI layer runs
+(`mor.export.to_vortex_state_dict`); ``modes=m`` then counts real poles (order ``m``).
+Balanced truncation's poles are complex in general, so these fits start from `RealPoleStart`:
+real poles chosen greedily (orthogonal least squares, then swaps) from a dense log-spaced
+dictionary and the real positive poles of the filter's balanced truncations
+(`mor.fitting.real_poles`), with least-squares residues; or from a given real-pole model
+(``init=ModalSSM``, e.g. an Evo 2 layer with 16 real modes per channel read by
+`mor.export.from_vortex_state_dict`, refined in place). The selection never lets residues cancel
+beyond a bound, so a filter may get fewer real poles than asked for (``rank_capped``; about 10
+to 15 at ``L = 2048``). The order search of ``tol`` runs on the greedy start's models. The AAK
+bound beside ``hinf`` is for any model of the order, complex poles allowed: real-pole models sit
+above it, far above on oscillating filters (Evo 2-style layers of 16 real poles reduced to 8:
+``hinf`` a median 5 times the bound; `benchmarks/RESULTS.md`).
 """
 
 from __future__ import annotations
@@ -49,6 +65,7 @@ from dataclasses import dataclass
 from mor._numerics.lm import levenberg_marquardt
 from mor._numerics.parallel import map_chunks
 from mor.fitting.least_squares import fit_residues
+from mor.fitting.real_poles import RealPoleSelection
 from mor.fitting.varpro import ModalProjection
 from mor.methods.base import PoleMethod, get_method, register
 from mor.systems.modal import ModalSSM
@@ -87,6 +104,75 @@ class _Settings:
     tail_growth: float
     tail_floor: float
     weight: np.ndarray | None
+    positive: bool = False  # real poles in (0, 1) only (``real_poles``)
+
+
+class RealPoleStart(PoleMethod):
+    """The start of real-pole fits: real poles in ``(0, 1)`` chosen greedily
+    (`mor.fitting.real_poles`: one selection path per filter, whose first ``d`` poles, refined
+    by swaps, are the order-``d`` model) from a dense log-spaced dictionary and the real
+    positive poles of the filter's balanced truncations of orders up to `HARVEST_ORDERS`, with
+    least-squares residues. On a filter made of ``d`` real exponentials with positive poles
+    balanced truncation of order ``d`` is exact and its poles are among the candidates. Not
+    registered: it is what ``method="modal", real_poles=True`` starts from."""
+
+    name = "greedy real-pole"
+
+    @classmethod
+    def from_fir(cls, h: np.ndarray, max_order: int, *, weight=None) -> "RealPoleStart":
+        balanced = get_method("balanced").from_fir(h, max_order)
+        found: dict = {}  # the selection, its paths and the harvest, made when first asked
+
+        def find_poles(order, rows):
+            if not found:
+                top = min(max_order, HARVEST_ORDERS)
+                extra, blocks = _real_candidates(balanced, top)
+                found["selection"] = selection = RealPoleSelection(h, extra)
+                found["path"] = selection.path(max_order)
+                found["blocks"] = {o: b + selection.poles.shape[1] - extra.shape[1]
+                                   for o, b in blocks.items()}
+            selection = found["selection"]
+            idx = selection.refine(found["path"][rows, :order], rows)
+            if order in found["blocks"]:  # balanced truncation's real poles first
+                if ("seeded", order) not in found:
+                    found["seeded", order] = selection.path(
+                        order, _seed(selection, found["blocks"][order]))
+                other = selection.refine(found["seeded", order][rows], rows)
+                better = ((other >= 0).sum(axis=1) >= (idx >= 0).sum(axis=1)) \
+                    & (selection.explained(other, rows) > selection.explained(idx, rows))
+                idx[better] = other[better]
+            return selection.chosen_poles(idx, rows) + 0j, {}
+
+        return cls(h, max_order, "reflect", find_poles, hsv=balanced.hsv,
+                   weight_filter=weight)
+
+
+#: `RealPoleStart` takes the real positive poles of balanced truncations of orders 1 to this.
+HARVEST_ORDERS = 24
+
+
+def _real_candidates(balanced, top: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """The live real poles in ``(0, 1)`` of ``balanced``'s models of orders ``1..top`` per
+    filter, ``(F, E)`` (NaN elsewhere), and per order the columns that hold its model."""
+    count = balanced.d.shape[0]
+    parts, blocks, start = [], {}, 0
+    for order in range(1, top + 1):
+        models = balanced.model(np.minimum(np.full(count, order), balanced.rank))
+        p = models.poles
+        keep = (models.residues != 0) & (p.imag == 0) & (p.real > 0) & (p.real < 1)
+        parts.append(np.where(keep, p.real, np.nan))
+        blocks[order] = np.arange(start, start + p.shape[1])
+        start += p.shape[1]
+    if not parts:
+        return np.zeros((count, 0)), {}
+    return np.concatenate(parts, axis=1), blocks
+
+
+def _seed(selection: RealPoleSelection, columns: np.ndarray) -> np.ndarray:
+    """The valid candidates among ``columns`` per filter, ``-1``-padded at the end."""
+    valid = selection.valid[:, columns]
+    order = np.argsort(~valid, axis=1, kind="stable")
+    return np.where(np.take_along_axis(valid, order, 1), columns[order], -1)
 
 
 @register
@@ -96,10 +182,11 @@ class ModalFamily(PoleMethod):
     name = "modal"
 
     @classmethod
-    def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM = "balanced",
+    def from_fir(cls, h: np.ndarray, max_order: int, *, init: str | ModalSSM | None = None,
                  init_options: dict | None = None, max_iter: int = 15, tail_weight: float = 0.1,
                  limit_tail: bool = True, tail_stages: int = 6, tail_growth: float = 10 ** 0.5,
-                 tail_floor: float = 1e-2, weight=None) -> "ModalFamily":
+                 tail_floor: float = 1e-2, weight=None, real_poles: bool = False
+                 ) -> "ModalFamily":
         r"""Modal fits of flat FIR filters ``h`` ``(F, L)`` up to ``max_order``.
 
         Parameters
@@ -108,11 +195,15 @@ class ModalFamily(PoleMethod):
             The filters.
         max_order : int
             Largest order asked for.
-        init : str or ModalSSM
+        init : str or ModalSSM, optional
             Where the poles start: a registered method's name (``"balanced"`` by default; not
             ``"modal"``), whose models of the same order give the structure (pairs and real
             poles), or a stable `mor.ModalSSM` per filter (then ``order`` in `mor.reduce` must
-            be each model's order).
+            be each model's order). With ``real_poles`` only ``None`` (the greedy real-pole
+            start, `RealPoleStart`) or a `mor.ModalSSM` whose poles are all real in ``(0, 1)``
+            (e.g. a layer read by `mor.export.from_vortex_state_dict`; a pole below ``1e-2``
+            starts at ``1e-2``); a method's name is a ``ValueError`` (balanced truncation's
+            poles are complex in general, and they are never cast).
         init_options : dict, optional
             Options of the ``init`` method (checked against it).
         max_iter : int
@@ -131,6 +222,17 @@ class ModalFamily(PoleMethod):
             FIR taps ``w`` of a frequency weight: poles and residues then minimise
             ``||w * (h - h_hat)||`` over the window (the error spectrum weighted by
             ``|W(e^{iw})|^2``).
+        real_poles : bool
+            Real poles in ``(0, 1)`` only (``[1e-2, 1)``), the models Vortex's Hyena-LI layer
+            runs (``h[t] = sum R exp(t log_pole)``, `mor.export.to_vortex_state_dict`): every
+            mode is one real pole (module notes), so ``modes=m`` in `mor.reduce` asks for ``m``
+            real poles and the order equals the modes (a filter may get fewer: the start never
+            lets residues cancel beyond a bound). The fit starts from `RealPoleStart` (or a
+            given real-pole ``init``) and is refined as any other (tail hold, never worse than
+            its start, float32 guard). The AAK bound ``sigma_{d+1}`` beside ``hinf`` holds for
+            every order-``d`` model, complex poles allowed: a real-pole model may sit well above
+            it (a filter that oscillates needs complex poles), as expected, not a failure of the
+            fit.
 
         Notes
         -----
@@ -149,19 +251,30 @@ class ModalFamily(PoleMethod):
             raise ValueError(f"need tail_weight >= 0, tail_growth > 1 and tail_floor > 0, got "
                              f"{tail_weight}, {tail_growth} and {tail_floor}")
         fit = _Settings(int(max_iter), float(tail_weight), bool(limit_tail), int(tail_stages),
-                        float(tail_growth), float(tail_floor), weight)
+                        float(tail_growth), float(tail_floor), weight, bool(real_poles))
         if isinstance(init, ModalSSM):
             if init_options:
                 raise ValueError("init_options apply to an init method, not to given models")
             return cls._from_models(h, max_order, init, fit)
-        if init == "modal":
-            raise ValueError("init must be a ModalSSM or another method than 'modal'")
-        try:
-            starter = get_method(init)
-        except ValueError as exc:
-            raise ValueError(f"init: {exc}") from None
-        starter.check_options(init_options or {})
-        start = starter.from_fir(h, max_order, **(init_options or {}))
+        if real_poles:
+            if init is not None:
+                raise ValueError(f"real_poles=True starts from its own real-pole fit (init=None)"
+                                 f" or from a ModalSSM with real poles in (0, 1), not from "
+                                 f"init={init!r}, whose poles are complex in general")
+            if init_options:
+                raise ValueError("init_options apply to an init method; real_poles=True starts "
+                                 "from its own real-pole fit")
+            start = RealPoleStart.from_fir(h, max_order, weight=weight)
+        else:
+            init = "balanced" if init is None else init
+            if init == "modal":
+                raise ValueError("init must be a ModalSSM or another method than 'modal'")
+            try:
+                starter = get_method(init)
+            except ValueError as exc:
+                raise ValueError(f"init: {exc}") from None
+            starter.check_options(init_options or {})
+            start = starter.from_fir(h, max_order, **(init_options or {}))
 
         def find_poles(order, rows):
             begin = start.model(np.full(rows.size, order), rows)
@@ -180,6 +293,13 @@ class ModalFamily(PoleMethod):
         if not np.all(init.is_stable()):
             raise ValueError("init has poles on or outside the unit circle")
         poles, residues, _ = (a.reshape(h.shape[0], -1) for a in init.compact())
+        if fit.positive:
+            bad = (residues != 0) & ((poles.imag != 0) | ~(poles.real > 0))
+            if bad.any():
+                row, col = (int(i) for i in np.argwhere(bad)[0])
+                raise ValueError(f"real_poles=True: init model {row} has the pole "
+                                 f"{complex(poles[row, col]):.6g}; a real-pole fit starts from "
+                                 "real poles in (0, 1) only")
         given = np.asarray(init.order).reshape(-1)
 
         def find_poles(order, rows):
@@ -244,7 +364,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
     if poles.shape[1] == 0 or h.shape[1] - 1 <= 2 * pairs + reals:
         return poles, trials, converged  # nothing to fit, or no more taps than unknowns
     weight, limit_tail = fit.weight, fit.limit_tail
-    start = ModalProjection(h, pairs, reals, fit.tail_weight, weight)
+    start = ModalProjection(h, pairs, reals, fit.tail_weight, weight, fit.positive)
     x0 = start.parameters(poles)
     first = start.evaluate(x0, np.arange(h.shape[0]))
     allowed = np.sqrt(first.tail.value) * (1 + HOLD_RTOL) + HOLD_RTOL * np.linalg.norm(h, axis=1)
@@ -254,7 +374,7 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
     weights = np.full(h.shape[0], fit.tail_weight)
     suspect = ~(first.cond <= CHECK_COND) | first.tail.cancelled  # of the start or the fit
     for _ in range(fit.tail_stages if limit_tail else 1):
-        sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight)
+        sub = ModalProjection(h[pending], pairs, reals, weights[pending], weight, fit.positive)
         x[pending], used, converged[pending] = levenberg_marquardt(sub, x[pending],
                                                                    max_iter=fit.max_iter)
         trials[pending] += used
