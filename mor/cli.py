@@ -167,6 +167,10 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 @click.option("--norm", type=click.Choice(["l2", "hinf"]), default="l2", show_default=True)
 @click.option("--method", type=click.Choice(["auto", "balanced", "hankel"]), default="auto",
               show_default=True)
+@click.option("--real-poles", is_flag=True,
+              help="Real poles in (0, 1) only, one per mode (Vortex's Hyena-LI filters): "
+                   "method modal with real_poles=True instead of --method. Implied by "
+                   "--export vortex.")
 @click.option("--max-order", type=click.IntRange(min=0),
               help="Largest order a --tol search tries (64).")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="bank.npz",
@@ -184,18 +188,32 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
               help="Continue the run whose chunks are in --shards (same settings).")
 @click.option("--export", type=click.Choice(list(mor.export.ENGINES)),
               help="Also write the bank as the engine's state dict, OUT's name with "
-                   ".ENGINE.safetensors (vortex: real poles only).")
+                   ".ENGINE.safetensors (vortex runs real poles only: --export vortex "
+                   "implies --real-poles).")
 @click.option("--export-config", type=click.Path(exists=True, dir_okay=False),
               help="The engine model's config (.json/.yml): its Hyena blocks, hidden_size "
                    "and state_size, which --export follows.")
-def distill(input_path, key, order, modes, tol, norm, method, max_order, out_path, report_dir,
-            workers, scheduler, chunk_size, shard_dir, resume, export, export_config) -> None:
-    """Distill every filter in INPUT into a modal bank, with a report."""
+def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_order, out_path,
+            report_dir, workers, scheduler, chunk_size, shard_dir, resume, export,
+            export_config) -> None:
+    """Distill every filter in INPUT into a modal bank, with a report.
+
+    With --real-poles, or --export vortex (Vortex runs real poles in (0, 1) only), every model
+    is a sum of real exponentials fitted by the modal method (--modes then counts real poles);
+    complex poles are never cast to real ones.
+    """
     # everything that could fail after the work is checked first
     given = [o for o, v in (("--order", order), ("--modes", modes), ("--tol", tol))
              if v is not None]
     if len(given) != 1:
         raise click.UsageError("give exactly one of --order, --modes and --tol")
+    options = {}
+    if real_poles or export == "vortex":
+        if method != "auto":
+            why = "--real-poles" if real_poles else "--export vortex (real poles only)"
+            raise click.UsageError(f"{why} fits real poles with the modal method; --method "
+                                   f"{method} gives complex poles: leave --method out")
+        method, options = "modal", {"real_poles": True}
     if max_order is not None and tol is None:
         raise click.UsageError("--max-order bounds a --tol search; give it with --tol only")
     if resume and not shard_dir:
@@ -233,7 +251,7 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
         result = run_distillation(h, order, modes=modes, tol=tol, norm=norm, method=method,
                                   max_order=max_order, executor=executor, workers=workers,
                                   chunk_size=chunk_size, shard_dir=shard_dir, resume=resume,
-                                  progress=True)
+                                  progress=True, **options)
     except ShardMismatch as exc:  # raised before any work: said with the flags
         raise _shard_error(exc, shard_dir) from None
     elapsed = time.perf_counter() - start
@@ -251,7 +269,8 @@ def distill(input_path, key, order, modes, tol, norm, method, max_order, out_pat
 
 #: What the settings recorded in a shard folder are called on the command line.
 _SHARD_FLAGS = {"order": "--order", "modes": "--modes", "tol": "--tol", "norm": "--norm",
-                "method": "--method", "max_order": "--max-order", "chunk_size": "--chunk-size",
+                "method": "--method", "options": "--real-poles (--export vortex)",
+                "max_order": "--max-order", "chunk_size": "--chunk-size",
                 "shape": "the shape of the filters (INPUT, --key)",
                 "filters": "the filters' taps (INPUT, --key: same shape, other values)"}
 

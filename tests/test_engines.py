@@ -440,6 +440,55 @@ def test_reduce_an_evo2_layer(engines):
         _check_layer("striped-hyena", model, 0, red, prompt=length, steps=32)
 
 
+def _real_pole_bank_checks(red, taps, most):
+    """A real-pole reduction: every live pole real in (0, 1), at most ``most`` modes, the
+    order equal to the modes, ``hinf`` at or above the AAK bound (which holds for any model of
+    the order: a real-pole model sits above it), finite errors."""
+    poles, residues, _ = red.compact()
+    live = residues != 0
+    assert np.all(poles.imag[live] == 0) and np.all((poles.real[live] > 0)
+                                                    & (poles.real[live] < 1))
+    assert red.modes.max() <= most
+    np.testing.assert_array_equal(red.order, red.modes)
+    assert np.all(red.info["hinf"] >= red.info["aak"] * (1 - 1e-6))
+    assert np.all(np.isfinite(red.info["l2"])) and not red.info["failed"].any()
+    np.testing.assert_allclose(mor.compare(taps, red).l2, red.info["l2"], rtol=1e-6)
+
+
+def test_reduce_an_evo2_layer_to_real_poles_for_vortex(engines):
+    """The Evo 2-style layer (16 real modes per channel, from a Vortex state dict) reduced to 8
+    and 4 *real* modes (``method="modal", real_poles=True``): errors beside the AAK bound, and
+    in l2 below balanced truncation's at the same modes; written with `to_vortex_state_dict`,
+    loaded into the Vortex engine and matched (filter, FFT prefill, decode steps); a ``tol=``
+    bank of unequal real modes too."""
+    layer = eh.evo2_layer(8, 16, seed=4)
+    bank = export.from_vortex_state_dict(
+        {f"blocks.3.filter.{k}": v for k, v in layer.items()})[3]
+    length = 2048
+    taps = bank.impulse(length)
+    for modes in (8, 4):
+        red = mor.reduce(taps, modes=modes, method="modal", real_poles=True)
+        _real_pole_bank_checks(red, taps, modes)
+        np.testing.assert_array_equal(red.modes, modes)  # these channels get all their poles
+        bt = mor.reduce(taps, modes=modes)
+        assert np.median(red.info["l2"]) < np.median(bt.info["l2"])
+        model = _engine_model("vortex", 8, modes, 1)
+        out = _load("vortex", model, red)
+        assert out.dropped.sum() == 0 and out.padded.sum() == 0
+        _check_layer("vortex", model, 0, red, prompt=length, steps=32)
+    # a tolerance: unequal real modes per channel, padded in the engine
+    red = mor.reduce(taps, tol=1e-2, method="modal", real_poles=True, on_fail="best")
+    _real_pole_bank_checks(red, taps, 24)
+    assert red.modes.min() < red.modes.max()
+    model = _engine_model("vortex", 8, int(red.modes.max()), 1)
+    out = _load("vortex", model, red)
+    np.testing.assert_array_equal(out.padded[0], red.modes.max() - red.modes)
+    _check_layer("vortex", model, 0, red, prompt=length, steps=32)
+    # refining the layer's own 16 real modes (init from the state dict) keeps them exact
+    again = mor.reduce(taps, 16, method="modal", real_poles=True, init=bank)
+    assert np.all(again.info["l2"] < 1e-9)
+
+
 # ---------------------------------------------------------------------------- the command
 def test_cli_export_writes_what_the_engines_load(engines, tmp_path, filters):
     src = tmp_path / "model.npz"
@@ -463,12 +512,52 @@ def test_cli_export_writes_what_the_engines_load(engines, tmp_path, filters):
     bank = mor.load(tmp_path / "bank.npz")
     for block in (0, 1):
         _check_layer("striped-hyena", model, block, bank[block], prompt=512, steps=16)
-    # Vortex takes real poles only: the bank of balanced truncation has complex ones
+    # Vortex takes real poles only: with --method balanced (complex poles) that is refused
+    # before any work (--export vortex implies --real-poles)
     done = runner.invoke(main, ["distill", str(src), "--order", "8", "--out",
-                                str(tmp_path / "b2.npz"), "--export", "vortex"])
-    assert done.exit_code == 1 and "complex pole" in done.output, done.output
-    assert (tmp_path / "b2.npz").exists()
+                                str(tmp_path / "b2.npz"), "--export", "vortex", "--method",
+                                "balanced"])
+    assert done.exit_code == 2 and "--method balanced gives complex poles" in done.output
+    assert not (tmp_path / "b2.npz").exists()
     done = runner.invoke(main, ["distill", str(src), "--order", "8", "--out",
                                 str(tmp_path / "b3.npz"), "--export-config",
                                 str(tmp_path / "sh.json")])
     assert done.exit_code == 2 and "--export-config" in done.output
+
+
+@pytest.mark.parametrize("size", [["--modes", "8"], ["--tol", "1e-2"]])
+def test_cli_export_vortex_distills_real_poles(engines, tmp_path, size):
+    """``mor distill --export vortex`` on an Evo 2-style model (2 layers of 8 channels of 16
+    real modes, their taps at L = 2048): real poles fitted (``--export vortex`` implies
+    ``--real-poles``), written as Vortex's state dict, loaded by the engine and matched, and the
+    same bank as ``--real-poles`` alone writes."""
+    layers = [export.from_vortex_state_dict({f"blocks.0.filter.{k}": v for k, v in
+                                             eh.evo2_layer(8, 16, seed=s).items()})[0]
+              for s in (5, 6)]
+    src = tmp_path / "evo.npz"
+    np.savez(src, filters=np.stack([b.impulse(2048) for b in layers]))
+    config = eh.vortex_config(8, 24, 2)
+    (tmp_path / "vortex.json").write_text(json.dumps(
+        {k: v for k, v in config.items() if isinstance(v, (int, list, str))}))
+    runner = CliRunner()
+    done = runner.invoke(main, ["distill", str(src), *size, "--out", str(tmp_path / "bank.npz"),
+                                "--export", "vortex", "--export-config",
+                                str(tmp_path / "vortex.json")])
+    assert done.exit_code == 0, done.output
+    assert "modal 8" in done.output and "vortex state dict" in done.output
+    bank = mor.load(tmp_path / "bank.npz")
+    poles, residues, _ = bank.compact()
+    live = residues != 0
+    assert np.all(poles.imag[live] == 0) and np.all(poles.real[live] > 0)
+    from safetensors.torch import load_file
+    state = load_file(tmp_path / "bank.vortex.safetensors")
+    assert state["blocks.1.filter.log_poles"].shape == (8, 24, 1)
+    model = _engine_model("vortex", 8, 24, 2)
+    result = model.load_state_dict(state, strict=False)
+    assert not result.unexpected_keys
+    for block in (0, 1):
+        _check_layer("vortex", model, block, bank[block], prompt=2048, steps=16)
+    alone = runner.invoke(main, ["distill", str(src), *size, "--real-poles", "--out",
+                                 str(tmp_path / "alone.npz")])
+    assert alone.exit_code == 0, alone.output
+    np.testing.assert_array_equal(mor.load(tmp_path / "alone.npz").compact()[0], poles)
