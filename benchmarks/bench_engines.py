@@ -17,9 +17,13 @@ default options (`mor.reduce` at an order, at a number of modes and at a toleran
 Evo 2-style layers (64 channels x 16 real poles, decay rates log-uniform in [1e-3, 1],
 residues and D standard normal) at L = 2048 and 8192 in both engines, and reduced with
 `mor.reduce` to 8 and 4 modes (errors beside the AAK bound; balanced truncation gives complex
-poles, which Vortex does not take: they run in StripedHyena).
+poles, which Vortex does not take: they run in StripedHyena) and, from the taps at L = 2048,
+to 8 and 4 *real* modes (``method="modal", real_poles=True``), which run in Vortex.
 
-Run ``python benchmarks/bench_engines.py`` (``--quick``: 16 channels, one layer, no results).
+Run ``python benchmarks/bench_engines.py`` (``--quick``: 16 channels, one layer, no results;
+``--real-poles``: only the real-pole reductions, about a minute, merged into the results of the
+last full run: its JSON and its RESULTS.md section, the rest of which is rendered again from
+the JSON).
 """
 
 import os
@@ -27,6 +31,7 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ[_var] = "1"
 
+import json  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -104,7 +109,68 @@ def evo2_bank(channels: int, seed: int) -> mor.ModalSSM:
                                           for k, v in layer.items()})[0]
 
 
+def real_pole_reductions(channels: int, length: int = 2048) -> list[dict]:
+    """The Evo 2-style layer of the L = ``length`` rows reduced from its taps to 8 and 4 real
+    modes (``method="modal", real_poles=True``), run in Vortex: errors beside AAK and the
+    worst channel's engine agreement."""
+    bank = evo2_bank(channels, seed=length)
+    taps = bank.impulse(length)
+    out = []
+    for modes in (8, 4):
+        t0 = time.perf_counter()
+        red = mor.reduce(taps, modes=modes, method="modal", real_poles=True)
+        seconds = time.perf_counter() - t0
+        poles, residues, _ = red.compact()
+        live = residues != 0
+        assert np.all(poles.imag[live] == 0) and np.all(poles.real[live] > 0)
+        bt = mor.compare(taps, mor.reduce(taps, modes=modes))
+        i = red.info
+        ratio = i["hinf"] / i["aak"]
+        rec = {"length": length, "modes": modes, "channels": channels,
+               "reduce_seconds": seconds, "modes_min": int(red.modes.min()),
+               "modes_max": int(red.modes.max()),
+               "l2_median": float(np.median(i["l2"])), "l2_max": float(i["l2"].max()),
+               "bt_l2_median": float(np.median(bt.l2)),
+               "tail_max": float(i["tail"].max()),
+               "layer_tail_max": float((bank.tail_norm(length)
+                                        / np.linalg.norm(taps, axis=-1)).max()),
+               "hinf_median": float(np.median(i["hinf"])),
+               "aak_median": float(np.median(i["aak"])),
+               "hinf_over_aak_median": float(np.median(ratio)),
+               "hinf_over_aak_max": float(ratio.max()),
+               "f32_deviation_max": float(red.float32_deviation(length).max()),
+               **{f"vortex_{k}": v for k, v in run("vortex", red, length, length=length).items()
+                  if k.endswith(("_vs_f64", "_vs_mor")) or k in ("nan", "dropped")}}
+        out.append(rec)
+        C.log(f"Evo 2-style L={length} -> {modes} real modes: l2 {rec['l2_median']:.2e} "
+              f"(BT {rec['bt_l2_median']:.2e}), hinf/aak {rec['hinf_over_aak_median']:.2f}, "
+              f"Vortex vs f64 {rec['vortex_filter_vs_f64']:.1e} "
+              f"{rec['vortex_prefill_vs_f64']:.1e} {rec['vortex_steps_vs_f64']:.1e}, vs mor "
+              f"{rec['vortex_filter_vs_mor']:.1e} {rec['vortex_prefill_vs_mor']:.1e} "
+              f"{rec['vortex_steps_vs_mor']:.1e} ({seconds:.1f} s)")
+    return out
+
+
+def real_poles_only():
+    """``--real-poles``: the real-pole reductions alone, merged into the last full run's
+    results (JSON and RESULTS.md section)."""
+    start = time.perf_counter()
+    C.pin_threads()
+    eh.import_engines(tempfile.mkdtemp())
+    path = C.RESULTS_DIR / f"{NAME}.json"
+    saved = json.loads(path.read_text())
+    real = real_pole_reductions(64)
+    real_meta = C.metadata(start)
+    report = _report(saved["rows"], saved["reductions"], saved["failures"], saved["meta"],
+                     real, real_meta)
+    print(report)
+    C.write_json(NAME, saved | {"real_poles": real, "real_poles_meta": real_meta})
+    C.write_section(NAME, report)
+
+
 def main():
+    if "--real-poles" in sys.argv:
+        return real_poles_only()
     quick = "--quick" in sys.argv
     start = time.perf_counter()
     C.pin_threads()
@@ -164,13 +230,14 @@ def main():
                 C.log(f"Evo 2-style L={length} -> {modes} modes ({source}): l2 "
                       f"{rec['l2_median']:.2e}, hinf/aak {rec['hinf_over_aak_median']:.2f}, "
                       f"complex modes {complex_poles}")
+    real = real_pole_reductions(evo_channels)
     meta = C.metadata(start, engines={"stripedhyena": _version("stripedhyena"),
                                       "vtx": _version("vtx"), "torch": _version("torch")})
-    report = _report(rows, reductions, failures, meta)
+    report = _report(rows, reductions, failures, meta, real)
     print(report)
     if not quick:
         C.write_json(NAME, {"meta": meta, "rows": rows, "reductions": reductions,
-                            "failures": failures})
+                            "failures": failures, "real_poles": real})
         C.write_section(NAME, report)
 
 
@@ -189,7 +256,7 @@ def _ok(row) -> str:
     return "yes" if good else "**no**"
 
 
-def _report(rows, reductions, failures, meta) -> str:
+def _report(rows, reductions, failures, meta, real=(), real_meta=None) -> str:
     e = meta["engines"]
     table = [[r["bank"], r["engine"], r["prompt"], f"{r['modes_min']}..{r['modes_max']}",
               r["state_size"], r["padded"],
@@ -232,11 +299,47 @@ def _report(rows, reductions, failures, meta) -> str:
         "truncation) from the taps or from the `StateSpace` (`bank.to_dense()`): errors "
         "against the layer's taps (`mor.compare`; medians over channels; hinf beside the "
         "AAK bound sigma_{d+1}); `complex modes`: modes with complex poles, which Vortex does "
-        "not take (real-pole reduction is another issue's), so the reduced banks run in "
+        "not take (real-pole reductions: the next table), so the reduced banks run in "
         "StripedHyena (engine vs float64: filter / prefill / steps, worst channel).\n",
         C.md_table(["L", "modes", "from", "l2 median (max)", "hinf median", "AAK median",
                     "hinf / AAK median", "complex modes", "StripedHyena vs float64"], red),
-        ""] if line is not None)
+        "",
+        *(_real_report(real, real_meta) if real else [])] if line is not None)
+
+
+def _real_report(real, real_meta) -> list[str]:
+    """The real-pole reductions' table and what it says."""
+    table = [[r["length"], r["modes"], f"{r['modes_min']}..{r['modes_max']}",
+              f"{r['l2_median']:.2e} ({r['l2_max']:.1e})", f"{r['bt_l2_median']:.2e}",
+              f"{r['hinf_median']:.2e}", f"{r['aak_median']:.2e}",
+              f"{r['hinf_over_aak_median']:.2f} ({r['hinf_over_aak_max']:.1f})",
+              f"{r['tail_max']:.2f} ({r['layer_tail_max']:.2f})",
+              f"{r['f32_deviation_max']:.1e}",
+              " / ".join(f"{r[f'vortex_{k}_vs_f64']:.1e}" for k in ("filter", "prefill", "steps")),
+              " / ".join(f"{r[f'vortex_{k}_vs_mor']:.1e}" for k in ("filter", "prefill", "steps")),
+              r["vortex_nan"], _ok({k[len("vortex_"):]: v for k, v in r.items()
+                                    if k.startswith("vortex_")}),
+              f"{r['reduce_seconds']:.1f}"] for r in real]
+    when = "" if real_meta is None else (
+        f" (run on its own: {real_meta['date']}, `{real_meta['command']}`, "
+        f"{real_meta['script_seconds']:.0f} s)")
+    return [
+        f"The same Evo 2-style layer at L = {real[0]['length']} ({real[0]['channels']} "
+        "channels) reduced from its taps to m *real* modes, `mor.reduce(taps, modes=m, "
+        "method=\"modal\", real_poles=True)` (a greedy real-pole start refined by variable "
+        f"projection; every pole real in (0, 1)){when}, written with `to_vortex_state_dict` "
+        "and run in Vortex: errors against the taps (medians over channels, worst in "
+        "brackets), balanced truncation's l2 at m (complex) modes beside them; hinf beside the "
+        "AAK bound, which holds for any order-m model, complex poles allowed, so real-pole "
+        "models sit above it by more than balanced truncation's 1.5; `tail`: what the model "
+        "emits after lag L relative to the taps' norm (the layer's own 16-pole filters "
+        "in brackets); the bank's float32 deviation; the worst channel in Vortex (filter / "
+        f"prefill / {STEPS} decode steps) against float64 and mor's float32 layer.\n",
+        C.md_table(["L", "real modes", "got", "l2 median (max)", "BT l2 median",
+                    "hinf median", "AAK median", "hinf / AAK median (max)",
+                    "tail max (layer's)", "float32 dev. max", "Vortex vs float64",
+                    "Vortex vs mor float32", "NaN", "within targets", "reduce s"], table),
+        ""]
 
 
 if __name__ == "__main__":
