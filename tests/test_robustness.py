@@ -473,6 +473,7 @@ def option_values(name: str, length: int, valid: bool = True):
             "tail_floor": _floats(1e-4, 1),
             "weight": st.none() | st.lists(st.floats(-1, 1).filter(bool), min_size=1,
                                            max_size=4).map(np.array),
+            "real_poles": st.booleans(),  # with True, requests drops a method's name as init
         }[name]
     return {
         "dc_match": st.sampled_from([None, "yes"]),
@@ -490,6 +491,7 @@ def option_values(name: str, length: int, valid: bool = True):
         "tail_growth": st.sampled_from([1.0, 0.5, NAN, "x"]),
         "tail_floor": st.sampled_from([0.0, -1.0, NAN, "x"]),
         "weight": st.sampled_from([np.array([]), np.array([[1.0]]), np.array([NAN]), "w"]),
+        "real_poles": st.sampled_from(["x"]),
     }.get(name, BAD_FLOATS)
 
 
@@ -565,6 +567,8 @@ def requests(draw, length: int, batch: tuple):
             kw[name] = draw(st.none() | st.integers(max(order, 1), top // 2 + 1))
         elif name not in ("intermediate_order", "pencil"):
             kw[name] = draw(option_values(name, length))
+    if kw.get("real_poles") is True and wrong != "init":
+        kw.pop("init", None)  # real poles start from their own fit: a method's name is refused
     if "max_iter" in taken and "max_iter" not in kw:
         kw["max_iter"] = draw(st.integers(0, 4))  # keeps iterative methods fast
     if mistake == "unknown_option":
