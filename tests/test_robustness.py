@@ -115,9 +115,11 @@ KNOWN_ISSUES: dict[str, tuple[type, str, str]] = {
 LOOSE_RTOL = 1e-6
 #: At a tight rtol the Krylov path's k-th value may still be another value of a cluster
 #: narrower than its completeness test resolves (`mor._numerics.lanczos._MISSED_RTOL`
-#: sigma_1): sigma_12 returned for sigma_11 1.2e-9 sigma_1 above it (a decaying oscillation
-#: over a noise floor at 6e-7 sigma_1, L = 300). Checked to that width.
-CLUSTER_MISS = 1e-7
+#: sigma_1), or a Ritz value inside it: sigma_12 returned for sigma_11 1.2e-9 sigma_1 above
+#: it (a decaying oscillation over a noise floor at 6e-7 sigma_1, L = 300); 0.99999598 for
+#: sigma_2 = 0.99999611 (sigma_2..4 within 4e-8 of each other, sparse taps). Checked to that
+#: width.
+CLUSTER_MISS = 2e-7
 #: The same for an invariant that fails: (name, method, the order's sigma_{d+1} / sigma_1
 #: below which the violation is the known one).
 KNOWN_VIOLATIONS = {
@@ -711,16 +713,17 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         want_aak = sigma[np.arange(len(rows)), idx] / norm
         given = options.get("rtol", 1e-10) if isinstance(options.get("rtol"), float) else 1e-10
         fuzz_aak = (1e-9 + 2 * given) * s1 / norm + 1e-300
-        # a value near *a* singular value, and a valid lower bound; at a tight rtol within
-        # CLUSTER_MISS s1 of sigma_{d+1} (the Krylov path may return another value of a
-        # cluster that narrow, as `mor.hankel_singular_values` documents), at a loose one
-        # anywhere below
+        # a valid lower bound; at a tight rtol within CLUSTER_MISS s1 of sigma_{d+1} (inside
+        # a cluster that narrow the Krylov path may return another value of it or a Ritz
+        # value between them, as `mor.hankel_singular_values` documents), at a loose one near
+        # *a* singular value
         assert np.all(aak <= want_aak * (1 + 1e-6) + fuzz_aak), ("aak above AAK", aak)
-        near = np.abs(aak[:, None] - sigma / norm[:, None]).min(axis=-1)
-        assert np.all(near <= fuzz_aak), ("aak far from every sigma / max|H|", aak)
         if given < LOOSE_RTOL:
             close(aak, want_aak, 1e-6, fuzz_aak + CLUSTER_MISS * s1 / norm,
                   "reported aak is not sigma_{d+1} / max|H|")
+        else:
+            near = np.abs(aak[:, None] - sigma / norm[:, None]).min(axis=-1)
+            assert np.all(near <= fuzz_aak), ("aak far from every sigma / max|H|", aak)
         assert np.all(hinf[ok] >= aak[ok] * (1 - 1e-6) - 1e-12 * s1[ok] / norm[ok]), \
             ("hinf below the AAK bound", hinf, aak)
         tail_sum = np.cumsum(sigma[:, ::-1], axis=1)[:, ::-1]

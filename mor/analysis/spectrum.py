@@ -131,10 +131,11 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
     the other Ritz values) ``<= rtol * sigma_1`` [2], [5]: each returned value then lies within
     ``rtol * sigma_1`` of a Hankel singular value. That value is ``sigma_k`` itself except
     inside a cluster narrower than the iteration resolved: there the ``k``-th value returned
-    may be another singular value of the cluster (seen at noise-floor plateaus: ``sigma_12``
-    returned for ``sigma_11``, ``1.2e-9 sigma_1`` above it; the completeness test below
-    counts a miss from ``1e-7 sigma_1``). The AAK figure built on it then stays a lower
-    bound. ``method="dense"`` has no such caveat. Filters of a batch are spread over Numba's
+    may be another singular value of the cluster or a Ritz value between them, below
+    ``sigma_k`` (seen: ``sigma_12`` returned for ``sigma_11``, ``1.2e-9 sigma_1`` above it, at
+    a noise-floor plateau; a value ``1.3e-7 sigma_1`` below ``sigma_2`` where ``sigma_2..4``
+    agree to ``4e-8``; the completeness test below counts a miss from ``1e-7 sigma_1``). The
+    AAK figure built on it then stays a lower bound. ``method="dense"`` has no such caveat. Filters of a batch are spread over Numba's
     worker threads.
 
     The truncated SVD of this Hankel matrix is also the first step of Kung's realisation

@@ -70,6 +70,12 @@ class IrkaFamily(PoleMethod):
         ``info`` reports per filter ``iterations`` and ``converged`` (the points settled within
         ``rtol`` before ``max_iter`` or a breakdown of the pencil).
         """
+        if not (isinstance(max_iter, (int, np.integer)) and not isinstance(max_iter, bool)
+                and max_iter >= 0):
+            raise ValueError(f"max_iter must be an integer >= 0, got {max_iter!r}")
+        if not (isinstance(rtol, (int, float, np.integer, np.floating))
+                and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
+            raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
         start = BalancedFamily.from_fir(h, max_order)
 
         def find_poles(order, rows):
