@@ -52,6 +52,8 @@ INFO: dict[str, str] = {
     "bt_bound": "balanced-truncation upper bound 2 sum_{i>d} sigma_i / max |H|",
     "truncation_tail": "'hankel': 2 sum_{i>r} sigma_i / max |H| of its intermediate model",
     "glover_bound": "'hankel': sum_{i>d} sigma_i / max |H| + truncation_tail",
+    "aak_exact": "'hankel' on FIR filters: the approximant is the exact AAK construction on the "
+                 "filter itself (Hankel error sigma_{d+1}, no truncation tail)",
     "met_tol": "with tol: whether the model meets the tolerance",
     "search_start": "with tol: the proven lower bound the order scan started from",
     "rank_capped": "with order/modes: the model's order is below the one asked for (the "

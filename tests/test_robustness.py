@@ -476,6 +476,7 @@ def option_values(name: str, length: int, valid: bool = True):
             "weight": st.none() | st.lists(st.floats(-1, 1).filter(bool), min_size=1,
                                            max_size=4).map(np.array),
             "real_poles": st.booleans(),  # with True, requests drops a method's name as init
+            "construction": st.sampled_from(["auto", "exact", "truncated"]),
         }[name]
     return {
         "dc_match": st.sampled_from([None, "yes"]),
@@ -494,6 +495,7 @@ def option_values(name: str, length: int, valid: bool = True):
         "tail_floor": st.sampled_from([0.0, -1.0, NAN, "x"]),
         "weight": st.sampled_from([np.array([]), np.array([[1.0]]), np.array([NAN]), "w"]),
         "real_poles": st.sampled_from(["x"]),
+        "construction": st.sampled_from(["bogus", None]),
     }.get(name, BAD_FLOATS)
 
 

@@ -462,7 +462,7 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
             hsv = family.hsv[local] if "hinf" in errors else None  # AAK and BT figures only
             got = model_errors(source.flat[idx], part.poles, part.residues, part.direct,
                                orders[idx], hsv, errors)
-        got |= family.bounds(got, local)
+        got |= family.bounds(got, local, part)
         for key, value in got.items():
             achieved.setdefault(key, np.zeros(source.count, dtype=value.dtype))[idx] = value
     return achieved

@@ -176,9 +176,10 @@ class Method(ABC):
         """Models of the given ``orders`` ``(F',)`` for the filters ``which`` (all by
         default)."""
 
-    def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
-        """Method-specific figures for the filters ``rows``, given the errors just computed
-        for them (``peak``, ``bt_bound``, ...); none by default."""
+    def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray, models: Models
+               ) -> dict[str, np.ndarray]:
+        """Method-specific figures for the filters ``rows``, given their ``models`` and the
+        errors just computed for them (``peak``, ``bt_bound``, ...); none by default."""
         return {}
 
     @classmethod
