@@ -202,7 +202,7 @@ def main():
         bank = evo2_bank(evo_channels, seed=length)
         for engine in ("vortex", "striped-hyena"):
             row = {"bank": f"Evo 2-style, {evo_channels} x 16 real", "reduce_seconds": 0.0,
-                   **run(engine, bank, length)}
+                   **run(engine, bank, length, length=length)}
             rows.append(row)
             C.log(f"{row['bank']} {engine} L={length}: f64 {row['filter_vs_f64']:.1e} "
                   f"{row['prefill_vs_f64']:.1e} {row['steps_vs_f64']:.1e}, mor "
