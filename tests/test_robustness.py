@@ -93,7 +93,10 @@ def examples(name: str) -> settings:
                     max_examples=EXAMPLES[name][PROFILE == "long"])
 
 
-METHODS = tuple(available_methods())
+#: The library's methods (not those a test module registers, such as tests/toy_method.py,
+#: whichever test modules were collected first).
+METHODS = tuple(m for m in available_methods()
+                if get_method(m).__module__.startswith("mor."))
 #: Methods whose runtime grows fast with the order and length (kept small).
 SLOW = ("modal", "irka", "aaa")
 NAN, INF = float("nan"), float("inf")
