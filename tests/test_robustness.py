@@ -686,7 +686,10 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
             fuzz = 1e-15 * (length + 4) * np.abs(moduli[rows]).max(axis=-1, initial=0.0)
             fuzz = np.where(mpeak > 0, fuzz / np.where(mpeak > 0, mpeak, 1.0), 0.0)
         sure = stable[rows] & np.isfinite(want) & (fuzz < 1e-3)
-        close(got[sure], want[sure], 1e-6, fuzz[sure] + 1e-300,
+        # two float32 runs of the same rounded parameters may still round their products
+        # differently (a compiled complex64 product against IEEE's real operations): they
+        # agree to float32's unit roundoff of the peak
+        close(got[sure], want[sure], 1e-6, fuzz[sure] + 2.0**-24,
               "reported f32_deviation is not the model's in float32")
     if "hinf" in info:
         hinf, peak = flat(info["hinf"])[rows], flat(info["peak"])[rows]

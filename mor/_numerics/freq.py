@@ -50,9 +50,20 @@ def modal_response_at(poles: np.ndarray, residues: np.ndarray, direct: np.ndarra
     lam = poles[:, None, :]
     res = residues[:, None, :]
     pair = lam.imag != 0
+    # |e^{iw} - lambda| >= 1 - |lambda| on the circle: where rounding makes the computed
+    # distance smaller (a pole within an ulp or two of the circle, at its own angle; even 0),
+    # its floor keeps the term finite and no larger than it can be
+    floor = np.where(np.abs(lam) < 1.0, 1.0 - np.abs(lam), 0.0)
+
+    def inverse(gap):  # 1 / gap, its modulus at most 1 / floor
+        size = np.abs(gap)
+        unit = np.where(size > 0, np.conj(gap) / np.where(size > 0, size, 1.0), 1.0)
+        return unit / np.maximum(size, floor)
+
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(pair, 0.5 * res / (z - lam) + 0.5 * np.conj(res) / (z - np.conj(lam)),
-                         res.real / (z - lam))
+        terms = np.where(pair, 0.5 * res * inverse(z - lam)
+                         + 0.5 * np.conj(res) * inverse(z - np.conj(lam)),
+                         res.real * inverse(z - lam))
     terms = np.where(res == 0, 0.0, terms)
     return direct[:, None] + terms.sum(axis=-1)
 
