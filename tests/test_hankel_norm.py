@@ -255,11 +255,12 @@ def test_exact_construction_agrees_with_glover_on_the_whole_realisation():
 
 def test_exact_construction_on_trained_filters(trained_filters):
     """On trained filters (L = 1024, a float32 noise floor that makes the truncated path's
-    tail 8-24x sigma_{d+1}): every approximant is exact and its Hankel-norm error within
-    1e-3 of sigma_{d+1} (the truncated construction misses it by up to 64%)."""
-    h = trained_filters.reshape(-1, trained_filters.shape[-1])[::64, :1024]
-    for d in (4, 8, 16, 32):
-        red = mor.reduce(h, d, method="hankel")
+    tail 8-24x sigma_{d+1}): with ``construction="exact"`` (retrying from larger truncations)
+    every approximant is exact and its Hankel-norm error within 1e-3 of sigma_{d+1} (the
+    truncated construction misses it by up to 64%)."""
+    h = trained_filters.reshape(-1, trained_filters.shape[-1])[::128, :1024]
+    for d in (8, 32):
+        red = mor.reduce(h, d, method="hankel", construction="exact")
         s = mor.hankel_singular_values(h, d + 1)[:, d]
         assert np.all(red.info["aak_exact"]) and np.all(red.order == d)
         gap = np.abs(_hankel_error(h, red) / s - 1)

@@ -55,10 +55,11 @@ partial fractions are the optimal approximant of the filter itself
 (`mor.methods._fir_aak`): its Hankel-norm error is ``sigma_{d+1}`` to rounding, with no
 truncation tail. On float32-stored trained filters, whose spectra flatten near ``1e-5
 sigma_1``, the truncated construction misses ``sigma_{d+1}`` by up to 64% at order 32 and
-the exact one by at most ``3e-6``. Where ``sigma_{d+1}`` is not simple (beyond
-`CLUSTER_RTOL`) or the zeros do not converge inside the disk, even from truncations of
-larger intermediate orders (`RETRY_GROWTH`, `RETRIES`), the truncated model is kept;
-``info["aak_exact"]`` says which.
+the exact one by at most ``3e-6`` where it holds. Where ``sigma_{d+1}`` is not simple
+(beyond `CLUSTER_RTOL`) or the zeros do not converge inside the disk, the truncated model is
+kept and ``info["aak_exact"]`` says so (on 64 trained filters of ``L = 1024``: none at orders
+4-16, 10 at order 32; ``construction="exact"`` starts again from larger truncations,
+`RETRIES`, and covers all, at up to 10x the time).
 """
 
 from __future__ import annotations
@@ -108,10 +109,13 @@ EXACT_RTOL = 1e-13
 #: Constructions of FIR approximants: the exact one on the filter itself where it succeeds
 #: (``"auto"``), only that one, or the truncated one (an intermediate balanced model).
 CONSTRUCTIONS = ("auto", "exact", "truncated")
-#: Where the exact construction's zeros do not converge from the truncated poles, it starts
-#: again from truncations of intermediate orders this many times larger, up to `RETRIES`
-#: times (on 64 shared filters at order 32, ``L = 1024``: 54 converge from the default
-#: intermediate order, 8 more from twice it, the last 2 from four times it).
+#: With ``construction="exact"``, where the zeros do not converge from the truncated poles,
+#: the construction starts again from truncations of intermediate orders this many times
+#: larger, up to `RETRIES` times (on 64 shared filters at order 32, ``L = 1024``: 54 converge
+#: from the default intermediate order, 8 more from twice it, the last 2 from four times
+#: it). ``"auto"`` does not retry: a retry's intermediate balanced model costs far more than
+#: the reduction (4 x 32 = 128 states cost 90 s a filter at order 64, L = 2048), so there a
+#: filter whose zeros do not converge keeps the truncated model.
 RETRY_GROWTH = 2
 RETRIES = 2
 
@@ -235,8 +239,10 @@ class HankelNormFamily(Method):
             no truncation tail, where ``sigma_d > sigma_{d+1} > sigma_{d+2}`` (beyond
             `CLUSTER_RTOL`) and the zeros converge inside the disk; elsewhere the truncated
             construction (steps 1-4), within its reported truncation tail of the optimum.
-            ``"exact"``: the exact one only (a filter where it fails fails, with the
-            reason); ``"truncated"``: steps 1-4 only. ``info["aak_exact"]`` says which.
+            ``"exact"``: the exact one only, started again from larger truncations where the
+            zeros do not converge (`RETRIES`; slower), and a filter where it still fails
+            fails, with the reason; ``"truncated"``: steps 1-4 only. ``info["aak_exact"]``
+            says which.
         direct : {"hinf", "keep"}
             ``"hinf"``: the direct term minimising the H-infinity error (step 5); ``"keep"``:
             the filter's own ``h[0]``, better for the ``l2`` error over the taps.
@@ -400,7 +406,8 @@ class HankelNormFamily(Method):
             missed = attempt(rows, vectors, poles[rows], residues[rows])
             # starts from truncations of higher intermediate orders where those failed
             size = intermediate
-            while missed.size and size < min(n, RETRY_GROWTH**RETRIES * intermediate):
+            retries = RETRIES if self.construction == "exact" else 0
+            while missed.size and size < min(n, RETRY_GROWTH**retries * intermediate):
                 size = min(n, RETRY_GROWTH * size)
                 rows, vectors = rows[missed], vectors[missed]
                 wider = HankelNormFamily.from_fir(h[rows], order, intermediate_order=size,
