@@ -74,6 +74,8 @@ class BalancedFamily(Method):
     takes_statespace = True
 
     def __init__(self, a, b, c, d, hsv, rank, *, dc_match: bool = False):
+        if not isinstance(dc_match, (bool, np.bool_)):
+            raise ValueError(f"dc_match must be True or False, got {dc_match!r}")
         self.a, self.b, self.c, self.d = a, b, c, d
         self.hsv, self.rank, self.dc_match = hsv, rank, dc_match
 

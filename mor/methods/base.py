@@ -247,8 +247,8 @@ class PoleMethod(Method):
                  tail_weight: float = 0.0):
         if unstable not in UNSTABLE:
             raise ValueError(f"unstable must be one of {UNSTABLE}, got {unstable!r}")
-        if not tail_weight >= 0:
-            raise ValueError(f"tail_weight must be >= 0, got {tail_weight!r}")
+        if not 0 <= tail_weight < np.inf:
+            raise ValueError(f"tail_weight must be a finite number >= 0, got {tail_weight!r}")
         size = h.shape[-1] - 1
         self.h, self.unstable, self._find_poles = h, unstable, find_poles
         self._given_hsv, self._hsv_count = hsv, min(size, max_order + 1)
