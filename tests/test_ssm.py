@@ -449,3 +449,24 @@ def test_float32_deviation_of_cancelling_residues():
     assert good.float32_deviation(length) < 1e-6
     want, _ = _float32_response(*(a[None] for a in bad.compact()), length)
     np.testing.assert_allclose(bad.float32_deviation(length), want[0], rtol=1e-6)
+
+
+def test_frequency_response_of_a_near_defective_pair():
+    """A pair with a tiny imaginary part and a huge residue (what diagonalising a nearly
+    defective balanced model gives): its response lies in Im(R) Im(lambda), which the two
+    fractions summed apart lose to cancellation; the common-denominator form keeps it."""
+    lam, res = 2.35e-25 + 5.3e-94j, -1.3e59 - 1.16e231j
+    ssm = mor.ModalSSM.from_compact(np.array([lam]), np.array([res]), 0.0)
+    mpmath = pytest.importorskip("mpmath")
+    w = np.linspace(0.1, np.pi, 9)
+    with mpmath.workdps(400):  # the two fractions summed apart, exactly enough
+        lam_m, res_m = mpmath.mpc(lam.real, lam.imag), mpmath.mpc(res.real, res.imag)
+        exact = []
+        for x in w:
+            z = mpmath.exp(1j * mpmath.mpf(float(x)))
+            value = res_m / 2 / (z - lam_m) + mpmath.conj(res_m) / 2 / (z - mpmath.conj(lam_m))
+            exact.append(complex(value))
+    np.testing.assert_allclose(ssm.freqresp(w), np.array(exact), rtol=1e-12)
+    h = np.array([9.36e95, -6.58e58, 6.21e137, 1.46e113, -1.77e-49, 1.03e122, 6.38e-43])
+    red = mor.reduce(mor.StateSpace.from_fir(h), 2, on_fail="flag")  # such a pair, hinf was 1
+    assert red.info["hinf"] < 1e-12

@@ -44,7 +44,11 @@ def modal_response_at(poles: np.ndarray, residues: np.ndarray, direct: np.ndarra
     """``H_hat(e^{iw})`` of compact modal systems ``(F, k)`` at frequencies ``(F, K)``.
 
     A pair mode contributes ``R/2 / (z - lambda) + conj(R)/2 / (z - conj(lambda))``, a real mode
-    ``R / (z - lambda)`` (its residue is real).
+    ``R / (z - lambda)`` (its residue is real). The pair is summed over its common denominator,
+    ``(Re(R) z - Re(R conj(lambda))) / ((z - lambda)(z - conj(lambda)))``: the two fractions
+    would cancel to rounding where ``Im lambda`` is tiny and ``R`` huge (a near-defective
+    pair, whose response lies in ``Im(R) Im(lambda)``), the numerator holds that product
+    exactly, and the factored denominator keeps resonances accurate.
     """
     z = np.exp(1j * w)[:, :, None]
     lam = poles[:, None, :]
@@ -60,10 +64,10 @@ def modal_response_at(poles: np.ndarray, residues: np.ndarray, direct: np.ndarra
         unit = np.where(size > 0, np.conj(gap) / np.where(size > 0, size, 1.0), 1.0)
         return unit / np.maximum(size, floor)
 
-    with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(pair, 0.5 * res * inverse(z - lam)
-                         + 0.5 * np.conj(res) * inverse(z - np.conj(lam)),
-                         res.real * inverse(z - lam))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        numerator = np.where(pair, res.real * z - (res.real * lam.real + res.imag * lam.imag),
+                             res.real)
+        terms = numerator * inverse(z - lam) * np.where(pair, inverse(z - np.conj(lam)), 1.0)
     terms = np.where(res == 0, 0.0, terms)
     return direct[:, None] + terms.sum(axis=-1)
 
