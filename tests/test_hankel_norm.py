@@ -227,7 +227,7 @@ def test_exact_construction_reaches_sigma_next_on_random_filters(seed, length, d
     h = rng.standard_normal(length) * decay
     s = mor.hankel_singular_values(h)
     d = data.draw(st.integers(1, min(12, length - 3)))
-    red = mor.reduce(h, d, method="hankel", on_fail="flag")
+    red = mor.reduce(h, d, method="hankel", construction="auto", on_fail="flag")
     info = red.info
     if info["failed"] or info["order"] < d:
         return  # a cluster at sigma_{d+1}: the truncated construction's rule (tested above)
@@ -272,7 +272,7 @@ def test_construction_option_and_exact_failures_are_reported():
     h = hyena_like_filters(2, 100, seed=2)
     with pytest.raises(ValueError, match="construction"):
         mor.reduce(h, 4, method="hankel", construction="bogus")
-    trunc = mor.reduce(h, 4, method="hankel", construction="truncated")
+    trunc = mor.reduce(h, 4, method="hankel")  # the default
     assert not trunc.info["aak_exact"].any() and np.all(trunc.info["truncation_tail"] >= 0)
     # a clustered sigma_{d+1}: "exact" fails and says why, "auto" keeps the truncated model
     clustered = _CLUSTERED["remez127_highpass"]
@@ -280,5 +280,5 @@ def test_construction_option_and_exact_failures_are_reported():
     d = next(k for k in range(1, 20) if abs(s[k] - s[k + 1]) <= CLUSTER_RTOL * s[k])
     exact = mor.reduce(clustered, d, method="hankel", construction="exact", on_fail="flag")
     assert exact.info["failed"] and "needs a simple sigma" in str(exact.info["reason"])
-    auto = mor.reduce(clustered, d, method="hankel", on_fail="flag")
+    auto = mor.reduce(clustered, d, method="hankel", construction="auto", on_fail="flag")
     assert not auto.info["failed"] and not auto.info["aak_exact"]
