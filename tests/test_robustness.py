@@ -39,6 +39,7 @@ derandomised and takes about a minute on two cores; the long one draws fresh exa
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import functools
 import io
@@ -135,10 +136,10 @@ KNOWN_VIOLATIONS = {
 }
 
 
-def outcome(fn, *args, **kwargs):
-    """``(result, None)``, or ``(None, exc)`` for a ``ValueError``/``TypeError`` with a
-    message. Any other exception propagates and any ``RuntimeWarning`` fails (unless it is a
-    `KNOWN_ISSUES` one: the example is then rejected)."""
+@contextlib.contextmanager
+def recorded_warnings():
+    """Record every warning raised inside the block as ``(message, category, filename,
+    lineno, stack)`` in the list it yields."""
     caught: list = []
 
     def record(message, category, filename, lineno, file=None, line=None):
@@ -147,6 +148,14 @@ def outcome(fn, *args, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("always")
         warnings.showwarning = record
+        yield caught
+
+
+def outcome(fn, *args, **kwargs):
+    """``(result, None)``, or ``(None, exc)`` for a ``ValueError``/``TypeError`` with a
+    message. Any other exception propagates and any ``RuntimeWarning`` fails (unless it is a
+    `KNOWN_ISSUES` one: the example is then rejected)."""
+    with recorded_warnings() as caught:
         try:
             result, exc = fn(*args, **kwargs), None
         except (ValueError, TypeError) as error:
@@ -172,14 +181,7 @@ def checked(test):
     library call of the checks) fails as in `outcome`."""
     @functools.wraps(test)
     def run(*args, **kwargs):
-        caught: list = []
-
-        def record(message, category, filename, lineno, file=None, line=None):
-            caught.append((message, category, filename, lineno, traceback.extract_stack()))
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
+        with recorded_warnings() as caught:
             test(*args, **kwargs)
         for message, category, filename, lineno, stack in caught:
             if issubclass(category, RuntimeWarning) and any(
