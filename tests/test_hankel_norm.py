@@ -203,6 +203,24 @@ def test_glover_reason_names_the_clustered_values():
     assert not isinstance(merged, str) and merged[3] == 0
 
 
+def test_intermediate_order_leaves_clusters_whole():
+    """Two taps, 1 and 0.51, 170 lags apart: Hankel values 1.21 (15 times), then 0.51 (over
+    200 times). The default intermediate order 47 cut the second cluster, which voids
+    balanced truncation's bound (a truncation tail of 106 relative to the peak, and an hinf
+    of 406 against Glover's bound of 170, unflagged); doubled until it leaves the cluster
+    whole, the tail is rounding and the order-15 failure names its true cause (poles near
+    the 15-fold one at 0 of ``z^-15``)."""
+    h = np.zeros(244)
+    h[15], h[185] = 1.0, 0.51
+    fam = HankelNormFamily.from_fir(h[None], 15)
+    assert fam.balanced.a.shape[-1] == 188  # 47, 94, 188: sigma_188 > sigma_189 = 0
+    red = mor.reduce(h, 15, method="hankel", on_fail="flag")
+    assert red.info["truncation_tail"] < 1e-5
+    assert red.info["failed"] and "near-defective poles" in str(red.info["reason"])
+    kept = mor.reduce(h, 15, method="hankel", intermediate_order=47, on_fail="flag")
+    assert kept.info["truncation_tail"] > 1  # as asked for: the caller's order is kept
+
+
 # Issue 21: the exact construction for FIR filters (the zeros of the Schmidt polynomial).
 def _hankel_error(h: np.ndarray, red: mor.ModalSSM) -> np.ndarray:
     """The error system's Hankel norm, independently: the largest singular value of the

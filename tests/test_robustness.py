@@ -709,7 +709,6 @@ def check_errors(h: np.ndarray, ssm, info: dict, rows: np.ndarray, *, method=Non
         assert np.all(speak >= gpeak * (1 - 1e-12)), (speak, gpeak)
         assert np.all(speak <= gpeak + gpeak_margin + 1e-12 * gpeak), (speak, gpeak)
         norm = np.where(speak > 0, speak, 1.0)
-        abs_hinf = hinf * np.where(speak > 0, speak, scale_free[rows])
         abs_hinf = np.where(speak > 0, hinf * speak, hinf / scale_free[rows])
         ok = stable[rows]
         fuzz = 1e-13 * norm + fnoise[rows]  # rounding of H - H_hat where residues cancel

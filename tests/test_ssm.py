@@ -8,7 +8,7 @@ import scipy.signal
 from hypothesis import given
 
 import mor
-from mor._numerics import kernels
+from mor._numerics import freq, kernels
 from systems import stable_modal
 
 
@@ -144,6 +144,18 @@ def test_hinf_resolves_a_sharp_resonance():
     exact = np.abs(ssm.freqresp([1.2345]))[0]
     assert ssm.hinf_norm() == pytest.approx(exact, rel=1e-6)
     assert ssm.hinf_norm() > 500
+
+
+def test_hinf_finds_a_peak_at_nyquist_off_the_grid():
+    # an odd grid has no point at pi, where this system peaks; the clipped bracket there
+    # stopped 5e-6 short of it, 2e-9 low (a balanced model with 43 modes)
+    ssm = mor.ModalSSM.from_compact([-0.6], [0.3], 0.1)
+    exact = np.abs(ssm.freqresp([np.pi]))[0]
+    response = freq.ModalResponse(np.array([[-0.6]]), np.array([[0.3]]), np.array([0.1]))
+    for m in (4095, 4097, 5625):
+        peak, w = freq.peak_magnitude(response, m=m)
+        assert peak[0] == pytest.approx(exact, rel=1e-14) and w[0] == pytest.approx(np.pi)
+    assert ssm.hinf_norm() == pytest.approx(exact, rel=1e-14)
 
 
 def test_unstable_is_reported():

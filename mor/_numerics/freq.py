@@ -277,9 +277,11 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
                                     | (value >= (1 - GRID_CLOSE_RTOL) * best_est[:, None]))
         rows, centre = np.nonzero(keep)[0], top[keep] * step
         if rows.size:
-            found_w, found = golden_max(lambda w: evaluate(rows, w),
-                                        np.clip(centre - step, 0.0, np.pi),
-                                        np.clip(centre + step, 0.0, np.pi), iterations, polish)
+            # unclipped: |E| is even about 0 and pi (`evaluate` folds), so a maximum there is
+            # an interior one of the bracket (a clipped bracket's end is never evaluated, and
+            # an odd M has no grid point at pi)
+            found_w, found = golden_max(lambda w: evaluate(rows, w), centre - step,
+                                        centre + step, iterations, polish)
             improve(rows, found_w, found)
     # ... and every resonance sharper than the grid resolves (see the notes).
     if res is not None and res[0].shape[1]:

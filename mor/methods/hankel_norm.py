@@ -120,6 +120,16 @@ RETRY_GROWTH = 2
 RETRIES = 2
 
 
+def _splits_cluster(hsv: np.ndarray, r: int, rtol: float) -> bool:
+    """Whether truncating after ``r`` states splits a cluster of Hankel singular values
+    ``sigma_r ~ sigma_{r+1}`` (within `CLUSTER_RTOL`, and ``sigma_{r+1}`` above the
+    accuracy of the spectrum, ``10 rtol sigma_1``) of any filter: balanced truncation's bound,
+    and Glover's after it, hold only when the truncation leaves whole clusters."""
+    s = hsv[:, r - 1: r + 1]
+    live = s[:, 1] > 10 * max(rtol, hsv.shape[1] * np.finfo(float).eps) * hsv[:, 0]
+    return bool((live & (s[:, 1] >= s[:, 0] * (1 - CLUSTER_RTOL))).any())
+
+
 def glover(a, b, c, sigma, order: int, rtol: float = CLUSTER_RTOL):
     r"""Glover's all-pass construction and its stable part, for one balanced continuous-time
     SISO system.
@@ -231,7 +241,9 @@ class HankelNormFamily(Method):
         ----------
         intermediate_order : int, optional
             Order ``r`` of the balanced model approximated (step 1), in ``[max_order, L - 1]``;
-            default ``min(L - 1, max(2 d, d + 32))``. Its truncation tail is reported.
+            default ``min(L - 1, max(2 d, d + 32))``, doubled (up to ``L - 1``) while it
+            would split a cluster of singular values (`_splits_cluster`). Its truncation
+            tail is reported.
         construction : {"truncated", "auto", "exact"}
             ``"truncated"`` (default): steps 1-4. ``"auto"``: per filter the exact approximant of the FIR filter itself
             (`mor.methods._fir_aak`: the zeros of its Schmidt polynomial, found from the
@@ -263,6 +275,9 @@ class HankelNormFamily(Method):
         if not max_order <= r <= size:
             raise ValueError(f"intermediate_order must lie in [{max_order}, {size}], got {r}")
         balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
+        while intermediate_order is None and r < size and _splits_cluster(balanced.hsv, r, rtol):
+            r = min(size, 2 * r)
+            balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
         bt = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size).bt
         bt = np.concatenate([bt, np.zeros((h.shape[0], 1))], axis=1)  # no tail at order L - 1
         tail = np.take_along_axis(bt, np.minimum(balanced.rank, r)[:, None], axis=1)[:, 0]
