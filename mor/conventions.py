@@ -64,6 +64,8 @@ INFO: dict[str, str] = {
     "poles_touched": "poles on or outside the unit circle reflected or dropped",
     "iterations": "iterative methods ('modal', 'irka'): iterations (trial points) run",
     "converged": "iterative methods: stopped by the convergence test, not the iteration cap",
+    "poles_rounded": "pole methods: the poles were rounded to complex64 and the residues "
+                     "refitted on them (the float32 deviation of least squares exceeded F32_RTOL)",
     "method": "(batch) the method's name",
     "method_options": "(batch) the options given to the method",
     "search": "(batch) how the order was chosen",

@@ -186,8 +186,12 @@ def _exact_l2(h, poles, residues, direct):
 
 
 def _pencil_model(h, order):
-    """The matrix-pencil model as the method builds it (before `mor.reduce` judges it)."""
-    part = PencilFamily.from_fir(h[None], order).model(np.array([order]))
+    """The matrix-pencil model with least-squares residues (before `mor.reduce` judges it,
+    and without the float32 guard of `PoleMethod`, which would refit these on rounded
+    poles)."""
+    family = PencilFamily.from_fir(h[None], order)
+    family._float32_safe = lambda which, *_: np.zeros(which.size, dtype=bool)
+    part = family.model(np.array([order]))
     return mor.ModalSSM.from_compact(part.poles[0], part.residues[0], part.direct[0])
 
 
