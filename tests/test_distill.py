@@ -61,15 +61,60 @@ def test_report_has_each_filters_float32_deviation(model):
     assert len(data["filters"]["f32_deviation"]) == 3
 
 
-def test_unreachable_tol_keeps_the_best_model_when_asked(model):
-    flagged = distill(model, tol=1e-9, max_order=3)
-    assert flagged.report.columns["failed"].all() and np.all(flagged.bank.order == 0)
-    best = distill(model, tol=1e-9, max_order=3, on_fail="best")
+def test_unreachable_tol_keeps_the_best_model_by_default(model):
+    # issue 19.2: the default (then on_fail="flag") gave every such filter order 0
+    best = distill(model, tol=1e-9, max_order=3)
     assert not best.report.columns["failed"].any() and not best.report.columns["met_tol"].any()
     ref = [mor.reduce(model, tol=1e-9, max_order=3, method=m, on_fail="best")
            for m in ("balanced", "hankel")]
     np.testing.assert_allclose(best.report.columns["l2"].astype(float),
                                np.minimum(ref[0].info["l2"], ref[1].info["l2"]), rtol=1e-12)
+    flagged = distill(model, tol=1e-9, max_order=3, on_fail="flag")
+    assert flagged.report.columns["failed"].all() and np.all(flagged.bank.order == 0)
+    assert flagged.report.missed() == [] and len(flagged.report.failures()) == 12
+
+
+@pytest.mark.parametrize("norm", ["l2", "hinf"])
+@pytest.mark.parametrize("kind", ["hyena", "noise"])
+def test_default_never_gives_a_finite_filter_only_its_direct_term(model, kind, norm):
+    """A tolerance out of reach at a small max_order: every finite filter with nonzero
+    h[1:] keeps a model with a nonzero response after lag 0, its error reported."""
+    h = model if kind == "hyena" else np.random.default_rng(0).standard_normal((2, 3, 48))
+    out = distill(h, tol=1e-6, norm=norm, max_order=2)
+    cols, taps = out.report.columns, out.bank.impulse(h.shape[-1])
+    assert np.all(np.abs(h[..., 1:]).max(axis=-1) > 0)
+    assert np.all(out.bank.order >= 1) and np.all(np.abs(taps[..., 1:]).max(axis=-1) > 0)
+    assert not cols["failed"].any() and not cols["met_tol"].any()
+    np.testing.assert_allclose(np.asarray(cols[norm], float),
+                               getattr(mor.compare(h, out.bank), norm), rtol=1e-6)
+    assert out.report.missed() == list(np.ndindex(h.shape[:-1]))
+
+
+def test_report_lists_missed_and_failed_filters_by_index(model):
+    """Filters that miss the tolerance (kept) and those that fail (order 0) are counted per
+    layer and listed by their index in the batch, separately."""
+    h = model.copy()
+    h[1, 2, 7] = np.nan
+    out = distill(h, tol=0.1, max_order=6)
+    met = [mor.reduce(np.nan_to_num(h), tol=0.1, max_order=6, method=m,
+                      on_fail="best").info["met_tol"] for m in ("balanced", "hankel")]
+    missed = [i for i in np.ndindex(3, 4) if not (met[0] | met[1])[i] and i != (1, 2)]
+    assert 0 < len(missed) < 11
+    assert out.report.missed() == missed and out.report.failures() == [(1, 2)]
+    assert out.bank.order[1, 2] == 0 and np.all(out.bank.order[~np.isnan(h).any(-1)] > 0)
+    rows = out.report.summary_rows()
+    assert [r["missed"] for r in rows] == [sum(i[0] == k for i in missed) for k in range(3)]
+    assert [r["failed"] for r in rows] == [0, 1, 0]
+    data = json.loads(out.report.to_json())
+    assert [tuple(m["index"]) for m in data["missed"]] == missed
+    assert [m["l2"] for m in data["missed"]] == [out.report.columns["l2"][i] for i in missed]
+    assert all(m["order"] == out.bank.order[tuple(m["index"])] and "meets l2 <= 0.1" in
+               m["reason"] for m in data["missed"])
+    assert data["failed"] == [{"index": [1, 2], "reason": "NaN or Inf taps"}]
+    assert str(out.report).splitlines()[0].split()[:4] == ["layer", "filters", "missed",
+                                                           "failed"]
+    with pytest.raises(ValueError, match=r"filter \(0, 0\) failed: no order <= 6 meets"):
+        distill(model, tol=1e-9, max_order=6, on_fail="raise")
 
 
 def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
@@ -164,7 +209,7 @@ def _no_reduction(*args, **kwargs):
     ("method", {"method": "balanced"}),
     ("norm", {"norm": "hinf"}),
     ("max_order", {"max_order": 12}),
-    ("on_fail", {"on_fail": "best"}),
+    ("on_fail", {"on_fail": "flag"}),
     ("filters", {"taps": "other"}),
     ("shape", {"taps": "fewer"}),
 ])
@@ -231,7 +276,10 @@ def test_killed_cli_run_resumes(tmp_path):
     for name, content in written.items():  # nothing already written was redone or lost
         assert (tmp_path / "shards" / name).read_bytes() == content
     bank = mor.load(tmp_path / "bank.npz")
-    np.testing.assert_array_equal(bank.order, mor.reduce(h, tol=1e-2, on_fail="flag").order)
+    ref = mor.reduce(h, tol=1e-2, on_fail="best")
+    met = ref.info["met_tol"]
+    np.testing.assert_array_equal(bank.order[met], ref.order[met])
+    assert np.all(bank.order > 0)  # those that miss 1e-2 up to order 64 keep their best model
 
 
 def test_cli_end_to_end_on_trained_filters(tmp_path, trained_filters):
@@ -247,10 +295,12 @@ def test_cli_end_to_end_on_trained_filters(tmp_path, trained_filters):
     bank = mor.load(tmp_path / "bank.npz")
     h = trained_filters[:, ::32].astype(np.float32).astype(np.float64)
     ok = ~np.array(report["filters"]["failed"])
+    met = np.array(report["filters"]["met_tol"])
     l2 = np.linalg.norm(bank.impulse(h.shape[-1]) - h, axis=-1) / np.linalg.norm(h, axis=-1)
     np.testing.assert_allclose(l2[ok], np.array(report["filters"]["l2"], dtype=float)[ok],
                                rtol=1e-8)
-    assert np.all(l2[ok] <= 2e-2)
+    assert np.all(l2[met] <= 2e-2) and np.all(l2[ok & ~met] > 2e-2)
+    assert [tuple(m["index"]) for m in report["missed"]] == list(zip(*np.nonzero(ok & ~met)))
     for name in ("spectra.png", "orders.png", "l2.png", "f32_deviation.png", "hinf_vs_aak.png"):
         assert (tmp_path / "rep" / name).stat().st_size > 5000
     assert (tmp_path / "bank.striped-hyena.safetensors").exists()

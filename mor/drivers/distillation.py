@@ -48,7 +48,8 @@ class Report:
             ok = ~part["failed"]
             ratio = part["hinf"][ok] / np.where(part["aak"][ok] > 0, part["aak"][ok], np.nan)
             rows.append({
-                "layer": layer, "filters": int(ok.size), "failed": int((~ok).sum()),
+                "layer": layer, "filters": int(ok.size),
+                "missed": int((ok & ~part["met_tol"]).sum()), "failed": int((~ok).sum()),
                 "order_median": float(np.median(part["order"][ok])) if ok.any() else None,
                 "order_max": int(part["order"][ok].max()) if ok.any() else None,
                 "modes_max": int(part["modes"][ok].max()) if ok.any() else None,
@@ -65,12 +66,12 @@ class Report:
         return rows
 
     def __str__(self) -> str:
-        head = ("layer", "filters", "failed", "order med/max", "modes max", "l2 med", "hinf med",
-                "hinf/aak med", "f32 dev max", "methods")
+        head = ("layer", "filters", "missed", "failed", "order med/max", "modes max", "l2 med",
+                "hinf med", "hinf/aak med", "f32 dev max", "methods")
         rows = [head]
         for r in self.summary_rows():
             fmt = (lambda x: "-" if x is None else f"{x:.2e}")
-            rows.append((str(r["layer"]), str(r["filters"]), str(r["failed"]),
+            rows.append((str(r["layer"]), str(r["filters"]), str(r["missed"]), str(r["failed"]),
                          f"{r['order_median']}/{r['order_max']}", str(r["modes_max"]),
                          fmt(r["l2_median"]), fmt(r["hinf_median"]),
                          "-" if r["hinf_over_aak_median"] is None
@@ -79,15 +80,37 @@ class Report:
         widths = [max(len(row[j]) for row in rows) for j in range(len(head))]
         return "\n".join("  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in rows)
 
+    def missed(self) -> list[tuple[int, ...]]:
+        """The filters whose model misses the tolerance (kept with ``on_fail="best"``,
+        ``met_tol`` false), by their index in the batch shape."""
+        return self._indices(~self.columns["met_tol"] & ~self.columns["failed"])
+
+    def failures(self) -> list[tuple[int, ...]]:
+        """The filters that failed (order 0, ``reason`` says why), by their index in the batch
+        shape."""
+        return self._indices(self.columns["failed"])
+
+    def _indices(self, mask) -> list[tuple[int, ...]]:
+        return [tuple(int(j) for j in np.unravel_index(i, self.shape))
+                for i in np.flatnonzero(mask)]
+
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: the request, a per-layer summary and the per-filter columns."""
+        """JSON-ready: the request, a per-layer summary, the per-filter columns, and the
+        filters that missed the tolerance (``missed``: index, order, error in the norm of the
+        tolerance, reason) and that failed (``failed``: index, reason)."""
         def plain(v):
             v = np.asarray(v)
             return np.where(np.isfinite(v), v, None).tolist() if v.dtype.kind == "f" \
                 else v.tolist()
 
+        norm = self.request.get("norm", "l2")
+        missed = [{"index": list(i), "order": int(self.columns["order"][i]),
+                   norm: float(self.columns[norm][i]), "reason": self.columns["reason"][i]}
+                  for i in self.missed()]
+        failed = [{"index": list(i), "reason": self.columns["reason"][i]}
+                  for i in self.failures()]
         return {"request": self.request, "shape": list(self.shape),
-                "summary": self.summary_rows(),
+                "summary": self.summary_rows(), "missed": missed, "failed": failed,
                 "filters": {k: plain(v) for k, v in self.columns.items()}}
 
     def to_json(self, **kwargs) -> str:
@@ -104,7 +127,7 @@ class Distillation:
 
 def distill(filters, order=None, *, modes: int | None = None, tol: float | None = None,
             method: str = "auto", norm: str = "l2", max_order: int | None = None,
-            on_fail: str = "flag", executor: Executor | None = None, workers: int = 1,
+            on_fail: str = "best", executor: Executor | None = None, workers: int = 1,
             threads: int | None = None, chunk_size: int = 64, shard_dir: str | os.PathLike | None = None,
             resume: bool = False, progress: bool = False, **options) -> Distillation:
     r"""Distill every filter of a model into a bank of modal state-space models.
@@ -119,8 +142,8 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     Parameters
     ----------
     filters : array_like ``(..., L)``
-        E.g. ``(layers, channels, L)``. Filters with NaN or Inf taps are reported by index and
-        get order 0 (with ``on_fail="flag"``, the default) instead of stopping the others.
+        E.g. ``(layers, channels, L)``. Filters with NaN or Inf taps are reported by index as
+        failed and get order 0 (unless ``on_fail="raise"``) instead of stopping the others.
     order, modes, tol, norm, max_order
         As in :func:`mor.reduce` (exactly one of ``order``, ``modes``, ``tol``).
     method : str
@@ -128,10 +151,13 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         method of ``AUTO_METHODS`` and keeps per filter the one with the
         smallest error in ``norm`` at the given size, or with ``tol`` the smallest order that
         meets it (then the smaller error); the report says which.
-    on_fail : {"flag", "raise", "best"}
-        ``"flag"`` (default): failed filters get order 0 and a reason in the report. ``"best"``:
-        with ``tol``, a filter that no order up to ``max_order`` meets keeps its most accurate
-        stable model (``met_tol`` false in the report), as in :func:`mor.reduce`.
+    on_fail : {"best", "flag", "raise"}
+        ``"best"`` (default): with ``tol``, a filter that no order up to ``max_order`` meets
+        keeps its most accurate stable model, with ``met_tol`` false and its error in the
+        report (`Report.missed`), as in :func:`mor.reduce`; a filter whose model fails
+        otherwise (NaN or Inf taps, no stable model) gets order 0 and a reason in the report
+        (`Report.failures`). ``"flag"``: a filter that misses the tolerance fails too, with
+        order 0. ``"raise"``: the first filter that fails raises.
     shard_dir : path, optional
         Write each finished chunk there as a bank file; with ``resume=True`` chunks already
         written are read back instead of computed again, so an interrupted run loses nothing
@@ -177,6 +203,13 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     True
     >>> print([row["filters"] for row in out.report.summary_rows()])
     [3, 3]
+
+    A tolerance out of reach below ``max_order`` keeps each filter's most accurate model,
+    listed by index as missing it (``on_fail="flag"`` would give them order 0):
+
+    >>> out = mor.distill(filters, tol=1e-6, max_order=4)
+    >>> print(out.bank.order.min(), out.report.missed()[:2], out.report.failures())
+    4 [(0, 0), (0, 1)] []
     """
     candidates = _candidates(method, options)
     if on_fail not in ON_FAIL:
