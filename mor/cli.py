@@ -24,6 +24,7 @@ from mor.demo import run_demo
 from mor.drivers.distillation import ShardMismatch, shard_files
 from mor.drivers.distillation import distill as run_distillation
 from mor.files import read_filters
+from mor.methods import available_methods
 
 SPECTRUM_FILTERS_PER_LAYER = 64  # the report's spectrum plot samples this many per layer
 F32_FLOOR = 1e-9  # the report draws float32 deviations below this (0: exact) at it
@@ -165,14 +166,22 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 @click.option("--tol", type=click.FloatRange(min=0, min_open=True),
               help="Relative error tolerance (smallest order meeting it).")
 @click.option("--norm", type=click.Choice(["l2", "hinf"]), default="l2", show_default=True)
-@click.option("--method", type=click.Choice(["auto", "balanced", "hankel"]), default="auto",
-              show_default=True)
+@click.option("--method", type=click.Choice(["auto", *available_methods()]), default="auto",
+              show_default=True,
+              help="The reduction method (see mor.reduce); auto keeps per filter the better of "
+                   "balanced and hankel.")
 @click.option("--real-poles", is_flag=True,
               help="Real poles in (0, 1) only, one per mode (Vortex's Hyena-LI filters): "
-                   "method modal with real_poles=True instead of --method. Implied by "
-                   "--export vortex.")
+                   "method modal with real_poles=True (leave --method out or give modal). "
+                   "Implied by --export vortex.")
 @click.option("--max-order", type=click.IntRange(min=0),
               help="Largest order a --tol search tries (64).")
+@click.option("--on-fail", type=click.Choice(["best", "flag", "raise"]), default="best",
+              show_default=True,
+              help="A filter that no order up to --max-order brings within --tol: best keeps "
+                   "its most accurate model (listed as missed), flag gives it order 0 (listed "
+                   "as failed), raise stops at the first filter that misses it or fails. "
+                   "Filters with NaN or Inf taps fail (order 0) unless raise.")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False), default="bank.npz",
               show_default=True, help="The bank (mor.load reads it).")
 @click.option("--report", "report_dir", type=click.Path(file_okay=False),
@@ -193,14 +202,18 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 @click.option("--export-config", type=click.Path(exists=True, dir_okay=False),
               help="The engine model's config (.json/.yml): its Hyena blocks, hidden_size "
                    "and state_size, which --export follows.")
-def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_order, out_path,
-            report_dir, workers, scheduler, chunk_size, shard_dir, resume, export,
+def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_order, on_fail,
+            out_path, report_dir, workers, scheduler, chunk_size, shard_dir, resume, export,
             export_config) -> None:
     """Distill every filter in INPUT into a modal bank, with a report.
 
     With --real-poles, or --export vortex (Vortex runs real poles in (0, 1) only), every model
     is a sum of real exponentials fitted by the modal method (--modes then counts real poles);
     complex poles are never cast to real ones.
+
+    The summary lists by index the filters that missed --tol (their most accurate model kept)
+    and those that failed (order 0), as report.json does; a warning line on stderr ends a run
+    that has any.
     """
     # everything that could fail after the work is checked first
     given = [o for o, v in (("--order", order), ("--modes", modes), ("--tol", tol))
@@ -209,10 +222,11 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
         raise click.UsageError("give exactly one of --order, --modes and --tol")
     options = {}
     if real_poles or export == "vortex":
-        if method != "auto":
+        if method not in ("auto", "modal"):
             why = "--real-poles" if real_poles else "--export vortex (real poles only)"
             raise click.UsageError(f"{why} fits real poles with the modal method; --method "
-                                   f"{method} gives complex poles: leave --method out")
+                                   f"{method} gives complex poles: leave --method out or "
+                                   "give modal")
         method, options = "modal", {"real_poles": True}
     if max_order is not None and tol is None:
         raise click.UsageError("--max-order bounds a --tol search; give it with --tol only")
@@ -249,28 +263,75 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
     start = time.perf_counter()
     try:
         result = run_distillation(h, order, modes=modes, tol=tol, norm=norm, method=method,
-                                  max_order=max_order, executor=executor, workers=workers,
-                                  chunk_size=chunk_size, shard_dir=shard_dir, resume=resume,
-                                  progress=True, **options)
+                                  max_order=max_order, on_fail=on_fail, executor=executor,
+                                  workers=workers, chunk_size=chunk_size, shard_dir=shard_dir,
+                                  resume=resume, progress=True, **options)
     except ShardMismatch as exc:  # raised before any work: said with the flags
         raise _shard_error(exc, shard_dir) from None
     elapsed = time.perf_counter() - start
     result.bank.save(out_path)
-    click.echo(str(result.report))
-    failed = int(np.sum(result.report.columns["failed"]))
-    click.echo(f"{h.size // h.shape[-1]} filters in {elapsed:.1f} s; {failed} failed; bank "
-               f"written to {out_path}")
+    report = result.report
+    missed, failures = report.missed(), report.failures()
+    count = h.size // h.shape[-1]
+    click.echo(str(report))
+    click.echo(f"{count} filters in {elapsed:.1f} s; "
+               + (f"{len(missed)} missed {norm} <= {tol:g}, " if tol is not None else "")
+               + f"{len(failures)} failed; bank written to {out_path}")
+    for line in _flagged(report, tol, norm):
+        click.echo(line)
     if export:
         _export(result.bank, export, Path(out_path), engine_config, h.shape[-1])
     if report_dir:
         _write_report(h, result, Path(report_dir))
         click.echo(f"report written to {report_dir}")
+    if missed or failures:
+        click.echo(_warning(report, count, tol, norm, report_dir), err=True)
+
+
+def _warning(report, count: int, tol: float | None, norm: str, report_dir: str | None) -> str:
+    """The line that ends a run with filters that missed the tolerance or failed."""
+    said = []
+    if report.missed():
+        said.append(f"{len(report.missed())} missed {norm} <= {tol:g} (most accurate model "
+                    "kept)")
+    if report.failures():
+        said.append(f"{len(report.failures())} failed (order 0)")
+    where = " and in report.json" if report_dir else ""
+    return f"Warning: of {count} filters, {' and '.join(said)}: listed by index above{where}"
+
+
+def _flagged(report, tol: float | None, norm: str) -> list[str]:
+    """Lines listing by index the filters that missed the tolerance (with the error reached)
+    and those that failed (by reason)."""
+    lines = []
+    missed, failures = report.missed(), report.failures()
+    if missed:
+        error = report.columns[norm]
+        lines.append(f"{len(missed)} filter(s) missed {norm} <= {tol:g} and kept their most "
+                     f"accurate model (met_tol false), by index with the {norm} reached:")
+        lines += _wrapped([f"{i} {error[i]:.2e}" for i in missed])
+    if failures:
+        lines.append(f"{len(failures)} filter(s) failed (order 0 in the bank), by index:")
+        reason = report.columns["reason"]
+        for why in dict.fromkeys(reason[i] for i in failures):
+            lines += _wrapped([f"{why}:", *(str(i) for i in failures if reason[i] == why)])
+    return lines
+
+
+def _wrapped(items: list[str], width: int = 96) -> list[str]:
+    """``items`` on indented lines of at most ``width`` characters (an item is never split)."""
+    lines = [[]]
+    for item in items:
+        if lines[-1] and len("  ".join(["", *lines[-1], item])) > width:
+            lines.append([])
+        lines[-1].append(item)
+    return ["  ".join(["", *line]) for line in lines]
 
 
 #: What the settings recorded in a shard folder are called on the command line.
 _SHARD_FLAGS = {"order": "--order", "modes": "--modes", "tol": "--tol", "norm": "--norm",
                 "method": "--method", "options": "--real-poles (--export vortex)",
-                "max_order": "--max-order", "chunk_size": "--chunk-size",
+                "max_order": "--max-order", "on_fail": "--on-fail", "chunk_size": "--chunk-size",
                 "shape": "the shape of the filters (INPUT, --key)",
                 "filters": "the filters' taps (INPUT, --key: same shape, other values)"}
 

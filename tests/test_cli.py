@@ -1,10 +1,12 @@
 """The mor command and its embedded default."""
 
+import json
 import subprocess
 import sys
 
 import numpy as np
 
+import mor
 from mor.cli import main
 from mor.demo import hyena_like_filters
 
@@ -30,6 +32,21 @@ def test_demo_runs():
     for row in rows:
         aak, hinf, bt = float(row[4]), float(row[5]), float(row[6])
         assert aak <= hinf <= bt
+
+
+def test_demo_ends_in_success_and_explains_its_flags():
+    """Issue 19.2: the demo ended with filters failed and direct-term-only, unexplained."""
+    result = CliRunner().invoke(main, ["demo", "--filters", "2", "--length", "512", "--orders",
+                                       "4"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    lines = result.output.splitlines()
+    assert lines[-1] == ("mor demo finished: 2 of 2 filters distilled to stable modal models, "
+                         "1 of them flagged as missing the tolerance (listed above).")
+    flag = next(line for line in lines if "need an order above 64 for l2 <= 1e-2" in line)
+    assert "keeps its most accurate model" in flag and flag.endswith("met_tol false: (0, 0)")
+    for word in ("aak", "hinf/aak", "bt_bound", "tail", "missed", "failed"):
+        assert any(line.startswith(f"  {word} ") for line in lines), word
+    assert "above 1" in result.output
 
 
 def test_console_script_help():
@@ -221,3 +238,99 @@ def test_report_spectra_include_every_flagged_filter(tmp_path):
     labels = [line.get_label() for line in ax.lines]
     assert "flagged: (7,)" in labels, labels
     assert ax.get_title().startswith(f"layer 0 ({SPECTRUM_FILTERS_PER_LAYER + 1} of {count}")
+
+
+# -- no filter silently degraded; every method reachable (issue 19) ---------------------------
+
+from mor.methods import available_methods  # noqa: E402
+
+
+@pytest.fixture()
+def missing_file(tmp_path, monkeypatch):
+    """Filters (2, 3, 64) with a NaN one at (1, 2); the others cannot meet l2 <= 1e-6 within
+    order 2."""
+    monkeypatch.chdir(tmp_path)
+    h = hyena_like_filters(6, 64).reshape(2, 3, 64)
+    h[1, 2, 5] = np.nan
+    np.save(tmp_path / "f.npy", h)
+    return tmp_path / "f.npy"
+
+
+MISSED = [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+
+
+def test_summary_and_report_list_every_missed_filter(missing_file):
+    """By default they keep their most accurate model; the summary and report.json list them
+    by index apart from the failed one, and a warning line on stderr ends the run."""
+    result = CliRunner().invoke(main, ["distill", str(missing_file), "--tol", "1e-6",
+                                       "--max-order", "2", "--report", "rep"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    out = result.stdout
+    assert "5 missed l2 <= 1e-06, 1 failed" in out
+    listed = out.split("5 filter(s) missed")[1].split("1 filter(s) failed")[0]
+    assert all(str(i) in listed for i in MISSED) and "(1, 2)" not in listed
+    assert "NaN or Inf taps:  (1, 2)" in out.split("1 filter(s) failed")[1]
+    report = json.loads((missing_file.parent / "rep" / "report.json").read_text())
+    assert [tuple(m["index"]) for m in report["missed"]] == MISSED
+    assert [f["index"] for f in report["failed"]] == [[1, 2]]
+    assert [r["missed"] for r in report["summary"]] == [3, 2]
+    assert [r["failed"] for r in report["summary"]] == [0, 1]
+    bank = mor.load(missing_file.parent / "bank.npz")
+    assert all(bank.order[i] > 0 for i in MISSED) and bank.order[1, 2] == 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Warning:") and "5 missed" in last and "1 failed" in last
+
+
+def test_on_fail_flag_and_raise(missing_file):
+    runner = CliRunner()
+    base = ["distill", str(missing_file), "--tol", "1e-6", "--max-order", "2"]
+    flag = runner.invoke(main, base + ["--on-fail", "flag"])
+    assert flag.exit_code == 0, (flag.output, flag.exception)
+    assert "0 missed l2 <= 1e-06, 6 failed" in flag.stdout
+    assert "filter(s) missed" not in flag.stdout and "6 filter(s) failed" in flag.stdout
+    assert np.all(mor.load(missing_file.parent / "bank.npz").order == 0)
+    assert "6 failed" in flag.stderr.strip().splitlines()[-1]
+    raised = runner.invoke(main, base + ["--on-fail", "raise"])
+    assert raised.exit_code == 1 and raised.stderr.strip().count("\n") == 0
+    assert "NaN or Inf taps in filter (1, 2)" in raised.stderr
+    met = runner.invoke(main, ["distill", str(missing_file), "--order", "2", "--on-fail",
+                               "raise"])
+    assert met.exit_code == 1 and "Error:" in met.stderr
+    _refused(runner.invoke(main, base + ["--on-fail", "zero"]), "--on-fail")
+
+
+def test_no_warning_when_every_filter_meets_the_tolerance(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "f.npy", hyena_like_filters(3, 32))
+    result = CliRunner().invoke(main, ["distill", "f.npy", "--tol", "0.5"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    assert "0 missed l2 <= 0.5, 0 failed" in result.stdout and "Warning" not in result.stderr
+
+
+@pytest.mark.parametrize("method", ["auto", *available_methods()])
+def test_every_registered_method_is_reachable(tmp_path, monkeypatch, method):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "f.npy", hyena_like_filters(3, 24))
+    result = CliRunner().invoke(main, ["distill", "f.npy", "--modes", "2", "--method", method])
+    assert result.exit_code == 0, (result.output, result.exception)
+    methods = result.stdout.splitlines()[1].split(None, 10)[10]  # "name count, ..."
+    kept = {part.split()[0] for part in methods.split(", ")}
+    assert kept == {method} if method != "auto" else kept <= {"balanced", "hankel"}
+    assert mor.load(tmp_path / "bank.npz").modes.max() <= 2
+
+
+@pytest.mark.parametrize("method", [m for m in available_methods() if m != "modal"])
+def test_real_poles_with_a_method_that_cannot_is_refused(filters_file, method):
+    result = CliRunner().invoke(main, ["distill", str(filters_file), "--modes", "2",
+                                       "--real-poles", "--method", method])
+    assert f"--method {method} gives complex poles" in _refused(result, "--real-poles")
+
+
+def test_real_poles_with_method_modal(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "f.npy", hyena_like_filters(2, 24))
+    result = CliRunner().invoke(main, ["distill", "f.npy", "--modes", "2", "--real-poles",
+                                       "--method", "modal"])
+    assert result.exit_code == 0, (result.output, result.exception)
+    poles = mor.load(tmp_path / "bank.npz").compact()[0]
+    assert np.all(poles.imag == 0)
