@@ -172,7 +172,7 @@ READING = (
     "            error the l2 over the L taps does not see",
     "  missed    filters whose tolerance needs an order above max_order: they keep their most",
     "            accurate model, met_tol false and its error in the report; a larger max_order",
-    "            or a looser tol meets it",
+    "            or a looser tol can meet it",
     "  failed    filters with no usable model (NaN taps, unstable poles): order 0, the reason",
     "            in the report",
 )
