@@ -1,12 +1,15 @@
 """The method interface (mor.methods.base): a method registered from outside mor runs through
 `mor.reduce` and `mor.distill` (worker processes included); options are checked up front."""
 
+import warnings
+
 import numpy as np
 import pytest
 import toy_method  # noqa: F401 - registers "toy-truncate"
 
 import mor
 from mor.methods import available_methods, get_method, register
+from mor.methods.base import PoleMethod
 
 
 def exact_order_4():
@@ -69,3 +72,25 @@ def test_iterative_methods_report_iterations_and_convergence():
     short = mor.reduce(h, 4, method="modal", max_iter=1, limit_tail=False)
     np.testing.assert_array_equal(short.info["iterations"], [1, 1])
     assert not short.info["converged"].any()
+
+
+def test_float32_guard_leaves_poles_outside_the_circle():
+    """A pole beyond float32's range (``unstable="keep"``; Pade's found one in the long
+    property run) overflowed in the rounding to complex64 (a ``RuntimeWarning``); poles on or
+    outside the circle are left as they are, the stable ones rounded."""
+
+    class Fixed(PoleMethod):
+        name = "fixed-poles"
+
+        @classmethod
+        def from_fir(cls, h, max_order):
+            return cls(h, max_order, "keep", lambda order, rows: (
+                np.array([[1e40, 0.5 + 0.3j, 0.5 - 0.3j]])[:, :order], {}))
+
+    h = np.array([[0.0, 1.0, 0.3, -0.2, 0.1]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        models = Fixed.from_fir(h, 3).model(np.array([3]))
+    assert models.diagnostics["poles_rounded"][0]
+    assert models.poles[0, 0] == 1e40
+    assert models.poles[0, 1] == complex(np.complex64(0.5 + 0.3j))

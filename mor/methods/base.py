@@ -319,8 +319,8 @@ class PoleMethod(Method):
         amplifies, and least squares puts large residues on clustered poles. On poles that
         engines store exactly, only the residues' rounding and the recurrence remain (``aaa``
         at 32 modes on trained filter 64: ``1.9e-4`` to ``1.5e-5``, ``l2`` unchanged to
-        ``5e-6`` relative). A rounding that would change a pole's kind (a pair to a real pole)
-        or put it on the circle is not made.
+        ``5e-6`` relative). Poles on or outside the circle are left as they are, and so is a
+        pole whose rounding would change its kind (a pair to a real pole) or reach the circle.
         """
         h = self.h[which]
         length = h.shape[-1]
@@ -330,10 +330,11 @@ class PoleMethod(Method):
         bad = np.flatnonzero((deviation > F32_RTOL) & np.isfinite(deviation))
         if bad.size == 0:
             return rounded
-        near = poles[bad].astype(np.complex64).astype(np.complex128)
-        same_kind = ((near.imag == 0) == (poles[bad].imag == 0)) & (
-            (np.abs(near) < 1.0) | (np.abs(poles[bad]) >= 1.0))
-        near = np.where(same_kind, near, poles[bad])
+        with np.errstate(over="ignore"):  # beyond float32's range: outside the circle
+            near = poles[bad].astype(np.complex64).astype(np.complex128)
+        kept = ((np.abs(poles[bad]) < 1.0) & (np.abs(near) < 1.0)
+                & ((near.imag == 0) == (poles[bad].imag == 0)))
+        near = np.where(kept, near, poles[bad])
         trial, _ = fit_residues(h[bad], near, live[bad], weight_filter=self.weight_filter,
                                 tail_weight=self.tail_weight)
         after = ModalSSM.from_compact(near, trial, h[bad, 0])
