@@ -246,6 +246,7 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
     engine_config = _engine_config(export_config) if export_config else None
     if export:
         _check_writable(str(_export_path(Path(out_path), export)), "--export")
+        _check_fits(export, engine_config, order, modes)
     executor = None
     if scheduler:
         try:  # the dask extra is optional: only --scheduler needs it
@@ -429,6 +430,25 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
     ok = ~np.asarray(cols["failed"], dtype=bool)
     plot.hinf_vs_aak(np.asarray(cols["hinf"], float)[ok], np.asarray(cols["aak"], float)[ok]
                      )[0].savefig(folder / "hinf_vs_aak.png", dpi=90)
+
+
+def _check_fits(kind: str, config, order: int | None, modes: int | None) -> None:
+    """The engine's config read as the writer will read it, and the size asked for checked
+    against its ``state_size`` ``S``, before the work: ``--modes`` above ``S``, or an
+    ``--order`` above ``2 S`` (more than ``S`` modes whatever the poles), cannot be written."""
+    try:
+        slots = mor.export._spec(kind, config).state_size
+    except (ValueError, TypeError) as exc:
+        raise click.BadParameter(" ".join(str(exc).split()),
+                                 param_hint="'--export-config'") from None
+    if slots is None:
+        return
+    if modes is not None and modes > slots:
+        raise click.BadParameter(f"{modes} modes do not fit the engine's state_size {slots} "
+                                 "(--export-config)", param_hint="'--modes'")
+    if order is not None and order > 2 * slots:
+        raise click.BadParameter(f"order {order} needs more than the engine's state_size "
+                                 f"{slots} modes (--export-config)", param_hint="'--order'")
 
 
 def _export_path(out_path: Path, kind: str) -> Path:

@@ -524,6 +524,20 @@ def test_cli_export_writes_what_the_engines_load(engines, tmp_path, filters):
                                 str(tmp_path / "b3.npz"), "--export-config",
                                 str(tmp_path / "sh.json")])
     assert done.exit_code == 2 and "--export-config" in done.output
+    # what the config says is checked before any work: a size that cannot fit its
+    # state_size, and a config the writer cannot read (no state_size)
+    sh = ["--export", "striped-hyena", "--export-config", str(tmp_path / "sh.json")]
+    for size, flag in ((["--modes", "33"], "'--modes'"), (["--order", "65"], "'--order'")):
+        done = runner.invoke(main, ["distill", str(src), *size, "--out",
+                                    str(tmp_path / "b4.npz"), *sh])
+        assert done.exit_code == 2 and flag in done.output and "state_size 32" in done.output
+    (tmp_path / "bad.json").write_text(json.dumps({"hidden_size": 8,
+                                                   "hyena_layer_idxs": [0, 2]}))
+    done = runner.invoke(main, ["distill", str(src), "--order", "8", "--out",
+                                str(tmp_path / "b4.npz"), "--export", "striped-hyena",
+                                "--export-config", str(tmp_path / "bad.json")])
+    assert done.exit_code == 2 and "no state_size" in done.output, done.output
+    assert not (tmp_path / "b4.npz").exists()
 
 
 @pytest.mark.parametrize("size", [["--modes", "8"], ["--tol", "1e-2"]])
