@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import scipy.signal
-from hypothesis import given
+from hypothesis import given, strategies as st
 
 import mor
 from mor._numerics import freq, kernels
@@ -85,6 +85,19 @@ def test_threaded_kernels_agree_with_references():
     assert w.size * h.shape[1] >= kernels.PARALLEL_MIN_WORK
     np.testing.assert_allclose(kernels.fir_dtft(h, rows, w), kernels.fir_dtft_reference(h, rows, w),
                                rtol=1e-10, atol=1e-10)
+
+
+def test_impulse_kernel_floor_stops_modes_below_it():
+    """``floor``: a stable mode stops once ``|R lambda^(k-1)|`` is below it, changing an entry
+    by less than ``m floor``; poles at zero, real (negative) and on or outside the circle."""
+    poles = np.array([[0.0, -0.3, 0.9 * np.exp(0.4j), 0.999, 1.0, -1.01]])
+    residues = np.array([[2.0, 1.5, 1.0 - 1.0j, 1e-290, 0.5, 1e-3]])
+    full = kernels.impulse_compact(poles, residues, np.array([0.2]), 3000)
+    tiny = np.finfo(float).tiny
+    for floor in (tiny, 1e-12):
+        cut = kernels.impulse_compact(poles, residues, np.array([0.2]), 3000, floor=floor)
+        assert np.abs(cut - full).max() < poles.size * floor  # the modes on and outside
+        # the circle are kept (the last one reaches 1e10)
 
 
 def test_markov_kernel_agrees_with_reference():
@@ -482,3 +495,94 @@ def test_frequency_response_of_a_near_defective_pair():
     h = np.array([9.36e95, -6.58e58, 6.21e137, 1.46e113, -1.77e-49, 1.03e122, 6.38e-43])
     red = mor.reduce(mor.StateSpace.from_fir(h), 2, on_fail="flag")  # such a pair, hinf was 1
     assert red.info["hinf"] < 1e-12
+
+
+@st.composite
+def stable_dense(draw, max_states: int = 10):
+    """A stable real dense system ``Q (Lambda + N) Q^T`` (``Lambda`` real Schur blocks of
+    modulus up to 0.97, ``N`` strictly upper triangular of a drawn coupling: 0 gives a normal
+    ``A``, 10 a strongly non-normal one) with random ``B``, ``C`` and ``D``."""
+    n = draw(st.integers(1, max_states))
+    coupling = draw(st.sampled_from([0.0, 0.3, 3.0, 10.0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    t = np.diag(rng.uniform(-0.97, 0.97, n))
+    for j in range(0, n - 1, 2):
+        if rng.random() < 0.6:  # a complex pair
+            r, phi = rng.uniform(0.2, 0.97), rng.uniform(0.05, np.pi - 0.05)
+            t[j:j + 2, j:j + 2] = r * np.array([[np.cos(phi), -np.sin(phi)],
+                                                [np.sin(phi), np.cos(phi)]])
+            skew = 1 + rng.uniform(0, coupling)  # a non-normal block, the same eigenvalues
+            t[j, j + 1], t[j + 1, j] = t[j, j + 1] * skew, t[j + 1, j] / skew
+    t += coupling * np.triu(rng.standard_normal((n, n)), 2)
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    return mor.StateSpace(q @ t @ q.T, rng.standard_normal(n), rng.standard_normal(n),
+                          rng.standard_normal())
+
+
+def _check_dense_response(sys, response, values, w):
+    """``values`` (``H(e^{iw})`` by `response`) against dense solves, within the first-order
+    effect of a backward error ``64 n eps ||A||`` in ``A`` (times ``kappa_1(V)`` where the
+    modal form was used) plus rounding of the result."""
+    n = sys.n_states
+    mats = np.exp(1j * w)[:, None, None] * np.eye(n) - sys.a
+    right = np.linalg.solve(mats, sys.b[:, None])[..., 0]  # (zI - A)^{-1} B
+    left = np.linalg.solve(np.swapaxes(mats, 1, 2), sys.c[:, None])[..., 0]
+    direct = sys.d + right @ sys.c
+    kappa = np.linalg.cond(np.linalg.eig(sys.a)[1], 1) if response.modal[0] else 1.0
+    eps = np.finfo(float).eps
+    tol = (64 * n * eps * kappa * np.linalg.norm(sys.a, 2) * np.linalg.norm(left, axis=1)
+           * np.linalg.norm(right, axis=1) + 8 * eps * (abs(sys.d) + np.abs(direct)))
+    assert np.all(np.abs(values - direct) <= tol)
+
+
+@given(stable_dense())
+def test_dense_response_agrees_with_a_solve_per_frequency(sys):
+    """`DenseResponse` (one eigen or Schur decomposition) against a dense solve at every
+    frequency, at points and on its grid, in both of its forms (the modal form only where the
+    eigenvectors are well conditioned; the Schur form's back substitution in blocks of 3 rows
+    and its grid in blocks of 100 frequencies)."""
+    parts = (sys.a[None], sys.b[None], sys.c[None], sys.d[None])
+    w = np.linspace(0.0, np.pi, 23)
+    m = 4096
+    grid_w = 2 * np.pi * np.arange(m // 2 + 1) / m
+    both = [freq.DenseResponse(*parts)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(freq, "MODAL_COND_MAX", 0.0)
+        patch.setattr(freq, "SCHUR_BLOCK_ROWS", 3)
+        patch.setattr(freq, "SCHUR_BLOCK_BYTES", 16 * sys.n_states * 100)
+        both.append(freq.DenseResponse(*parts))
+        assert not both[1].modal[0]
+        for response in both:
+            _check_dense_response(sys, response, response.at(np.zeros(w.size, int), w), w)
+            _check_dense_response(sys, response, response.grid(m)[0], grid_w)
+
+
+def test_dense_response_of_a_shift_realisation_is_the_dtft():
+    """The shift realisation of an FIR filter is nilpotent (defective: the Schur form), and
+    its response is the filter's DTFT; a batch mixing it with a normal system (the modal form)
+    keeps each system's own."""
+    rng = np.random.default_rng(7)
+    h = rng.standard_normal(40) * 0.9 ** np.arange(40)
+    shift = mor.StateSpace.from_fir(h)
+    modal = mor.ModalSSM.from_compact([0.999 * np.exp(0.7j), 0.5, -0.95], [1.0 + 0.2j, 0.4, 0.05],
+                                      0.2)
+    normal = modal.to_dense()
+    n = shift.n_states
+    pad = np.zeros((n, n))
+    pad[: normal.n_states, : normal.n_states] = normal.a
+    a = np.stack([shift.a, pad])
+    b = np.stack([shift.b, np.r_[normal.b, np.zeros(n - normal.n_states)]])
+    c = np.stack([shift.c, np.r_[normal.c, np.zeros(n - normal.n_states)]])
+    response = freq.DenseResponse(a, b, c, np.array([shift.d, normal.d]))
+    np.testing.assert_array_equal(response.modal, [False, True])
+    m = freq.grid_size(response.size)
+    grid = response.grid(m)
+    np.testing.assert_allclose(grid[0], np.fft.rfft(h, m), rtol=0, atol=1e-13 * np.abs(h).sum())
+    w = 2 * np.pi * np.arange(m // 2 + 1) / m
+    np.testing.assert_allclose(grid[1], modal.freqresp(w), rtol=1e-12)
+    w = np.array([0.1, 0.7, 0.7 + 1e-4, 3.0, 0.2])
+    rows = np.array([0, 1, 1, 0, 0])
+    want = np.where(rows == 0, (h * np.exp(-1j * w[:, None] * np.arange(h.size))).sum(1),
+                    modal.freqresp(w))
+    np.testing.assert_allclose(response.at(rows, w), want, rtol=1e-12)
+    assert grid is response.grid(m) and not grid.flags.writeable  # kept for the next call

@@ -6,7 +6,9 @@ three stages, batched over filters:
 1. an exact uniform grid ``w_j = 2 pi j / M`` on ``[0, pi]`` (real systems: ``|E|`` is even):
    the FIR part by a zero-padded real FFT and the model part by the FFT of its *periodized*
    impulse response ``p[r] = sum_q h_hat[r + qM]``, which in modal form is again a modal
-   response with residues ``R / (1 - lambda^M)``: exact, with no truncation of the model's tail;
+   response with residues ``R / (1 - lambda^M)``: exact, with no truncation of the model's tail
+   (a dense system from one decomposition of its ``A``: modal where its eigenvectors are well
+   conditioned, else its Schur form at each frequency, `DenseResponse`);
 2. candidate brackets: the largest local maxima of the grid, and every pole that is sharp on
    the scale of the grid (``1 - |lambda| < 4 * 2 pi / M``), sampled along the circle its
    resonance traces;
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 import scipy.fft
+import scipy.linalg
 
 from mor._numerics.golden import golden_max
 from mor._numerics.kernels import fir_dtft, impulse_compact
@@ -30,11 +33,18 @@ def grid_size(size: int) -> int:
 
 def modal_grid_response(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
                         m: int) -> np.ndarray:
-    """Exact ``H_hat(e^{2 pi i j / M})`` for ``j = 0..M/2`` of a compact modal batch ``(F, k)``."""
+    """Exact ``H_hat(e^{2 pi i j / M})`` for ``j = 0..M/2`` of a compact modal batch ``(F, k)``.
+
+    The recurrence of `impulse_compact` stops each mode below the smallest normal float64
+    (an absolute error below ``k * 2.2e-308``; subnormal arithmetic is several times slower),
+    and a real pole's ``lambda^M`` is taken in real arithmetic (the complex power of a
+    negative number has an imaginary part of rounding, ``1e-129`` was seen, which would decay
+    through the subnormal numbers).
+    """
     with np.errstate(all="ignore"):
-        folded = residues / (1.0 - poles**m)
+        folded = residues / (1.0 - np.where(poles.imag == 0, poles.real**m, poles**m))
     folded[residues == 0] = 0.0
-    p = impulse_compact(poles, folded, direct, m + 1)
+    p = impulse_compact(poles, folded, direct, m + 1, floor=np.finfo(np.float64).tiny)
     p[:, 0] += p[:, m]
     return scipy.fft.rfft(p[:, :m], axis=-1)
 
@@ -113,46 +123,159 @@ class ModalResponse:
         return poles, height, ((np.abs(poles) >= 1.0) & live).any(axis=-1)
 
 
-class DenseResponse:
-    """Frequency response ``D + C (zI - A)^{-1} B`` of dense systems (``A``: ``(F, n, n)``).
+#: `DenseResponse` evaluates a system in modal form where the eigenvector matrix ``V`` of its
+#: ``A`` has ``kappa_1(V) = ||V||_1 ||V^{-1}||_1`` at most this, else in complex Schur form.
+#: The modal form is the exact response of a system within about ``kappa_1(V) n eps ||A||``
+#: of the given one, the Schur form (like a dense solve per frequency) within about
+#: ``n eps ||A||``: below this bound the modal form gives up at most three digits of that
+#: backward error.
+MODAL_COND_MAX = 1e3
+#: Memory (bytes) of the complex work array of one block of frequencies in `schur_resolvent`.
+SCHUR_BLOCK_BYTES = 1 << 25
+#: Rows of ``T`` per block of `schur_resolvent`'s back substitution.
+SCHUR_BLOCK_ROWS = 64
 
-    The grid uses the periodized impulse response ``p[r] = C A^{r-1} (I - A^M)^{-1} B``.
+
+def schur_resolvent(t: np.ndarray, b: np.ndarray, c: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """``c (z I - T)^{-1} b`` for upper-triangular ``T`` ``(G, n, n)``, ``b`` and ``c``
+    ``(G, n)``, at the points ``z`` ``(G, K)``: a back substitution, ``O(n^2)`` per point.
+
+    ``x = (zI - T)^{-1} b`` has ``x_i = (b_i + sum_{j>i} t_ij x_j) / (z - t_ii)``. The rows are
+    taken in blocks of `SCHUR_BLOCK_ROWS` from the bottom up: what the components already
+    solved add to a block is one matrix product for all points, and within the block each row
+    is one division per point. A point on an eigenvalue gives ``inf`` or ``nan``.
+    """
+    n = b.shape[-1]
+    x = np.zeros(b.shape[:1] + (n, z.shape[-1]), dtype=np.complex128)
+    with np.errstate(all="ignore"):
+        for stop in range(n, 0, -SCHUR_BLOCK_ROWS):
+            start = max(stop - SCHUR_BLOCK_ROWS, 0)
+            rhs = b[:, start:stop, None] + t[:, start:stop, stop:] @ x[:, stop:]
+            for i in range(stop - 1, start - 1, -1):
+                known = (t[:, i, None, i + 1:stop] @ x[:, i + 1:stop])[:, 0]
+                x[:, i] = (rhs[:, i - start] + known) / (z - t[:, i, i, None])
+        return (c[:, None, :] @ x)[:, 0]
+
+
+class DenseResponse:
+    r"""Frequency response ``D + C (zI - A)^{-1} B`` of dense systems (``A``: ``(F, n, n)``),
+    from one decomposition of each ``A``, not a solve per frequency.
+
+    Where the eigenvector matrix ``V`` of ``A = V Lambda V^{-1}`` is well conditioned
+    (``kappa_1(V) <= MODAL_COND_MAX``; normal matrices have ``kappa_2(V) = 1``) the system is
+    evaluated in modal form,
+
+    .. math::
+
+        H(z) = D + \sum_i \frac{(C V)_i (V^{-1} B)_i}{z - \lambda_i},
+
+    as a `ModalResponse`: ``O(n)`` per frequency, and the grid from the FFT of the periodized
+    impulse response. Elsewhere (non-normal or defective ``A``, such as the shift realisation
+    of an FIR filter) it is evaluated in complex Schur form ``A = Z T Z^H``,
+    ``H(z) = D + (C Z)(zI - T)^{-1}(Z^H B)``, by `schur_resolvent`: ``O(n^2)`` per frequency.
+
+    Accuracy: the computed Schur form is exact for ``A + E`` with ``||E|| <= p(n) eps ||A||``
+    and the triangular solve is backward stable, so the Schur form has the backward error of a
+    dense solve per frequency; the computed eigendecomposition is exact for ``A + E V^{-1}``
+    with ``||E|| <= p(n) eps ||A|| ||V||``, so the modal form's backward error is at most
+    ``kappa(V)`` times larger (`MODAL_COND_MAX`). Both stay at rounding level.
     """
 
     def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray):
-        self.parts = (a, b, c, d)
         self.size, self.count = 32 * a.shape[-1], a.shape[0]
-
-    def take(self, rows: np.ndarray) -> "DenseResponse":
-        return DenseResponse(*(x[rows] for x in self.parts))
+        self.d = d
+        self.poles, vectors = np.linalg.eig(a)
+        inverse, cond = _inverse_and_condition(vectors)
+        self.modal = cond <= MODAL_COND_MAX
+        modal = self.modal
+        residues = (np.einsum("fi,fij->fj", c[modal], vectors[modal])
+                    * np.einsum("fij,fj->fi", inverse[modal], b[modal]))
+        self._modal = ModalResponse(*_compact(self.poles[modal], residues), d[modal])
+        self._index = np.cumsum(modal) - 1, np.cumsum(~modal) - 1  # within each part
+        rest, n = np.flatnonzero(~modal), a.shape[-1]
+        self._schur = (np.empty((rest.size, n, n), dtype=np.complex128),  # T, Z^H B, C Z
+                       np.empty((rest.size, n), dtype=np.complex128),
+                       np.empty((rest.size, n), dtype=np.complex128))
+        for j, i in enumerate(rest):
+            self._schur[0][j], z = scipy.linalg.schur(a[i], output="complex")
+            self._schur[1][j], self._schur[2][j] = z.conj().T @ b[i], c[i] @ z
+        self._grid: tuple[int, np.ndarray] | None = None
 
     def grid(self, m: int) -> np.ndarray:
-        a, b, c, d = self.parts
-        n = a.shape[-1]
-        power = np.linalg.matrix_power(a, m) if n else a
-        x = np.linalg.solve(np.eye(n) - power, b[..., None])[..., 0] if n else b
-        p = np.empty((a.shape[0], m))
-        p[:, 0] = d
-        for r in range(1, m + 1):
-            val = np.einsum("fi,fi->f", c, x)
-            if r < m:
-                p[:, r] = val
-            else:
-                p[:, 0] += val
-            x = np.einsum("fij,fj->fi", a, x)
-        return scipy.fft.rfft(p, axis=-1)
+        """``H(e^{2 pi i j / M})`` for ``j = 0..M/2``, ``(F, M/2 + 1)``; kept (read-only) for the
+        next call with the same ``M``."""
+        if self._grid is None or self._grid[0] != m:
+            out = np.empty((self.count, m // 2 + 1), dtype=np.complex128)
+            out[self.modal] = self._modal.grid(m)
+            rows = np.flatnonzero(~self.modal)
+            if rows.size:
+                z = np.exp(2j * np.pi * np.arange(m // 2 + 1) / m)
+                n = self._schur[0].shape[-1]
+                step = max(1, SCHUR_BLOCK_BYTES // (16 * rows.size * max(n, 1)))
+                for s in range(0, z.size, step):
+                    part = np.broadcast_to(z[s:s + step], (rows.size, z[s:s + step].size))
+                    out[rows, s:s + step] = (self.d[rows, None]
+                                             + schur_resolvent(*self._schur, part))
+            out.flags.writeable = False
+            self._grid = (m, out)
+        return self._grid[1]
 
     def at(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
-        a, b, c, d = (x[rows] for x in self.parts)
-        mat = np.exp(1j * w)[:, None, None] * np.eye(a.shape[-1]) - a
-        x = np.linalg.solve(mat, b[:, :, None].astype(complex))[..., 0]
-        return d + np.einsum("ki,ki->k", c, x)
+        out = np.empty(rows.shape, dtype=np.complex128)
+        modal = self.modal[rows]
+        out[modal] = self._modal.at(self._index[0][rows[modal]], w[modal])
+        if not modal.all():
+            # the points of each system in a row of their own, padded (z = 0) to the longest
+            local = self._index[1][rows[~modal]]
+            which, group = np.unique(local, return_inverse=True)
+            order = np.argsort(group, kind="stable")
+            first = np.searchsorted(group[order], np.arange(which.size))
+            slot = np.empty_like(group)
+            slot[order] = np.arange(group.size) - first[group[order]]
+            z = np.zeros((which.size, slot.max() + 1), dtype=np.complex128)
+            z[group, slot] = np.exp(1j * w[~modal])
+            t, b, c = (x[which] for x in self._schur)
+            out[~modal] = (self.d[rows[~modal]]
+                           + schur_resolvent(t, b, c, z)[group, slot])
+        return out
 
     def resonances(self):
-        poles = np.linalg.eigvals(self.parts[0])
+        poles = self.poles
         with np.errstate(divide="ignore"):
             height = 1.0 / np.abs(1.0 - np.abs(poles))
         return poles, height, (np.abs(poles) >= 1.0).any(axis=-1)
+
+
+def _inverse_and_condition(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``V^{-1}`` and ``kappa_1(V) = ||V||_1 ||V^{-1}||_1`` per matrix of a batch ``(F, n, n)``
+    (``inf`` where ``V`` is singular or its inverse overflows)."""
+    try:
+        inverse = np.linalg.inv(v)
+    except np.linalg.LinAlgError:  # some V exactly singular: those get no inverse
+        inverse = np.full_like(v, np.nan)
+        for i, x in enumerate(v):
+            try:
+                inverse[i] = np.linalg.inv(x)
+            except np.linalg.LinAlgError:
+                pass
+    with np.errstate(over="ignore", invalid="ignore"):
+        cond = (np.abs(v).sum(axis=-2).max(axis=-1, initial=0.0)
+                * np.abs(inverse).sum(axis=-2).max(axis=-1, initial=0.0))
+    return inverse, np.where(np.isfinite(cond), cond, np.inf)
+
+
+def _compact(poles: np.ndarray, residues: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The compact modal form ``(F, k)`` of the eigenvalues and residues of real systems: of a
+    conjugate pair (LAPACK returns both members exactly conjugate) the member above the real
+    axis with its residue doubled, a real pole with the real part of its residue."""
+    keep = poles.imag >= 0
+    residues = np.where(poles.imag > 0, 2 * residues, residues.real)
+    order = np.argsort(~keep, axis=-1, kind="stable")
+    width = int(keep.sum(axis=-1).max(initial=0))
+    keep = np.take_along_axis(keep, order, axis=-1)[:, :width]
+    poles = np.where(keep, np.take_along_axis(poles, order, axis=-1)[:, :width], 0)
+    residues = np.where(keep, np.take_along_axis(residues, order, axis=-1)[:, :width], 0)
+    return poles, residues
 
 
 class Difference:

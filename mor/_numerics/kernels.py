@@ -6,6 +6,8 @@ The tests compare every kernel against its reference. Kernels work on flattened 
 
 from __future__ import annotations
 
+import math
+
 import numba
 import numpy as np
 
@@ -17,7 +19,7 @@ PARALLEL_MIN_WORK = 1 << 18
 
 
 @numba.njit(cache=True)
-def _impulse_row(poles, residues, direct, length, out, f):
+def _impulse_row(poles, residues, direct, length, floor, out, f):
     out[f, 0] = direct[f]
     for k in range(1, length):
         out[f, k] = 0.0
@@ -26,31 +28,42 @@ def _impulse_row(poles, residues, direct, length, out, f):
         if z == 0:
             continue
         p = poles[f, n]
-        for k in range(1, length):
+        stop = length
+        if floor > 0 and abs(p) < 1.0:  # stop where |R lambda^(k-1)| falls below the floor
+            steps = 0.0 if p == 0 else math.log(floor / abs(z)) / math.log(abs(p))
+            if steps < length:
+                stop = max(2, int(steps) + 2)
+        for k in range(1, stop):
             out[f, k] += z.real
             z *= p
 
 
 @numba.njit(cache=True, parallel=True)
-def _impulse_threads(poles, residues, direct, length, out):
+def _impulse_threads(poles, residues, direct, length, floor, out):
     for f in numba.prange(poles.shape[0]):
-        _impulse_row(poles, residues, direct, length, out, f)
+        _impulse_row(poles, residues, direct, length, floor, out, f)
 
 
 @numba.njit(cache=True)
-def _impulse_serial(poles, residues, direct, length, out):
+def _impulse_serial(poles, residues, direct, length, floor, out):
     for f in range(poles.shape[0]):
-        _impulse_row(poles, residues, direct, length, out, f)
+        _impulse_row(poles, residues, direct, length, floor, out, f)
 
 
 def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
-                    length: int, dtype=np.float64) -> np.ndarray:
+                    length: int, dtype=np.float64, floor: float = 0.0) -> np.ndarray:
     """``h[0] = D``, ``h[k] = Re sum_n R_n lambda_n^{k-1}`` for a flat batch ``(F, m)``.
 
     Powers are accumulated by repeated multiplication: the relative error of ``lambda^k`` grows
     like ``k * eps``, below ``1e-10`` for ``k`` up to ``10^5``. With ``dtype=np.float32`` the
     parameters are rounded to complex64 / float32 and the recurrence runs in single precision,
     as inference engines run a bank (``z <- lambda z`` per mode, the real parts summed).
+
+    With ``floor > 0`` a stable mode stops once ``|R lambda^{k-1}|`` is below it: an entry then
+    changes by less than ``m floor`` (``m`` modes). At the smallest normal float64 this skips
+    the subnormal numbers of a long decay, whose arithmetic is several times slower (the
+    grid of a dense system of 1006 poles, many of modulus near 0.998, 1.1 s instead of
+    0.2 s); it is not scale-free, so it is off by default.
     """
     real = np.dtype(dtype)
     cplx = np.result_type(real, np.complex64)
@@ -60,7 +73,7 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
     out = np.empty((poles.shape[0], length), dtype=real)
     if length > 0:
         kernel = _impulse_threads if poles.size * length >= PARALLEL_MIN_WORK else _impulse_serial
-        kernel(poles, residues, direct, length, out)
+        kernel(poles, residues, direct, length, float(floor), out)
     return out
 
 
