@@ -1,5 +1,7 @@
 """AAA on the unit circle: exact recovery, real models, stability, cross-checks."""
 
+import warnings
+
 import numpy as np
 import pytest
 import scipy.fft
@@ -215,3 +217,14 @@ def test_float32_guard_rounds_the_poles_of_banks_that_lose_float32(trained_filte
     poles = red.compact()[0]
     assert np.array_equal(poles, poles.astype(np.complex64))  # what the engines store
     assert not again.info["poles_rounded"].any()
+
+
+def test_response_constant_to_rounding():
+    """``h[1] / h[0] = 1.5e-112``: the samples vary by rounding alone, the Loewner matrix is
+    about 1e-95, and the inverse iteration for the weights overflowed (a ``LinAlgError`` from
+    the SVD after it; the long property run). It is scaled first: a model, no warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        red = mor.reduce(np.array([-4.09574320e-047, -6.10899287e-159]), 1, method="aaa",
+                         on_fail="flag")
+    assert red.info["l2"] <= 1e-15 and red.is_stable()

@@ -250,14 +250,17 @@ def _weights(s, lo, k):
     would not settle to ``INVERSE_TOL`` within ``INVERSE_STEPS`` steps (nearly equal smallest
     singular values), Lanczos on the same operator from the current iterate
     (`_lanczos_smallest`: a few dozen triangular solves where an SVD of ``M`` costs as much as
-    hundreds), and an SVD of ``M`` only if that does not settle either. Zero pivots are
-    raised to ``eps max |M|``."""
+    hundreds), and an SVD of ``M`` only if that does not settle either. ``M`` is scaled to
+    ``max |M| = 1`` (a spread of the samples near rounding made it 1e-95, and the inverse
+    iteration overflowed); zero pivots are raised to ``eps``."""
     m = np.ascontiguousarray(lo[:k, :k].T) @ np.ascontiguousarray(s[:k, :k])
-    floor = np.finfo(np.float64).eps * np.abs(m).max()
+    top = np.abs(m).max()
     v = np.zeros(k)
     v[k - 1] = 1.0
-    if not floor > 0.0:  # a zero Loewner matrix (constant samples): any weights interpolate
+    if not top > 0.0:  # a zero Loewner matrix (constant samples): any weights interpolate
         return v
+    m /= top  # the singular vectors of M: its scale (the samples' spread) must not overflow
+    floor = np.finfo(np.float64).eps
     for a in range(k):
         if abs(m[a, a]) < floor:
             m[a, a] = floor if m[a, a] >= 0.0 else -floor
