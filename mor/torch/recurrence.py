@@ -220,8 +220,8 @@ class ModalRecurrence(nn.Module):
 
         ``lambda^k = exp(k log lambda)`` in float64, then cast: in float32 the phase error of
         ``k log lambda`` grows like ``k |log lambda| eps_32``, up to ``4e-4`` rad at ``k = 2048``
-        for a pole near ``-1``, and the layer's FFT prefill was up to ``7e-5`` off the bank's
-        float64 response on trained banks (`benchmarks/bench_engines.py`).
+        for a pole near ``-1`` (trained layer 3 at 16 modes: the layer's filter was ``2.0e-6``
+        off the bank's float64 response, ``5.7e-8`` with float64 powers).
         """
         length = _validate.integer("length", length, minimum=0)
         key = (length, self.log_poles.device)
