@@ -4,11 +4,12 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.linalg
 import scipy.signal
 from hypothesis import given, strategies as st
 
 import mor
-from mor._numerics import freq, kernels
+from mor._numerics import freq, gramians, kernels
 from systems import stable_modal
 
 
@@ -586,3 +587,51 @@ def test_dense_response_of_a_shift_realisation_is_the_dtft():
                     modal.freqresp(w))
     np.testing.assert_allclose(response.at(rows, w), want, rtol=1e-12)
     assert grid is response.grid(m) and not grid.flags.writeable  # kept for the next call
+
+
+def test_low_rank_gramian_factors():
+    """A dense system whose Gramians have a low numerical rank (a normal A of 200 states with
+    poles near the circle, the structure of Penzl's example, turned by an orthogonal
+    similarity): its factors keep only that rank, solve the Stein equations to rounding, and
+    give the Hankel singular values and the balanced truncation of full-width factors; a batch
+    mixing it with a zero system and a full-rank one (a shift realisation) pads each to the
+    widest."""
+    rng = np.random.default_rng(21)
+    n = 200
+    lam = np.r_[-np.arange(1.0, n - 5), -1 + 100j, -1 + 200j, -1 + 400j]
+    blocks = [np.diag(lam[: n - 6].real)] + [np.array([[x.real, x.imag], [-x.imag, x.real]])
+                                              for x in lam[n - 6:]]
+    cont = scipy.linalg.block_diag(*blocks)
+    a = (np.eye(n) + cont) @ np.linalg.inv(np.eye(n) - cont)  # the bilinear map's A
+    q, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    b = np.r_[np.ones(n - 6), 10 * np.ones(6)]
+    sys = mor.StateSpace(q @ a @ q.T, q @ b, q @ b, 0.0)
+    lc, lo = sys.gramian_factors()
+    assert lc.shape[-1] < n / 4 and lo.shape[-1] < n / 4
+    p = scipy.linalg.solve_discrete_lyapunov(sys.a, np.outer(sys.b, sys.b))
+    q_obs = scipy.linalg.solve_discrete_lyapunov(sys.a.T, np.outer(sys.c, sys.c))
+    np.testing.assert_allclose(lc @ lc.T, p, atol=1e-12 * np.abs(p).max())
+    np.testing.assert_allclose(lo @ lo.T, q_obs, atol=1e-12 * np.abs(q_obs).max())
+    hsv = sys.hankel_singular_values()
+    realisation = sys.balanced_realization(12)
+    with pytest.MonkeyPatch.context() as patch:  # no truncation: full-width factors
+        patch.setattr(gramians, "LOW_RANK_FRACTION", 0.0)
+        assert sys.gramian_factors()[0].shape[-1] == n
+        np.testing.assert_allclose(hsv, sys.hankel_singular_values(), rtol=1e-9,
+                                   atol=1e-13 * hsv[0])
+        full = sys.balanced_realization(12)
+    # the same truncation (its states are defined up to rotations within clusters of nearly
+    # equal values: compare the responses)
+    ours, theirs = (mor.StateSpace(*r[:4]).impulse(3000) for r in (realisation, full))
+    np.testing.assert_allclose(ours, theirs, rtol=0, atol=1e-10 * np.abs(theirs).max())
+    shift = mor.StateSpace.from_fir(rng.standard_normal(n + 1))
+    batch = mor.StateSpace(np.stack([sys.a, np.zeros((n, n)), shift.a]),
+                           np.stack([sys.b, np.zeros(n), shift.b]),
+                           np.stack([sys.c, np.zeros(n), shift.c]), np.zeros(3))
+    lc_b, lo_b = batch.gramian_factors()
+    assert lc_b.shape[-1] == n  # the shift realisation's controllability Gramian is I
+    np.testing.assert_allclose(lc_b[0] @ lc_b[0].T, p, atol=1e-12 * np.abs(p).max())
+    assert not lc_b[1].any() and not lo_b[1].any()
+    np.testing.assert_allclose(lc_b[2] @ lc_b[2].T, np.eye(n), atol=1e-14)
+    np.testing.assert_allclose(batch.hankel_singular_values()[0], hsv, rtol=1e-9,
+                               atol=1e-13 * hsv[0])

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor._numerics.linalg import svd_gesvd
 from mor.analysis.spectrum import DENSE_MAX_SIZE, hankel_svd
 from mor.methods.base import Method, Models, register
 from mor.systems.modal import ModalSSM
@@ -111,12 +110,13 @@ class BalancedFamily(Method):
         """Balanced realisations of a flat `mor.StateSpace` batch (square-root Gramian
         factors); ``dc_match`` as for FIR filters."""
         n = sys.n_states
-        lc, lo = sys.gramian_factors()
-        s = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc, compute_uv=False)
+        # one balanced realisation (the Gramians once), truncated below: the leading block
+        # of a balanced truncation is the balanced truncation of that order
+        a, b, c, d, s = sys.balanced_realization(n if dc_match else min(max_order, n))
         rank = (s > n * np.finfo(float).eps * 10 * s[:, :1]).sum(axis=1)
         r = int(rank.max(initial=0)) if dc_match else min(max_order, int(rank.max(initial=0)))
-        a, b, c, d, s = sys.balanced_realization(r)
-        return cls(a, b, c, d, s, np.minimum(rank, n), dc_match=dc_match)
+        return cls(a[:, :r, :r], b[:, :r], c[:, :r], d, s, np.minimum(rank, n),
+                   dc_match=dc_match)
 
     def model(self, orders: np.ndarray, which: np.ndarray | None = None) -> Models:
         """Compact modal models of given orders.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor._numerics.gramians import hankel_values_from_factors, stein_factor
+from mor._numerics.gramians import gramian_pair, hankel_values_from_factors
 from mor._numerics.linalg import svd_gesvd
 from mor.conventions import as_filters
 
@@ -181,16 +181,19 @@ class StateSpace:
         return out
 
     def gramian_factors(self) -> tuple[np.ndarray, np.ndarray]:
-        r"""Square-root factors ``(L_c, L_o)`` of the Gramians, each ``(..., n, n)``.
+        r"""Square-root factors ``(L_c, L_o)`` of the Gramians, each ``(..., n, k)``.
 
         ``P = L_c L_c^T`` solves ``P = A P A^T + B B^T`` and ``Q = L_o L_o^T`` solves
-        ``Q = A^T Q A + C^T C`` (squared Smith iteration in factored form).
+        ``Q = A^T Q A + C^T C`` (squared Smith iteration in factored form, the squarings of
+        ``A`` shared). ``k <= n``: a factor of low numerical rank keeps only that many columns
+        (the largest rank in the batch), see `mor._numerics.gramians`.
+
+        Raises
+        ------
+        ValueError
+            If a system is not stable (spectral radius ``>= 1``).
         """
-        if not np.all(self.is_stable()):
-            raise ValueError("Gramians exist only for stable systems (spectral radius < 1)")
-        lc = stein_factor(self.a, self.b[..., None])
-        lo = stein_factor(np.swapaxes(self.a, -1, -2), self.c[..., None])
-        return lc, lo
+        return gramian_pair(self.a, self.b[..., None], self.c[..., None])
 
     def hankel_singular_values(self) -> np.ndarray:
         """Hankel singular values ``sigma(L_o^T L_c)``, sorted descending, shape ``(..., n)``."""
@@ -202,10 +205,16 @@ class StateSpace:
         With ``L_o^T L_c = U \Sigma V^T``, the projections ``T = L_c V_r \Sigma_r^{-1/2}`` and
         ``W = L_o U_r \Sigma_r^{-1/2}`` give ``A_r = W^T A T``, ``B_r = W^T B``, ``C_r = C T``.
         A system of a smaller minimal order (a zero Hankel singular value, e.g. a zero system in
-        a batch) gets zero states beyond it: no dynamics, no input, no output.
+        a batch) gets zero states beyond it: no dynamics, no input, no output. ``sigma`` holds
+        all ``n`` Hankel singular values (zero beyond the factors' numerical rank).
         """
         lc, lo = self.gramian_factors()
         u, s, vh = svd_gesvd(np.swapaxes(lo, -1, -2) @ lc)
+        short = max(order, self.n_states) - s.shape[-1]  # zero values beyond the factors' rank
+        if short > 0:
+            u = np.concatenate([u, np.zeros(u.shape[:-1] + (short,))], axis=-1)
+            vh = np.concatenate([vh, np.zeros(vh.shape[:-2] + (short, vh.shape[-1]))], axis=-2)
+            s = np.concatenate([s, np.zeros(s.shape[:-1] + (short,))], axis=-1)
         kept = s[..., :order]
         scale = np.divide(1.0, np.sqrt(kept), out=np.zeros_like(kept), where=kept > 0)
         t = lc @ np.swapaxes(vh[..., :order, :], -1, -2) * scale[..., None, :]
