@@ -587,6 +587,10 @@ def test_dense_response_of_a_shift_realisation_is_the_dtft():
                     modal.freqresp(w))
     np.testing.assert_allclose(response.at(rows, w), want, rtol=1e-12)
     assert grid is response.grid(m) and not grid.flags.writeable  # kept for the next call
+    swapped = response.take(np.array([1, 0]))  # the decompositions and the grid kept
+    np.testing.assert_array_equal(swapped.modal, [True, False])
+    np.testing.assert_array_equal(swapped.grid(m), grid[::-1])
+    np.testing.assert_array_equal(swapped.at(1 - rows, w), response.at(rows, w))
 
 
 def test_low_rank_gramian_factors():

@@ -182,24 +182,38 @@ class DenseResponse:
     """
 
     def __init__(self, a: np.ndarray, b: np.ndarray, c: np.ndarray, d: np.ndarray):
-        self.size, self.count = 32 * a.shape[-1], a.shape[0]
-        self.d = d
-        self.poles, vectors = np.linalg.eig(a)
+        poles, vectors = np.linalg.eig(a)
         inverse, cond = _inverse_and_condition(vectors)
-        self.modal = cond <= MODAL_COND_MAX
-        modal = self.modal
+        modal = cond <= MODAL_COND_MAX
         residues = (np.einsum("fi,fij->fj", c[modal], vectors[modal])
                     * np.einsum("fij,fj->fi", inverse[modal], b[modal]))
-        self._modal = ModalResponse(*_compact(self.poles[modal], residues), d[modal])
-        self._index = np.cumsum(modal) - 1, np.cumsum(~modal) - 1  # within each part
         rest, n = np.flatnonzero(~modal), a.shape[-1]
-        self._schur = (np.empty((rest.size, n, n), dtype=np.complex128),  # T, Z^H B, C Z
-                       np.empty((rest.size, n), dtype=np.complex128),
-                       np.empty((rest.size, n), dtype=np.complex128))
+        schur = (np.empty((rest.size, n, n), dtype=np.complex128),  # T, Z^H B, C Z
+                 np.empty((rest.size, n), dtype=np.complex128),
+                 np.empty((rest.size, n), dtype=np.complex128))
         for j, i in enumerate(rest):
-            self._schur[0][j], z = scipy.linalg.schur(a[i], output="complex")
-            self._schur[1][j], self._schur[2][j] = z.conj().T @ b[i], c[i] @ z
-        self._grid: tuple[int, np.ndarray] | None = None
+            schur[0][j], z = scipy.linalg.schur(a[i], output="complex")
+            schur[1][j], schur[2][j] = z.conj().T @ b[i], c[i] @ z
+        self._set(d, poles, modal, ModalResponse(*_compact(poles[modal], residues), d[modal]),
+                  schur, None)
+
+    def _set(self, d, poles, modal, modal_part, schur, grid):
+        self.size, self.count = 32 * poles.shape[-1], d.shape[0]
+        self.d, self.poles, self.modal = d, poles, modal
+        self._modal, self._schur, self._grid = modal_part, schur, grid
+        self._index = np.cumsum(modal) - 1, np.cumsum(~modal) - 1  # rows within each part
+
+    def take(self, rows: np.ndarray) -> "DenseResponse":
+        """The systems ``rows`` (indices) of the batch, with their decompositions and grid."""
+        out = DenseResponse.__new__(DenseResponse)
+        modal = self.modal[rows]
+        parts = (x[self._index[0][rows[modal]]] for x in self._modal.parts)
+        grid = None if self._grid is None else (self._grid[0], self._grid[1][rows])
+        if grid is not None:
+            grid[1].flags.writeable = False
+        out._set(self.d[rows], self.poles[rows], modal, ModalResponse(*parts),
+                 tuple(x[self._index[1][rows[~modal]]] for x in self._schur), grid)
+        return out
 
     def grid(self, m: int) -> np.ndarray:
         """``H(e^{2 pi i j / M})`` for ``j = 0..M/2``, ``(F, M/2 + 1)``; kept (read-only) for the

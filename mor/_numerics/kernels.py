@@ -33,6 +33,12 @@ def _impulse_row(poles, residues, direct, length, floor, out, f):
             steps = 0.0 if p == 0 else math.log(floor / abs(z)) / math.log(abs(p))
             if steps < length:
                 stop = max(2, int(steps) + 2)
+        if p.imag == 0 and z.imag == 0:  # a real mode in real arithmetic: the same values
+            x, q = z.real, p.real
+            for k in range(1, stop):
+                out[f, k] += x
+                x *= q
+            continue
         for k in range(1, stop):
             out[f, k] += z.real
             z *= p

@@ -457,7 +457,8 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
         if source.is_system:
             sys = source.flat
             got = _system_errors(StateSpace(sys.a[idx], sys.b[idx], sys.c[idx], sys.d[idx]),
-                                 family.hsv[local], part, orders[idx], errors)
+                                 family.hsv[local], part, orders[idx], errors,
+                                 family.response(local))
         else:
             hsv = family.hsv[local] if "hinf" in errors else None  # AAK and BT figures only
             got = model_errors(source.flat[idx], part.poles, part.residues, part.direct,
@@ -468,10 +469,11 @@ def _errors(source: _Source, groups, models: Models, orders: np.ndarray, errors,
     return achieved
 
 
-def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, errors
-                   ) -> dict[str, np.ndarray]:
+def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, errors,
+                   full=None) -> dict[str, np.ndarray]:
     """``hinf`` of reduced dense systems, with the exact AAK and BT bounds from their whole
-    Hankel spectra ``hsv``, and ``f32_deviation`` over `statespace_length` taps."""
+    Hankel spectra ``hsv``, and ``f32_deviation`` over `statespace_length` taps; ``full`` is
+    their frequency response where the family has it (`Method.response`)."""
     out = {"order": orders.copy()}
     if "f32_deviation" in errors:
         out["f32_deviation"] = np.zeros(orders.size)
@@ -483,7 +485,8 @@ def _system_errors(sys: StateSpace, hsv: np.ndarray, model: Models, orders, erro
             ).float32_deviation(int(length))
     if "hinf" not in errors:
         return out
-    full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
+    if full is None:
+        full = freq.DenseResponse(sys.a, sys.b, sys.c, sys.d)
     peak = freq.peak_magnitude(full)[0]
     reduced = freq.ModalResponse(model.poles, model.residues, model.direct)
     err = freq.peak_magnitude(freq.Difference(full, reduced))[0]

@@ -10,7 +10,9 @@ singular values (`Method.hsv`, for the AAK and BT figures and the ``tol`` search
 usable order per filter (`Method.rank`) and the direct terms (`Method.d`). A method fitted from
 another's models names that family in `Method.start`: `mor.reduce` then searches orders on the
 start first and fits where they are found. Guarantees beyond the AAK and BT figures that every
-method reports (e.g. Glover's bound for Hankel-norm approximation) come from `Method.bounds`.
+method reports (e.g. Glover's bound for Hankel-norm approximation) come from `Method.bounds`;
+a family that has the frequency response of the dense systems it reduces hands it to the error
+report through `Method.response`.
 
 A new method is one module and one line::
 
@@ -184,6 +186,12 @@ class Method(ABC):
     def model(self, orders: np.ndarray, which: np.ndarray | None = None) -> Models:
         """Models of the given ``orders`` ``(F',)`` for the filters ``which`` (all by
         default)."""
+
+    def response(self, rows: np.ndarray):
+        """The frequency response (`mor._numerics.freq`) of the systems ``rows`` of the batch,
+        where the family has one already (the error report then reuses it); ``None`` by
+        default."""
+        return None
 
     def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray, models: Models
                ) -> dict[str, np.ndarray]:

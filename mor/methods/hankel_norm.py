@@ -326,6 +326,10 @@ class HankelNormFamily(Method):
                       {"aak_exact": aak_exact} if self.h is not None else {},
                       reason=reason if (reason != "").any() else None)
 
+    def response(self, rows: np.ndarray):
+        """The response of the systems approximated (for `_best_direct`), rows ``rows``."""
+        return self.reference.take(rows)
+
     def bounds(self, errors: dict[str, np.ndarray], rows: np.ndarray, models: Models
                ) -> dict[str, np.ndarray]:
         """Glover's bound ``||G - G_d - D||_inf <= sum_{i>d} sigma_i``, plus the truncation tail
