@@ -101,6 +101,19 @@ def test_impulse_kernel_floor_stops_modes_below_it():
         # the circle are kept (the last one reaches 1e10)
 
 
+def test_impulse_kernel_floor_stays_in_the_row():
+    """The mode's stop was ``int(steps) + 2``, past the row where ``steps`` (the lags to fall
+    below the floor) lies just below the length, or for a length of 1: Numba does not check
+    bounds, and the write past the row corrupted the heap (the long property run aborted in
+    an FFT after it). Run as Python, the row's kernel raises on any such index."""
+    tiny = np.finfo(float).tiny
+    for length, residue in ((10, tiny / 0.5 ** 8.5), (10, tiny / 0.5 ** 9.5), (1, 1.0),
+                            (2, 1e-300), (1, 1e-300)):
+        out = np.zeros((1, length))
+        kernels._impulse_row.py_func(np.array([[0.5 + 0j]]), np.array([[residue + 0j]]),
+                                     np.array([0.0]), length, tiny, out, 0)
+
+
 def test_markov_kernel_agrees_with_reference():
     rng = np.random.default_rng(1)
     for n in (1, 2, 7, 40):

@@ -31,8 +31,8 @@ def _impulse_row(poles, residues, direct, length, floor, out, f):
         stop = length
         if floor > 0 and abs(p) < 1.0:  # stop where |R lambda^(k-1)| falls below the floor
             steps = 0.0 if p == 0 else math.log(floor / abs(z)) / math.log(abs(p))
-            if steps < length:
-                stop = max(2, int(steps) + 2)
+            if steps < length:  # never past the row: out of bounds corrupts the heap
+                stop = min(length, max(2, int(steps) + 2))
         if p.imag == 0 and z.imag == 0:  # a real mode in real arithmetic: the same values
             x, q = z.real, p.real
             for k in range(1, stop):
