@@ -185,6 +185,19 @@ def test_hinf_finds_a_peak_at_nyquist_off_the_grid():
     assert ssm.hinf_norm() == pytest.approx(exact, rel=1e-14)
 
 
+def test_hinf_of_an_error_far_below_the_first_tap():
+    """An order-0 model of a filter whose later taps are 1e-42 of ``h[0]``: on the grid
+    ``H - H_hat`` rounded them away (hinf 4.14e-42, below the AAK bound 4.16e-42: the long
+    property run); with the direct terms subtracted in the taps it is the peak of
+    ``sum_{k>0} h[k] z^-k``, at pi."""
+    h = np.array([1.25865894e-212, -1.22320378e-254, 5.83735665e-263, -4.58817919e-254,
+                  8.65080325e-278, 0.0, 7.13421866e-272, 0.0])
+    red = mor.reduce(h, modes=0)
+    exact = abs(np.sum(h[1:] * (-1.0) ** np.arange(1, h.size))) / h[0]
+    assert red.info["hinf"] == pytest.approx(exact, rel=1e-12)
+    assert red.info["hinf"] >= red.info["aak"]
+
+
 def test_unstable_is_reported():
     ssm = mor.ModalSSM.from_compact([1.01, 0.5], [1.0, 1.0], 0.0)
     assert not ssm.is_stable()

@@ -288,8 +288,14 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         fir = freq.FirResponse(h)
         if peak is None:
             peak = freq.peak_magnitude(fir)[0]
-        model = freq.ModalResponse(poles, residues, direct)
-        abs_err = freq.peak_magnitude(freq.Difference(fir, model))[0]
+        # the direct terms subtracted in the taps, exactly where they are close: H - H_hat
+        # as (H - D) - (H_hat - D) keeps an error far below h[0] (an order-0 model of a
+        # filter whose other taps are 1e-42 of it had them rounded away on the grid)
+        taps = h.copy()
+        taps[:, 0] -= direct
+        abs_err = freq.peak_magnitude(freq.Difference(
+            freq.FirResponse(taps), freq.ModalResponse(poles, residues, np.zeros_like(direct))
+        ))[0]
         zero = np.zeros((h.shape[0], 1))
         aak = np.concatenate([hsv, zero], axis=1)
         bt = np.concatenate([bounds_from_hsv(hsv, hankel_frobenius_sq(h), size).bt, zero], axis=1)
