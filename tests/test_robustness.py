@@ -816,7 +816,10 @@ def check_reduction(h: np.ndarray, ssm, kw: dict) -> None:
         assert all(s for s in reason[unmet])
         if norm in flat:  # unless left out of errors
             err = flat[norm]
-            assert np.all(err[met] <= tol), ("met_tol with an error above tol", err, tol)
+            # met as the search measured the model, reported as measured again on the model
+            # rebuilt for the whole batch: the two agree to rounding
+            assert np.all(err[met] <= tol * (1 + 1e-12)), ("met_tol with an error above tol",
+                                                          err, tol)
             assert np.all(err[unmet] > tol), ("an unmet tolerance the error meets", err, tol)
     elif "met_tol" in flat:
         raise AssertionError("met_tol without tol")

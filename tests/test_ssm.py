@@ -406,6 +406,34 @@ def test_load_refuses_an_unsupported_zip_version(tmp_path):
         mor.load(tmp_path / "v.npz")
 
 
+def test_load_refuses_a_member_flagged_encrypted(tmp_path):
+    # found by tests/test_robustness.py (long run): a flipped bit in the general-purpose flags
+    # of a bank's zip headers marks a member encrypted, and zipfile raised RuntimeError
+    mor.ModalSSM.from_compact(np.array([0.5]), np.array([1.0]), 0.0).save(tmp_path / "b.npz")
+    raw = bytearray((tmp_path / "b.npz").read_bytes())
+    for magic, at in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+        start = 0
+        while (i := raw.find(magic, start)) >= 0:
+            raw[i + at] |= 1  # bit 0: encrypted
+            start = i + 4
+    (tmp_path / "e.npz").write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match="not a readable .npz file"):
+        mor.load(tmp_path / "e.npz")
+
+
+def test_error_report_of_residues_near_the_float_range():
+    # found by tests/test_robustness.py (long run): the rounding bound of l2 summed residue
+    # moduli to inf and warned of an overflow; an infinite bound sends the error to the exact
+    # (compensated) path instead
+    from mor.analysis.compare import rounding_bound
+
+    h = np.r_[1.0, 0.5 ** np.arange(1, 40)][None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bound = rounding_bound(h, np.array([[0.999 + 0j]]), np.array([[1e307 + 0j]]))
+    assert np.isinf(bound[0, -1]) and np.isfinite(bound[0, 1])
+
+
 def test_from_dense_of_a_nearly_defective_matrix_reports_its_loss():
     # found by tests/test_robustness.py: a delay with a tiny tap (-1.7e-18) at its full order
     # has a nearly singular eigenvector matrix: T^-1 B overflowed to inf and from_compact

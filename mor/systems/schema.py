@@ -71,8 +71,9 @@ def read_bank(path: str | os.PathLike
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
-            zlib.error) as exc:  # zipfile raises NotImplementedError for a corrupt header's
-        # "version" or compression method, KeyError and BadZipFile for a broken directory
+            RuntimeError, zlib.error) as exc:  # zipfile raises NotImplementedError for a
+        # corrupt header's "version" or compression method, KeyError and BadZipFile for a
+        # broken directory, RuntimeError for a member flagged encrypted
         raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from exc
     if not isinstance(arrays, dict) or str(arrays.get("mor_format", "")) != FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not a mor ModalSSM file (no "
