@@ -111,19 +111,24 @@ def test_tol_search_with_hankel_method():
 ctrlsys = pytest.importorskip("ctrlsys")
 
 
+def _ab09cd(sys: mor.StateSpace, order: int) -> tuple[mor.ModalSSM, np.ndarray]:
+    """SLICOT AB09CD's discrete-time Hankel-norm approximant of ``sys`` (one system) at
+    ``order``, as a modal model, and the Hankel singular values it computed."""
+    # SLICOT overwrites its array arguments: hand it copies
+    out = ctrlsys.ab09cd("D", "N", "F", sys.n_states, 1, 1, order, sys.a.copy(order="F"),
+                         sys.b[:, None].copy(order="F"), sys.c[None, :].copy(order="F"),
+                         np.array([[sys.d]], order="F"), 0.0, 0.0)
+    ar, br, cr, dr, nr, hsv, *_ = out
+    assert nr == order
+    return mor.ModalSSM.from_dense(ar[:nr, :nr], br[:nr, 0], cr[0, :nr], dr[0, 0]), hsv
+
+
 @pytest.mark.parametrize(("size", "order"), [(160, 4), (160, 12), (300, 24)])
 def test_matches_slicot_ab09cd(trained_filters, size, order):
     """Against AB09CD on dense systems of order 160 and 300 (models of a trained filter)."""
     base = mor.reduce(trained_filters[1, 5], size)
     sys = base.to_dense()
-    n = sys.n_states
-    # SLICOT overwrites its array arguments: hand it copies
-    out = ctrlsys.ab09cd("D", "N", "F", n, 1, 1, order, sys.a.copy(order="F"),
-                         sys.b[:, None].copy(order="F"), sys.c[None, :].copy(order="F"),
-                         np.array([[sys.d]], order="F"), 0.0, 0.0)
-    ar, br, cr, dr, nr, hsv, *_ = out
-    assert nr == order
-    theirs = mor.ModalSSM.from_dense(ar[:nr, :nr], br[:nr, 0], cr[0, :nr], dr[0, 0])
+    theirs, hsv = _ab09cd(sys, order)
     ours = mor.reduce(sys, order, method="hankel")
     np.testing.assert_allclose(sys.hankel_singular_values()[: order + 2], hsv[: order + 2],
                                rtol=1e-7)
@@ -163,13 +168,7 @@ def test_matches_slicot_ab09cd_at_moderate_size(system, order):
     else:
         k = np.arange(207)
         sys = mor.StateSpace.from_fir(0.97**k * np.cos(0.2 * k) + 0.5 * 0.9**k * np.cos(2.1 * k))
-    n = sys.n_states
-    out = ctrlsys.ab09cd("D", "N", "F", n, 1, 1, order, sys.a.copy(order="F"),
-                         sys.b[:, None].copy(order="F"), sys.c[None, :].copy(order="F"),
-                         np.array([[sys.d]], order="F"), 0.0, 0.0)
-    ar, br, cr, dr, nr, hsv, *_ = out
-    assert nr == order
-    theirs = mor.ModalSSM.from_dense(ar[:nr, :nr], br[:nr, 0], cr[0, :nr], dr[0, 0])
+    theirs, hsv = _ab09cd(sys, order)
     ours = mor.reduce(sys, order, method="hankel")
     sigma = sys.hankel_singular_values()
     np.testing.assert_allclose(sigma[: order + 2], hsv[: order + 2], rtol=1e-7)
