@@ -71,9 +71,12 @@ def read_bank(path: str | os.PathLike
     except FileNotFoundError:
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, KeyError, NotImplementedError,
-            RuntimeError, zlib.error) as exc:  # zipfile raises NotImplementedError for a
-        # corrupt header's "version" or compression method, KeyError and BadZipFile for a
-        # broken directory, RuntimeError for a member flagged encrypted
+            zlib.error) as exc:  # zipfile raises NotImplementedError for a corrupt header's
+        # "version" or compression method, KeyError and BadZipFile for a broken directory
+        raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from exc
+    except RuntimeError as exc:  # zipfile's only one: a member flagged encrypted
+        if not _has_encrypted_member(path):
+            raise
         raise ValueError(f"{os.fspath(path)!r} is not a readable .npz file: {exc}") from exc
     if not isinstance(arrays, dict) or str(arrays.get("mor_format", "")) != FORMAT:
         raise ValueError(f"{os.fspath(path)!r} is not a mor ModalSSM file (no "
@@ -98,3 +101,12 @@ def read_bank(path: str | os.PathLike
         if key.startswith("info."):
             info[key[5:]] = value.astype(object) if value.dtype.kind == "U" else value
     return poles, residues, direct, info
+
+
+def _has_encrypted_member(path) -> bool:
+    """Whether the zip archive at ``path`` flags a member encrypted (bit 0 of its flags)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(info.flag_bits & 0x1 for info in archive.infolist())
+    except (OSError, zipfile.BadZipFile):
+        return False
