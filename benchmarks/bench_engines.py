@@ -74,7 +74,7 @@ def run(engine: str, bank: mor.ModalSSM, prompt: int, steps: int = STEPS, length
     ran = eh.run_engine_layer(engine, model.blocks[0].filter, x2, x1, v, prompt, steps)
     seconds = time.perf_counter() - t0
     ref = eh.reference(target, x2, x1, v, prompt, steps)
-    own = eh.run_mor_layer(target, x2, x1, v, prompt, steps)
+    own = eh.run_mor_layer(target, x2, x1, v, prompt, steps, length)
     vs_ref, vs_mor, mor_ref = eh.worst(ran, ref), eh.worst(ran, own), eh.worst(own, ref)
     # what the layout itself loses: the float32 parameters written, evaluated in float64
     layout = eh.worst(eh.reference(written, x2, x1, v, prompt, steps), ref)

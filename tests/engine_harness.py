@@ -161,9 +161,11 @@ def run_engine_layer(engine: str, filt, x2, x1, v, prompt: int, steps: int) -> d
                       np.zeros(x2.shape[:2] + (0,)))}
 
 
-def run_mor_layer(bank: mor.ModalSSM, x2, x1, v, prompt: int, steps: int) -> dict:
-    """The same with mor's float32 layer (`mor.torch.ModalRecurrence`, FFT prefill)."""
-    layer = ModalRecurrence.from_ssm(bank)
+def run_mor_layer(bank: mor.ModalSSM, x2, x1, v, prompt: int, steps: int,
+                  length: int | None = None) -> dict:
+    """The same with mor's float32 layer (`mor.torch.ModalRecurrence`, FFT prefill), built
+    with the filters' ``length`` where given (poles float32 holds exactly)."""
+    layer = ModalRecurrence.from_ssm(bank, length=length)
     u = x1 * v
     with torch.no_grad():
         y, state = layer.prefill(u[..., :prompt], mode="fft")

@@ -515,6 +515,28 @@ def test_float32_deviation_of_zero_and_at_any_scale():
         base.float32_deviation(0)
 
 
+def test_float32_deviation_against_reference_taps():
+    rng = np.random.default_rng(7)
+    bank = _example()
+    length = 300
+    own = bank.impulse(length)
+    # against its own float64 response: the same number, bit for bit
+    np.testing.assert_array_equal(bank.float32_deviation(length, reference=own),
+                                  bank.float32_deviation(length))
+    # against other taps: the float32 run's error relative to them
+    taps = own + 1e-3 * rng.standard_normal(own.shape)
+    want = np.abs(own - taps).max(axis=-1) / np.abs(taps).max(axis=-1)
+    np.testing.assert_allclose(bank.float32_deviation(length, reference=taps), want,
+                               rtol=1e-2)
+    # a nonzero system against zero taps is infinitely far; zero against zero, 0
+    zeros = np.zeros_like(own)
+    assert np.all(np.isinf(bank.float32_deviation(length, reference=zeros)))
+    quiet = mor.ModalSSM.from_compact(np.zeros((1, 1)), np.zeros((1, 1)), np.zeros(1))
+    assert quiet.float32_deviation(5, reference=np.zeros((1, 5)))[0] == 0.0
+    with pytest.raises(ValueError, match="reference must have shape"):
+        bank.float32_deviation(length, reference=own[..., :-1])
+
+
 def test_float32_deviation_of_cancelling_residues():
     # two poles 2e-8 apart near 0.999 with residues +-1e3 max|h|: their net response moves l2
     # by a few percent, their rounding to complex64 moves the response by more than 1e-3

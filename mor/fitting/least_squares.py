@@ -91,6 +91,18 @@ def fit_residues(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
     return residues, h[:, 0].copy()
 
 
+def complex64_poles(poles: np.ndarray) -> np.ndarray:
+    """``poles`` rounded to complex64, as engines store them, where that keeps a pole strictly
+    inside the unit circle and of its kind (a pair stays a pair, a real pole real); the
+    others as they are. Residues fitted anew on these poles (`fit_residues`) make a model
+    whose float32 run loses only the residues' rounding and the recurrence's."""
+    poles = np.asarray(poles, dtype=np.complex128)
+    with np.errstate(over="ignore"):  # beyond float32's range: outside the circle
+        near = poles.astype(np.complex64).astype(np.complex128)
+    kept = (np.abs(poles) < 1.0) & (np.abs(near) < 1.0) & ((near.imag == 0) == (poles.imag == 0))
+    return np.where(kept, near, poles)
+
+
 def fit_residues_reference(h: np.ndarray, poles: np.ndarray, live: np.ndarray,
                            weights: np.ndarray | None = None,
                            weight_filter: np.ndarray | None = None, tail_weight: float = 0.0

@@ -43,7 +43,7 @@ from typing import Any, Callable, ClassVar
 import numpy as np
 
 from mor.analysis.spectrum import hankel_svd
-from mor.fitting.least_squares import fit_residues
+from mor.fitting.least_squares import complex64_poles, fit_residues
 from mor.systems.modal import ModalSSM
 
 #: What a pole-based method may do with poles on or outside the unit circle.
@@ -338,11 +338,7 @@ class PoleMethod(Method):
         bad = np.flatnonzero((deviation > F32_RTOL) & np.isfinite(deviation))
         if bad.size == 0:
             return rounded
-        with np.errstate(over="ignore"):  # beyond float32's range: outside the circle
-            near = poles[bad].astype(np.complex64).astype(np.complex128)
-        kept = ((np.abs(poles[bad]) < 1.0) & (np.abs(near) < 1.0)
-                & ((near.imag == 0) == (poles[bad].imag == 0)))
-        near = np.where(kept, near, poles[bad])
+        near = complex64_poles(poles[bad])
         trial, _ = fit_residues(h[bad], near, live[bad], weight_filter=self.weight_filter,
                                 tail_weight=self.tail_weight)
         after = ModalSSM.from_compact(near, trial, h[bad, 0])

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import scipy.optimize
+from numpy.typing import ArrayLike
 
 from mor._numerics import freq, kernels
 from mor._numerics.gramians import hankel_values_from_factors, stein_factor
@@ -363,34 +364,50 @@ class ModalSSM:
             raise ValueError(f"kernel must be 'numba' or 'numpy', got {kernel!r}")
         return fn(*self._flat_compact(), length).reshape(self.shape + (length,))
 
-    def float32_deviation(self, length: int) -> np.ndarray:
+    def float32_deviation(self, length: int, reference: ArrayLike | None = None) -> np.ndarray:
         r"""What running the system as inference engines do costs, relative, over ``L`` taps.
 
         .. math::
 
             \delta = \max_{k < L} |\tilde h[k] - h[k]| \,/\, \max_{k < L} |h[k]|,
 
-        with ``h`` the response in float64 and ``\tilde h`` the same system with its poles and
-        residues rounded to complex64, its direct term to float32 and the recurrence
-        ``z <- lambda z`` run in single precision (`mor._numerics.kernels.impulse_compact`).
-        Both are computed at a power-of-two scale that puts the float64 peak in ``[1/2, 1)``,
-        so ``delta`` is scale-free. It grows like ``eps_32 sum |R| / (1 - |lambda|)`` over
-        ``max |h|``: residues that cancel and poles near the circle cost precision. ``0`` for a
-        zero response, ``inf`` where the float64 response does not stay finite (unstable
-        systems).
+        with ``h`` the response in float64 (or ``reference``) and ``\tilde h`` the same system
+        with its poles and residues rounded to complex64, its direct term to float32 and the
+        recurrence ``z <- lambda z`` run in single precision
+        (`mor._numerics.kernels.impulse_compact`). Both are computed at a power-of-two scale
+        that puts the peak of ``h`` in ``[1/2, 1)``, so ``delta`` is scale-free. It grows like
+        ``eps_32 sum |R| / (1 - |lambda|)`` over ``max |h|``: residues that cancel and poles
+        near the circle cost precision. ``0`` for a zero response, ``inf`` where the float64
+        response does not stay finite (unstable systems).
+
+        Parameters
+        ----------
+        length : int
+            Taps ``L >= 1``.
+        reference : array_like, shape ``(..., L)``, optional
+            Taps to measure against instead of the system's own float64 response (e.g. the
+            filters a bank approximates: ``delta`` is then the error as engines run it).
         """
         length = int(length)
         if length < 1:
             raise ValueError(f"length must be >= 1, got {length}")
         pc, rc, d = self._flat_compact()
-        exact = kernels.impulse_compact(pc, rc, d, length)
-        with np.errstate(invalid="ignore", over="ignore"):
+        if reference is None:
+            exact = kernels.impulse_compact(pc, rc, d, length)
+        else:
+            exact = np.asarray(reference, dtype=np.float64)
+            if exact.shape != self.shape + (length,):
+                raise ValueError(f"reference must have shape {self.shape + (length,)}, got "
+                                 f"{exact.shape}")
+            exact = exact.reshape(-1, length)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             peak = np.abs(exact).max(axis=-1)
             scale = Scale.of(np.where(np.isfinite(peak), peak, 0.0), "system")
             rounded = kernels.impulse_compact(pc, scale.down(rc), scale.down(d), length,
                                               dtype=np.float32)
             gap = np.abs(rounded - scale.down(exact)).max(axis=-1)
-            deviation = np.where(peak > 0, gap / scale.down(peak), 0.0)
+            deviation = np.where(peak > 0, gap / scale.down(peak),
+                                 np.where(gap > 0, np.inf, 0.0))
         deviation[~np.isfinite(peak) | ~np.isfinite(deviation)] = np.inf
         return deviation.reshape(self.shape)
 

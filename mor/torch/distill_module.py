@@ -24,9 +24,10 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     tensor or array) or ``None``; by default, by the protocol method ``long_filter()`` (which
     `LongConv` has). Each layer's filters go through `mor.distill` (``order``, ``modes`` or
     ``tol`` and ``distill_options``) and the layer is replaced by a `ModalRecurrence` with the
-    same input and output shapes, on the layer's device, or by a `HeadwiseModalRecurrence`
-    where the layer says ``headwise = True`` (MultiHyena's form, one filter per head; e.g.
-    `HeadwiseLongConv`). A module inside a replaced layer is not searched.
+    same input and output shapes (its poles float32-exact: ``from_ssm(bank, length=L)``), on
+    the layer's device, or by a `HeadwiseModalRecurrence` where the layer says
+    ``headwise = True`` (MultiHyena's form, one filter per head; e.g. `HeadwiseLongConv`). A
+    module inside a replaced layer is not searched.
 
     Parameters
     ----------
@@ -112,7 +113,7 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         result = distill(taps, order, modes=modes, tol=tol, **distill_options)
         module = model.get_submodule(name)
         kind = HeadwiseModalRecurrence if getattr(module, "headwise", False) else ModalRecurrence
-        layer = kind.from_ssm(result.bank)
+        layer = kind.from_ssm(result.bank, length=taps.shape[-1])
         device = next((t.device for t in chain(module.parameters(), module.buffers())), None)
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model

@@ -103,9 +103,10 @@ class HeadwiseModalRecurrence(nn.Module):
         self.heads = heads  # one filter per head
 
     @classmethod
-    def from_ssm(cls, bank) -> "HeadwiseModalRecurrence":
-        """From a bank with one filter per head (shape ``(H,)``): `ModalRecurrence.from_ssm`."""
-        return cls(ModalRecurrence.from_ssm(bank))
+    def from_ssm(cls, bank, *, length: int | None = None) -> "HeadwiseModalRecurrence":
+        """From a bank with one filter per head (shape ``(H,)``): `ModalRecurrence.from_ssm`
+        (``length``: the filters' length, for poles float32 holds exactly)."""
+        return cls(ModalRecurrence.from_ssm(bank, length=length))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Whole sequences by FFT convolution of the outer products (memory ``B H N^2 L``)."""

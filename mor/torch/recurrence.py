@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mor.fitting.least_squares import complex64_poles, fit_residues
 from mor.systems.modal import ModalSSM
 from mor.torch import _validate
 from mor.torch._conv import causal_fft_conv
@@ -157,7 +158,8 @@ class ModalRecurrence(nn.Module):
         self._channels, self._state_tail = self.channels, (self.modes, 2)  # checked by step
 
     @classmethod
-    def from_ssm(cls, bank: ModalSSM, channel_map=None) -> "ModalRecurrence":
+    def from_ssm(cls, bank: ModalSSM, channel_map=None, *, length: int | None = None
+                 ) -> "ModalRecurrence":
         """A layer from a bank of ``F`` filters (shape ``(F,)``).
 
         Parameters
@@ -167,6 +169,14 @@ class ModalRecurrence(nn.Module):
         channel_map : array_like of int, shape (C,), optional
             Each channel's filter (MultiHyena: channels of a head share its filter); by
             default channel ``c`` uses filter ``c``.
+        length : int, optional
+            The filters' length ``L``. With it, the layer holds poles that float32 represents
+            exactly: each filter's poles are rounded to complex64 and its residues fitted anew
+            by least squares to the bank's own ``L`` taps (as the engine writers of
+            `mor.export` do), kept where the float32 run (`mor.ModalSSM.float32_deviation`)
+            then comes closer to those taps. A pole ``1 - |lambda| ~ 1e-3`` from the circle
+            moves by ``6e-8`` when rounded, an error that grows like ``t |R| |lambda|^t``
+            over the decode steps; without ``length`` the rounding is left to the cast.
 
         Returns
         -------
@@ -178,8 +188,8 @@ class ModalRecurrence(nn.Module):
         TypeError
             If ``bank`` is not a `mor.ModalSSM` or ``channel_map`` does not hold integers.
         ValueError
-            If ``bank`` is not one-dimensional, has a pole on or outside the unit circle, or
-            ``channel_map`` points outside ``[0, F)``.
+            If ``bank`` is not one-dimensional, has a pole on or outside the unit circle,
+            ``channel_map`` points outside ``[0, F)`` or ``length`` is not positive.
         """
         if not isinstance(bank, ModalSSM):
             raise TypeError(f"bank must be a mor.ModalSSM, got {type(bank).__name__}")
@@ -187,10 +197,14 @@ class ModalRecurrence(nn.Module):
             raise ValueError(f"bank must hold one filter per row, shape (F,), got {bank.shape}")
         if not np.all(bank.is_stable()):
             raise ValueError("the bank has poles on or outside the unit circle")
+        if length is not None:
+            length = _validate.integer("length", length)
         poles, residues, direct = bank.compact()
         f = bank.shape[0]
         if poles.shape[1] == 0:  # order-0 filters only: one dead mode keeps shapes static
             poles, residues = np.zeros((f, 1), complex), np.zeros((f, 1), complex)
+        elif length is not None and length >= 2:  # one tap has no mode to fit
+            poles, residues = _float32_poles(bank, poles, residues, direct, length)
         if isinstance(channel_map, torch.Tensor):
             channel_map = channel_map.detach().cpu().numpy()
         mapping = np.arange(f) if channel_map is None else np.asarray(channel_map)
@@ -363,6 +377,21 @@ class ModalRecurrence(nn.Module):
             return out if out.dtype == t.dtype else t.to(out.device)
 
         return super()._apply(move_only, *args, **kwargs)
+
+
+def _float32_poles(bank: ModalSSM, poles: np.ndarray, residues: np.ndarray,
+                   direct: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Compact poles rounded to complex64 and residues refitted on the bank's ``length`` taps,
+    per filter where that brings its float32 run closer to the taps
+    (`ModalRecurrence.from_ssm`)."""
+    taps = bank.impulse(length)
+    live = residues != 0
+    near = np.where(live, complex64_poles(poles), poles)
+    refit, _ = fit_residues(taps, near, live)
+    before = bank.float32_deviation(length, reference=taps)
+    after = ModalSSM.from_compact(near, refit, direct).float32_deviation(length, reference=taps)
+    better = (after < before)[:, None]
+    return np.where(better, near, poles), np.where(better, refit, residues)
 
 
 def _check_parameters(poles, residues, direct, channel_map) -> None:
