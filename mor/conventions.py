@@ -64,6 +64,8 @@ INFO: dict[str, str] = {
     "poles_touched": "poles on or outside the unit circle reflected or dropped",
     "iterations": "iterative methods ('modal', 'irka'): iterations (trial points) run",
     "converged": "iterative methods: stopped by the convergence test, not the iteration cap",
+    "homotopy_extra": "'modal' with init='homotopy': the extra modes of the fit kept (2 or 4: "
+                      "fitted wider and pruned; 0: the fit from balanced truncation)",
     "poles_rounded": "pole methods: the poles were rounded to complex64 and the residues "
                      "refitted on them (the float32 deviation of least squares exceeded F32_RTOL)",
     "method": "(batch) the method's name",

@@ -367,3 +367,75 @@ def test_positive_real_parameterisation():
     np.testing.assert_allclose(gram[0], numeric.T @ numeric, atol=1e-6 * scale**2 * h.size)
     np.testing.assert_allclose(grad[0], numeric.T @ residual(x),
                                atol=1e-6 * scale * np.linalg.norm(residual(x)))
+
+
+def _balanced_start_figures(h, order):
+    """Tail and float32 deviation of the BT start at ``order``: its poles with least-squares
+    residues (what the modal fit holds its tail and float32 deviation to)."""
+    from mor.fitting.least_squares import fit_residues
+
+    poles, _, _ = mor.reduce(h, order).compact()
+    residues, direct = fit_residues(h, poles, poles != 0)
+    start = mor.ModalSSM.from_compact(poles, residues, direct)
+    return mor.compare(h, start).tail, start.float32_deviation(h.shape[-1])
+
+
+def test_homotopy_never_worse_than_the_balanced_start():
+    """init="homotopy" keeps per filter the best of the fit from BT and the pruned wider fits:
+    never worse in l2 than init="balanced" on any filter, stable, the tail and float32
+    deviation held to the BT start's; and better on some filters (not a no-op)."""
+    from mor.methods.base import F32_RTOL
+
+    h = hyena_like_filters(8, 300, seed=7)
+    gains = []
+    for size in ({"modes": 2}, {"modes": 4}, {"order": 7}):
+        plain = mor.reduce(h, method="modal", init="balanced", **size)
+        homotopy = mor.reduce(h, method="modal", init="homotopy", **size)
+        assert np.all(homotopy.is_stable())
+        assert np.all(homotopy.info["l2"] <= plain.info["l2"] * (1 + 1e-12))
+        assert np.all(homotopy.order <= plain.order)
+        if "modes" in size:
+            assert np.all(homotopy.modes <= size["modes"])
+        extra = homotopy.info["homotopy_extra"]
+        assert set(np.unique(extra)) <= {0, 2, 4}
+        same = extra == 0  # the fit from BT itself: exactly init="balanced"'s
+        np.testing.assert_array_equal(homotopy.info["l2"][same], plain.info["l2"][same])
+        tail, f32 = _balanced_start_figures(h, plain.order)
+        assert np.all(homotopy.info["tail"] <= tail * (1 + 1e-6) + 1e-9)
+        assert np.all(homotopy.info["f32_deviation"] <= np.maximum(f32, F32_RTOL) * (1 + 1e-6))
+        gains.append(homotopy.info["l2"] / plain.info["l2"])
+    assert np.min(gains) < 0.9  # on these filters the pruned fits win by 10-25% somewhere
+
+
+def test_homotopy_recovers_an_exact_order_system():
+    ssm = mor.ModalSSM.from_compact([0.9 * np.exp(0.3j), 0.8 * np.exp(1.1j), 0.6],
+                                    [1 + 0.5j, -0.4 + 0.2j, 0.3], 0.2)
+    h = ssm.impulse(300)
+    for size in ({"order": 5}, {"modes": 3}):
+        fit = mor.reduce(h, method="modal", init="homotopy", **size)
+        assert fit.info["l2"] <= 1e-8 and fit.order == 5 and fit.is_stable()
+        np.testing.assert_allclose(np.sort_complex(fit.poles.ravel()),
+                                   np.sort_complex(ssm.poles.ravel()), atol=1e-6)
+
+
+def test_homotopy_with_a_tolerance():
+    """With tol the homotopy's fits, never worse in l2, meet the tolerance at an order at most
+    init="balanced"'s."""
+    h = hyena_like_filters(4, 300, seed=3)
+    plain = mor.reduce(h, tol=0.05, method="modal")
+    homotopy = mor.reduce(h, tol=0.05, method="modal", init="homotopy")
+    assert np.all(homotopy.info["met_tol"]) and np.all(homotopy.info["l2"] <= 0.05)
+    assert np.all(homotopy.order <= plain.order)
+
+
+def test_a_bad_init_is_a_clear_error():
+    h = hyena_like_filters(2, 100, seed=1)
+    with pytest.raises(ValueError, match="init: unknown method 'homotopie'.*'homotopy'"):
+        mor.reduce(h, modes=2, method="modal", init="homotopie")
+    with pytest.raises(ValueError, match="init: unknown method 3"):
+        mor.reduce(h, modes=2, method="modal", init=3)
+    with pytest.raises(ValueError, match="real_poles=True starts from its own"):
+        mor.reduce(h, modes=2, method="modal", init="homotopy", real_poles=True)
+    with pytest.raises(ValueError, match="does not take 'tail_weight'"):
+        mor.reduce(h, modes=2, method="modal", init="homotopy",
+                   init_options={"tail_weight": 1.0})

@@ -133,7 +133,8 @@ def reduce(h, order=None, *, modes: int | None = None, tol: float | None = None,
         ``failed``, ``reason``, ``conversion_error``, ``poles_touched``, ``met_tol`` and
         ``search_start`` (``tol``) or ``rank_capped`` (``order``, ``modes``), what the method
         adds (``"hankel"``: ``truncation_tail``, ``glover_bound``; ``"modal"``, ``"irka"``:
-        ``iterations``, ``converged``); and ``method``, ``method_options`` and ``search``.
+        ``iterations``, ``converged``; ``"modal"`` with ``init="homotopy"``:
+        ``homotopy_extra``); and ``method``, ``method_options`` and ``search``.
 
     Raises
     ------

@@ -14,13 +14,15 @@ real poles) and run on worker threads (`mor._numerics.parallel`). The poles are 
 iterate is stable and the model real: a pair ``lambda = rho sigmoid(a) e^{i b}`` (the conjugate
 implied), a real pole ``lambda = rho tanh(c)``, with ``rho = 1 - 1e-9``; the structure comes from
 the initial model, which any other method provides at the same order (``init="balanced"`` by
-default) or the caller (``init=ModalSSM``). The direct term is ``h[0]`` exactly. Each trial point
-costs ``O(L m + m^3)`` per filter (closed-form Gram sums, `mor.fitting._varpro_kernels`); ``max_iter``
-bounds the trial points per stage (below). On the 1024 shared trained filters (``L = 2048``) a
-fit at 16 modes costs about 17 CPU seconds, 9.5 s of wall time on two cores (32 modes: 58 CPU s,
-33 s; ``benchmarks/bench_modal.py``, ``benchmarks/RESULTS.md``). With ``tol``
-the order is searched on the start's models and the fit descends from the order found
-(`mor.drivers.reduction`).
+default) or the caller (``init=ModalSSM``); ``init="homotopy"`` fits from balanced truncation
+with 2 and 4 more modes, prunes to the modes of largest energy and refits, keeping per filter the
+best of those and the plain fit (`ModalFamily.from_fir`). The direct term is ``h[0]`` exactly.
+Each trial point costs ``O(L m + m^3)`` per filter (closed-form Gram sums,
+`mor.fitting._varpro_kernels`); ``max_iter`` bounds the trial points per stage (below). On the
+1024 shared trained filters (``L = 2048``) a fit at 16 modes costs about 17 CPU seconds, 9.5 s
+of wall time on two cores (32 modes: 58 CPU s, 33 s; ``benchmarks/bench_modal.py``,
+``benchmarks/RESULTS.md``). With ``tol`` the order is searched on the start's models and the
+fit descends from the order found (`mor.drivers.reduction`).
 
 This targets the ``l2`` error over the ``L`` taps (the lags a language model uses), which balanced
 truncation and Hankel-norm approximation do not. Fitting the taps alone lets poles crowd the circle
@@ -69,7 +71,7 @@ from mor._numerics.parallel import map_chunks
 from mor.fitting.least_squares import fit_residues
 from mor.fitting.real_poles import RealPoleSelection
 from mor.fitting.varpro import ModalProjection
-from mor.methods.base import F32_RTOL, PoleMethod, get_method, register
+from mor.methods.base import F32_RTOL, ROUNDED_L2_RTOL, PoleMethod, get_method, register
 from mor.systems.modal import ModalSSM
 
 #: Filters fitted together in one batched Levenberg-Marquardt run: as many as keep about this
@@ -193,14 +195,17 @@ class ModalFamily(PoleMethod):
         init : str or ModalSSM, optional
             Where the poles start: a registered method's name (``"balanced"`` by default; not
             ``"modal"``), whose models of the same order give the structure (pairs and real
-            poles), or a stable `mor.ModalSSM` per filter (then ``order`` in `mor.reduce` must
-            be each model's order). With ``real_poles`` only ``None`` (the greedy real-pole
-            start, `RealPoleStart`) or a `mor.ModalSSM` whose poles are all real in ``(0, 1)``
-            (e.g. a layer read by `mor.export.from_vortex_state_dict`; a pole below ``1e-2``
-            starts at ``1e-2``); a method's name is a ``ValueError`` (balanced truncation's
+            poles), ``"homotopy"`` (the order homotopy from ``"balanced"``, below), or a stable
+            `mor.ModalSSM` per filter (then ``order`` in `mor.reduce` must be each model's
+            order). Any other value is a ``ValueError``. With ``real_poles`` only ``None``
+            (the greedy real-pole start, `RealPoleStart`) or a `mor.ModalSSM` whose poles are
+            all real in ``(0, 1)`` (e.g. a layer read by
+            `mor.export.from_vortex_state_dict`; a pole below ``1e-2`` starts at ``1e-2``);
+            a method's name is a ``ValueError`` (balanced truncation's
             poles are complex in general, and they are never cast).
         init_options : dict, optional
-            Options of the ``init`` method (checked against it).
+            Options of the ``init`` method (checked against it; of ``"balanced"`` for
+            ``"homotopy"``).
         max_iter : int
             Levenberg-Marquardt trial points per continuation stage (15).
         tail_weight : float
@@ -234,6 +239,43 @@ class ModalFamily(PoleMethod):
         ``info`` reports per filter ``iterations`` (trial points over all stages) and
         ``converged`` (the last stage run stopped by its convergence test, not by
         ``max_iter``).
+
+        **Order homotopy** (``init="homotopy"``). A fit from balanced truncation (BT) stays
+        in the basin of BT's poles; fitting more modes than asked and discarding the weakest
+        lets poles move to where the filter needs them. For a filter whose BT model of order
+        ``d`` (the order asked for, or the one ``modes=``/``tol=`` find on BT's models) has
+        ``s`` compact modes, and for each ``e`` in `HOMOTOPY_EXTRA` ``= (2, 4)``:
+
+        1. fit, as above, from BT's model of the largest order ``<= d + 2e`` with at most
+           ``s + e`` modes (a family of BT up to ``2 max(e)`` orders higher);
+        2. keep its modes of largest energy, with least-squares compact residues ``R_n``,
+
+           .. math:: E_n = \frac{|R_n|^2}{1 - |\lambda_n|^2},
+
+           greedily in decreasing ``E_n`` while at most ``s`` modes and order ``d`` are used
+           (a pair counts 2 in the order);
+        3. fit again from those poles, with the tail and float32 deviation held to those of
+           the BT start at order ``d`` (its poles with least-squares residues), not to the
+           pruned model's.
+
+        Per filter the candidate of smallest ``l2`` (in the weighted loss with a ``weight``,
+        with the residues the model gets) is kept among the fit from BT (exactly
+        ``init="balanced"``'s, always a candidate) and those refits that meet, as reported,
+        ``tail <= `` BT start's (with ``limit_tail``) and ``f32_deviation <= max(F32_RTOL,
+        `` BT start's)``; a refit whose float32 deviation exceeds `F32_RTOL` (and so may be
+        rounded to complex64 poles, at an ``l2`` up to `ROUNDED_L2_RTOL` higher) must win by
+        that factor. So on every filter the result is at least as good in ``l2`` as
+        ``init="balanced"``'s, stable, its tail at most the BT start's and no more
+        float32-sensitive. ``info["homotopy_extra"]`` says which candidate won (``e``, or 0
+        for the fit from BT). The homotopy came from a study of starts
+        (``benchmarks/bench_modal_starts.py``), which fitted with larger budgets.
+
+        Cost: five fits per filter instead of one (two of them with 2 and 4 more modes),
+        about 3 to 5 times ``init="balanced"``'s time with ``modes=``/``order=``
+        (``benchmarks/bench_modal_homotopy.py``). With ``tol`` every order the search
+        evaluates on the fitted family (the BT order found, then one lower at a time while
+        the fit meets ``tol``) costs that much: the same factor over ``init="balanced"``'s
+        search.
         """
         if weight is not None:
             weight = np.asarray(weight, dtype=np.float64)
@@ -264,14 +306,27 @@ class ModalFamily(PoleMethod):
             init = "balanced" if init is None else init
             if init == "modal":
                 raise ValueError("init must be a ModalSSM or another method than 'modal'")
+            homotopy = init == HOMOTOPY
             try:
-                starter = get_method(init)
+                starter = get_method("balanced" if homotopy else init)
             except ValueError as exc:
-                raise ValueError(f"init: {exc}") from None
+                raise ValueError(f"init: {exc}, or {HOMOTOPY!r} (the order homotopy from "
+                                 f"'balanced'), or a ModalSSM") from None
             starter.check_options(init_options or {})
             start = starter.from_fir(h, max_order, **(init_options or {}))
+            wide: list = []  # the homotopy's wider start, made when first asked
+
+            def wider():
+                # up to 2 max(HOMOTOPY_EXTRA) orders above the largest asked for; a family of
+                # its own, so that the fit from the start is exactly init="balanced"'s
+                if not wide:
+                    top = min(max_order + 2 * max(HOMOTOPY_EXTRA), h.shape[1] - 1)
+                    wide.append(starter.from_fir(h, top, **(init_options or {})))
+                return wide[0]
 
         def find_poles(order, rows):
+            if init == HOMOTOPY:
+                return _homotopy(h, rows, order, start, wider(), fit)
             begin = start.model(np.full(rows.size, order), rows)
             return _fitted(h, rows, order, begin.poles, begin.residues, fit)
 
@@ -311,18 +366,43 @@ class ModalFamily(PoleMethod):
 def _fitted(h, rows, order, poles, residues, fit: _Settings
             ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Full (conjugate-closed) fitted poles ``(rows, order)`` from compact starting models,
-    with the ``iterations`` and ``converged`` diagnostics per row; the filters are fitted in
-    batches of one structure (pairs, real poles), all batches spread over the worker
-    threads."""
-    out = np.full((rows.size, order), np.nan, dtype=np.complex128)
+    with the ``iterations`` and ``converged`` diagnostics per row (`_fit_compact`)."""
+    fitted, pair, iterations, converged = _fit_compact(h, rows, poles, residues, fit)
+    return _full(fitted, pair, order), {"iterations": iterations, "converged": converged}
+
+
+def _full(compact: np.ndarray, pair: np.ndarray, order: int) -> np.ndarray:
+    """Full (conjugate-closed) poles ``(F, order)``, NaN-padded, of compact poles ``(F, w)``
+    (NaN where unused) with ``pair`` marking the conjugate pairs."""
+    out = np.full((compact.shape[0], order), np.nan, dtype=np.complex128)
+    for r in range(compact.shape[0]):
+        used = np.isfinite(compact[r])
+        full = np.concatenate([compact[r][used], np.conj(compact[r][used & pair[r]])])
+        out[r, : full.size] = full
+    return out
+
+
+def _fit_compact(h, rows, poles, residues, fit: _Settings, limits=None
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Fitted compact poles ``(rows, w)`` (pairs first, NaN-padded; ``w`` the most live
+    modes of a start), which of them are pairs, and the ``iterations`` and ``converged`` per
+    row, from compact starting models ``poles``, ``residues`` (live where the residue is not
+    zero and the pole inside the circle); the filters are fitted in batches of one structure
+    (pairs, real poles), all batches spread over the worker threads. ``limits``: ``(tail,
+    f32)`` per row, the tail and float32 deviation a fit may reach (`_fit_poles`), instead of
+    its own start's."""
     iterations = np.zeros(rows.size, dtype=np.int64)
     converged = np.ones(rows.size, dtype=bool)
     live = (residues != 0) & (np.abs(poles) < 1)
     pair = live & (poles.imag != 0)
+    width = int(live.sum(axis=1).max(initial=0))
+    out = np.full((rows.size, width), np.nan, dtype=np.complex128)
+    is_pair = np.zeros((rows.size, width), dtype=bool)
     structure = np.stack([pair.sum(axis=1), (live & ~pair).sum(axis=1)], axis=1)
     batches = []
     for pairs, reals in np.unique(structure, axis=0):
         group = np.flatnonzero((structure[:, 0] == pairs) & (structure[:, 1] == reals))
+        is_pair[group, :pairs] = True
         # compact starting poles, pairs first
         start = np.stack([np.concatenate([poles[r][pair[r]], poles[r][live[r] & ~pair[r]]])
                           for r in group])
@@ -334,16 +414,17 @@ def _fitted(h, rows, order, poles, residues, fit: _Settings
 
     def run(sl):
         for group, start, pairs, reals in batches[sl]:
+            given = None if limits is None else tuple(a[group] for a in limits)
             fitted, iterations[group], converged[group] = _fit_poles(
-                h[rows[group]], start, pairs, reals, fit)
-            out[group, : 2 * pairs + reals] = np.concatenate(
-                [fitted, np.conj(fitted[:, :pairs])], axis=1)
+                h[rows[group]], start, pairs, reals, fit, given)
+            out[group, : pairs + reals] = fitted
 
     map_chunks(run, len(batches), 1)
-    return out, {"iterations": iterations, "converged": converged}
+    return out, is_pair, iterations, converged
 
 
-def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _Settings
+def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _Settings,
+               limits: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Compact poles ``(B, m)`` (pairs first) minimising the projected l2 residual plus the
     weighted tail energy, from ``poles`` (stable), with the trial points used and whether the
@@ -365,6 +446,8 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
     allowed = np.sqrt(first.tail.value) * (1 + HOLD_RTOL) + HOLD_RTOL * np.linalg.norm(h, axis=1)
     window = np.einsum("bk,bk->b", first.res, first.res)  # the start's (weighted) l2^2
     f32_allowed = np.maximum(_float32_deviation(h, first.lam, first.residues), F32_RTOL)
+    if limits is not None:
+        allowed, f32_allowed = limits
     x, best, pending = x0.copy(), x0.copy(), np.arange(h.shape[0])
     weights = np.full(h.shape[0], fit.tail_weight)
     suspect = ~(first.cond <= CHECK_COND) | first.tail.cancelled  # of the start or the fit
@@ -391,18 +474,24 @@ def _fit_poles(h: np.ndarray, poles: np.ndarray, pairs: int, reals: int, fit: _S
         before = _reported_errors(h[moved], start.poles(x0[moved]), weight)
         after = _reported_errors(h[moved], start.poles(best[moved]), weight)
         worse = (after[0] > before[0]) | (after[2] > f32_allowed[moved])
-        if limit_tail:
+        if limit_tail and limits is not None:
+            worse |= after[1] > allowed[moved]
+        elif limit_tail:
             worse |= after[1] > before[1] * (1 + HOLD_RTOL) + HOLD_RTOL * np.linalg.norm(
                 h[moved], axis=1)
         best[moved[worse]] = x0[moved[worse]]
     return start.poles(best), trials, converged  # filters still pending keep their start
 
 
-def _reported_errors(h: np.ndarray, poles: np.ndarray, weight: np.ndarray | None
+def _reported_errors(h: np.ndarray, poles: np.ndarray, weight: np.ndarray | None,
+                     live: np.ndarray | None = None
                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(||w * (h - h_hat)||, ||h_hat[L:]||, float32 deviation)`` per filter for compact
-    ``poles`` with the least-squares residues of `fit_residues` (what the family reports)."""
-    live = np.ones(poles.shape, dtype=bool)
+    ``poles`` (the modes where ``live``, all by default) with the least-squares residues of
+    `fit_residues` (what the family reports)."""
+    if live is None:
+        live = np.ones(poles.shape, dtype=bool)
+    poles = np.where(live, poles, 0)
     residues, direct = fit_residues(h, poles, live, weight_filter=weight)
     model = ModalSSM.from_compact(poles, residues, direct)
     error = h - model.impulse(h.shape[1])
@@ -416,3 +505,85 @@ def _float32_deviation(h: np.ndarray, poles: np.ndarray, residues: np.ndarray) -
     """`ModalSSM.float32_deviation` over the taps of ``h`` of compact models (``h[0]`` the
     direct term, as every fit has it)."""
     return ModalSSM.from_compact(poles, residues, h[:, 0]).float32_deviation(h.shape[1])
+
+
+#: Order homotopy (``init="homotopy"``): the extra compact modes fitted before the pruning.
+HOMOTOPY_EXTRA = (2, 4)
+HOMOTOPY = "homotopy"
+
+
+def _homotopy(h: np.ndarray, rows: np.ndarray, order: int, start, wide, fit: _Settings
+              ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The order homotopy of ``init="homotopy"`` (`ModalFamily.from_fir`) for the filters
+    ``rows`` at ``order``: full fitted poles ``(rows, order)`` (NaN-padded) and the
+    diagnostics ``iterations`` (all fits), ``converged`` (the fit kept) and
+    ``homotopy_extra`` (the extra modes of the fit kept, 0 for the fit from the start).
+    ``start`` is the family ``init="balanced"`` starts from, ``wide`` the same method's family
+    up to ``2 max(HOMOTOPY_EXTRA)`` orders higher, from which the wider fits start."""
+    f = rows.size
+    hr = h[rows]
+    norm = np.linalg.norm(hr, axis=1)
+    begin = start.model(np.full(f, order), rows)
+    live0 = (begin.residues != 0) & (np.abs(begin.poles) < 1)
+    modes0 = live0.sum(axis=1)
+    l2_0, tail_0, f32_0 = _reported_errors(hr, begin.poles, fit.weight, live0)
+    tail_allowed = tail_0 * (1 + HOLD_RTOL) + HOLD_RTOL * norm
+    f32_allowed = np.maximum(f32_0, F32_RTOL)
+    fitted, pair, iterations, converged = _fit_compact(h, rows, begin.poles, begin.residues, fit)
+    best_l2 = _reported_errors(hr, np.nan_to_num(fitted), fit.weight, np.isfinite(fitted))[0]
+    best = _full(fitted, pair, order)
+    extra_kept = np.zeros(f, dtype=np.int64)
+    for extra in HOMOTOPY_EXTRA:
+        # the start's largest order up to `order + 2 extra` with at most `extra` more modes
+        big = np.minimum(order + 2 * extra, wide.rank[rows])
+        sel = np.flatnonzero((big > order) & (modes0 > 0))
+        models = None
+        while sel.size:
+            models = wide.model(big[sel], rows[sel])
+            over = ((models.residues != 0).sum(axis=1) > modes0[sel] + extra) & (big[sel] > order)
+            if not over.any():
+                break
+            big[sel[over]] -= 1
+            keep = big[sel] > order
+            sel = sel[keep]
+            models = None
+        if not sel.size or models is None:
+            continue
+        grown, grown_pair, used, _ = _fit_compact(h, rows[sel], models.poles, models.residues,
+                                                  fit)
+        iterations[sel] += used
+        # prune to the start's modes and order by the modes' energy |R|^2 / (1 - |lambda|^2)
+        live = np.isfinite(grown)
+        lam = np.where(live, grown, 0)
+        res, _ = fit_residues(hr[sel], lam, live, weight_filter=fit.weight)
+        energy = np.where(live, np.abs(res) ** 2 / (1 - np.abs(lam) ** 2), -np.inf)
+        rank = np.argsort(-energy, axis=1, kind="stable")
+        kept = np.zeros(live.shape, dtype=bool)
+        used_modes = np.zeros(sel.size, dtype=np.int64)
+        used_order = np.zeros(sel.size, dtype=np.int64)
+        index = np.arange(sel.size)
+        for j in range(rank.shape[1]):
+            col = rank[:, j]
+            cost = np.where(grown_pair[index, col], 2, 1)
+            take = (live[index, col] & (used_modes < modes0[sel])
+                    & (used_order + cost <= order))
+            kept[index[take], col[take]] = True
+            used_modes += take
+            used_order += np.where(take, cost, 0)
+        limits = (tail_allowed[sel], f32_allowed[sel])
+        refit, refit_pair, used, done = _fit_compact(
+            h, rows[sel], np.where(kept, lam, 0), np.where(kept, res, 0), fit, limits)
+        iterations[sel] += used
+        l2, tail, f32 = _reported_errors(hr[sel], np.nan_to_num(refit), fit.weight,
+                                         np.isfinite(refit))
+        # a model beyond F32_RTOL may be rounded (`PoleMethod._float32_safe`), at an l2 up to
+        # ROUNDED_L2_RTOL higher: it must win by that margin
+        margin = np.where(f32 > F32_RTOL, 1 + ROUNDED_L2_RTOL, 1.0)
+        better = np.isfinite(l2) & (l2 * margin < best_l2[sel]) & (f32 <= f32_allowed[sel])
+        if fit.limit_tail:
+            better &= tail <= tail_allowed[sel]
+        win = sel[better]
+        best[win] = _full(refit[better], refit_pair[better], order)
+        best_l2[win], extra_kept[win], converged[win] = l2[better], extra, done[better]
+    return best, {"iterations": iterations, "converged": converged,
+                  "homotopy_extra": extra_kept}
