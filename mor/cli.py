@@ -25,6 +25,7 @@ from mor.drivers.distillation import ShardMismatch, shard_files
 from mor.drivers.distillation import distill as run_distillation
 from mor.files import read_filters
 from mor.methods import available_methods
+from mor.warmup import warmup as run_warmup
 
 SPECTRUM_FILTERS_PER_LAYER = 64  # the report's spectrum plot samples this many per layer
 F32_FLOOR = 1e-9  # the report draws float32 deviations below this (0: exact) at it
@@ -115,6 +116,18 @@ def demo(filters: int, length: int, orders: tuple[int, ...]) -> None:
 
 
 @main.command()
+def warmup() -> None:
+    """Compile mor's Numba kernels once, into Numba's cache (the set-up step; idempotent).
+
+    Later processes load the kernels from the cache instead of compiling them on first use
+    (about a minute). Run it again after updating mor or Numba; run twice, the second run
+    compiles nothing.
+    """
+    click.echo("mor warmup: compiling (or loading from Numba's cache) every kernel ...")
+    click.echo(str(run_warmup()))
+
+
+@main.command()
 @click.argument("input_path", metavar="INPUT", type=click.Path(exists=True, dir_okay=False))
 @click.option("--key", help="Array name or glob in INPUT (npz, safetensors, state dict).")
 @click.option("-k", "count", type=click.IntRange(min=1), default=64, show_default=True,
@@ -168,8 +181,9 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
 @click.option("--norm", type=click.Choice(["l2", "hinf"]), default="l2", show_default=True)
 @click.option("--method", type=click.Choice(["auto", *available_methods()]), default="auto",
               show_default=True,
-              help="The reduction method (see mor.reduce); auto keeps per filter the better of "
-                   "balanced and hankel.")
+              help="The reduction method (see mor.reduce). auto: modal for --order/--modes "
+                   "(balanced and hankel, the better per filter, with --norm hinf); balanced "
+                   "for --tol.")
 @click.option("--real-poles", is_flag=True,
               help="Real poles in (0, 1) only, one per mode (Vortex's Hyena-LI filters): "
                    "method modal with real_poles=True (leave --method out or give modal). "

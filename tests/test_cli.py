@@ -315,7 +315,7 @@ def test_every_registered_method_is_reachable(tmp_path, monkeypatch, method):
     assert result.exit_code == 0, (result.output, result.exception)
     methods = result.stdout.splitlines()[1].split(None, 10)[10]  # "name count, ..."
     kept = {part.split()[0] for part in methods.split(", ")}
-    assert kept == {method} if method != "auto" else kept <= {"balanced", "hankel"}
+    assert kept == ({method} if method != "auto" else {"modal"})  # auto at a size: modal
     assert mor.load(tmp_path / "bank.npz").modes.max() <= 2
 
 

@@ -46,8 +46,9 @@ def test_tol_smallest_order_and_report(model):
 
 def test_report_has_each_filters_float32_deviation(model):
     # issue 18.3: beside the float64 errors, per filter (the method kept) and per layer (worst)
-    res = distill(model, 6)
+    res = distill(model, 6, norm="hinf")  # "auto": the better of BT and Hankel per filter
     cols = res.report.columns
+    assert set(cols["method"].ravel()) == {"balanced", "hankel"}
     ref = {m: mor.reduce(model, 6, method=m).info["f32_deviation"] for m in ("balanced", "hankel")}
     np.testing.assert_array_equal(cols["f32_deviation"],
                                   np.where(cols["method"] == "hankel", ref["hankel"],
@@ -133,13 +134,32 @@ def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
         distill(h, 4, on_fail="raise")
 
 
+@pytest.mark.parametrize("size, norm, methods", [
+    ({"modes": 3}, "l2", {"modal"}), ({"order": 4}, "l2", {"modal"}),
+    ({"modes": 3}, "hinf", {"balanced", "hankel"}), ({"tol": 0.1}, "l2", {"balanced"}),
+    ({"tol": 0.1}, "hinf", {"balanced"})])
+def test_auto_runs_the_methods_chosen_for_the_request(model, size, norm, methods):
+    # issue 19: modal for a size in l2 (the best held-out quality), BT for a tolerance
+    out = distill(model, norm=norm, **size)
+    kept = set(out.report.columns["method"].ravel())
+    assert kept <= methods and (len(methods) > 1 or kept == methods)
+    if methods == {"modal"}:
+        ref = mor.reduce(model, norm=norm, method="modal", **size)
+        np.testing.assert_array_equal(out.bank.compact()[0], ref.compact()[0])
+        bt = mor.reduce(model, norm=norm, method="balanced", **size)
+        assert np.all(out.report.columns["l2"] <= bt.info["l2"] * (1 + 1e-9))
+    with pytest.raises(ValueError, match="method 'auto' \\(here"):
+        distill(model, norm=norm, no_such_option=1, **size)
+
+
 def test_boolean_filters_as_reduce_takes_them():
     # found by tests/test_robustness.py: distill refused the bool arrays reduce accepts
     h = np.zeros((2, 8), bool)
     h[:, 1] = True
     h[1, 3] = True
     out = distill(h, 2, progress=False)
-    np.testing.assert_array_equal(out.report.columns["l2"], mor.reduce(h, 2).info["l2"])
+    np.testing.assert_array_equal(out.report.columns["l2"],
+                                  mor.reduce(h, 2, method="modal").info["l2"])
     with pytest.raises(ValueError, match="real array"):
         distill(np.ones((2, 3), complex), 1, progress=False)
 
