@@ -4,12 +4,16 @@
 --modes 1 2 4 8 16 --out DIR`` takes every long filter of ``DIR/{kind}.pt`` (all layers at once),
 fits each method at ``modes=m`` complex modes (``mor.reduce``; ``recipe`` is the paper's AdamW
 recipe, `benchmarks/modal_recipe.py`, run where ``--device`` says), and writes
-``{kind}_{method}.npz`` (sizes already there and not asked for stay) with, per state size, the
+``{kind}_{label}.npz`` (sizes already there and not asked for stay) with, per state size, the
 compact poles, residues and direct terms, the per-filter ``l2`` error over the taps (and
 ``tail``, ``hinf`` and the AAK bound for mor's methods; the count of unstable poles for the
 recipe) and the wall time. ``--tol`` adds, for
 balanced truncation and Hankel-norm approximation, per-filter orders at that ``l2`` tolerance
 (``m = 0`` in the file's keys; orders up to ``--max-order``).
+
+A method is named as ``LABEL`` (a method of ``mor.distill``, ``auto`` its default, or
+``recipe``) or ``LABEL=METHOD:KEY=VALUE,...`` with options, e.g.
+``modal-homotopy=modal:init=homotopy``; the file is named by the label.
 """
 
 from __future__ import annotations
@@ -42,8 +46,19 @@ def model_filters(path: Path) -> np.ndarray:
     return load_model(path).filters().double().numpy()
 
 
+def variant(spec: str) -> tuple[str, str, dict]:
+    """``LABEL`` or ``LABEL=METHOD:KEY=VALUE,...`` as (label, method, options)."""
+    label, _, rest = spec.partition("=")
+    method, _, pairs = rest.partition(":")
+    options = {}
+    for pair in filter(None, pairs.split(",")):
+        key, _, value = pair.partition("=")
+        options[key] = value
+    return label, method or label, options
+
+
 def fit(h: np.ndarray, method: str, modes: int | None, tol: float | None, device: str,
-        steps: int, workers: int, max_order: int) -> dict:
+        steps: int, workers: int, max_order: int, options: dict | None = None) -> dict:
     """One method at one state size on filters ``h`` (``(F, L)``)."""
     start = time.perf_counter()
     if method == "recipe":
@@ -51,7 +66,8 @@ def fit(h: np.ndarray, method: str, modes: int | None, tol: float | None, device
         out.pop("taps")
         return out
     result = mor.distill(h, modes=modes, tol=tol, method=method, workers=workers,
-                         chunk_size=16, max_order=max_order if tol else None)
+                         chunk_size=16, max_order=max_order if tol else None,
+                         **(options or {}))
     bank, columns = result.bank, result.report.columns
     info = {k: columns[k] for k in ("l2", "tail", "hinf", "aak", "failed")}
     poles, residues, direct = bank.compact()
@@ -75,8 +91,9 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     h = model_filters(args.models / f"{args.kind}.pt")
     flat = h.reshape(-1, h.shape[-1])
-    for method in args.methods:
-        path = args.out / f"{args.kind}_{method}.npz"
+    for spec in args.methods:
+        label, method, options = variant(spec)
+        path = args.out / f"{args.kind}_{label}.npz"
         arrays = dict(np.load(path)) if path.exists() else {}  # other sizes stay
         arrays["shape"] = np.array(h.shape)
         sizes = [(m, None) for m in args.modes]
@@ -84,10 +101,10 @@ def main() -> None:
             sizes.append((None, args.tol))
         for modes, tol in sizes:
             r = fit(flat, method, modes, tol, args.device, args.steps, args.workers,
-                    args.max_order)
+                    args.max_order, options)
             key = f"m{modes or 0}"
             arrays |= {f"{key}_{name}": np.asarray(value) for name, value in r.items()}
-            print(f"{args.kind} {method} {key}: median l2 {np.median(r['l2']):.4f}, worst "
+            print(f"{args.kind} {label} {key}: median l2 {np.median(r['l2']):.4f}, worst "
                   f"{np.max(r['l2']):.4f}, {r['seconds']:.1f} s"
                   + (f", {int(r['unstable'].sum())} unstable poles" if "unstable" in r else ""),
                   flush=True)
