@@ -21,6 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# on a CPU machine), and the packages their model modules import (constraints.txt pins them).
 	$(BIN)/pip install --quiet --no-deps stripedhyena==0.2.2 vtx==1.1.0
 	$(BIN)/pip install --quiet einops triton rich tqdm -c constraints.txt
+	# Numba's kernels compiled once, into its cache (a minute): later runs load them.
+	$(BIN)/mor warmup
 	touch $(STAMP)
 
 demo: $(STAMP)

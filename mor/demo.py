@@ -13,6 +13,7 @@ from mor.drivers.distillation import distill
 from mor.systems.modal import load
 from mor.analysis.compare import compare
 from mor.drivers.reduction import reduce
+from mor.warmup import warmup
 
 
 def hyena_like_filters(n_filters: int = 32, length: int = 1024, seed: int = 0) -> np.ndarray:
@@ -101,6 +102,11 @@ def run_demo(n_filters: int = 32, length: int = 512, orders=(4, 8, 16, 32),
                          f"{list(orders)}")
     h = hyena_like_filters(n_filters, length)
     out(f"mor demo: {n_filters} Hyena-like filters of length {length} (mor.demo.hyena_like_filters)")
+    ready = warmup()  # compiled once per install (`mor warmup`); loading the cache is quick
+    out(f"Numba kernels ready in {ready.seconds:.1f} s ("
+        + (f"{ready.compiled} compiled now, once: later runs load them from the cache"
+           if ready.compiled else "loaded from the cache") + "); the times below exclude "
+        "compilation")
     start = time.perf_counter()
     bounds = error_bounds(h)
     out(f"full Hankel spectrum in {time.perf_counter() - start:.2f} s; "
