@@ -8,10 +8,20 @@ call parallel Numba kernels.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
+#: OpenMP threads (Numba's ``omp`` threading layer) sleep between parallel regions instead of
+#: spinning, unless the user's environment says otherwise. mor launches thousands of short
+#: parallel regions in a tolerance search; spinning threads then take the cores from the work
+#: between them wherever another process shares the machine: ``mor distill --tol 1e-2`` on the
+#: 1024 shared filters took 51.8 s with spinning and 21.9 s without, 13.3 s of CPU against
+#: 32.2 s, on two cores one of which another job held (numbers in `benchmarks/RESULTS.md`).
+#: Read when the OpenMP runtime loads (Numba's first parallel region), so set on import.
+OMP_WAIT_POLICY = os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numba  # noqa: E402
 
 
 def worker_threads() -> int:
