@@ -197,12 +197,15 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
 
 
 def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
-               rtol: float = KRYLOV_RTOL, vectors: bool = True, size: int | None = None):
+               rtol: float = KRYLOV_RTOL, vectors: bool = True, size: int | None = None,
+               left_rows: int | None = None):
     r"""Leading singular triplets of the Hankel matrices of validated filters ``(..., L)``.
 
     Returns ``(sigma, u, v)`` with ``H ~ u diag(sigma) v^T``, ``u`` and ``v`` of shape
     ``(..., N, k)`` (``None`` when ``vectors`` is false), ``N = L - 1`` or the given ``size``
-    (see :func:`hankel_matrix`).
+    (see :func:`hankel_matrix`). With ``left_rows``, ``u`` holds only its first ``left_rows``
+    rows, ``(..., left_rows, k)``, the same values (the others are not formed: balanced
+    truncation of an FIR filter needs only the first).
     """
     n = h.shape[-1] - 1 if size is None else int(size)
     if not 0 <= n <= h.shape[-1] - 1:
@@ -225,17 +228,19 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
     batch = h.shape[:-1]
     flat = h.reshape(-1, h.shape[-1])
+    rows = n if left_rows is None else min(int(left_rows), n)
     if k == 0 or flat.shape[0] == 0:
         empty = np.zeros(batch + (k,))
         vec = np.zeros(batch + (n, k)) if vectors else None
-        return empty, vec, vec
+        return empty, None if vec is None else vec[..., :rows, :], vec
     if method == "dense":
         s, u, v = _dense(flat, k, vectors, n)
+        u = None if u is None else u[:, :rows]
     else:
-        s, u, v = _krylov(flat, k, rtol, vectors, n)
+        s, u, v = _krylov(flat, k, rtol, vectors, n, rows)
     s = s.reshape(batch + (k,))
     if vectors:
-        u, v = u.reshape(batch + (n, k)), v.reshape(batch + (n, k))
+        u, v = u.reshape(batch + (rows, k)), v.reshape(batch + (n, k))
     return s, u, v
 
 
@@ -247,11 +252,14 @@ def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
     return s[:, :k], u[:, :, :k], np.swapaxes(vh[:, :k, :], 1, 2)
 
 
-def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
+def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
+            rows: int | None = None):
     """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker
     threads, checked (`_lanczos`): rows whose values fail the checks are done again with full
-    re-orthogonalisation (values alone), then densely."""
-    s, u, v, inconsistent, status = _lanczos(flat, k, rtol, vectors, n)
+    re-orthogonalisation (values alone), then densely. ``u`` holds its first ``rows`` rows
+    (all by default)."""
+    rows_u = n if rows is None else rows
+    s, u, v, inconsistent, status = _lanczos(flat, k, rtol, vectors, n, rows_u)
     rerun = inconsistent & (status != MISSED)
     if rerun.any() and not vectors:  # partial re-orthogonalisation let rounding through
         for part in np.array_split(np.flatnonzero(rerun), -(-rerun.sum() // RERUN_CHUNK)):
@@ -269,11 +277,12 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
         ds, du, dv = _dense(flat[rows], k, vectors, n)
         s[rows] = ds
         if vectors:
-            u[rows], v[rows] = du, dv
+            u[rows], v[rows] = du[:, :rows_u], dv
     return s, u, v
 
 
-def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
+def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
+             rows: int | None = None):
     """`lanczos_rows` on worker threads: ``(s, u, v, inconsistent, status)``: where the values
     fail the Frobenius test, and the kernel's `mor._numerics.lanczos.CLEAR`, ``SUSPECT`` or
     ``MISSED`` (see the module notes)."""
@@ -299,7 +308,7 @@ def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int):
     s = np.abs(theta)
     u = v = None
     if vectors:
-        u, v = q * np.where(theta < 0, -1.0, 1.0)[:, None, :], q
+        u, v = q[:, :rows] * np.where(theta < 0, -1.0, 1.0)[:, None, :], q
     # Single-vector Lanczos certifies each value's accuracy, not that no value above the k-th
     # was missed: a multiple singular value (a pure delay's are all 1) has one copy per
     # invariant subspace met (`status`). And rounding can leave spurious values: the values

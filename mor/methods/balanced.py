@@ -169,7 +169,7 @@ def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: fl
     """``(A, B, C, sigma, rank)``: the order-``keep`` balanced realisations of flat filters
     ``h`` from their ``k`` leading Hankel singular triplets (module notes)."""
     size, f = h.shape[-1] - 1, h.shape[0]
-    s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol)
+    s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol, left_rows=1)
     if keep == 0:
         return np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), s, \
             np.zeros(f, dtype=np.int64)

@@ -11,6 +11,7 @@ from numpy.typing import ArrayLike
 
 from mor._numerics import freq, kernels
 from mor._numerics.gramians import hankel_values_from_factors, stein_factor
+from mor._numerics.linalg import eig_batched
 from mor.conventions import Scale
 from mor.systems.schema import read_bank, write_bank
 from mor.systems.statespace import StateSpace
@@ -197,7 +198,7 @@ class ModalSSM:
         for name, arr in (("A", a), ("B", b), ("C", c), ("D", d)):
             if not np.isfinite(arr).all():
                 raise ValueError(f"{name} has NaN or Inf entries")
-        lam, t = np.linalg.eig(a)
+        lam, t = eig_batched(a)  # np.linalg.eig's result, on the worker threads
         rhs = b[..., None].astype(np.complex128)
         try:
             tb = np.linalg.solve(t, rhs)[..., 0]
