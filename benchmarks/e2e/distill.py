@@ -19,6 +19,7 @@ A method is named as ``LABEL`` (a method of ``mor.distill``, ``auto`` its defaul
 from __future__ import annotations
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -53,7 +54,11 @@ def variant(spec: str) -> tuple[str, str, dict]:
     options = {}
     for pair in filter(None, pairs.split(",")):
         key, _, value = pair.partition("=")
-        options[key] = value
+        try:
+            options[key] = ast.literal_eval(value)  # numbers, booleans
+        except (ValueError, SyntaxError):
+            options[key] = value  # a name
+
     return label, method or label, options
 
 
