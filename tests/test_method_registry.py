@@ -46,8 +46,10 @@ def test_options_are_checked_up_front():
         mor.reduce(h, 4, method="prony", dc_match=True)
     with pytest.raises(ValueError, match="method 'toy-truncate' does not take 'rtol'"):
         mor.distill(h, 4, method="toy-truncate", rtol=1e-3)
+    with pytest.raises(ValueError, match="'auto' .* does not take 'dc_match'"):
+        mor.distill(h, 4, dc_match=True)  # a size in l2: modal
     with pytest.raises(ValueError, match="'auto' .* does not take 'max_iter'"):
-        mor.distill(h, 4, max_iter=3)
+        mor.distill(h, tol=0.1, max_iter=3)  # a tolerance: balanced
     with pytest.raises(ValueError, match="method 'balanced' does not take 'init_options'"):
         mor.reduce(h, 4, init_options={})
     with pytest.raises(ValueError, match="method 'pencil' does not take 'dc_match'"):

@@ -1250,7 +1250,9 @@ def test_distill(data):
     assert np.all(np.atleast_1d(bank.is_stable()).reshape(-1)[~failed])
     np.testing.assert_array_equal(flat["order"], np.asarray(bank.order).reshape(-1))
     assert np.all(flat["order"][failed] == 0)
-    assert set(flat["method"]) <= ({"balanced", "hankel"} if method == "auto" else {method})
+    by_norm = {"l2": {"modal"}, "hinf": {"balanced", "hankel"}}  # "auto" for a size
+    auto = {"balanced"} if kind == "tol" else by_norm[norm]
+    assert set(flat["method"]) <= (auto if method == "auto" else {method})
     if kind == "order":
         assert np.all(flat["order"] <= size["order"])
     if kind == "modes":
