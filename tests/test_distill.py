@@ -135,7 +135,7 @@ def test_bad_filter_is_reported_and_does_not_stop_the_others(model):
 
 
 @pytest.mark.parametrize("size, norm, methods", [
-    ({"modes": 3}, "l2", {"modal"}), ({"order": 4}, "l2", {"modal"}),
+    ({"modes": 3}, "l2", {"modal"}), ({"order": 6}, "l2", {"modal"}),
     ({"modes": 3}, "hinf", {"balanced", "hankel"}), ({"tol": 0.1}, "l2", {"balanced"}),
     ({"tol": 0.1}, "hinf", {"balanced"})])
 def test_auto_runs_the_methods_chosen_for_the_request(model, size, norm, methods):
@@ -150,6 +150,19 @@ def test_auto_runs_the_methods_chosen_for_the_request(model, size, norm, methods
         assert np.all(out.report.columns["l2"] <= bt.info["l2"] * (1 + 1e-9))
     with pytest.raises(ValueError, match="method 'auto' \\(here"):
         distill(model, norm=norm, no_such_option=1, **size)
+
+
+@pytest.mark.parametrize("size, init", [({"modes": 2}, "homotopy"), ({"order": 4}, "homotopy"),
+                                        ({"modes": 3}, None), ({"order": 5}, None)])
+def test_auto_starts_small_modal_fits_from_the_order_homotopy(model, size, init):
+    # issue 19.4: at 2 modes the homotopy lost 3x less held-out quality on both e2e models
+    out = distill(model, **size)
+    assert out.report.request["options"] == ({} if init is None else {"init": init})
+    ref = mor.reduce(model, method="modal", **size, **({} if init is None else {"init": init}))
+    np.testing.assert_array_equal(out.bank.compact()[1], ref.compact()[1])
+    # a start the caller chose is kept
+    chosen = distill(model, init="balanced", **size)
+    assert chosen.report.request["options"] == {"init": "balanced"}
 
 
 def test_boolean_filters_as_reduce_takes_them():
