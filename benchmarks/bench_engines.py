@@ -11,9 +11,9 @@ standard normal; the short filter is the identity (``tests/engine_harness.py``, 
 says what stands in for CUDA on a CPU machine).
 
 Banks: the shared trained filters (all 256 channels of each layer, L = 2048) reduced with
-default options (`mor.reduce` at an order, at a number of modes and at a tolerance;
-`mor.distill` at an order and at tolerances: unequal mode counts, padded), and one
-``method="modal"`` bank (its tiny poles dropped and refitted by the writer); synthetic
+default options (`mor.reduce`, balanced truncation, at an order, at a number of modes and at a
+tolerance; `mor.distill`, whose default fits modal models for a size, at an order and at 2
+modes, and balanced truncation at tolerances: unequal mode counts, padded); synthetic
 Evo 2-style layers (64 channels x 16 real poles, decay rates log-uniform in [1e-3, 1],
 residues and D standard normal) at L = 2048 and 8192 in both engines, and reduced with
 `mor.reduce` to 8 and 4 modes (errors beside the AAK bound; balanced truncation gives complex
@@ -90,16 +90,17 @@ def run(engine: str, bank: mor.ModalSSM, prompt: int, steps: int = STEPS, length
 
 
 def trained_banks(h: np.ndarray) -> dict:
-    """Banks of one layer ``(256, 2048)`` with default options (and one modal bank)."""
+    """Banks of one layer ``(256, 2048)`` with default options: `mor.reduce` (balanced
+    truncation) and `mor.distill` (``method="auto"``: modal fits for a size, from the order
+    homotopy at 2 modes; balanced truncation for a tolerance)."""
     return {
         "reduce(order=16)": lambda: mor.reduce(h, 16),
         "reduce(modes=16)": lambda: mor.reduce(h, modes=16),
         "reduce(tol=1e-3, on_fail='flag')": lambda: mor.reduce(h, tol=1e-3, on_fail="flag"),
         "distill(order=16)": lambda: mor.distill(h, 16).bank,
+        "distill(modes=2)": lambda: mor.distill(h, modes=2).bank,
         "distill(tol=1e-2)": lambda: mor.distill(h, tol=1e-2).bank,
         "distill(tol=1e-3)": lambda: mor.distill(h, tol=1e-3).bank,
-        "reduce(order=16, method='modal', on_fail='flag')": lambda: mor.reduce(
-            h, 16, method="modal", on_fail="flag"),
     }
 
 
