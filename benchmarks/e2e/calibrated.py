@@ -1,0 +1,115 @@
+r"""Activation-aware distillation of the e2e models: `mor.torch.distill_module(calibration=...)`.
+
+``python benchmarks/e2e/calibrated.py --models DIR --kind KIND [--windows W] [--modes 2 4 8]``
+loads ``DIR/{kind}.pt`` (`train.load_model`), draws ``W`` random windows of ``L`` bytes from
+the *training* split only (`corpus.load()[0]`, seed ``--seed``; the held-out split is never
+read), and for each size distils the model twice on this machine's CPU: plainly
+(``distill_module(model, modes=m)``, the default method) and with ``calibration=`` those
+windows (batches of ``--batch``). It writes ``DIR/{kind}_calibrated.npz`` in `distill.py`'s
+layout (``shape``, ``m{m}_poles``, ``m{m}_residues``, ``m{m}_direct``, ``m{m}_l2``,
+``m{m}_tail``, ``m{m}_failed``, ``m{m}_order``, ``m{m}_seconds``), the banks of the layers put
+in place (poles float32-exact, as the GPU layers hold them), for `evaluate.py`, and
+``DIR/{kind}_calibrated.json``: per size the seconds and peak resident memory (``ru_maxrss``
+growth) of the plain and the calibrated runs, and per layer the output error relative to the
+layer's output on the calibration windows before and after, and the taps' ``l2``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parents[1])]
+import mor.torch as mt  # noqa: E402
+from corpus import load  # noqa: E402
+from train import load_model  # noqa: E402
+
+
+def training_windows(length: int, count: int, seed: int) -> torch.Tensor:
+    """``count`` random windows of ``length`` bytes of the training split, ``(W, L)`` int64."""
+    train = load()[0]
+    starts = np.random.default_rng(seed).integers(0, len(train) - length, count)
+    return torch.from_numpy(np.stack([train[s:s + length] for s in starts]).astype(np.int64))
+
+
+def layer_bank(layer) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(poles, residues, direct)`` that a `ModalRecurrence` (or the head-wise one) runs."""
+    heads = getattr(layer, "heads", layer)
+    poles = torch.exp(heads.log_poles).numpy()
+    poles[heads.log_poles.real.numpy() <= -1e4 + 1] = 0  # padding
+    return poles, heads.residues64.numpy(), heads.direct.double().numpy()
+
+
+def peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", type=Path, required=True)
+    parser.add_argument("--kind", required=True, choices=["hyena", "multihyena"])
+    parser.add_argument("--modes", nargs="+", type=int, default=[2, 4, 8])
+    parser.add_argument("--windows", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    model = load_model(args.models / f"{args.kind}.pt")
+    windows = training_windows(model.cfg.length, args.windows, args.seed)
+    batches = [windows[i:i + args.batch] for i in range(0, len(windows), args.batch)]
+    h = model.filters().double().numpy()
+    arrays, summary = {"shape": np.array(h.shape)}, {"windows": args.windows,
+                                                     "seed": args.seed, "sizes": {}}
+    for m in args.modes:
+        row = {}
+        for label, calibration in (("plain", None), ("calibrated", batches)):
+            before = peak_mb()
+            start = time.perf_counter()
+            out, reports = mt.distill_module(copy.deepcopy(model), modes=m,
+                                             calibration=calibration)
+            row[label] = {"seconds": time.perf_counter() - start,
+                          "peak_rss_growth_mb": peak_mb() - before}
+        parts = [layer_bank(b.mixer.long) for b in out.blocks]
+        width = max(p.shape[1] for p, _, _ in parts)
+        pad = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (p for p, _, _ in parts)]
+        arrays[f"m{m}_poles"] = np.concatenate(pad)
+        arrays[f"m{m}_residues"] = np.concatenate(
+            [np.pad(r, ((0, 0), (0, width - r.shape[1]))) for _, r, _ in parts])
+        arrays[f"m{m}_direct"] = np.concatenate([d for _, _, d in parts])
+        cols = [reports[f"blocks.{i}.mixer.long"].columns for i in range(len(model.blocks))]
+        for key in ("l2", "tail", "failed", "order"):
+            arrays[f"m{m}_{key}"] = np.concatenate([np.asarray(c[key]) for c in cols])
+        arrays[f"m{m}_seconds"] = np.array(row["calibrated"]["seconds"])
+        row["layers"] = [{
+            **reports[f"blocks.{i}.mixer.long"].request["calibration"],
+            "calibrated_filters": int(c["calibrated"].sum()),
+            "l2_plain_median": float(np.median(c["l2_plain"])),
+            "l2_median": float(np.median(c["l2"])),
+            "output_error_plain_median": float(np.median(c["output_error_plain"])),
+            "output_error_median": float(np.median(c["output_error"]))}
+            for i, c in enumerate(cols)]
+        summary["sizes"][m] = row
+        print(f"{args.kind} m{m}: plain {row['plain']['seconds']:.1f} s, calibrated "
+              f"{row['calibrated']['seconds']:.1f} s (+{row['calibrated']['peak_rss_growth_mb']:.0f}"
+              f" MB peak); output error per layer "
+              + ", ".join(f"{r['output_error_plain']:.2e}->{r['output_error']:.2e}"
+                          for r in row["layers"]), flush=True)
+        np.savez(args.models / f"{args.kind}_calibrated.npz", **arrays)
+        (args.models / f"{args.kind}_calibrated.json").write_text(json.dumps(summary, indent=1))
+
+
+if __name__ == "__main__":
+    main()
