@@ -102,9 +102,10 @@ def main() -> None:
             "output_error_median": float(np.median(c["output_error"]))}
             for i, c in enumerate(cols)]
         summary["sizes"][m] = row
+        cal = row["calibrated"]
         print(f"{args.kind} m{m}: plain {row['plain']['seconds']:.1f} s, calibrated "
-              f"{row['calibrated']['seconds']:.1f} s (+{row['calibrated']['peak_rss_growth_mb']:.0f}"
-              f" MB peak); output error per layer "
+              f"{cal['seconds']:.1f} s (+{cal['peak_rss_growth_mb']:.0f} MB peak); "
+              f"output error per layer "
               + ", ".join(f"{r['output_error_plain']:.2e}->{r['output_error']:.2e}"
                           for r in row["layers"]), flush=True)
         np.savez(args.models / f"{args.kind}_calibrated.npz", **arrays)
