@@ -116,6 +116,37 @@ def test_headwise_energy_is_the_output_error():
     assert np.allclose(metric.energy(e), direct, rtol=1e-6)
 
 
+def test_headwise_energy_after_the_next_linear_map():
+    # issue 20.3: with W (D, H N) after the flattened output, each head's error is measured
+    # after its block W_h; exact where one head feeds W (no blocks between heads)
+    h = hyena_like_filters(1, 40)
+    bank = mor.reduce(h, modes=2, method="modal")
+    g = torch.Generator().manual_seed(5)
+    batches = [tuple(torch.randn(2, 1, 3, 40, generator=g) for _ in range(3)) for _ in range(2)]
+    w = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    metric = record(Headwise(h), batches, {"long": output_basis(h, bank)}, {"long": w})["long"]
+    e = h - bank.impulse(40)
+    direct = sum((np.einsum("dn,bhnt->bhdt", w.numpy(),
+                            _headwise_output(e, *(x.numpy() for x in qkv))) ** 2).sum()
+                 for qkv in batches)
+    assert np.allclose(metric.energy(e), direct, rtol=1e-6)
+    plain = record(Headwise(h), batches, {"long": output_basis(h, bank)})["long"]
+    assert not np.allclose(metric.energy(e), plain.energy(e), rtol=1e-3)
+    # through distill_module; a weight for a per-channel layer, or without calibration, refused
+    model, reports = mt.distill_module(Headwise(h), modes=2, calibration=batches,
+                                       output_weight=lambda name, module: w)
+    assert np.all(reports["long"].columns["output_error"]
+                  <= reports["long"].columns["output_error_plain"])
+    with pytest.raises(ValueError, match="give calibration too"):
+        mt.distill_module(Headwise(h), modes=2, output_weight=lambda name, module: w)
+    conv = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))
+    with pytest.raises(ValueError, match="head-wise layers only"):
+        mt.distill_module(conv, modes=2, calibration=[torch.randn(1, 1, 40)],
+                          output_weight=lambda name, module: w)
+    with pytest.raises(ValueError, match=r"shape \(D, 1 N\)"):
+        record(Headwise(h), batches, {"long": output_basis(h, bank)}, {"long": torch.ones(3)})
+
+
 @pytest.mark.parametrize("headwise", [False, True])
 def test_streaming_equals_one_batch(headwise):
     length = 48

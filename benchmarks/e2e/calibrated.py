@@ -11,7 +11,9 @@ layout (``shape``, ``m{m}_poles``, ``m{m}_residues``, ``m{m}_direct``, ``m{m}_l2
 in place (poles float32-exact, as the GPU layers hold them), for `evaluate.py`, and
 ``DIR/{kind}_calibrated.json``: per size the seconds and peak resident memory (``ru_maxrss``
 growth) of the plain and the calibrated runs, and per layer the output error relative to the
-layer's output on the calibration windows before and after, and the taps' ``l2``.
+layer's output on the calibration windows before and after, and the taps' ``l2``. With
+``--out-proj`` (MultiHyena), the head-wise layers' error is measured after ``out_proj``
+(``output_weight=``), and the files are ``{kind}_calibrated-outproj.*``.
 """
 
 from __future__ import annotations
@@ -65,7 +67,11 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--out-proj", action="store_true",
+                        help="head-wise layers: measure the error after out_proj "
+                             "(output_weight); writes {kind}_calibrated-outproj.*")
     args = parser.parse_args()
+    name = "calibrated-outproj" if args.out_proj else "calibrated"
     torch.set_num_threads(1)
     model = load_model(args.models / f"{args.kind}.pt")
     windows = training_windows(model.cfg.length, args.windows, args.seed)
@@ -78,8 +84,12 @@ def main() -> None:
         for label, calibration in (("plain", None), ("calibrated", batches)):
             before = peak_mb()
             start = time.perf_counter()
-            out, reports = mt.distill_module(copy.deepcopy(model), modes=m,
-                                             calibration=calibration)
+            out = copy.deepcopy(model)
+            weight = None if not (args.out_proj and calibration) else (
+                lambda layer, module, out=out: out.get_submodule(
+                    layer.rsplit(".", 1)[0]).out_proj.weight)
+            out, reports = mt.distill_module(out, modes=m, calibration=calibration,
+                                             output_weight=weight)
             row[label] = {"seconds": time.perf_counter() - start,
                           "peak_rss_growth_mb": peak_mb() - before}
         parts = [layer_bank(b.mixer.long) for b in out.blocks]
@@ -108,8 +118,8 @@ def main() -> None:
               f"output error per layer "
               + ", ".join(f"{r['output_error_plain']:.2e}->{r['output_error']:.2e}"
                           for r in row["layers"]), flush=True)
-        np.savez(args.models / f"{args.kind}_calibrated.npz", **arrays)
-        (args.models / f"{args.kind}_calibrated.json").write_text(json.dumps(summary, indent=1))
+        np.savez(args.models / f"{args.kind}_{name}.npz", **arrays)
+        (args.models / f"{args.kind}_{name}.json").write_text(json.dumps(summary, indent=1))
 
 
 if __name__ == "__main__":

@@ -13,7 +13,11 @@ A head-wise layer (`HeadwiseLongConv`, MultiHyena) computes
 ``y[t]_j = sum_s h[t-s] S[t,s] v_j[s]`` with ``S[t,s] = q[t] . k[s]``: the error is
 ``sum_a e[a] g_t[a]_j`` with ``g_t[a]_j = S[t, t-a] v_j[t-a]``, and
 ``M[a, b] = sum_{w, t, j} g_t[a]_j g_t[b]_j``. The error is measured where the convolution's
-output leaves the module (before any gate or projection outside it).
+output leaves the module (before any gate or projection outside it), or, for a head-wise layer
+given the linear map ``W`` (``(D, H N)``) its flattened output goes through next (MultiHyena's
+``out_proj``), after that map: ``M[a, b] = sum_{w, t} g_t[a]^T P_h g_t[b]`` with
+``P_h = W_h^T W_h``, ``W_h`` head ``h``'s ``N`` columns (the blocks of ``W^T W`` between heads,
+which couple their filters, are left out: each filter is fitted on its own).
 
 What is stored. ``M`` is ``L x L`` per filter (32 MB at ``L = 2048``; 32 GB for Hyena's 1024
 filters) and has no smaller exact form (it holds one partial autocorrelation per lag and
@@ -144,8 +148,10 @@ def output_basis(h: np.ndarray, bank: ModalSSM) -> np.ndarray:
 class _Recorder:
     """Accumulates ``G`` for one layer from its forward inputs (a forward hook)."""
 
-    def __init__(self, name: str, basis: np.ndarray, headwise: bool):
+    def __init__(self, name: str, basis: np.ndarray, headwise: bool,
+                 weight: torch.Tensor | None = None):
         self.name, self.basis, self.headwise = name, basis, headwise
+        self.weight = weight  # (H, N, N): P_h = W_h^T W_h, or None
         self.gram = np.zeros((basis.shape[0], basis.shape[2], basis.shape[2]))
         self.positions = 0
         self._cache: dict = {}
@@ -211,12 +217,14 @@ class _Recorder:
                                             scores[None] * _toeplitz(cols[h, i:i + chunk]),
                                             v[b, h].double())
                                for i in range(0, cols.shape[1], chunk)])  # (r, T, N)
-                self.gram[h] += torch.einsum("itn,jtn->ij", z, z).cpu().numpy()
+                pz = z if self.weight is None else torch.einsum(
+                    "nm,jtm->jtn", self.weight[h].to(z.device), z)
+                self.gram[h] += torch.einsum("itn,jtn->ij", z, pz).cpu().numpy()
         self.positions += batch * length
 
 
-def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarray]
-           ) -> dict[str, OutputMetric]:
+def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarray],
+           weights: Mapping[str, torch.Tensor] | None = None) -> dict[str, OutputMetric]:
     r"""Run ``model`` on ``calibration`` and record each named layer's output-error metric.
 
     For each layer ``name`` of ``bases`` (qualified module names of ``model``), a forward
@@ -235,6 +243,9 @@ def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarr
         Model inputs, batch by batch (e.g. training windows; never held-out data).
     bases : mapping of str to numpy.ndarray
         Per layer name, the orthonormal basis ``(F, L, r)`` of its filters' error span.
+    weights : mapping of str to torch.Tensor, optional
+        Per head-wise layer name, the linear map ``W`` (``(D, H N)``) applied next to its
+        flattened output ``(H N)``: the error is measured after it (module notes).
 
     Returns
     -------
@@ -245,8 +256,13 @@ def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarr
     ------
     ValueError
         If ``calibration`` holds no batch, a layer never runs or sees no position, a layer's
-        inputs have the wrong shape, or a name is not a module of ``model``.
+        inputs have the wrong shape, a name is not a module of ``model``, or a weight is given
+        for a per-channel layer or does not have ``H N`` columns.
     """
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(bases))
+    if unknown:
+        raise ValueError(f"weights given for layers that are not recorded: {unknown}")
     recorders = {}
     for name, basis in bases.items():
         try:
@@ -256,8 +272,10 @@ def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarr
         basis = np.asarray(basis, dtype=np.float64)
         if basis.ndim != 3:
             raise ValueError(f"bases[{name!r}] must have shape (F, L, r), got {basis.shape}")
-        recorders[name] = (module, _Recorder(name, basis, bool(getattr(module, "headwise",
-                                                                       False))))
+        headwise = bool(getattr(module, "headwise", False))
+        recorders[name] = (module, _Recorder(name, basis, headwise,
+                                             _head_weights(name, weights.get(name), headwise,
+                                                           basis.shape[0])))
     modes = {m: m.training for m in model.modules()}
     handles = [module.register_forward_hook(rec, with_kwargs=True)
                for module, rec in recorders.values()]
@@ -287,3 +305,19 @@ def record(model: nn.Module, calibration: Iterable, bases: Mapping[str, np.ndarr
                              f"only on empty sequences)")
         out[name] = OutputMetric(rec.basis, rec.gram, rec.headwise, rec.positions)
     return out
+
+
+def _head_weights(name: str, weight, headwise: bool, heads: int) -> torch.Tensor | None:
+    """``P_h = W_h^T W_h`` (``(H, N, N)``, float64) of the map ``W`` (``(D, H N)``), or None."""
+    if weight is None:
+        return None
+    if not headwise:
+        raise ValueError(f"layer {name!r}: a weight after the convolution is taken for "
+                         f"head-wise layers only (per channel it couples the filters, and "
+                         f"a per-filter scale does not change the fit)")
+    w = torch.as_tensor(weight).detach().double().cpu()
+    if w.ndim != 2 or w.shape[1] % heads:
+        raise ValueError(f"layer {name!r}: the weight must have shape (D, {heads} N), got "
+                         f"{tuple(w.shape)}")
+    blocks = w.reshape(w.shape[0], heads, -1).permute(1, 0, 2)  # (H, D, N)
+    return blocks.transpose(1, 2) @ blocks

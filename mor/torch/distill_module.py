@@ -20,6 +20,7 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
                    tol: float | None = None,
                    filter_fn: Callable[[str, nn.Module], object] | None = None,
                    calibration: Iterable | None = None,
+                   output_weight: Callable[[str, nn.Module], object] | None = None,
                    **distill_options) -> tuple[nn.Module, dict[str, Report]]:
     """Distil every long-convolution layer of a torch model into a recurrence, in place.
 
@@ -64,6 +65,11 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         Model inputs, batch by batch (``model(x)``; ``model(*x)`` for a tuple or list,
         ``model(**x)`` for a mapping), e.g. training windows, never held-out data. Iterated
         once. By default the fit is to the taps alone.
+    output_weight : callable, optional
+        With ``calibration``: ``output_weight(name, module)`` returns, for a head-wise layer,
+        the linear map ``W`` (``(D, H N)``) its flattened output goes through next (e.g.
+        MultiHyena's ``out_proj.weight``), or ``None``; the output error is then measured
+        after it (`mor.torch.calibration`).
     **distill_options
         Passed to `mor.distill` (``method``, ``norm``, ``on_fail``, ``workers``, ...).
 
@@ -139,6 +145,9 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         getter = getattr(module, "long_filter", None)
         return getter() if callable(getter) else None
 
+    if output_weight is not None and calibration is None:
+        raise ValueError("output_weight weighs the output error measured on calibration data: "
+                         "give calibration too")
     found = []
     for name, module in model.named_modules():
         if name and not any(name.startswith(done + ".") for done, _ in found):
@@ -156,7 +165,10 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     if calibration is not None:
         bases = {name: output_basis(np.where(np.isfinite(taps), taps, 0.0), bank)
                  for name, (taps, bank, _) in fitted.items()}
-        metrics = record(model, calibration, bases)
+        weights = {} if output_weight is None else {
+            name: w for name in fitted
+            if (w := output_weight(name, model.get_submodule(name))) is not None}
+        metrics = record(model, calibration, bases, weights)
         for name, (taps, bank, report) in fitted.items():
             fitted[name] = (taps, _calibrated(taps, bank, report, metrics[name]), report)
     reports = {}
