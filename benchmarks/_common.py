@@ -230,8 +230,9 @@ def write_json(name: str, payload: dict) -> Path:
     return path
 
 
-def write_section(name: str, body: str) -> Path | None:
-    """Replace (or append) the section between this name's markers in RESULTS.md.
+def write_section(name: str, body: str, after: str | None = None) -> Path | None:
+    """Replace the section between this name's markers in RESULTS.md; a new one goes right
+    after the section ``after`` where that exists, else at the end.
 
     Smoke runs (names ending in ``_quick``) leave RESULTS.md alone.
     """
@@ -243,8 +244,11 @@ def write_section(name: str, body: str) -> Path | None:
         "# Benchmark results\n\nEach section is written by its script "
         "(`benchmarks/<name>.py`); rerunning a script replaces its section.\n\n")
     pattern = re.compile(re.escape(begin) + r".*?" + re.escape(end) + r"\n?", re.S)
+    anchor = f"<!-- END {after} -->\n" if after else None
     if pattern.search(text):
         text = pattern.sub(lambda _: block, text)
+    elif anchor and anchor in text:
+        text = text.replace(anchor, anchor + "\n" + block, 1)
     else:
         text = text.rstrip("\n") + "\n\n" + block
     RESULTS_MD.write_text(text)

@@ -149,18 +149,6 @@ def report(meta: dict, sizes: list) -> str:
         "\n**Summary.** " + "; ".join(parts) + ".", ""])
 
 
-def insert_section() -> None:
-    """Put this script's (empty) section right after `bench_modal_starts`'s, where it is
-    missing."""
-    text = C.RESULTS_MD.read_text()
-    if f"<!-- BEGIN {NAME} -->" in text:
-        return
-    anchor = "<!-- END bench_modal_starts -->\n"
-    block = f"\n<!-- BEGIN {NAME} -->\n<!-- END {NAME} -->\n"
-    C.RESULTS_MD.write_text(text.replace(anchor, anchor + block, 1) if anchor in text
-                            else text + block)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 64 filters, "
@@ -174,8 +162,7 @@ def main():
                       else val) for k, val in row.items()} for row in saved["sizes"]]
         text = report(saved["meta"], sizes)
         print(text)
-        insert_section()
-        C.write_section(NAME, text)
+        C.write_section(NAME, text, after="bench_modal_starts")
         return
     start = time.perf_counter()
     C.pin_threads()
@@ -201,8 +188,7 @@ def main():
     text = report(meta, sizes)
     print(text)
     if not args.quick:
-        insert_section()
-        C.write_section(NAME, text)
+        C.write_section(NAME, text, after="bench_modal_starts")
 
 
 if __name__ == "__main__":

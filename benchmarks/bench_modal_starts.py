@@ -600,16 +600,6 @@ def report(meta: dict, results: list, budget: Budget, checks: list) -> str:
 
 # ------------------------------------------------------------------------------------- driver
 
-def insert_section() -> None:
-    """Put this script's (empty) section right after `bench_modal`'s, where it is missing."""
-    text = C.RESULTS_MD.read_text()
-    if f"<!-- BEGIN {NAME} -->" in text:
-        return
-    anchor = "<!-- END bench_modal -->\n"
-    block = f"\n<!-- BEGIN {NAME} -->\n<!-- END {NAME} -->\n"
-    C.RESULTS_MD.write_text(text.replace(anchor, anchor + block, 1))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smoke run: 2 filters, few "
@@ -633,8 +623,7 @@ def main():
     text = report(meta, results, budget, checks)
     print(text)
     if not args.quick:
-        insert_section()
-        C.write_section(NAME, text)
+        C.write_section(NAME, text, after="bench_modal")
 
 
 if __name__ == "__main__":
