@@ -378,8 +378,9 @@ class ModalSSM:
         (`mor._numerics.kernels.impulse_compact`). Both are computed at a power-of-two scale
         that puts the peak of ``h`` in ``[1/2, 1)``, so ``delta`` is scale-free. It grows like
         ``eps_32 sum |R| / (1 - |lambda|)`` over ``max |h|``: residues that cancel and poles
-        near the circle cost precision. ``0`` for a zero response, ``inf`` where the float64
-        response does not stay finite (unstable systems).
+        near the circle cost precision. ``0`` for a zero response (against zero ``reference``
+        taps: ``0`` for a zero system, else ``inf``), ``inf`` where the float64 response does
+        not stay finite (unstable systems).
 
         Parameters
         ----------
