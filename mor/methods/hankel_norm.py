@@ -68,7 +68,7 @@ import numpy as np
 import scipy.linalg
 
 from mor._numerics import freq
-from mor._numerics.golden import golden_max
+from mor._numerics.minimax import real_centre
 from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
 from mor.analysis.spectrum import hankel_svd
 from mor.conventions import relative
@@ -109,15 +109,19 @@ EXACT_RTOL = 1e-13
 #: Constructions of FIR approximants: the exact one on the filter itself where it succeeds
 #: (``"auto"``), only that one, or the truncated one (an intermediate balanced model).
 CONSTRUCTIONS = ("auto", "exact", "truncated")
-#: With ``construction="exact"``, where the zeros do not converge from the truncated poles,
-#: the construction starts again from truncations of intermediate orders this many times
-#: larger, up to `RETRIES` times (on 64 shared filters at order 32, ``L = 1024``: 54 converge
-#: from the default intermediate order, 8 more from twice it, the last 2 from four times
-#: it). ``"auto"`` does not retry: a retry's intermediate balanced model costs far more than
-#: the reduction (4 x 32 = 128 states cost 90 s a filter at order 64, L = 2048), so there a
-#: filter whose zeros do not converge keeps the truncated model.
+#: Where the zeros do not converge from the family's truncation (intermediate order twice the
+#: largest order), the exact construction starts again from the default truncation
+#: (`_truncation_order`) and from ones this many times larger, up to `RETRIES` times. On the
+#: 1024 trained filters at orders 4-32 (``L = 1024, 2048``) 0-10 filters need the default
+#: truncation, and none more.
 RETRY_GROWTH = 2
 RETRIES = 2
+
+
+def _truncation_order(order: int, size: int) -> int:
+    """The truncated construction's default intermediate order for approximants of ``order``
+    of filters of ``size + 1`` taps: ``min(size, max(2 d, d + 32))``."""
+    return min(size, max(2 * order, order + 32))
 
 
 def _splits_cluster(hsv: np.ndarray, r: int, rtol: float) -> bool:
@@ -270,8 +274,12 @@ class HankelNormFamily(Method):
         ``info`` adds ``truncation_tail`` and ``glover_bound`` (`bounds`).
         """
         size = h.shape[-1] - 1
-        r = min(size, max(2 * max_order, max_order + 32)) if intermediate_order is None else (
-            int(intermediate_order))
+        if intermediate_order is not None:
+            r = int(intermediate_order)
+        elif construction == "truncated":
+            r = _truncation_order(max_order, size)
+        else:  # only the exact construction's starts: the retries widen it where needed
+            r = min(size, 2 * max_order)
         if not max_order <= r <= size:
             raise ValueError(f"intermediate_order must lie in [{max_order}, {size}], got {r}")
         balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
@@ -382,9 +390,15 @@ class HankelNormFamily(Method):
 
     def _exact(self, which, order: int, poles, residues, lost, reason):
         """The exact FIR construction (`mor.methods._fir_aak`) for the filters ``which`` at
-        ``order``, started from the truncated construction's compact ``poles``: where it
-        succeeds it replaces the truncated model; with ``construction="exact"`` a filter where
-        it does not fails with the reason. Returns the models and where the exact one holds."""
+        ``order``, started from the truncated construction's poles.
+
+        The starts come from the family's intermediate order first; where the zeros do not
+        converge from them, from truncations of the default intermediate order
+        `_truncation_order` and, with ``construction="exact"``, `RETRIES` times larger ones.
+        With ``"auto"`` a filter the exact construction does not cover keeps the truncated
+        model of at least the default intermediate order (its tail reported); with
+        ``"exact"`` it fails with the reason. Returns the models and where the exact one
+        holds."""
         f = len(which)
         done = np.zeros(f, dtype=bool)
         sigma = np.concatenate([self.hsv[which], np.zeros((f, 2))], axis=1)
@@ -392,66 +406,71 @@ class HankelNormFamily(Method):
         below = sigma[:, order + 1] < ref * (1 - CLUSTER_RTOL)
         above = sigma[:, order - 1] > ref * (1 + CLUSTER_RTOL) if order > 0 else True
         apart = below & above & (ref > 0)
-        built = (reason == "") & ((residues != 0).sum(axis=1) > 0)
-        starts_order = np.where(np.abs(poles.imag) > 0, 2, 1) * (residues != 0)
-        candidates = np.flatnonzero(apart & built & (starts_order.sum(axis=1) == order))
         why = np.full(f, "", dtype=object)
         close = np.where(np.broadcast_to(above, ref.shape),
                          f"sigma_{order + 1} and sigma_{order + 2}",
                          f"sigma_{order} and sigma_{order + 1}")
         why[~apart] = [f"{pair} agree within {CLUSTER_RTOL:g} relative: the exact "
                        f"construction needs a simple sigma_{order + 1}" for pair in close[~apart]]
-        why[apart & ~built] = "the truncated construction gave no starting poles"
         h = self.h[which]
         n = h.shape[1] - 1
-        out_p, out_r = np.zeros_like(poles), np.zeros_like(residues)
-
-        def attempt(rows, vectors, starts_p, starts_r):
-            """The exact construction for ``rows`` from the starts; the rows it failed."""
-            missed = []
-            for j, i in enumerate(rows):
-                got = fir_aak(h[i, 1:], vectors[j], starts_p[j, starts_r[j] != 0])
-                if isinstance(got, str):
-                    why[i] = got
-                    missed.append(j)
-                else:
-                    out_p[i, : got[0].size], out_r[i, : got[0].size] = got
-                    done[i] = True
-            return np.array(missed, dtype=np.int64)
-
+        # the Schmidt vectors of sigma_{d+1}, certified to EXACT_RTOL
+        vectors = np.zeros((f, n))
+        rows = np.flatnonzero(apart)
         chunk = max(1, BT_CHUNK_BYTES // (16 * max(n, 1) * (order + 1)))
-        intermediate = self.balanced.a.shape[-1]
-        for begin in range(0, candidates.size, chunk):
-            rows = candidates[begin:begin + chunk]
-            vectors = hankel_svd(h[rows], order + 1, rtol=EXACT_RTOL)[2][:, :, order]
-            missed = attempt(rows, vectors, poles[rows], residues[rows])
-            # starts from truncations of higher intermediate orders where those failed
-            size = intermediate
-            retries = RETRIES if self.construction == "exact" else 0
-            while missed.size and size < min(n, RETRY_GROWTH**retries * intermediate):
-                size = min(n, RETRY_GROWTH * size)
-                rows, vectors = rows[missed], vectors[missed]
+        for begin in range(0, rows.size, chunk):
+            part = rows[begin:begin + chunk]
+            vectors[part] = hankel_svd(h[part], order + 1, rtol=EXACT_RTOL)[2][:, :, order]
+        out_p, out_r = np.zeros_like(poles), np.zeros_like(residues)
+        poles, residues, lost, reason = poles.copy(), residues.copy(), lost.copy(), reason.copy()
+        first = self.balanced.a.shape[-1]
+        default = _truncation_order(order, n)
+        sizes = [first] + ([default] if default > first else [])
+        for _ in range(RETRIES):
+            if sizes[-1] < n:
+                sizes.append(min(n, RETRY_GROWTH * sizes[-1]))
+        for step, size in enumerate(sizes):
+            if step:  # truncated models of a larger intermediate order, for what is left
+                keep_truncated = self.construction == "auto" and size == default
+                rows = np.flatnonzero(~done & (apart | keep_truncated))
+                if not rows.size:
+                    break
                 wider = HankelNormFamily.from_fir(h[rows], order, intermediate_order=size,
                                                   direct="keep", construction="truncated")
-                starts = wider.model(np.full(rows.size, order))
-                missed = attempt(rows, vectors, starts.poles, starts.residues)
-        poles, residues = np.where(done[:, None], out_p, poles), np.where(done[:, None], out_r,
-                                                                          residues)
+                got = wider.model(np.full(rows.size, order))
+                k = min(got.width, poles.shape[1])
+                poles[rows], residues[rows] = 0, 0
+                poles[rows, :k], residues[rows, :k] = got.poles[:, :k], got.residues[:, :k]
+                lost[rows] = got.conversion_error
+                reason[rows] = got.reasons
+            starts_order = np.where(np.abs(poles.imag) > 0, 2, 1) * (residues != 0)
+            built = (reason == "") & (starts_order.sum(axis=1) == order)
+            why[apart & ~done & ~built] = ("the truncated construction gave no starting poles "
+                                           f"of order {order}")
+            for i in np.flatnonzero(apart & ~done & built):
+                got = fir_aak(h[i, 1:], vectors[i], poles[i, residues[i] != 0])
+                if isinstance(got, str):
+                    why[i] = got
+                else:
+                    out_p[i], out_r[i] = 0, 0
+                    out_p[i, : got[0].size], out_r[i, : got[0].size] = got
+                    done[i] = True
+        poles = np.where(done[:, None], out_p, poles)
+        residues = np.where(done[:, None], out_r, residues)
         lost = np.where(done, 0.0, lost)
         if self.construction == "exact":
             failed = ~done & (reason == "")
-            reason = reason.copy()
             reason[failed] = [f"the exact Hankel-norm construction failed at order {order}: "
                               f"{w}" for w in why[failed]]
         return poles, residues, lost, reason, done
 
     def _best_direct(self, which, poles, residues) -> np.ndarray:
-        """``argmin_D max_w |G - G_d - D|`` per system, on the exact grid of `mor._numerics.freq`."""
+        """``argmin_D max_w |G - G_d - D|`` per system on the exact grid of
+        `mor._numerics.freq`: the real centre of the smallest disk holding the error's
+        values (`mor._numerics.minimax`)."""
         m = freq.grid_size(self.reference.size)
         if self._grid is None:  # the reference's exact grid, once for every search step
             self._grid = self.reference.grid(m)
         ref = self._grid[which]
         err = ref - freq.modal_grid_response(poles, residues, np.zeros(len(which)), m)
-        best, _ = golden_max(lambda dval: -np.abs(err - dval[:, None]).max(axis=1),
-                             err.real.min(axis=1), err.real.max(axis=1), 60)
-        return best
+        return real_centre(err)
