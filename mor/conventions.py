@@ -50,7 +50,9 @@ INFO: dict[str, str] = {
     "peak": "max |H| of the filter (absolute): the reference of hinf, aak and bt_bound",
     "aak": "AAK lower bound sigma_{d+1} / max |H| at the model's order",
     "bt_bound": "balanced-truncation upper bound 2 sum_{i>d} sigma_i / max |H|",
-    "truncation_tail": "'hankel': 2 sum_{i>r} sigma_i / max |H| of its intermediate model",
+    "truncation_tail": "'hankel': 2 sum_{i>r} sigma_i / max |H| of its intermediate model, a "
+                       "bound on the Hankel error's distance above sigma_{d+1} (0 where "
+                       "aak_exact)",
     "glover_bound": "'hankel': sum_{i>d} sigma_i / max |H| + truncation_tail",
     "aak_exact": "'hankel' on FIR filters: the approximant is the exact AAK construction on the "
                  "filter itself (Hankel error sigma_{d+1}, no truncation tail)",

@@ -443,7 +443,8 @@ def test_from_dense_of_a_nearly_defective_matrix_reports_its_loss():
     for method in ("balanced", "hankel"):
         red = mor.reduce(h, 6, method=method, on_fail="flag")
         assert red.info["failed"] and "near-defective" in str(red.info["reason"])
-    assert mor.select_order(h, 1.0, norm="hinf", method="hankel").order == -1
+    # (at tol=1 the order-0 model, whose best direct term is 0, meets it exactly)
+    assert mor.select_order(h, 0.5, norm="hinf", method="hankel").order == -1
 
 
 def _float32_response(poles, residues, direct, length):

@@ -55,10 +55,11 @@ import numba
 import numpy as np
 import scipy.signal
 
-#: Newton sweeps before a zero set counts as not converged. Most converge in 4-10; a start
-#: that belongs to none of the wanted zeros may travel, held to the trust region, across the
-#: disk to the one left over (150-420 sweeps, only that zero's).
-MAX_SWEEPS = 1000
+#: Newton sweeps before an attempt counts as not converged. On the 1024 trained filters
+#: at orders 4-32 the first attempt converges in 4-8 sweeps (99th percentile 7-16, at most 25
+#: but for one filter); an attempt that does not converge oscillates, so a cap well above
+#: those keeps its cost low.
+MAX_SWEEPS = 300
 #: ``(reach, cap)`` of each attempt (module notes): Aberth's deflation over the iterates within
 #: ``reach``, steps of at most ``cap (1 - |z|)``.
 ATTEMPTS = ((0.01, 0.25), (0.03, 0.25), (0.1, 0.25), (0.01, 0.1))

@@ -72,11 +72,12 @@ class BalancedFamily(Method):
     name = "balanced"
     takes_statespace = True
 
-    def __init__(self, a, b, c, d, hsv, rank, *, dc_match: bool = False):
+    def __init__(self, a, b, c, d, hsv, rank, *, dc_match: bool = False, vectors=None):
         if not isinstance(dc_match, (bool, np.bool_)):
             raise ValueError(f"dc_match must be True or False, got {dc_match!r}")
         self.a, self.b, self.c, self.d = a, b, c, d
         self.hsv, self.rank, self.dc_match = hsv, rank, dc_match
+        self.vectors = vectors
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
@@ -93,6 +94,18 @@ class BalancedFamily(Method):
         rtol : float
             Certified accuracy of the Krylov singular values, relative to ``sigma_1``.
         """
+        return cls.with_vectors(h, max_order, None, dc_match=dc_match,
+                                hankel_method=hankel_method, rtol=rtol)
+
+    @classmethod
+    def with_vectors(cls, h: np.ndarray, max_order: int, keep_vectors: range | None, *,
+                     dc_match: bool = False, hankel_method: str = "auto",
+                     rtol: float = BT_RTOL) -> "BalancedFamily":
+        """`from_fir`, keeping the columns ``j`` in ``keep_vectors`` of the right singular
+        vectors ``v`` (``H ~ u diag(hsv) v^T``, those of the ``max_order + 1`` computed) in
+        the attribute ``vectors``, ``{j: v[:, :, j]}`` of shape ``(F, L - 1)`` each (``None``
+        for ``keep_vectors=None``): the exact Hankel-norm construction's Schmidt vectors,
+        from the same decomposition."""
         size = h.shape[-1] - 1
         keep = max_order
         if dc_match:
@@ -100,10 +113,13 @@ class BalancedFamily(Method):
             keep = size if whole else min(size, max(2 * max_order, max_order + 32))
         k = min(size, keep + 1)
         rows = max(1, BT_CHUNK_BYTES // (16 * max(size, 1) * max(k, 1)))
-        parts = [_realizations(h[i:i + rows], keep, k, hankel_method, rtol)
+        columns = range(0) if keep_vectors is None else keep_vectors
+        parts = [_realizations(h[i:i + rows], keep, k, hankel_method, rtol, columns)
                  for i in range(0, max(h.shape[0], 1), rows)]
-        a, b, c, s, rank = (np.concatenate(x) for x in zip(*parts))
-        return cls(a, b, c, h[:, 0].copy(), s, rank, dc_match=dc_match)
+        a, b, c, s, rank, v = (np.concatenate(x) for x in zip(*parts))
+        return cls(a, b, c, h[:, 0].copy(), s, rank, dc_match=dc_match,
+                   vectors=None if keep_vectors is None else {
+                       col: v[:, :, j] for j, col in enumerate(columns) if j < v.shape[-1]})
 
     @classmethod
     def from_statespace(cls, sys, max_order: int, *, dc_match: bool = False) -> "BalancedFamily":
@@ -165,18 +181,21 @@ class BalancedFamily(Method):
         return a_r, b_r, c_r, d_r
 
 
-def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: float):
-    """``(A, B, C, sigma, rank)``: the order-``keep`` balanced realisations of flat filters
-    ``h`` from their ``k`` leading Hankel singular triplets (module notes)."""
+def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: float,
+                  columns: range):
+    """``(A, B, C, sigma, rank, v[..., columns])``: the order-``keep`` balanced realisations
+    of flat filters ``h`` from their ``k`` leading Hankel singular triplets (module notes),
+    and the right singular vectors of ``columns``."""
     size, f = h.shape[-1] - 1, h.shape[0]
     s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol, left_rows=1)
+    kept = v[:, :, columns.start:columns.stop].copy()  # a slice: fancy indexing is slow
     if keep == 0:
         return np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), s, \
-            np.zeros(f, dtype=np.int64)
+            np.zeros(f, dtype=np.int64), kept
     floor = 10 * max(rtol, size * np.finfo(float).eps)
     rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
     sqrt_s = np.sqrt(s[:, :keep])
     inv = np.divide(1.0, sqrt_s, out=np.zeros_like(sqrt_s), where=sqrt_s > 0)
     vr = v[:, :, :keep]
     a = sqrt_s[:, :, None] * (np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]) * inv[:, None, :]
-    return a, sqrt_s * vr[:, 0], u[:, 0, :keep] * sqrt_s, s, rank
+    return a, sqrt_s * vr[:, 0], u[:, 0, :keep] * sqrt_s, s, rank, kept

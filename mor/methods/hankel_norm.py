@@ -44,22 +44,26 @@ system can have (AAK). It is computed as follows (Glover 1984):
    approximant. Where the stable poles do not number what the inertia theorem says, the
    filter fails with a reason naming the nearly equal singular values that caused it;
 5. the direct term that minimises the H-infinity error, ``D = argmin_D ||G - G_d - D||_inf``
-   (a convex problem in one real variable, solved by golden section on an exact frequency
-   grid). Glover's theorem guarantees a ``D`` with ``||G - G_d - D||_inf <= sum_{i>d} sigma_i``
-   (each distinct value once), so the minimiser meets that bound, up to the truncation tail.
+   (a convex problem in one real variable: the real centre of the smallest disk holding the
+   error's values on an exact frequency grid, `mor._numerics.minimax`). Glover's theorem
+   guarantees a ``D`` with ``||G - G_d - D||_inf <= sum_{i>d} sigma_i`` (each distinct value
+   once), so the minimiser meets that bound, up to the truncation tail.
 
-For FIR filters the truncation of step 1 can be avoided (``construction="auto"``):
-the poles of steps 1-4 start Newton's iteration for the ``d`` zeros inside the unit disk of
-the Schmidt polynomial of ``sigma_{d+1}`` of the filter's own Hankel matrix, whose stable
-partial fractions are the optimal approximant of the filter itself
-(`mor.methods._fir_aak`): its Hankel-norm error is ``sigma_{d+1}`` to rounding, with no
-truncation tail. On float32-stored trained filters, whose spectra flatten near ``1e-5
-sigma_1``, the truncated construction misses ``sigma_{d+1}`` by up to 64% at order 32 and
-the exact one by at most ``3e-6`` where it holds. Where ``sigma_{d+1}`` is not simple
-(beyond `CLUSTER_RTOL`) or the zeros do not converge inside the disk, the truncated model is
-kept and ``info["aak_exact"]`` says so (on 64 trained filters of ``L = 1024``: none at orders
-4-16, 10 at order 32; ``construction="exact"`` starts again from larger truncations,
-`RETRIES`, and covers all, at up to 10x the time).
+For FIR filters the truncation of step 1 is avoided (``construction="auto"``, the default):
+the poles of steps 1-4 on a small intermediate model start Newton's iteration for the ``d``
+zeros inside the unit disk of the Schmidt polynomial of ``sigma_{d+1}`` of the filter's own
+Hankel matrix, whose stable partial fractions are the optimal approximant of the filter
+itself (`mor.methods._fir_aak`): its Hankel-norm error is ``sigma_{d+1}`` to rounding, with
+no truncation tail. On float32-stored trained filters, whose spectra flatten near ``1e-5
+sigma_1``, the truncated construction misses ``sigma_{d+1}`` by up to 64% at order 32. The
+Schmidt vectors come from the decomposition the intermediate model is built from (certified
+to `EXACT_RTOL`), so the exact construction adds Newton's sweeps, ``O(L d)`` each, to the
+truncated one on a model of order ``1.5 d``; a ``tol=`` search costs no more than with the
+truncated construction (32 trained filters at ``tol=1e-3``: 1.3 s against 2.0 s in
+``hinf``, 8.1 s each in ``l2``). Where ``sigma_{d+1}`` is not simple (beyond `CLUSTER_RTOL`)
+or the zeros do not converge inside the disk, the truncated model of the default
+intermediate order is kept, its truncation tail reported, and ``info["aak_exact"]`` says
+so; ``construction="exact"`` fails such a filter instead, with the reason.
 """
 
 from __future__ import annotations
@@ -109,11 +113,13 @@ EXACT_RTOL = 1e-13
 #: Constructions of FIR approximants: the exact one on the filter itself where it succeeds
 #: (``"auto"``), only that one, or the truncated one (an intermediate balanced model).
 CONSTRUCTIONS = ("auto", "exact", "truncated")
-#: Where the zeros do not converge from the family's truncation (intermediate order twice the
-#: largest order), the exact construction starts again from the default truncation
-#: (`_truncation_order`) and from ones this many times larger, up to `RETRIES` times. On the
-#: 1024 trained filters at orders 4-32 (``L = 1024, 2048``) 0-10 filters need the default
-#: truncation, and none more.
+#: Where the zeros do not converge from the family's truncation (intermediate order 1.5 times
+#: the largest order), the exact construction starts again from the default truncation
+#: (`_truncation_order`); with ``construction="exact"`` also from ones this many times larger,
+#: up to `RETRIES` times. ``"auto"`` stops at the default truncation: at high orders a wider
+#: one is a dense SVD of the whole Hankel matrix (in an ``l2`` search to ``tol=1e-3`` on 32
+#: trained filters, ``L = 1024``, the wider retries took 9 s of 23 s), the cost cliff the
+#: exact construction is there to remove.
 RETRY_GROWTH = 2
 RETRIES = 2
 
@@ -221,7 +227,7 @@ class HankelNormFamily(Method):
     takes_statespace = True
 
     def __init__(self, balanced: BalancedFamily, reference, tail: np.ndarray,
-                 direct: str = "hinf", construction: str = "truncated",
+                 direct: str = "hinf", construction: str = "auto",
                  h: np.ndarray | None = None):
         if direct not in ("hinf", "keep"):
             raise ValueError(f"direct must be 'hinf' or 'keep', got {direct!r}")
@@ -238,40 +244,42 @@ class HankelNormFamily(Method):
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, intermediate_order: int | None = None,
                  direct: str = "hinf", hankel_method: str = "auto", rtol: float = BT_RTOL,
-                 construction: str = "truncated") -> "HankelNormFamily":
+                 construction: str = "auto") -> "HankelNormFamily":
         """Families for flat FIR filters ``(F, L)``.
 
         Parameters
         ----------
         intermediate_order : int, optional
             Order ``r`` of the balanced model approximated (step 1), in ``[max_order, L - 1]``;
-            default ``min(L - 1, max(2 d, d + 32))``, doubled (up to ``L - 1``) while it
-            would split a cluster of singular values (`_splits_cluster`). Its truncation
-            tail is reported.
-        construction : {"truncated", "auto", "exact"}
-            ``"truncated"`` (default): steps 1-4. ``"auto"``: per filter the exact approximant of the FIR filter itself
+            default ``min(L - 1, max(2 d, d + 32))`` for the truncated construction and
+            ``min(L - 1, max(d + 4, 1.5 d))`` for the exact one's starts, doubled (up to
+            ``L - 1``) while it would split a cluster of singular values
+            (`_splits_cluster`). Its truncation tail is reported.
+        construction : {"auto", "exact", "truncated"}
+            ``"auto"`` (default): per filter the exact approximant of the FIR filter itself
             (`mor.methods._fir_aak`: the zeros of its Schmidt polynomial, found from the
             truncated construction's poles), whose Hankel-norm error is ``sigma_{d+1}`` with
             no truncation tail, where ``sigma_d > sigma_{d+1} > sigma_{d+2}`` (beyond
             `CLUSTER_RTOL`) and the zeros converge inside the disk; elsewhere the truncated
-            construction (steps 1-4), within its reported truncation tail of the optimum.
-            ``"exact"``: the exact one only, started again from larger truncations where the
-            zeros do not converge (`RETRIES`; slower), and a filter where it still fails
-            fails, with the reason. ``info["aak_exact"]`` says which. The exact
-            construction is not the default yet: a ``tol=`` search builds it at every order
-            it tries (a Krylov eigenvector each), which doubles the search's time (8 trained
-            filters at ``tol=1e-3``: 21.8 s against 10.7 s).
+            construction (steps 1-4) of the default intermediate order, within its reported
+            truncation tail of the optimum. ``"exact"``: the exact one only, started again
+            from larger truncations where the zeros do not converge (`RETRIES`), and a
+            filter where it still fails fails, with the reason. ``"truncated"``: steps 1-4.
+            ``info["aak_exact"]`` says which model each filter got.
         direct : {"hinf", "keep"}
             ``"hinf"``: the direct term minimising the H-infinity error (step 5); ``"keep"``:
             the filter's own ``h[0]``, better for the ``l2`` error over the taps.
         hankel_method : {"auto", "dense", "krylov"}
             How the Hankel SVD is computed (`mor.hankel_singular_values`).
         rtol : float
-            Certified accuracy of the Krylov singular values, relative to ``sigma_1``.
+            Certified accuracy of the Krylov singular values, relative to ``sigma_1`` (at
+            most `EXACT_RTOL` for the exact construction, whose Schmidt vectors come from
+            the same decomposition).
 
         Notes
         -----
-        ``info`` adds ``truncation_tail`` and ``glover_bound`` (`bounds`).
+        ``info`` adds ``truncation_tail`` and ``glover_bound`` (`bounds`), and
+        ``aak_exact``.
         """
         size = h.shape[-1] - 1
         if intermediate_order is not None:
@@ -279,13 +287,20 @@ class HankelNormFamily(Method):
         elif construction == "truncated":
             r = _truncation_order(max_order, size)
         else:  # only the exact construction's starts: the retries widen it where needed
-            r = min(size, 2 * max_order)
+            r = min(size, max(max_order + 4, (3 * max_order) // 2))
         if not max_order <= r <= size:
             raise ValueError(f"intermediate_order must lie in [{max_order}, {size}], got {r}")
-        balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
+        columns = None
+        if construction != "truncated":  # the Schmidt vectors from the same decomposition
+            rtol = min(rtol, EXACT_RTOL)
+            every = h.shape[0] * size * (max_order + 1) * 8 <= BT_CHUNK_BYTES
+            columns = range(max_order + 1) if every else range(max_order, max_order + 1)
+        balanced = BalancedFamily.with_vectors(h, r, columns, hankel_method=hankel_method,
+                                               rtol=rtol)
         while intermediate_order is None and r < size and _splits_cluster(balanced.hsv, r, rtol):
             r = min(size, 2 * r)
-            balanced = BalancedFamily.from_fir(h, r, hankel_method=hankel_method, rtol=rtol)
+            balanced = BalancedFamily.with_vectors(h, r, columns,
+                                                   hankel_method=hankel_method, rtol=rtol)
         bt = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size).bt
         bt = np.concatenate([bt, np.zeros((h.shape[0], 1))], axis=1)  # no tail at order L - 1
         tail = np.take_along_axis(bt, np.minimum(balanced.rank, r)[:, None], axis=1)[:, 0]
@@ -414,24 +429,33 @@ class HankelNormFamily(Method):
                        f"construction needs a simple sigma_{order + 1}" for pair in close[~apart]]
         h = self.h[which]
         n = h.shape[1] - 1
-        # the Schmidt vectors of sigma_{d+1}, certified to EXACT_RTOL
-        vectors = np.zeros((f, n))
-        rows = np.flatnonzero(apart)
-        chunk = max(1, BT_CHUNK_BYTES // (16 * max(n, 1) * (order + 1)))
-        for begin in range(0, rows.size, chunk):
-            part = rows[begin:begin + chunk]
-            vectors[part] = hankel_svd(h[part], order + 1, rtol=EXACT_RTOL)[2][:, :, order]
+        # the Schmidt vectors of sigma_{d+1}, certified to EXACT_RTOL: kept by the family's
+        # decomposition where it has them, else computed for this order
+        kept = self.balanced.vectors or {}
+        if order in kept:
+            vectors = kept[order][which]
+        else:
+            vectors = np.zeros((f, n))
+            rows = np.flatnonzero(apart)
+            chunk = max(1, BT_CHUNK_BYTES // (16 * max(n, 1) * (order + 1)))
+            for begin in range(0, rows.size, chunk):
+                part = rows[begin:begin + chunk]
+                vectors[part] = hankel_svd(h[part], order + 1, rtol=EXACT_RTOL)[2][:, :, order]
         out_p, out_r = np.zeros_like(poles), np.zeros_like(residues)
         poles, residues, lost, reason = poles.copy(), residues.copy(), lost.copy(), reason.copy()
+        # intermediate orders of the starts; None: the truncated construction's own default
         first = self.balanced.a.shape[-1]
-        default = _truncation_order(order, n)
-        sizes = [first] + ([default] if default > first else [])
-        for _ in range(RETRIES):
-            if sizes[-1] < n:
-                sizes.append(min(n, RETRY_GROWTH * sizes[-1]))
+        sizes: list[int | None] = [first]
+        if _truncation_order(order, n) > first:
+            sizes.append(None)
+        size = max(first, _truncation_order(order, n))
+        for _ in range(RETRIES if self.construction == "exact" else 0):
+            if size < n:
+                size = min(n, RETRY_GROWTH * size)
+                sizes.append(size)
         for step, size in enumerate(sizes):
             if step:  # truncated models of a larger intermediate order, for what is left
-                keep_truncated = self.construction == "auto" and size == default
+                keep_truncated = self.construction == "auto" and size is None
                 rows = np.flatnonzero(~done & (apart | keep_truncated))
                 if not rows.size:
                     break
