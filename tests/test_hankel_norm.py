@@ -94,6 +94,7 @@ def test_direct_keep_keeps_the_first_tap():
     keep = mor.reduce(h, 6, method="hankel", direct="keep")
     np.testing.assert_allclose(keep.direct, h[:, 0])
     best = mor.reduce(h, 6, method="hankel")
+    assert np.all(keep.info["aak_exact"]) and np.all(best.info["aak_exact"])
     assert np.all(best.info["hinf"] <= keep.info["hinf"] * (1 + 1e-9))
     with pytest.raises(ValueError, match="direct"):
         mor.reduce(h, 6, method="hankel", direct="zero")
@@ -139,6 +140,22 @@ def test_matches_slicot_ab09cd(trained_filters, size, order):
     # the same strictly proper part (the direct terms are chosen differently)
     np.testing.assert_allclose(ours.impulse(400)[1:], theirs.impulse(400)[1:],
                                atol=1e-7 * np.abs(theirs.impulse(400)).max())
+
+
+@pytest.mark.parametrize("order", [6, 12])
+def test_exact_fir_construction_matches_slicot_ab09cd_on_the_whole_filter(order):
+    """The default (exact) construction on the taps against AB09CD on the filter's whole
+    shift realisation (206 states, no truncation on either side): the same strictly proper
+    part, Hankel error sigma_{d+1}."""
+    k = np.arange(207)
+    h = 0.97**k * np.cos(0.2 * k) + 0.5 * 0.9**k * np.cos(2.1 * k) + 0.3 * 0.95**k
+    theirs, hsv = _ab09cd(mor.StateSpace.from_fir(h), order)
+    ours = mor.reduce(h, order, method="hankel")
+    assert ours.info["aak_exact"] and ours.info["truncation_tail"] == 0
+    assert _hankel_error(h, ours)[0] == pytest.approx(hsv[order], rel=1e-7)
+    length = 2000
+    np.testing.assert_allclose(ours.impulse(length)[1:], theirs.impulse(length)[1:],
+                               atol=1e-8 * np.abs(theirs.impulse(length)).max())
 
 
 def _penzl_like(n: int) -> mor.StateSpace:
