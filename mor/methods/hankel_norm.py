@@ -45,7 +45,7 @@ system can have (AAK). It is computed as follows (Glover 1984):
    filter fails with a reason naming the nearly equal singular values that caused it;
 5. the direct term that minimises the H-infinity error, ``D = argmin_D ||G - G_d - D||_inf``
    (a convex problem in one real variable: the real centre of the smallest disk holding the
-   error's values on an exact frequency grid, `mor._numerics.minimax`). Glover's theorem
+   error's values on an exact frequency grid, `mor._numerics.centre`). Glover's theorem
    guarantees a ``D`` with ``||G - G_d - D||_inf <= sum_{i>d} sigma_i`` (each distinct value
    once), so the minimiser meets that bound, up to the truncation tail.
 
@@ -72,7 +72,7 @@ import numpy as np
 import scipy.linalg
 
 from mor._numerics import freq
-from mor._numerics.minimax import real_centre
+from mor._numerics.centre import real_centre
 from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
 from mor.analysis.spectrum import hankel_singular_values, hankel_svd
 from mor.conventions import relative
@@ -501,7 +501,7 @@ class HankelNormFamily(Method):
     def _best_direct(self, which, poles, residues) -> np.ndarray:
         """``argmin_D max_w |G - G_d - D|`` per system on the exact grid of
         `mor._numerics.freq`: the real centre of the smallest disk holding the error's
-        values (`mor._numerics.minimax`)."""
+        values (`mor._numerics.centre`)."""
         m = freq.grid_size(self.reference.size)
         if self._grid is None:  # the reference's exact grid, once for every search step
             self._grid = self.reference.grid(m)
