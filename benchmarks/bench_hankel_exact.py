@@ -19,7 +19,8 @@ report (the better of two interleaved calls on the whole set), and their ratio (
 default within 5x balanced truncation), and the same ratio without the report
 (``errors=()``, one call each).
 
-Run ``python benchmarks/bench_hankel_exact.py [--filters N] [--quick]``.
+Run ``python benchmarks/bench_hankel_exact.py [--filters N] [--quick] [--orders D ...]
+[--trained-only]``.
 """
 
 import os
@@ -145,10 +146,10 @@ def timed(fn):
     return out, time.perf_counter() - start
 
 
-def one_set(h: np.ndarray, log) -> list[dict]:
+def one_set(h: np.ndarray, log, orders=ORDERS) -> list[dict]:
     rows = []
-    sigma = mor.hankel_singular_values(h, max(ORDERS) + 1)
-    for d in ORDERS:
+    sigma = mor.hankel_singular_values(h, max(orders) + 1)
+    for d in orders:
         calls = {"exact": lambda: mor.reduce(h, d, method="hankel", on_fail="flag"),
                  "truncated": lambda: mor.reduce(h, d, method="hankel", on_fail="flag",
                                                  construction="truncated"),
@@ -183,9 +184,9 @@ def one_set(h: np.ndarray, log) -> list[dict]:
     return rows
 
 
-def render(meta, parts, grown) -> str:
+def render(meta, parts, grown, subset: str = "") -> str:
     lines = [C.header_block("Exact Hankel-norm approximants of FIR filters "
-                            "(`bench_hankel_exact.py`)", meta)]
+                            f"(`bench_hankel_exact.py`){subset}", meta)]
     lines.append("`gap`: `|Hankel error - sigma_{d+1}| / sigma_{d+1}`, the Hankel error "
                  "computed independently (module notes); `exact`: filters the default "
                  "construction builds exactly (the others keep the truncated model of the "
@@ -235,8 +236,16 @@ def main():
     parser.add_argument("--filters", type=int, default=1024,
                         help="shared filters used (every k-th channel of each layer)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    parser.add_argument("--orders", type=int, nargs="+", default=list(ORDERS),
+                        help="orders measured (a run on some of them writes its own section)")
+    parser.add_argument("--trained-only", action="store_true",
+                        help="the trained filters only (no designs, no growth with L)")
     args = parser.parse_args()
+    orders = tuple(args.orders)
     name = NAME + ("_quick" if args.quick else "")
+    if orders != ORDERS or args.trained_only:
+        name += "_orders_" + "_".join(map(str, orders)) + ("_trained" if args.trained_only
+                                                           else "")
     log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
@@ -249,13 +258,20 @@ def main():
     for length in LENGTHS[:1] if args.quick else LENGTHS:
         log(f"trained filters: {trained.shape[0]}, L = {length}")
         parts[f"trained ({trained.shape[0]}), L = {length}"] = one_set(
-            np.ascontiguousarray(trained[:, :length]), log)
-        log(f"FIR designs, L = {length}")
-        parts[f"firwin/firls/remez (4), L = {length}"] = one_set(fir_designs(length), log)
-    log("growth with L")
-    grown = growth(log)
+            np.ascontiguousarray(trained[:, :length]), log, orders)
+        if not args.trained_only:
+            log(f"FIR designs, L = {length}")
+            parts[f"firwin/firls/remez (4), L = {length}"] = one_set(fir_designs(length), log,
+                                                                    orders)
+    grown = []
+    if not args.trained_only:
+        log("growth with L")
+        grown = growth(log)
     meta = C.metadata(script_start)
-    report = render(meta, parts, grown)
+    subset = "" if name in (NAME, NAME + "_quick") else (
+        f": orders {', '.join(map(str, orders))}" + (", trained filters" if args.trained_only
+                                                     else ""))
+    report = render(meta, parts, grown, subset)
     print(report)
     C.write_json(name, {"meta": meta, "parts": parts, "growth": grown})
     log(f"wrote {C.write_section(name, report)}")
