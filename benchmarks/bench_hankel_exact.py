@@ -20,7 +20,7 @@ default within 5x balanced truncation), and the same ratio without the report
 (``errors=()``, one call each).
 
 Run ``python benchmarks/bench_hankel_exact.py [--filters N] [--quick] [--orders D ...]
-[--trained-only]``.
+[--lengths L ...] [--trained-only]`` (a run on a subset writes its own section).
 """
 
 import os
@@ -238,14 +238,16 @@ def main():
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     parser.add_argument("--orders", type=int, nargs="+", default=list(ORDERS),
                         help="orders measured (a run on some of them writes its own section)")
+    parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
+                        help="filter lengths measured (growth with L runs with the first)")
     parser.add_argument("--trained-only", action="store_true",
                         help="the trained filters only (no designs, no growth with L)")
     args = parser.parse_args()
-    orders = tuple(args.orders)
+    orders, lengths = tuple(args.orders), tuple(args.lengths)
     name = NAME + ("_quick" if args.quick else "")
-    if orders != ORDERS or args.trained_only:
-        name += "_orders_" + "_".join(map(str, orders)) + ("_trained" if args.trained_only
-                                                           else "")
+    if orders != ORDERS or lengths != LENGTHS or args.trained_only:
+        name += ("_L_" + "_".join(map(str, lengths)) + "_orders_" + "_".join(map(str, orders))
+                 + ("_trained" if args.trained_only else ""))
     log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
@@ -255,7 +257,7 @@ def main():
     trained = filters.reshape(-1, filters.shape[-1])[::stride]
     mor.reduce(trained[:2, :256], 4, method="hankel")  # warm-up (numba kernels)
     parts = {}
-    for length in LENGTHS[:1] if args.quick else LENGTHS:
+    for length in lengths[:1] if args.quick else lengths:
         log(f"trained filters: {trained.shape[0]}, L = {length}")
         parts[f"trained ({trained.shape[0]}), L = {length}"] = one_set(
             np.ascontiguousarray(trained[:, :length]), log, orders)
@@ -264,13 +266,13 @@ def main():
             parts[f"firwin/firls/remez (4), L = {length}"] = one_set(fir_designs(length), log,
                                                                     orders)
     grown = []
-    if not args.trained_only:
+    if not args.trained_only and lengths[0] == LENGTHS[0]:
         log("growth with L")
         grown = growth(log)
     meta = C.metadata(script_start)
     subset = "" if name in (NAME, NAME + "_quick") else (
-        f": orders {', '.join(map(str, orders))}" + (", trained filters" if args.trained_only
-                                                     else ""))
+        f": L = {', '.join(map(str, lengths))}, orders {', '.join(map(str, orders))}"
+        + (", trained filters" if args.trained_only else ""))
     report = render(meta, parts, grown, subset)
     print(report)
     C.write_json(name, {"meta": meta, "parts": parts, "growth": grown})
