@@ -196,6 +196,12 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
     return scale.up(values, name="the Hankel singular values")
 
 
+def auto_method(size: int, k: int) -> str:
+    """The path ``method="auto"`` takes for ``k`` values of a ``size x size`` Hankel matrix:
+    ``"dense"`` for ``size <= DENSE_MAX_SIZE`` or ``k > size / 4``, else ``"krylov"``."""
+    return "dense" if (size <= DENSE_MAX_SIZE or 4 * k > size) else "krylov"
+
+
 def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
                rtol: float = KRYLOV_RTOL, vectors: bool = True, size: int | None = None,
                left_rows: int | None = None):
@@ -223,7 +229,7 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
             and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
         raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
     if method == "auto":
-        method = "dense" if (n <= DENSE_MAX_SIZE or 4 * k > n) else "krylov"
+        method = auto_method(n, k)
     if method not in ("dense", "krylov"):
         raise ValueError(f"method must be 'auto', 'dense' or 'krylov', got {method!r}")
     batch = h.shape[:-1]

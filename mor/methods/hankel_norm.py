@@ -74,7 +74,8 @@ import scipy.linalg
 from mor._numerics import freq
 from mor._numerics.centre import real_centre
 from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
-from mor.analysis.spectrum import DENSE_MAX_SIZE, hankel_singular_values, hankel_svd
+from mor.analysis.spectrum import (DENSE_MAX_SIZE, auto_method, hankel_singular_values,
+                                   hankel_svd)
 from mor.conventions import relative
 from mor.methods._fir_aak import fir_aak
 from mor.methods.balanced import BT_CHUNK_BYTES, BT_RTOL, BalancedFamily
@@ -134,8 +135,8 @@ def _truncation_order(order: int, size: int) -> int:
 def _krylov_sized(order: int, size: int) -> bool:
     """Whether a balanced model of ``order`` states of filters of ``size + 1`` taps is cut
     from a Krylov decomposition, or from a dense one that is cheap (``size`` at most
-    `DENSE_MAX_SIZE`): the rule of `mor.hankel_singular_values`'s ``"auto"`` method."""
-    return size <= DENSE_MAX_SIZE or 4 * (order + 1) <= size
+    `DENSE_MAX_SIZE`), by the rule of ``method="auto"`` (`auto_method`)."""
+    return size <= DENSE_MAX_SIZE or auto_method(size, order + 1) == "krylov"
 
 
 def _splits_cluster(hsv: np.ndarray, r: int, rtol: float) -> bool:
