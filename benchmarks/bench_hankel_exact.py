@@ -20,7 +20,7 @@ default within 5x balanced truncation), and the same ratio without the report
 (``errors=()``, one call each).
 
 Run ``python benchmarks/bench_hankel_exact.py [--filters N] [--quick] [--orders D ...]
-[--lengths L ...] [--trained-only]`` (a run on a subset writes its own section).
+[--lengths L ...] [--trained-only | --designs-only]`` (a run on a subset writes its own section).
 """
 
 import os
@@ -240,14 +240,18 @@ def main():
                         help="orders measured (a run on some of them writes its own section)")
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS),
                         help="filter lengths measured (growth with L runs with the first)")
-    parser.add_argument("--trained-only", action="store_true",
-                        help="the trained filters only (no designs, no growth with L)")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--trained-only", action="store_true",
+                      help="the trained filters only (no designs, no growth with L)")
+    only.add_argument("--designs-only", action="store_true",
+                      help="the classical designs only (no trained filters, no growth with L)")
     args = parser.parse_args()
     orders, lengths = tuple(args.orders), tuple(args.lengths)
     name = NAME + ("_quick" if args.quick else "")
-    if orders != ORDERS or lengths != LENGTHS or args.trained_only:
+    if orders != ORDERS or lengths != LENGTHS or args.trained_only or args.designs_only:
         name += ("_L_" + "_".join(map(str, lengths)) + "_orders_" + "_".join(map(str, orders))
-                 + ("_trained" if args.trained_only else ""))
+                 + ("_trained" if args.trained_only else "")
+                 + ("_designs" if args.designs_only else ""))
     log = C.log
     script_start = time.perf_counter()
     C.pin_threads()
@@ -258,21 +262,23 @@ def main():
     mor.reduce(trained[:2, :256], 4, method="hankel")  # warm-up (numba kernels)
     parts = {}
     for length in lengths[:1] if args.quick else lengths:
-        log(f"trained filters: {trained.shape[0]}, L = {length}")
-        parts[f"trained ({trained.shape[0]}), L = {length}"] = one_set(
-            np.ascontiguousarray(trained[:, :length]), log, orders)
+        if not args.designs_only:
+            log(f"trained filters: {trained.shape[0]}, L = {length}")
+            parts[f"trained ({trained.shape[0]}), L = {length}"] = one_set(
+                np.ascontiguousarray(trained[:, :length]), log, orders)
         if not args.trained_only:
             log(f"FIR designs, L = {length}")
             parts[f"firwin/firls/remez (4), L = {length}"] = one_set(fir_designs(length), log,
                                                                     orders)
     grown = []
-    if not args.trained_only and lengths[0] == LENGTHS[0]:
+    if not (args.trained_only or args.designs_only) and lengths[0] == LENGTHS[0]:
         log("growth with L")
         grown = growth(log)
     meta = C.metadata(script_start)
     subset = "" if name in (NAME, NAME + "_quick") else (
         f": L = {', '.join(map(str, lengths))}, orders {', '.join(map(str, orders))}"
-        + (", trained filters" if args.trained_only else ""))
+        + (", trained filters" if args.trained_only else "")
+        + (", classical designs" if args.designs_only else ""))
     report = render(meta, parts, grown, subset)
     print(report)
     C.write_json(name, {"meta": meta, "parts": parts, "growth": grown})

@@ -39,6 +39,10 @@ import numpy as np
 NORMS: tuple[str, ...] = ("l2", "hinf")
 Norm = Literal["l2", "hinf"]
 
+#: A model whose modal form lost more than this (``conversion_error``: relative, on its Markov
+#: parameters) fails: near-defective poles, whose residues cancel.
+CONVERSION_RTOL = 1e-6
+
 #: The entries of ``ModalSSM.info`` that `mor.reduce` writes, defined once: per-filter arrays of
 #: the batch shape unless marked *(batch)*. `mor.distill`'s report columns use the same names.
 INFO: dict[str, str] = {

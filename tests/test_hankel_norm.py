@@ -10,6 +10,7 @@ from hypothesis import given, strategies as st
 
 import mor
 from mor.demo import hyena_like_filters
+from mor.methods._fir_aak import _eigenvector
 from mor.methods.hankel_norm import (CLUSTER_RTOL, HankelNormFamily, glover, to_continuous,
                                      to_discrete)
 from systems import decayed_length, stable_modal
@@ -364,11 +365,51 @@ def test_construction_option_and_exact_failures_are_reported():
     assert default.info["aak_exact"].all() and np.all(default.info["truncation_tail"] == 0)
     trunc = mor.reduce(h, 4, method="hankel", construction="truncated")
     assert not trunc.info["aak_exact"].any() and np.all(trunc.info["truncation_tail"] >= 0)
-    # a clustered sigma_{d+1}: "exact" fails and says why, "auto" keeps the truncated model
+    # a clustered sigma_{d+1} (equiripple: values equal to 1e-8 and closer): the exact
+    # construction from an eigenvector of the cluster's value, at the order below the cluster
     clustered = _CLUSTERED["remez127_highpass"]
     s = mor.hankel_singular_values(clustered)
     d = next(k for k in range(1, 20) if abs(s[k] - s[k + 1]) <= CLUSTER_RTOL * s[k])
-    exact = mor.reduce(clustered, d, method="hankel", construction="exact", on_fail="flag")
-    assert exact.info["failed"] and "needs a simple sigma" in str(exact.info["reason"])
-    auto = mor.reduce(clustered, d, method="hankel", construction="auto", on_fail="flag")
-    assert not auto.info["failed"] and not auto.info["aak_exact"]
+    for construction in ("exact", "auto"):
+        red = mor.reduce(clustered, d, method="hankel", construction=construction)
+        m = int(red.order)
+        assert red.info["aak_exact"] and m <= d and abs(s[m] - s[d]) <= CLUSTER_RTOL * s[d]
+        assert abs(_hankel_error(clustered, red)[0] - s[d]) <= 2e-6 * s[d]
+    # a 15-fold zero at 0 of the Schmidt polynomial, split by rounding into a ring of zeros
+    # whose residues cancel: "exact" fails and says why, "auto" keeps the truncated model,
+    # which fails for the same cause (test_intermediate_order_leaves_clusters_whole)
+    h = np.zeros(244)
+    h[15], h[185] = 1.0, 0.51
+    exact = mor.reduce(h, 15, method="hankel", construction="exact", on_fail="flag")
+    assert exact.info["failed"] and "near-multiple" in str(exact.info["reason"])
+
+
+def test_exact_construction_on_a_near_double_sigma_next(trained_filters):
+    """A trained filter (L = 2048) whose sigma_9 and sigma_10 agree to 6.8e-7 with opposite
+    signs of their eigenvalues: order 8 is exact (the truncated construction missed
+    sigma_9 by 2.5%), and order 9, ill-posed, gives the exact approximant of order 8, whose
+    Hankel-norm error sigma_9 is sigma_10 up to the spread."""
+    h = trained_filters.reshape(-1, trained_filters.shape[-1])[269, :2048]
+    s = mor.hankel_singular_values(h, 11)
+    assert s[8] - s[9] < CLUSTER_RTOL * s[8]
+    for d in (8, 9):
+        red = mor.reduce(h, d, method="hankel")
+        assert red.info["aak_exact"] and red.order == 8 and red.info["rank_capped"] == (d > 8)
+        assert abs(_hankel_error(h, red)[0] / s[d] - 1) <= 1e-4
+
+
+def test_eigenvector_from_a_singular_vector_of_a_double_value():
+    """A pure delay's Hankel matrix has the nonzero eigenvalues +1 and -1 only (on the first
+    26 coordinates: symmetric and antisymmetric vectors), so a singular vector mixes their
+    eigenvectors; `_eigenvector` returns one of them."""
+    g = np.zeros(40)
+    g[25] = 1.0
+    gamma = scipy.linalg.hankel(g, np.zeros(40))
+    q = np.zeros(40)
+    q[:26] = np.random.default_rng(0).standard_normal(26)
+    q /= np.linalg.norm(q)
+    assert np.linalg.norm(gamma @ gamma @ q - q) < 1e-12  # a singular vector of 1
+    assert min(np.linalg.norm(gamma @ q - q), np.linalg.norm(gamma @ q + q)) > 0.1
+    v = _eigenvector(g, q)
+    theta = v @ gamma @ v
+    assert abs(abs(theta) - 1) < 1e-12 and np.linalg.norm(gamma @ v - theta * v) < 1e-12

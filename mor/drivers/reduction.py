@@ -15,7 +15,8 @@ import numpy as np
 
 from mor._numerics import freq
 from mor.analysis.compare import model_errors
-from mor.conventions import Scale, as_filters, check_norm, check_order, check_tol, relative
+from mor.conventions import (CONVERSION_RTOL, Scale, as_filters, check_norm, check_order,
+                             check_tol, relative)
 from mor.methods import Method, Models, get_method
 from mor.systems.modal import ModalSSM
 from mor.systems.statespace import StateSpace
@@ -30,8 +31,6 @@ ERRORS = ("l2", "tail", "hinf", "f32_deviation")
 F32_MAX_LENGTH = 1 << 16
 #: The tol search computes the Hankel factorisation for this many orders first.
 TOL_FIRST_ORDER = 24
-#: A model whose modal form lost more than this (relative, on its Markov parameters) fails.
-CONVERSION_RTOL = 1e-6
 #: A model whose ``hinf`` exceeds both the order-0 model's and balanced truncation's bound
 #: by this factor fails (`blown_up`). Measured on Prony, matrix-pencil and Padé models of
 #: ``firwin``/``remez`` designs (63 to 511 taps, orders 8 to 64) and trained filters: the

@@ -60,10 +60,16 @@ Schmidt vectors come from the decomposition the intermediate model is built from
 to `EXACT_RTOL`), so the exact construction adds Newton's sweeps, ``O(L d)`` each, to the
 truncated one on a model of order ``1.5 d``; a ``tol=`` search costs no more than with the
 truncated construction (32 trained filters at ``tol=1e-3``: 1.3 s against 2.0 s in
-``hinf``, 8.1 s each in ``l2``). Where ``sigma_{d+1}`` is not simple (beyond `CLUSTER_RTOL`)
-or the zeros do not converge inside the disk, the truncated model of the default
-intermediate order is kept, its truncation tail reported, and ``info["aak_exact"]`` says
-so; ``construction="exact"`` fails such a filter instead, with the reason.
+``hinf``, 8.1 s each in ``l2``). Where ``sigma_{d+1}`` is clustered (values within
+`CLUSTER_RTOL` of it, as in step 3) the exact construction takes an eigenvector of the
+cluster's top value and the order of the values above the cluster (``d`` where the cluster
+lies below ``sigma_{d+1}``; lower where it reaches above, as step 3 does): its Hankel-norm
+error is that value, within the cluster's spread of ``sigma_{d+1}``. Where the zeros do not
+converge inside the disk, or are so nearly multiple that the modal form of the approximant
+is inaccurate (`mor.methods._fir_aak._modal_form_error` above
+`mor.conventions.CONVERSION_RTOL`), the truncated model of the default intermediate order
+is kept, its truncation tail reported, and ``info["aak_exact"]`` says so;
+``construction="exact"`` fails such a filter instead, with the reason.
 """
 
 from __future__ import annotations
@@ -267,9 +273,9 @@ class HankelNormFamily(Method):
         construction : {"auto", "exact", "truncated"}
             ``"auto"`` (default): per filter the exact approximant of the FIR filter itself
             (`mor.methods._fir_aak`: the zeros of its Schmidt polynomial, found from the
-            truncated construction's poles), whose Hankel-norm error is ``sigma_{d+1}`` with
-            no truncation tail, where ``sigma_d > sigma_{d+1} > sigma_{d+2}`` (beyond
-            `CLUSTER_RTOL`) and the zeros converge inside the disk; elsewhere the truncated
+            truncated construction's poles), whose Hankel-norm error is ``sigma_{d+1}`` (up
+            to the spread of its cluster, module notes) with no truncation tail, where the
+            zeros converge inside the disk to a well-conditioned modal form; elsewhere the truncated
             construction (steps 1-4) of the default intermediate order, within its reported
             truncation tail of the optimum. ``"exact"``: the exact one only, started again
             from larger truncations where the zeros do not converge (`RETRIES`), and a
@@ -435,32 +441,30 @@ class HankelNormFamily(Method):
         holds."""
         f = len(which)
         done = np.zeros(f, dtype=bool)
-        sigma = np.concatenate([self.hsv[which], np.zeros((f, 2))], axis=1)
-        ref = sigma[:, order]
-        below = sigma[:, order + 1] < ref * (1 - CLUSTER_RTOL)
-        above = sigma[:, order - 1] > ref * (1 + CLUSTER_RTOL) if order > 0 else True
-        apart = below & above & (ref > 0)
+        sigma = np.concatenate([self.hsv[which], np.zeros((f, 1))], axis=1)
+        ref = sigma[:, order: order + 1]
+        # sigma_{d+1} with its cluster (as in `glover`): the approximant has the order of the
+        # values above it, ``d`` for a simple value
+        top = ((sigma > ref) & (np.abs(sigma - ref) > CLUSTER_RTOL * ref)).sum(axis=1)
+        live = ref[:, 0] > 0
         why = np.full(f, "", dtype=object)
-        close = np.where(np.broadcast_to(above, ref.shape),
-                         f"sigma_{order + 1} and sigma_{order + 2}",
-                         f"sigma_{order} and sigma_{order + 1}")
-        why[~apart] = [f"{pair} agree within {CLUSTER_RTOL:g} relative: the exact "
-                       f"construction needs a simple sigma_{order + 1}" for pair in close[~apart]]
+        why[~live] = f"sigma_{order + 1} is zero"
         h = self.h[which]
         n = h.shape[1] - 1
-        # the Schmidt vectors of sigma_{d+1}, certified to EXACT_RTOL: kept by the family's
-        # decomposition where it has them, else computed for this order
+        # a Schmidt vector of the cluster's value, certified to EXACT_RTOL: kept by the
+        # family's decomposition where it has it, else computed
         kept = self.balanced.vectors or {}
-        if order in kept:
-            vectors = kept[order][which]
-        else:
-            vectors = np.zeros((f, n))
-            rows = np.flatnonzero(apart)
-            chunk = max(1, BT_CHUNK_BYTES // (16 * max(n, 1) * (order + 1)))
+        vectors = np.zeros((f, n))
+        for k in np.unique(top[live]):
+            rows = np.flatnonzero(live & (top == k))
+            if k in kept:
+                vectors[rows] = kept[k][which[rows]]
+                continue
+            chunk = max(1, BT_CHUNK_BYTES // (16 * max(n, 1) * (k + 1)))
             for begin in range(0, rows.size, chunk):
                 part = rows[begin:begin + chunk]
-                vectors[part] = hankel_svd(h[part], order + 1, rtol=EXACT_RTOL)[2][:, :, order]
-        out_p, out_r = np.zeros_like(poles), np.zeros_like(residues)
+                vectors[part] = hankel_svd(h[part], k + 1, rtol=EXACT_RTOL)[2][:, :, k]
+        out_p, out_r, out_lost = np.zeros_like(poles), np.zeros_like(residues), np.zeros(f)
         poles, residues, lost, reason = poles.copy(), residues.copy(), lost.copy(), reason.copy()
         # intermediate orders of the starts; None: the truncated construction's own default
         first = self.balanced.a.shape[-1]
@@ -477,7 +481,7 @@ class HankelNormFamily(Method):
         for step, size in enumerate(sizes):
             if step:  # truncated models of a larger intermediate order, for what is left
                 keep_truncated = self.construction == "auto" and size is None
-                rows = np.flatnonzero(~done & (apart | keep_truncated))
+                rows = np.flatnonzero(~done & (live | keep_truncated))
                 if not rows.size:
                     break
                 wider = HankelNormFamily.from_fir(h[rows], order, intermediate_order=size,
@@ -489,20 +493,21 @@ class HankelNormFamily(Method):
                 lost[rows] = got.conversion_error
                 reason[rows] = got.reasons
             starts_order = np.where(np.abs(poles.imag) > 0, 2, 1) * (residues != 0)
-            built = (reason == "") & (starts_order.sum(axis=1) == order)
-            why[apart & ~done & ~built] = ("the truncated construction gave no starting poles "
-                                           f"of order {order}")
-            for i in np.flatnonzero(apart & ~done & built):
+            built = (reason == "") & (starts_order.sum(axis=1) == top)
+            why[live & ~done & ~built] = ("the truncated construction gave no starting poles "
+                                          "of the order below the cluster of "
+                                          f"sigma_{order + 1}")
+            for i in np.flatnonzero(live & ~done & built):
                 got = fir_aak(h[i, 1:], vectors[i], poles[i, residues[i] != 0])
                 if isinstance(got, str):
                     why[i] = got
                 else:
                     out_p[i], out_r[i] = 0, 0
-                    out_p[i, : got[0].size], out_r[i, : got[0].size] = got
+                    out_p[i, : got[0].size], out_r[i, : got[0].size], out_lost[i] = got
                     done[i] = True
         poles = np.where(done[:, None], out_p, poles)
         residues = np.where(done[:, None], out_r, residues)
-        lost = np.where(done, 0.0, lost)
+        lost = np.where(done, out_lost, lost)
         if self.construction == "exact":
             failed = ~done & (reason == "")
             reason[failed] = [f"the exact Hankel-norm construction failed at order {order}: "
