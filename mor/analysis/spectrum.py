@@ -47,6 +47,38 @@ KRYLOV_RTOL = 1e-11
 DENSE_FALLBACK_SIZE = 4096
 #: Filters whose values fail the checks are done again this many at a time (with vectors).
 RERUN_CHUNK = 16
+#: The Hankel decomposition on torch devices (`device_blocks`), registered by ``mor.torch``
+#: (`register_device_blocks`): the layers below it do not import torch.
+_DEVICE_BLOCKS: list = []
+
+
+def register_device_blocks(decompose) -> None:
+    """Register ``decompose(h, k, *, rtol, device) -> dict``, the Hankel decomposition of flat
+    filters on a torch device (`device_blocks`); ``import mor.torch`` does."""
+    _DEVICE_BLOCKS[:] = [decompose]
+
+
+def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device) -> dict:
+    """The top-``k`` Hankel eigenpairs of flat validated filters on a torch ``device``, as
+    balanced truncation needs them: ``sigma``, ``u0``, ``v0`` (first rows of ``U``, ``V``),
+    ``shifted_gram`` (``V[1:]^T V[:-1]``), ``residual`` and ``basis``
+    (`mor.torch._spectrum.hankel_blocks`: block Lanczos, each value certified to ``rtol
+    sigma_1`` as on the Krylov path). The values must also pass the Krylov path's test
+    against ``||H||_F^2``; a filter that fails it raises (the CPU path has no dense fallback
+    at the sizes a device is for: use ``device=None``)."""
+    if not _DEVICE_BLOCKS:
+        raise ValueError(f"device={device!r} needs the torch adapter: `import mor.torch` "
+                         "first (and torch built for that device)")
+    n = flat.shape[-1] - 1
+    blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, device=device)
+    if k:
+        wrong = _inconsistent(flat, blocks["sigma"], rtol, n)
+        if wrong.any():
+            raise RuntimeError(
+                f"the Hankel values of filter {int(np.flatnonzero(wrong)[0])} computed on "
+                f"{device} fail the test against ||H||_F^2 (a multiple singular value "
+                "missed); use device=None")
+    return blocks
 
 
 def hankel_matrix(h: np.ndarray, size: int | None = None) -> np.ndarray:
@@ -63,7 +95,7 @@ def hankel_matrix(h: np.ndarray, size: int | None = None) -> np.ndarray:
 
 
 def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
-                           rtol: float = KRYLOV_RTOL) -> np.ndarray:
+                           rtol: float = KRYLOV_RTOL, device=None) -> np.ndarray:
     r"""Hankel singular values of FIR filters, or of a system object.
 
     The Hankel matrix of a filter ``h[0..L-1]`` is the ``N x N`` matrix (``N = L - 1``)
@@ -95,6 +127,12 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
     rtol : float, optional
         Krylov path: certified accuracy of every value, relative to ``sigma_1``
         (default ``1e-11``; a positive finite number, checked on either path).
+    device : str or torch.device, optional
+        A torch device (``"cuda"``) to compute the ``k`` values on (``k`` required), by
+        block Lanczos in float64 with the Krylov path's certificate and checks, the filters
+        batched by the device's free memory; for long filters (issue 22 measured it from
+        ``L = 2^16``). Needs ``import mor.torch``; ``method`` must be ``"auto"``. ``None``
+        (default): the CPU paths.
 
     Returns
     -------
@@ -192,7 +230,17 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
         return values if k is None else values[..., :k]
     h = as_filters(h)
     scale = Scale.of_filters(h)  # computed on [1/2, 1)-scaled filters, scaled back exactly
-    values = hankel_svd(scale.down(h), k, method=method, rtol=rtol, vectors=False)[0]
+    if device is None:
+        values = hankel_svd(scale.down(h), k, method=method, rtol=rtol, vectors=False)[0]
+    else:
+        if k is None or method != "auto":
+            raise ValueError("device= computes the k largest values: give k, and leave "
+                             "method='auto'")
+        k = _check_k(k, h.shape[-1] - 1)
+        _check_rtol(rtol)
+        flat = scale.down(h).reshape(-1, h.shape[-1])
+        values = device_blocks(flat, k, rtol=rtol, device=device)["sigma"]
+        values = values.reshape(h.shape[:-1] + (k,))
     return scale.up(values, name="the Hankel singular values")
 
 
@@ -218,16 +266,8 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         raise ValueError(f"size must lie in [0, L - 1], got {n}")
     if k is None:
         k = n
-    kind = np.asarray(k).dtype.kind
-    if np.ndim(k) or not (kind in "iu" or (kind == "f" and float(k).is_integer())):
-        raise ValueError(f"k must be an integer, got {k!r}")
-    k = int(k)
-    if not 0 <= k <= n:
-        raise ValueError(f"k must satisfy 0 <= k <= L - 1 = {n}, got {k}")
-    # checked on every path (the dense one does not use it): a wrong value is a mistake
-    if not (isinstance(rtol, (int, float, np.integer, np.floating))
-            and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
-        raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
+    k = _check_k(k, n)
+    _check_rtol(rtol)  # on every path (the dense one does not use it): a wrong value is a mistake
     if method == "auto":
         method = auto_method(n, k)
     if method not in ("dense", "krylov"):
@@ -248,6 +288,21 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
     if vectors:
         u, v = u.reshape(batch + (rows, k)), v.reshape(batch + (n, k))
     return s, u, v
+
+
+def _check_k(k, n: int) -> int:
+    kind = np.asarray(k).dtype.kind
+    if np.ndim(k) or not (kind in "iu" or (kind == "f" and float(k).is_integer())):
+        raise ValueError(f"k must be an integer, got {k!r}")
+    if not 0 <= int(k) <= n:
+        raise ValueError(f"k must satisfy 0 <= k <= L - 1 = {n}, got {k}")
+    return int(k)
+
+
+def _check_rtol(rtol) -> None:
+    if not (isinstance(rtol, (int, float, np.integer, np.floating))
+            and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
+        raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
 
 
 def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):

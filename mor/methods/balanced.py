@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mor.analysis.spectrum import DENSE_MAX_SIZE, hankel_svd
+from mor.analysis.spectrum import DENSE_MAX_SIZE, device_blocks, hankel_svd
 from mor.methods.base import Method, Models, register
 from mor.systems.modal import ModalSSM
 
@@ -81,7 +81,8 @@ class BalancedFamily(Method):
 
     @classmethod
     def from_fir(cls, h: np.ndarray, max_order: int, *, dc_match: bool = False,
-                 hankel_method: str = "auto", rtol: float = BT_RTOL) -> "BalancedFamily":
+                 hankel_method: str = "auto", rtol: float = BT_RTOL,
+                 device=None) -> "BalancedFamily":
         """Balanced realisations of flat FIR filters ``(F, L)`` up to ``max_order`` states,
         computed for `BT_CHUNK_BYTES` worth of singular vectors at a time.
 
@@ -93,28 +94,36 @@ class BalancedFamily(Method):
             How the Hankel SVD is computed (`mor.hankel_singular_values`).
         rtol : float
             Certified accuracy of the Krylov singular values, relative to ``sigma_1``.
+        device : str or torch.device, optional
+            A torch device (``"cuda"``) to compute the Hankel decomposition on, by block
+            Lanczos with the same certificate (`mor.hankel_singular_values`); ``None``
+            (default): the CPU paths. Needs ``import mor.torch``.
         """
         return cls.with_vectors(h, max_order, None, dc_match=dc_match,
-                                hankel_method=hankel_method, rtol=rtol)
+                                hankel_method=hankel_method, rtol=rtol, device=device)
 
     @classmethod
     def with_vectors(cls, h: np.ndarray, max_order: int, keep_vectors: range | None, *,
                      dc_match: bool = False, hankel_method: str = "auto",
-                     rtol: float = BT_RTOL) -> "BalancedFamily":
+                     rtol: float = BT_RTOL, device=None) -> "BalancedFamily":
         """`from_fir`, keeping the columns ``j`` in ``keep_vectors`` of the right singular
         vectors ``v`` (``H ~ u diag(hsv) v^T``, those of the ``max_order + 1`` computed) in
         the attribute ``vectors``, ``{j: v[:, :, j]}`` of shape ``(F, L - 1)`` each (``None``
         for ``keep_vectors=None``): the exact Hankel-norm construction's Schmidt vectors,
-        from the same decomposition."""
+        from the same decomposition (on the CPU only)."""
+        if device is not None and keep_vectors is not None:
+            raise ValueError("the singular vectors are kept on the CPU paths only (device=None)")
         size = h.shape[-1] - 1
         keep = max_order
         if dc_match:
-            whole = hankel_method == "dense" or size <= DENSE_MAX_SIZE
+            whole = device is None and (hankel_method == "dense" or size <= DENSE_MAX_SIZE)
             keep = size if whole else min(size, max(2 * max_order, max_order + 32))
         k = min(size, keep + 1)
-        rows = max(1, BT_CHUNK_BYTES // (16 * max(size, 1) * max(k, 1)))
+        # the device path holds no vectors here: it batches the filters by its own memory
+        rows = max(1, BT_CHUNK_BYTES // (16 * max(size, 1) * max(k, 1))) if device is None \
+            else max(h.shape[0], 1)
         columns = range(0) if keep_vectors is None else keep_vectors
-        parts = [_realizations(h[i:i + rows], keep, k, hankel_method, rtol, columns)
+        parts = [_realizations(h[i:i + rows], keep, k, hankel_method, rtol, columns, device)
                  for i in range(0, max(h.shape[0], 1), rows)]
         a, b, c, s, rank, v = (np.concatenate(x) for x in zip(*parts))
         return cls(a, b, c, h[:, 0].copy(), s, rank, dc_match=dc_match,
@@ -182,13 +191,23 @@ class BalancedFamily(Method):
 
 
 def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: float,
-                  columns: range):
+                  columns: range, device=None):
     """``(A, B, C, sigma, rank, v[..., columns])``: the order-``keep`` balanced realisations
     of flat filters ``h`` from their ``k`` leading Hankel singular triplets (module notes),
-    and the right singular vectors of ``columns``."""
+    and the right singular vectors of ``columns``. They need only ``sigma``, the first rows
+    ``u_0``, ``v_0`` and the shifted Gram matrix ``V[1:]^T V[:-1]``, which a device computes
+    where the vectors lie (`device_blocks`)."""
     size, f = h.shape[-1] - 1, h.shape[0]
-    s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol, left_rows=1)
-    kept = v[:, :, columns.start:columns.stop].copy()  # a slice: fancy indexing is slow
+    if device is None:
+        s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol, left_rows=1)
+        kept = v[:, :, columns.start:columns.stop].copy()  # a slice: fancy indexing is slow
+        vr = v[:, :, :keep]
+        u0, v0, gram = u[:, 0, :keep], vr[:, 0], np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]
+    else:
+        blocks = device_blocks(h, k, rtol=rtol, device=device)
+        s, kept = blocks["sigma"], np.zeros((f, size, 0))
+        u0, v0 = blocks["u0"][:, :keep], blocks["v0"][:, :keep]
+        gram = blocks["shifted_gram"][:, :keep, :keep]
     if keep == 0:
         return np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), s, \
             np.zeros(f, dtype=np.int64), kept
@@ -196,6 +215,5 @@ def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: fl
     rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
     sqrt_s = np.sqrt(s[:, :keep])
     inv = np.divide(1.0, sqrt_s, out=np.zeros_like(sqrt_s), where=sqrt_s > 0)
-    vr = v[:, :, :keep]
-    a = sqrt_s[:, :, None] * (np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]) * inv[:, None, :]
-    return a, sqrt_s * vr[:, 0], u[:, 0, :keep] * sqrt_s, s, rank, kept
+    a = sqrt_s[:, :, None] * gram * inv[:, None, :]
+    return a, sqrt_s * v0, u0 * sqrt_s, s, rank, kept

@@ -12,10 +12,14 @@ try:
 except ImportError as exc:  # pragma: no cover - depends on the environment
     raise ImportError("mor.torch needs torch: pip install 'mor[torch]'") from exc
 
+from mor.analysis.spectrum import register_device_blocks
+from mor.torch._spectrum import hankel_blocks
 from mor.torch.distill_module import distill_module
 from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.longconv import HeadwiseLongConv, LongConv
 from mor.torch.recurrence import ModalRecurrence
+
+register_device_blocks(hankel_blocks)  # device= of the Hankel spectrum and BT (issue 22)
 
 __all__ = ["HeadwiseLongConv", "HeadwiseModalRecurrence", "LongConv", "ModalRecurrence",
            "distill_module"]
