@@ -68,26 +68,12 @@ def fir_designs(length: int) -> np.ndarray:
     ])
 
 
-def long_filters(length: int, count: int) -> np.ndarray:
-    """Hyena-like filters of ``length`` taps (issue 22's generator, seeds ``0..count-1``):
-    twelve damped cosines plus a decaying noise floor, rounded to float32."""
-    t = np.arange(length)
-    out = np.empty((count, length))
-    for seed in range(count):
-        rng = np.random.default_rng(seed)
-        h = sum(np.cos(0.001 * (k + 1) * t * (1 + 0.3 * rng.random()))
-                * np.exp(-t * (2e-5 + 1e-5 * k) * 2**20 / length) for k in range(12))
-        h = h + 1e-4 * rng.standard_normal(length) * np.exp(-t / (length / 8))
-        out[seed] = h.astype(np.float32)
-    return out
-
-
 def growth(log) -> list[dict]:
     """Time per filter of the default construction and of balanced truncation as L grows
     (`GROWTH_LENGTHS`, `GROWTH_ORDERS`), with the path each filter took and the gap."""
     rows = []
     for length in GROWTH_LENGTHS:
-        h = long_filters(length, GROWTH_FILTERS)
+        h = C.long_filters(length, GROWTH_FILTERS)
         sigma = mor.hankel_singular_values(h, max(GROWTH_ORDERS) + 1)
         for d in GROWTH_ORDERS:
             red, t_exact = timed(lambda: mor.reduce(h, d, method="hankel", on_fail="flag"))

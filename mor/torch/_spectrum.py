@@ -86,17 +86,29 @@ def _batch_size(n: int, limit: int, block: int, device: torch.device) -> int:
     return max(1, int(MEMORY_SHARE * free // per_filter))
 
 
+def hankel_spectrum(h: torch.Tensor) -> torch.Tensor:
+    """``rfft(h[:, 1:], M)`` as ``(F, 1, M/2 + 1)``: what `hankel_product` multiplies by."""
+    return torch.fft.rfft(h[:, 1:], n=_fft_size(h.shape[1] - 1))[:, None, :]
+
+
+def hankel_product(spectrum: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``H x`` for blocks of rows ``x`` ``(F, b, n)``: ``(H x)_i = sum_j g_{i+j} x_j``, by
+    one real FFT pair of length ``M`` per vector."""
+    n = x.shape[-1]
+    m = 2 * (spectrum.shape[-1] - 1)
+    return torch.fft.irfft(spectrum * torch.fft.rfft(x, n=m).conj(), n=m)[..., :n]
+
+
 def _fft_size(n: int) -> int:
     return 1 << max(1, math.ceil(math.log2(max(2 * n - 1, 2))))
 
 
 def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int):
     f, n = h.shape[0], h.shape[1] - 1
-    m = _fft_size(n)
-    spectrum = torch.fft.rfft(h[:, 1:], n=m)[:, None, :]  # (F, 1, M/2 + 1)
+    spectrum = hankel_spectrum(h)
 
-    def product(x):  # H x for blocks of rows x (F, b, n)
-        return torch.fft.irfft(spectrum * torch.fft.rfft(x, n=m).conj(), n=m)[..., :n]
+    def product(x):
+        return hankel_product(spectrum, x)
 
     basis = torch.empty((f, limit, n), dtype=torch.float64, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)

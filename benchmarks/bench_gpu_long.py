@@ -1,0 +1,209 @@
+"""Long filters on the GPU: the Hankel spectrum and balanced truncation through torch (issue 22).
+
+Issue 22's Hyena-like filters (`_common.long_filters`: twelve damped cosines and a decaying
+noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of results:
+
+- ``--part gpu --out DIR`` (on the GPU machine): per length, a batch of filters; the time per
+  filter of ``mor.hankel_singular_values(h, 64, device="cuda")`` (block Lanczos in float64,
+  each value certified to 1e-11 sigma_1) and of ``mor.reduce(h, 32, device="cuda")`` (balanced
+  truncation to order 32, certified to 1e-10), without and with the default error report
+  (which runs on the CPU); the peak GPU memory; the time per Hankel product (a block of 16
+  vectors for every filter of a batch) against torch's own batched float64
+  ``irfft(rfft(x, 2L) * H, 2L)`` of as many vectors; the values and models, to ``DIR``.
+- ``--part cpu --gpu DIR`` (on the 2-core development machine): the same filters, a sample
+  (16 per length): the CPU path's time per filter on one core (the 2-core throughput is two
+  filters in that time), its values and models; the agreement (largest value difference
+  relative to sigma_1; the ``hinf`` of either model against the filter); the section of
+  ``RESULTS.md``.
+"""
+
+import os
+
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import _common as C  # noqa: E402
+import mor  # noqa: E402
+
+NAME = "bench_gpu_long"
+#: (length, filters on the GPU); the CPU takes the first `CPU_SAMPLE` of each.
+SIZES = ((1 << 12, 16), (1 << 16, 128), (1 << 18, 64), (1 << 20, 32))
+CPU_SAMPLE = 16
+VALUES, ORDER = 64, 32
+
+
+def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
+    import torch
+
+    import mor.torch  # noqa: F401  (registers device="cuda")
+    from mor.torch._spectrum import BLOCK, hankel_product, hankel_spectrum
+
+    device = torch.device(device)
+    on_cuda = device.type == "cuda"
+
+    def sync():
+        if on_cuda:
+            torch.cuda.synchronize(device)
+
+    def peak():
+        return torch.cuda.max_memory_allocated(device) if on_cuda else 0
+
+    def reset():
+        if on_cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(device)
+
+    def clock(fn):
+        sync()
+        start = time.perf_counter()
+        result = fn()
+        sync()
+        return result, time.perf_counter() - start
+
+    warm = C.long_filters(4096, 2)  # numba kernels, cuFFT plans, cuSOLVER handles
+    mor.reduce(warm, 8, device=device)
+    mor.hankel_singular_values(warm, 8, device=device)
+    rows, arrays = [], {}
+    for length, count in sizes:
+        h = C.long_filters(length, count)
+        n = length - 1
+        # one Hankel product of a block for every filter of a batch of 8, against torch's own
+        part = torch.as_tensor(h[:8], device=device)
+        spectrum = hankel_spectrum(part)
+        x = torch.randn((8, BLOCK, n), dtype=torch.float64, device=device)
+        for _ in range(2):
+            _, t_product = clock(lambda: hankel_product(spectrum, x))
+        flat = x.reshape(-1, n)
+        kernel = torch.fft.rfft(part[:1, 1:], n=2 * length)
+        for _ in range(2):
+            _, t_torch = clock(lambda: torch.fft.irfft(
+                torch.fft.rfft(flat, n=2 * length) * kernel, n=2 * length))
+        del part, spectrum, x, flat
+        reset()
+        sigma, t_values = clock(lambda: mor.hankel_singular_values(h, VALUES, device=device))
+        peak_values = peak()
+        reset()
+        bare, t_bt = clock(lambda: mor.reduce(h, ORDER, device=device, errors=()))
+        peak_bt = peak()
+        full, t_report = clock(lambda: mor.reduce(h, ORDER, device=device))
+        vectors = 8 * BLOCK
+        rows.append({"length": length, "filters": count,
+                     "values_s_per_filter": t_values / count,
+                     "bt_s_per_filter": t_bt / count,
+                     "bt_with_report_s_per_filter": t_report / count,
+                     "peak_gib_values": peak_values / 2**30, "peak_gib_bt": peak_bt / 2**30,
+                     "product_ms_per_vector": 1e3 * t_product / vectors,
+                     "torch_fft_ms_per_vector": 1e3 * t_torch / vectors,
+                     "hinf_max": float(full.info["hinf"].max())})
+        C.log(json.dumps(rows[-1]))
+        arrays[f"sigma_{length}"] = sigma
+        pc, rc, dc = bare.compact()
+        arrays[f"poles_{length}"], arrays[f"residues_{length}"] = pc, rc
+        arrays[f"direct_{length}"] = dc
+    meta = {"device": torch.cuda.get_device_name(device) if on_cuda else "cpu (torch)",
+            "torch": torch.__version__,
+            "cuda": torch.version.cuda, "date": C.now(), "command": C.command()}
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez(out / f"{NAME}.npz", **arrays)
+    (out / f"{NAME}_gpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+def cpu_part(gpu: Path, sizes) -> None:
+    script_start = time.perf_counter()
+    C.pin_threads()
+    found = json.loads((gpu / f"{NAME}_gpu.json").read_text())
+    arrays = np.load(gpu / f"{NAME}.npz")
+    mor.reduce(C.long_filters(4096, 2), 8)  # warm-up (numba kernels)
+    rows = []
+    for row in found["rows"]:
+        length = row["length"]
+        if length not in {size for size, _ in sizes}:
+            continue
+        h = C.long_filters(length, CPU_SAMPLE)
+        start = time.perf_counter()
+        sigma = mor.hankel_singular_values(h, VALUES)
+        t_values = (time.perf_counter() - start) / CPU_SAMPLE
+        start = time.perf_counter()
+        cpu = mor.reduce(h, ORDER, errors=())
+        t_bt = (time.perf_counter() - start) / CPU_SAMPLE
+        on_gpu = mor.ModalSSM.from_compact(arrays[f"poles_{length}"][:CPU_SAMPLE],
+                                           arrays[f"residues_{length}"][:CPU_SAMPLE],
+                                           arrays[f"direct_{length}"][:CPU_SAMPLE])
+        hinf_gpu = mor.compare(h, on_gpu).hinf
+        hinf_cpu = mor.compare(h, cpu).hinf
+        gap = np.abs(arrays[f"sigma_{length}"][:CPU_SAMPLE] - sigma).max(axis=1) / sigma[:, 0]
+        both = t_values + t_bt
+        gpu_both = row["values_s_per_filter"] + row["bt_s_per_filter"]
+        rows.append({**row, "cpu_values_s_per_filter": t_values, "cpu_bt_s_per_filter": t_bt,
+                     "speedup_vs_2_cores": both / (2 * gpu_both),
+                     "sigma_gap_max": float(gap.max()),
+                     "hinf_rel_diff_max": float(np.abs(hinf_gpu / hinf_cpu - 1).max())})
+        C.log(json.dumps(rows[-1]))
+    meta = C.metadata(script_start, gpu=found["meta"])
+    report = render(meta, rows)
+    print(report)
+    C.write_json(NAME, {"meta": meta, "rows": rows})
+    C.log(f"wrote {C.write_section(NAME, report)}")
+
+
+def render(meta: dict, rows: list[dict]) -> str:
+    gpu = meta["gpu"]
+    lines = [
+        f"## Long filters on the GPU: Hankel spectrum and balanced truncation (`{NAME}.py`)",
+        "",
+        f"- GPU part: {gpu['date']}, {gpu['device']}, torch {gpu['torch']} (CUDA "
+        f"{gpu['cuda']}); command `{gpu['command']}`",
+        f"- CPU part: {meta['date']}, {meta['machine']}, one core per filter; command "
+        f"`{meta['command']}`",
+        "",
+        "Issue 22's filters (seeds 0..F-1). Top 64 Hankel values (`device=\"cuda\"`, block "
+        "Lanczos in float64, certified to 1e-11 sigma_1) and balanced truncation to order 32 "
+        "(certified to 1e-10), time per filter; the CPU path on a sample of 16 of the same "
+        "filters, one core; speed-up: the CPU's 2-core throughput (two filters at a time) "
+        "against the GPU's, both operations together. Agreement on the sample: the largest "
+        "value difference relative to sigma_1 and the relative difference of the two models' "
+        "`hinf`. Product: one Hankel product per vector (a block of 16 for each of 8 filters) "
+        "against torch's own batched float64 `irfft(rfft(x, 2L) * H, 2L)` of as many vectors.",
+        "",
+        "| L | GPU filters | values s/filter (GPU / CPU) | BT s/filter (GPU / CPU) | BT with "
+        "report s/filter (GPU) | speed-up vs 2 cores | peak GiB (values / BT) | product ms/vector "
+        "(mor / torch FFT) | value gap / sigma_1 | hinf rel. diff |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| 2^{int(np.log2(r['length']))} | {r['filters']} | "
+            f"{r['values_s_per_filter']:.3f} / {r['cpu_values_s_per_filter']:.2f} | "
+            f"{r['bt_s_per_filter']:.3f} / {r['cpu_bt_s_per_filter']:.2f} | "
+            f"{r['bt_with_report_s_per_filter']:.3f} | {r['speedup_vs_2_cores']:.0f}x | "
+            f"{r['peak_gib_values']:.1f} / {r['peak_gib_bt']:.1f} | "
+            f"{r['product_ms_per_vector']:.3f} / {r['torch_fft_ms_per_vector']:.3f} | "
+            f"{r['sigma_gap_max']:.1e} | {r['hinf_rel_diff_max']:.1e} |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--part", choices=("gpu", "cpu"), required=True)
+    parser.add_argument("--out", type=Path, help="gpu: where the results go")
+    parser.add_argument("--gpu", type=Path, help="cpu: the GPU part's results")
+    parser.add_argument("--device", default="cuda", help="gpu: the torch device")
+    parser.add_argument("--lengths", type=int, nargs="+",
+                        default=[size for size, _ in SIZES])
+    args = parser.parse_args()
+    sizes = [(size, count) for size, count in SIZES if size in args.lengths]
+    if args.part == "gpu":
+        gpu_part(args.out, sizes, args.device)
+    else:
+        cpu_part(args.gpu, sizes)
+
+
+if __name__ == "__main__":
+    main()

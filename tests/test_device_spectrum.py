@@ -1,0 +1,87 @@
+"""The Hankel spectrum and balanced truncation on a torch device (issue 22): block Lanczos
+against the CPU paths, on CPU tensors in CI and on a CUDA GPU where there is one."""
+
+import numpy as np
+import pytest
+
+import mor
+from mor.analysis import spectrum
+from mor.demo import hyena_like_filters
+
+torch = pytest.importorskip("torch")
+import mor.torch  # noqa: E402,F401  (registers device=)
+from mor.torch._spectrum import hankel_blocks  # noqa: E402
+
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    return request.param
+
+
+def test_values_agree_with_the_krylov_path(device):
+    h = hyena_like_filters(4, 3000, seed=5)
+    cpu = mor.hankel_singular_values(h, 24)
+    on = mor.hankel_singular_values(h, 24, device=device)
+    assert on.shape == (4, 24)
+    assert np.abs(on - cpu).max() <= 1e-10 * cpu[:, 0].max()
+    # deterministic, and the batch's split by memory changes nothing
+    full = hankel_blocks(h, 24, rtol=1e-11, device=device)["sigma"]
+    np.testing.assert_array_equal(full, hankel_blocks(h, 24, rtol=1e-11, device=device)["sigma"])
+    one = hankel_blocks(h, 24, rtol=1e-11, device=device, batch=1)["sigma"]
+    assert np.abs(one - full).max() <= 1e-10 * full[:, 0].max()
+
+
+def test_balanced_truncation_agrees_with_the_cpu_path(device):
+    h = hyena_like_filters(3, 2500, seed=6)
+    for order in (4, 16):
+        cpu = mor.reduce(h, order)
+        on = mor.reduce(h, order, device=device)
+        assert np.all(on.info["order"] == order)
+        np.testing.assert_allclose(on.info["hinf"], cpu.info["hinf"], rtol=1e-2)
+        np.testing.assert_allclose(on.impulse(2500), cpu.impulse(2500),
+                                   atol=1e-7 * np.abs(h).max())
+    # DC matching from the same intermediate order as the Krylov path: the same DC gain
+    gains = []
+    for model in (mor.reduce(h, 8, dc_match=True), mor.reduce(h, 8, device=device,
+                                                                dc_match=True)):
+        poles, residues, direct = model.compact()
+        gains.append(direct + (residues / (1 - poles)).real.sum(axis=1))
+    np.testing.assert_allclose(gains[1], gains[0], rtol=1e-6)
+
+
+def test_a_pure_delay_and_edge_cases(device):
+    """A pure delay's values are all 1: a block meets many copies (the single-vector CPU
+    path needs its dense fallback). Exactly low-order and zero filters meet an invariant
+    subspace at once; a batch of one and k = 0 work."""
+    delay = np.zeros(300)
+    delay[200] = 1.0
+    np.testing.assert_allclose(mor.hankel_singular_values(delay, 6, device=device), 1.0,
+                               rtol=1e-12)
+    k = np.arange(400)
+    low = 0.9**k * np.cos(0.2 * k)  # order 2
+    s = mor.hankel_singular_values(low, 5, device=device)
+    np.testing.assert_allclose(s[:2], mor.hankel_singular_values(low, 2), rtol=1e-10)
+    assert np.all(s[2:] <= 1e-10 * s[0])
+    assert np.all(mor.hankel_singular_values(np.zeros((2, 300)), 4, device=device) == 0)
+    assert mor.hankel_singular_values(low, 0, device=device).shape == (0,)
+    model = mor.reduce(low, 2, device=device)
+    assert model.info["l2"] < 1e-9
+
+
+def test_bad_requests_get_clear_errors(monkeypatch):
+    h = hyena_like_filters(2, 500)
+    with pytest.raises(ValueError, match="give k"):
+        mor.hankel_singular_values(h, device="cpu")
+    with pytest.raises(ValueError, match="method='auto'"):
+        mor.hankel_singular_values(h, 4, method="dense", device="cpu")
+    with pytest.raises(ValueError, match="k must satisfy"):
+        mor.hankel_singular_values(h, 600, device="cpu")
+    with pytest.raises(ValueError, match="rtol"):
+        mor.hankel_singular_values(h, 4, rtol=-1.0, device="cpu")
+    with pytest.raises(ValueError, match="device"):  # the CPU's exact construction
+        mor.reduce(h, 4, method="hankel", device="cpu")
+    monkeypatch.setattr(spectrum, "_DEVICE_BLOCKS", [])
+    with pytest.raises(ValueError, match="import mor.torch"):
+        mor.hankel_singular_values(h, 4, device="cpu")
