@@ -10,10 +10,11 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   (which runs on the CPU); the peak GPU memory; the time per Hankel product (a block of 16
   vectors for every filter of a batch) against torch's own batched float64
   ``irfft(rfft(x, 2L) * H, 2L)`` of as many vectors; the values and models, to ``DIR``.
-- ``--part cpu --gpu DIR`` (on the 2-core development machine): the same filters, a sample
-  (16 per length): the CPU path's time per filter on one core (the 2-core throughput is two
-  filters in that time), its values and models; the agreement (largest value difference
-  relative to sigma_1; the ``hinf`` of either model against the filter); the section of
+- ``--part cpu`` (on the 2-core development machine): the same filters, a sample (16 per
+  length): the CPU path's time per filter on one core (the 2-core throughput is two filters
+  in that time), its values and models, to ``results/``.
+- ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
+  relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
   ``RESULTS.md``.
 """
 
@@ -115,36 +116,58 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
     (out / f"{NAME}_gpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
 
 
-def cpu_part(gpu: Path, sizes) -> None:
+def cpu_part(sizes) -> None:
+    """The CPU path on `CPU_SAMPLE` filters per length, one core: times, values, models."""
+    script_start = time.perf_counter()
+    C.pin_threads()
+    mor.reduce(C.long_filters(4096, 2), 8)  # warm-up (numba kernels)
+    rows, arrays = [], {}
+    for length, _ in sizes:
+        h = C.long_filters(length, CPU_SAMPLE)
+        start = time.perf_counter()
+        arrays[f"sigma_{length}"] = mor.hankel_singular_values(h, VALUES)
+        t_values = (time.perf_counter() - start) / CPU_SAMPLE
+        start = time.perf_counter()
+        model = mor.reduce(h, ORDER, errors=())
+        t_bt = (time.perf_counter() - start) / CPU_SAMPLE
+        poles, residues, direct = model.compact()
+        arrays.update({f"poles_{length}": poles, f"residues_{length}": residues,
+                       f"direct_{length}": direct})
+        rows.append({"length": length, "cpu_values_s_per_filter": t_values,
+                     "cpu_bt_s_per_filter": t_bt})
+        C.log(json.dumps(rows[-1]))
+    C.RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    np.savez(C.RESULTS_DIR / f"{NAME}_cpu.npz", **arrays)
+    C.write_json(NAME + "_cpu", {"meta": C.metadata(script_start), "rows": rows})
+
+
+def report_part(gpu: Path) -> None:
+    """The GPU part's results beside the CPU part's: the agreement on the CPU's sample (the
+    ``hinf`` of both models against the filters, here) and the section of RESULTS.md."""
     script_start = time.perf_counter()
     C.pin_threads()
     found = json.loads((gpu / f"{NAME}_gpu.json").read_text())
-    arrays = np.load(gpu / f"{NAME}.npz")
-    mor.reduce(C.long_filters(4096, 2), 8)  # warm-up (numba kernels)
+    on_gpu = np.load(gpu / f"{NAME}.npz")
+    cpu_rows = {r["length"]: r for r in json.loads(
+        (C.RESULTS_DIR / f"{NAME}_cpu.json").read_text())["rows"]}
+    cpu = np.load(C.RESULTS_DIR / f"{NAME}_cpu.npz")
     rows = []
     for row in found["rows"]:
         length = row["length"]
-        if length not in {size for size, _ in sizes}:
+        if length not in cpu_rows:
             continue
         h = C.long_filters(length, CPU_SAMPLE)
-        start = time.perf_counter()
-        sigma = mor.hankel_singular_values(h, VALUES)
-        t_values = (time.perf_counter() - start) / CPU_SAMPLE
-        start = time.perf_counter()
-        cpu = mor.reduce(h, ORDER, errors=())
-        t_bt = (time.perf_counter() - start) / CPU_SAMPLE
-        on_gpu = mor.ModalSSM.from_compact(arrays[f"poles_{length}"][:CPU_SAMPLE],
-                                           arrays[f"residues_{length}"][:CPU_SAMPLE],
-                                           arrays[f"direct_{length}"][:CPU_SAMPLE])
-        hinf_gpu = mor.compare(h, on_gpu).hinf
-        hinf_cpu = mor.compare(h, cpu).hinf
-        gap = np.abs(arrays[f"sigma_{length}"][:CPU_SAMPLE] - sigma).max(axis=1) / sigma[:, 0]
-        both = t_values + t_bt
+        hinf = [mor.compare(h, mor.ModalSSM.from_compact(
+            src[f"poles_{length}"][:CPU_SAMPLE], src[f"residues_{length}"][:CPU_SAMPLE],
+            src[f"direct_{length}"][:CPU_SAMPLE])).hinf for src in (on_gpu, cpu)]
+        values = cpu[f"sigma_{length}"]
+        gap = np.abs(on_gpu[f"sigma_{length}"][:CPU_SAMPLE] - values).max(axis=1) / values[:, 0]
+        merged = {**row, **cpu_rows[length]}
+        both = merged["cpu_values_s_per_filter"] + merged["cpu_bt_s_per_filter"]
         gpu_both = row["values_s_per_filter"] + row["bt_s_per_filter"]
-        rows.append({**row, "cpu_values_s_per_filter": t_values, "cpu_bt_s_per_filter": t_bt,
-                     "speedup_vs_2_cores": both / (2 * gpu_both),
+        rows.append({**merged, "speedup_vs_2_cores": both / (2 * gpu_both),
                      "sigma_gap_max": float(gap.max()),
-                     "hinf_rel_diff_max": float(np.abs(hinf_gpu / hinf_cpu - 1).max())})
+                     "hinf_rel_diff_max": float(np.abs(hinf[0] / hinf[1] - 1).max())})
         C.log(json.dumps(rows[-1]))
     meta = C.metadata(script_start, gpu=found["meta"])
     report = render(meta, rows)
@@ -160,8 +183,8 @@ def render(meta: dict, rows: list[dict]) -> str:
         "",
         f"- GPU part: {gpu['date']}, {gpu['device']}, torch {gpu['torch']} (CUDA "
         f"{gpu['cuda']}); command `{gpu['command']}`",
-        f"- CPU part: {meta['date']}, {meta['machine']}, one core per filter; command "
-        f"`{meta['command']}`",
+        f"- CPU part and agreement: {meta['date']}, {meta['machine']}, one core; commands "
+        f"`python benchmarks/{NAME}.py --part cpu` and `{meta['command']}`",
         "",
         "Issue 22's filters (seeds 0..F-1). Top 64 Hankel values (`device=\"cuda\"`, block "
         "Lanczos in float64, certified to 1e-11 sigma_1) and balanced truncation to order 32 "
@@ -191,9 +214,9 @@ def render(meta: dict, rows: list[dict]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("gpu", "cpu"), required=True)
+    parser.add_argument("--part", choices=("gpu", "cpu", "report"), required=True)
     parser.add_argument("--out", type=Path, help="gpu: where the results go")
-    parser.add_argument("--gpu", type=Path, help="cpu: the GPU part's results")
+    parser.add_argument("--gpu", type=Path, help="report: the GPU part's results")
     parser.add_argument("--device", default="cuda", help="gpu: the torch device")
     parser.add_argument("--lengths", type=int, nargs="+",
                         default=[size for size, _ in SIZES])
@@ -201,8 +224,10 @@ def main():
     sizes = [(size, count) for size, count in SIZES if size in args.lengths]
     if args.part == "gpu":
         gpu_part(args.out, sizes, args.device)
+    elif args.part == "cpu":
+        cpu_part(sizes)
     else:
-        cpu_part(args.gpu, sizes)
+        report_part(args.gpu)
 
 
 if __name__ == "__main__":

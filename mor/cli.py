@@ -202,6 +202,10 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
               help="Folder for report.json and plots.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
               help="Local worker processes.")
+@click.option("--device",
+              help="A torch device (cuda) for the Hankel decompositions of long filters: "
+                   "balanced truncation there (the method --method auto then takes), in this "
+                   "process. Needs torch.")
 @click.option("--scheduler", help="Address of a dask.distributed scheduler to run on.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Filters per task.")
@@ -217,8 +221,8 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
               help="The engine model's config (.json/.yml): its Hyena blocks, hidden_size "
                    "and state_size, which --export follows.")
 def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_order, on_fail,
-            out_path, report_dir, workers, scheduler, chunk_size, shard_dir, resume, export,
-            export_config) -> None:
+            out_path, report_dir, workers, device, scheduler, chunk_size, shard_dir, resume,
+            export, export_config) -> None:
     """Distill every filter in INPUT into a modal bank, with a report.
 
     With --real-poles, or --export vortex (Vortex runs real poles in (0, 1) only), every model
@@ -242,6 +246,16 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
                                    f"{method} gives complex poles: leave --method out or "
                                    "give modal")
         method, options = "modal", {"real_poles": True}
+    if device:
+        if workers > 1 or scheduler:
+            raise click.UsageError("--device runs in this process: leave --workers and "
+                                   "--scheduler out")
+        try:  # the torch extra is optional: only --device needs it
+            import mor.torch  # noqa: F401  (registers the device path)
+        except ImportError as exc:
+            raise click.ClickException("--device needs torch: pip install 'mor[torch]'") \
+                from exc
+        options["device"] = device
     if max_order is not None and tol is None:
         raise click.UsageError("--max-order bounds a --tol search; give it with --tol only")
     if resume and not shard_dir:

@@ -85,3 +85,31 @@ def test_bad_requests_get_clear_errors(monkeypatch):
     monkeypatch.setattr(spectrum, "_DEVICE_BLOCKS", [])
     with pytest.raises(ValueError, match="import mor.torch"):
         mor.hankel_singular_values(h, 4, device="cpu")
+
+
+def test_distill_on_a_device(tmp_path):
+    """``distill(device=...)``: balanced truncation with the device's decomposition, the
+    same banks as on the CPU path; shards record the device; the CLI's --device."""
+    h = hyena_like_filters(6, 1500, seed=7).reshape(2, 3, 1500)
+    cpu = mor.distill(h, tol=1e-3)
+    on = mor.distill(h, tol=1e-3, device="cpu", shard_dir=tmp_path / "shards")
+    assert set(on.report.columns["method"].ravel()) == {"balanced"}
+    np.testing.assert_array_equal(on.bank.order, cpu.bank.order)
+    np.testing.assert_allclose(on.report.columns["hinf"], cpu.report.columns["hinf"],
+                               rtol=1e-2)
+    sized = mor.distill(h, modes=4, device="cpu")  # "auto" is balanced on a device
+    assert set(sized.report.columns["method"].ravel()) == {"balanced"}
+    with pytest.raises(ValueError, match="this process"):
+        mor.distill(h, tol=1e-3, device="cpu", workers=2)
+    from click.testing import CliRunner
+
+    from mor.cli import main
+    np.savez(tmp_path / "filters.npz", filters=h)
+    result = CliRunner().invoke(main, ["distill", str(tmp_path / "filters.npz"), "--tol",
+                                       "1e-3", "--device", "cpu", "--out",
+                                       str(tmp_path / "bank.npz")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(mor.load(tmp_path / "bank.npz").order, cpu.bank.order)
+    refused = CliRunner().invoke(main, ["distill", str(tmp_path / "filters.npz"), "--tol",
+                                        "1e-3", "--device", "cpu", "--workers", "2"])
+    assert refused.exit_code != 0 and "this process" in refused.output

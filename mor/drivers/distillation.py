@@ -30,6 +30,9 @@ from mor.systems.modal import ModalSSM, load
 #: tolerance, balanced truncation, the fastest order search that meets it.
 AUTO_METHODS = {("size", "l2"): ("modal",), ("size", "hinf"): ("balanced", "hankel"),
                 ("tol", "l2"): ("balanced",), ("tol", "hinf"): ("balanced",)}
+#: With ``device=`` (a torch device for the Hankel decomposition of long filters, issue 22),
+#: ``method="auto"`` is balanced truncation, the method with a device path.
+DEVICE_AUTO_METHODS = ("balanced",)
 #: Up to this many compact modes (``order`` up to twice it), ``method="auto"`` starts the modal
 #: fits from the order homotopy (``init="homotopy"``): at 2 modes they lost 3x less held-out
 #: quality than from balanced truncation on both e2e language models, at 2.6x the time; at 4
@@ -164,8 +167,9 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         worse than balanced truncation in ``l2``; from the order homotopy,
         ``init="homotopy"``, up to `AUTO_HOMOTOPY_MODES` modes, else from balanced
         truncation); in ``hinf``, ``"balanced"`` and ``"hankel"``, keeping per filter the one
-        with the smaller error; for ``tol``, ``"balanced"``. The report says which method
-        built each filter, its request the options used.
+        with the smaller error; for ``tol``, ``"balanced"``; with ``device=``,
+        ``"balanced"`` (`DEVICE_AUTO_METHODS`). The report says which method built each
+        filter, its request the options used.
     on_fail : {"best", "flag", "raise"}
         ``"best"`` (default): with ``tol``, a filter that no order up to ``max_order`` meets
         keeps its most accurate stable model, with ``met_tol`` false and its error in the
@@ -184,7 +188,10 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         Show a progress bar over chunks.
     **options
         The method's options (see :func:`mor.reduce`); with ``"auto"``, each of its methods
-        gets those it takes, and an option none takes is a ``ValueError``.
+        gets those it takes, and an option none takes is a ``ValueError``. ``device="cuda"``
+        (after ``import mor.torch``): the Hankel decompositions of balanced truncation on
+        that torch device, for long filters (block Lanczos, `mor.hankel_singular_values`),
+        in this process (no ``workers`` or ``executor``).
 
     Returns
     -------
@@ -227,6 +234,11 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
     4 [(0, 0), (0, 1)] []
     """
     check_norm(norm)
+    if options.get("device") is not None:  # a torch device, named in the report and manifest
+        if executor is not None or workers > 1:
+            raise ValueError("device= runs the reductions in this process on that device: "
+                             "leave executor and workers out")
+        options = {**options, "device": str(options["device"])}
     candidates = _candidates(method, options, "tol" if tol is not None else "size", norm)
     if method == "auto":
         options = _auto_options(options, order, modes, tol, norm)
@@ -290,7 +302,7 @@ def _candidates(method: str, options: dict[str, Any], request: str, norm: str
             raise ValueError(f"{exc} (or 'auto')") from None
         chosen.check_options(options)
         return (chosen,)
-    names = AUTO_METHODS[request, norm]
+    names = DEVICE_AUTO_METHODS if "device" in options else AUTO_METHODS[request, norm]
     candidates = tuple(get_method(name) for name in names)
     taken = {name for c in candidates for name in c.options()}
     unknown = sorted(set(options) - taken)
@@ -309,7 +321,8 @@ def _auto_options(options: dict[str, Any], order, modes: int | None, tol: float 
         (modes is not None and modes <= AUTO_HOMOTOPY_MODES)
         or (order is not None and np.size(order) > 0
             and np.max(order) <= 2 * AUTO_HOMOTOPY_MODES))
-    if small and "init" not in options and not options.get("real_poles", False):
+    if small and "init" not in options and not options.get("real_poles", False) \
+            and "device" not in options:
         return {**options, "init": "homotopy"}
     return options
 
