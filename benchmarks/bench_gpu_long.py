@@ -44,7 +44,7 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
     import torch
 
     import mor.torch  # noqa: F401  (registers device="cuda")
-    from mor.torch._spectrum import BLOCK, hankel_product, hankel_spectrum
+    from mor.torch._spectrum import BLOCK, hankel_blocks, hankel_product, hankel_spectrum
 
     device = torch.device(device)
     on_cuda = device.type == "cuda"
@@ -94,6 +94,7 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
         bare, t_bt = clock(lambda: mor.reduce(h, ORDER, device=device, errors=()))
         peak_bt = peak()
         full, t_report = clock(lambda: mor.reduce(h, ORDER, device=device))
+        basis = hankel_blocks(h[:8], VALUES, rtol=1e-11, device=device)["basis"]
         vectors = 8 * BLOCK
         rows.append({"length": length, "filters": count,
                      "values_s_per_filter": t_values / count,
@@ -102,7 +103,8 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
                      "peak_gib_values": peak_values / 2**30, "peak_gib_bt": peak_bt / 2**30,
                      "product_ms_per_vector": 1e3 * t_product / vectors,
                      "torch_fft_ms_per_vector": 1e3 * t_torch / vectors,
-                     "hinf_max": float(full.info["hinf"].max())})
+                     "hinf_max": float(full.info["hinf"].max()),
+                     "basis_vectors_top64": int(basis.max())})
         C.log(json.dumps(rows[-1]))
         arrays[f"sigma_{length}"] = sigma
         pc, rc, dc = bare.compact()
