@@ -33,6 +33,10 @@ BASIS_PER_VALUE = 8
 BASIS_MIN = 512
 #: Ritz residuals are checked every this many blocks once the basis holds ``k + BLOCK``.
 CHECK_EVERY = 2
+#: Cholesky QR of a block where its factor's diagonal spans less than this ratio (the
+#: block's condition number is then below about its inverse, and the orthogonality lost,
+#: ``eps`` times its square, is restored by the second pass); Householder QR elsewhere.
+CHOLESKY_MIN_RATIO = 1e-5
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 
@@ -163,7 +167,21 @@ def _orthonormal(w: torch.Tensor, basis: torch.Tensor):
 def _project_and_factor(w: torch.Tensor, basis: torch.Tensor):
     for _ in range(2 if basis.shape[1] else 0):
         w = w - (w @ basis.transpose(1, 2)) @ basis
-    q, r = torch.linalg.qr(w.transpose(1, 2))  # w^T = q r
+    return _qr(w)
+
+
+def _qr(w: torch.Tensor):
+    """``(q, r)`` with ``w^T = q^T r``, ``q`` orthonormal rows: by Cholesky QR (one Gram
+    product and a triangular solve, memory-bound) where the block is well conditioned
+    (``CHOLESKY_MIN_RATIO``), else by Householder QR (a block that lost its norm to
+    cancellation, or a zero filter's)."""
+    gram = w @ w.transpose(1, 2)
+    r, info = torch.linalg.cholesky_ex(gram, upper=True)
+    diagonal = torch.diagonal(r, dim1=1, dim2=2)
+    ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
+    if bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()):
+        return torch.linalg.solve_triangular(r.transpose(1, 2), w, upper=False), r
+    q, r = torch.linalg.qr(w.transpose(1, 2))
     return q.transpose(1, 2), r
 
 
