@@ -53,15 +53,17 @@ _DEVICE_BLOCKS: list = []
 
 
 def register_device_blocks(decompose) -> None:
-    """Register ``decompose(h, k, *, rtol, device) -> dict``, the Hankel decomposition of flat
-    filters on a torch device (`device_blocks`); ``import mor.torch`` does."""
+    """Register ``decompose(h, k, *, rtol, device, vectors) -> dict``, the Hankel
+    decomposition of flat filters on a torch device (`device_blocks`); ``import mor.torch``
+    does."""
     _DEVICE_BLOCKS[:] = [decompose]
 
 
-def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device) -> dict:
+def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device,
+                  vectors: bool = True) -> dict:
     """The top-``k`` Hankel eigenpairs of flat validated filters on a torch ``device``, as
-    balanced truncation needs them: ``sigma``, ``u0``, ``v0`` (first rows of ``U``, ``V``),
-    ``shifted_gram`` (``V[1:]^T V[:-1]``), ``residual`` and ``basis``
+    balanced truncation needs them: ``sigma``, ``bound``, ``basis`` and with ``vectors``
+    ``u0``, ``v0`` (first rows of ``U``, ``V``) and ``shifted_gram`` (``V[1:]^T V[:-1]``)
     (`mor.torch._spectrum.hankel_blocks`: block Lanczos, each value certified to ``rtol
     sigma_1`` as on the Krylov path). The values must also pass the Krylov path's test
     against ``||H||_F^2``; a filter that fails it raises (the CPU path has no dense fallback
@@ -70,7 +72,7 @@ def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device) -> dict:
         raise ValueError(f"device={device!r} needs the torch adapter: `import mor.torch` "
                          "first (and torch built for that device)")
     n = flat.shape[-1] - 1
-    blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, device=device)
+    blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, device=device, vectors=vectors)
     if k:
         wrong = _inconsistent(flat, blocks["sigma"], rtol, n)
         if wrong.any():
@@ -239,7 +241,7 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
         k = _check_k(k, h.shape[-1] - 1)
         _check_rtol(rtol)
         flat = scale.down(h).reshape(-1, h.shape[-1])
-        values = device_blocks(flat, k, rtol=rtol, device=device)["sigma"]
+        values = device_blocks(flat, k, rtol=rtol, device=device, vectors=False)["sigma"]
         values = values.reshape(h.shape[:-1] + (k,))
     return scale.up(values, name="the Hankel singular values")
 
