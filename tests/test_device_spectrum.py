@@ -113,3 +113,12 @@ def test_distill_on_a_device(tmp_path):
     refused = CliRunner().invoke(main, ["distill", str(tmp_path / "filters.npz"), "--tol",
                                         "1e-3", "--device", "cpu", "--workers", "2"])
     assert refused.exit_code != 0 and "this process" in refused.output
+
+
+def test_devices_that_are_not_there_are_refused():
+    h = hyena_like_filters(2, 500)
+    for device in ("bogus-device", f"cuda:{torch.cuda.device_count() + 1}"):
+        with pytest.raises(ValueError, match="device"):
+            mor.hankel_singular_values(h, 4, device=device)
+        with pytest.raises(ValueError, match="device"):
+            mor.reduce(h, 4, device=device)

@@ -484,10 +484,12 @@ def option_values(name: str, length: int, valid: bool = True):
                                            max_size=4).map(np.array),
             "real_poles": st.booleans(),  # with True, requests drops a method's name as init
             "construction": st.sampled_from(["auto", "exact", "truncated"]),
+            "device": st.none(),  # a torch device: tests/test_device_spectrum.py
         }[name]
     return {
         "dc_match": st.sampled_from([None, "yes"]),
         "hankel_method": st.sampled_from(["svd", 3]),
+        "device": st.sampled_from(["bogus-device", "cuda:7"]),
         "intermediate_order": st.sampled_from([-1, length + 1, "8"]),
         "direct": st.sampled_from(["zero", None]),
         "unstable": st.sampled_from(["mirror", None]),

@@ -201,16 +201,18 @@ def _realizations(h: np.ndarray, keep: int, k: int, hankel_method: str, rtol: fl
     if device is None:
         s, u, v = hankel_svd(h, k, method=hankel_method, rtol=rtol, left_rows=1)
         kept = v[:, :, columns.start:columns.stop].copy()  # a slice: fancy indexing is slow
-        vr = v[:, :, :keep]
-        u0, v0, gram = u[:, 0, :keep], vr[:, 0], np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]
     else:
         blocks = device_blocks(h, k, rtol=rtol, device=device)
         s, kept = blocks["sigma"], np.zeros((f, size, 0))
-        u0, v0 = blocks["u0"][:, :keep], blocks["v0"][:, :keep]
-        gram = blocks["shifted_gram"][:, :keep, :keep]
     if keep == 0:
         return np.zeros((f, 0, 0)), np.zeros((f, 0)), np.zeros((f, 0)), s, \
             np.zeros(f, dtype=np.int64), kept
+    if device is None:
+        vr = v[:, :, :keep]
+        u0, v0, gram = u[:, 0, :keep], vr[:, 0], np.swapaxes(vr[:, 1:], 1, 2) @ vr[:, :-1]
+    else:
+        u0, v0 = blocks["u0"][:, :keep], blocks["v0"][:, :keep]
+        gram = blocks["shifted_gram"][:, :keep, :keep]
     floor = 10 * max(rtol, size * np.finfo(float).eps)
     rank = np.minimum((s > floor * s[:, :1]).sum(axis=1), keep)
     sqrt_s = np.sqrt(s[:, :keep])

@@ -66,7 +66,14 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     RuntimeError
         If a filter's top ``k`` pairs are not certified within the basis limit.
     """
-    device = torch.device(device)
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device must name a torch device, got {device!r}") from exc
+    if device.type == "cuda" and (not torch.cuda.is_available() or (
+            device.index is not None and device.index >= torch.cuda.device_count())):
+        raise ValueError(f"device {str(device)!r} is not available here (torch "
+                         f"{torch.__version__} sees {torch.cuda.device_count()} CUDA devices)")
     f, length = h.shape
     n = length - 1
     out = {"sigma": np.zeros((f, k)), "bound": np.zeros((f, k)),
