@@ -112,12 +112,14 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
         pc, rc, dc = bare.compact()
         arrays[f"poles_{length}"], arrays[f"residues_{length}"] = pc, rc
         arrays[f"direct_{length}"] = dc
-    meta = {"device": torch.cuda.get_device_name(device) if on_cuda else "cpu (torch)",
-            "torch": torch.__version__,
-            "cuda": torch.version.cuda, "date": C.now(), "command": C.command()}
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez(out / f"{NAME}.npz", **arrays)
-    (out / f"{NAME}_gpu.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+        # written after each length: a run cut short keeps what it measured
+        meta = {"device": torch.cuda.get_device_name(device) if on_cuda else "cpu (torch)",
+                "torch": torch.__version__,
+                "cuda": torch.version.cuda, "date": C.now(), "command": C.command()}
+        out.mkdir(parents=True, exist_ok=True)
+        np.savez(out / f"{NAME}.npz", **arrays)
+        (out / f"{NAME}_gpu.json").write_text(json.dumps({"meta": meta, "rows": rows},
+                                                         indent=1))
 
 
 def cpu_part(sizes) -> None:
