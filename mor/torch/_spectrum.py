@@ -237,8 +237,12 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
         if j + 1 < steps:
             t[:, (j + 1) * b:(j + 2) * b, j * b:(j + 1) * b] = coupling[j]
             t[:, j * b:(j + 1) * b, (j + 1) * b:(j + 2) * b] = coupling[j].transpose(1, 2)
-    # on the CPU: cuSOLVER's batched eigh failed to converge on a T of 512+ (H100, 2^16)
-    theta, s = (x.to(t.device) for x in torch.linalg.eigh(t.cpu()))  # ascending
+    lost = ~torch.isfinite(t).all(dim=2).all(dim=1)
+    if bool(lost.any()):  # seen once on an H100 (64 filters of 2^16): never returned
+        raise RuntimeError(
+            f"the GPU Hankel solver's recurrence lost its numbers (NaN or Inf in T) on "
+            f"filter {int(torch.flatnonzero(lost)[0])} of its batch after {m} vectors")
+    theta, s = torch.linalg.eigh(t)  # ascending
     resid = torch.linalg.vector_norm(coupling[-1] @ s[:, -b:, :], dim=1)
     size = theta.abs()
     ranked = size.argsort(dim=1, descending=True)
