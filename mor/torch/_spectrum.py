@@ -207,16 +207,21 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor):
 
 def _qr(w: torch.Tensor):
     """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows: by Cholesky QR
-    (one Gram product and a triangular solve, memory-bound) where the block is well
-    conditioned (`CHOLESKY_MIN_RATIO`), else by Householder QR (``conditioned`` false)."""
-    gram = w @ w.transpose(1, 2)
-    r, info = torch.linalg.cholesky_ex(gram, upper=True)
-    diagonal = torch.diagonal(r, dim1=1, dim2=2)
-    ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
-    if bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()):
-        return torch.linalg.solve_triangular(r.transpose(1, 2), w, upper=False), r, True
-    q, r = torch.linalg.qr(w.transpose(1, 2))
-    return q.transpose(1, 2), r, False
+    done twice (CholQR2: the first leaves orthogonality errors of ``eps kappa^2``, the second
+    removes them; Gram products and triangular solves of the block, memory-bound) where the
+    block is well conditioned (`CHOLESKY_MIN_RATIO`), else by Householder QR
+    (``conditioned`` false)."""
+    q, r = w, None
+    for _ in range(2):
+        factor, info = torch.linalg.cholesky_ex(q @ q.transpose(1, 2), upper=True)
+        diagonal = torch.diagonal(factor, dim1=1, dim2=2)
+        ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
+        if not bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()):
+            q, r = torch.linalg.qr(w.transpose(1, 2))
+            return q.transpose(1, 2), r, False
+        q = torch.linalg.solve_triangular(factor.transpose(1, 2), q, upper=False)
+        r = factor if r is None else factor @ r
+    return q, r, True
 
 
 def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
