@@ -195,7 +195,7 @@ def _eigenvector(g: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 
 def fir_aak(g: np.ndarray, q: np.ndarray, starts: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray] | str:
+            ) -> tuple[np.ndarray, np.ndarray, float] | str:
     """The exact order-``d`` Hankel-norm approximant of one FIR filter (module notes).
 
     Parameters
@@ -210,8 +210,8 @@ def fir_aak(g: np.ndarray, q: np.ndarray, starts: np.ndarray
 
     Returns
     -------
-    (poles, residues, lost) : compact form (`mor.ModalSSM.from_compact`) and the bound
-    `_modal_form_error` on what the modal form loses (the ``conversion_error``), or a string
+    (poles, residues, lost) : compact form (`mor.ModalSSM.from_compact`) and what the modal
+    form loses to rounding (`_modal_form_error`, the ``conversion_error``), or a string
     saying why the zeros were not found or why the modal form is inaccurate (above
     `CONVERSION_RTOL`).
     """
@@ -262,7 +262,7 @@ def _modal_form_error(poles: np.ndarray, residues: np.ndarray) -> float:
     powers = np.arange(2 * poles.size)
     terms = residues[:, None] * poles[:, None] ** powers
     markov = np.linalg.norm(terms.sum(axis=0).real)
-    spread = EPS * np.linalg.norm(np.abs(residues)[:, None] * np.abs(poles)[:, None] ** powers)
+    spread = EPS * np.linalg.norm(np.abs(terms))
     if markov == 0:
         return 0.0 if spread == 0 else np.inf
     return float(spread / markov)

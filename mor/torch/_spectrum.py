@@ -133,10 +133,6 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
                    vectors: bool):
     f, n = h.shape[0], h.shape[1] - 1
     spectrum = hankel_spectrum(h)
-
-    def product(x):
-        return hankel_product(spectrum, x)
-
     basis = torch.empty((f, limit, n), dtype=torch.float64, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
     start = torch.randn((f, block, n), generator=generator, dtype=torch.float64,
@@ -146,7 +142,7 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
     used, check = 0, k + block
     while True:
         basis[:, used:used + block] = q
-        w = product(q)
+        w = hankel_product(spectrum, q)
         a = q @ w.transpose(1, 2)
         a = (a + a.transpose(1, 2)) / 2
         # the three-term recurrence, then the whole basis (module notes)
