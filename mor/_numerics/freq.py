@@ -24,6 +24,7 @@ import scipy.linalg
 
 from mor._numerics.golden import golden_max
 from mor._numerics.kernels import fir_dtft, impulse_compact
+from mor._numerics.parallel import worker_threads
 
 
 def grid_size(size: int) -> int:
@@ -46,7 +47,7 @@ def modal_grid_response(poles: np.ndarray, residues: np.ndarray, direct: np.ndar
     folded[residues == 0] = 0.0
     p = impulse_compact(poles, folded, direct, m + 1, floor=np.finfo(np.float64).tiny)
     p[:, 0] += p[:, m]
-    return scipy.fft.rfft(p[:, :m], axis=-1)
+    return scipy.fft.rfft(p[:, :m], axis=-1, workers=worker_threads())
 
 
 def modal_response_at(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
@@ -92,7 +93,7 @@ class FirResponse:
         return FirResponse(self.h[rows])
 
     def grid(self, m: int) -> np.ndarray:
-        return scipy.fft.rfft(self.h, n=m, axis=-1)
+        return scipy.fft.rfft(self.h, n=m, axis=-1, workers=worker_threads())
 
     def at(self, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
         return fir_dtft(self.h, rows, w)

@@ -215,10 +215,10 @@ def _dd_mul_d(ah, al, b):
     return _two_sum(p, e)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, parallel=True)
 def _impulse_error_dd_rows(h, poles, residues, direct, rows, out):
     length = h.shape[1]
-    for j in range(rows.shape[0]):
+    for j in numba.prange(rows.shape[0]):
         f = rows[j]
         out[j, 0] = h[f, 0] - direct[f]
         for k in range(1, length):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from multiprocessing import get_context
@@ -33,6 +33,10 @@ AUTO_METHODS = {("size", "l2"): ("modal",), ("size", "hinf"): ("balanced", "hank
 #: With ``device=`` (a torch device for the Hankel decomposition of long filters, issue 22),
 #: ``method="auto"`` is balanced truncation, the method with a device path.
 DEVICE_AUTO_METHODS = ("balanced",)
+#: With ``device=``, chunks in flight at once, in threads of this process: the device
+#: decomposes one (one at a time, `mor.torch`) while the CPU builds and checks the models of
+#: the one before (the error report).
+DEVICE_CHUNKS_IN_FLIGHT = 2
 #: Up to this many compact modes (``order`` up to twice it), ``method="auto"`` starts the modal
 #: fits from the order homotopy (``init="homotopy"``): at 2 modes they lost 3x less held-out
 #: quality than from balanced truncation on both e2e language models, at 2.6x the time; at 4
@@ -273,8 +277,10 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         job_inputs = [(flat[a:b], orders[a:b]) for a, b in chunks]
     else:
         job_inputs = [(flat[a:b], None) for a, b in chunks]
+    if "device" in options and len(chunks) > 1:
+        executor, workers = None, DEVICE_CHUNKS_IN_FLIGHT
     results = _run(job, job_inputs, chunks, executor, workers, shard_dir, resume, request,
-                   progress)
+                   progress, in_threads="device" in options)
     bank, columns = _assemble(results, batch)
     if bad.any():  # reduced as zero filters: their figures say nothing of the filters
         for i in np.flatnonzero(bad):
@@ -389,8 +395,11 @@ def _choose(results: list[ModalSSM], names, norm: str, by_tol: bool) -> dict[str
     return out
 
 
-def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, progress):
-    """Run the chunks (skipping shards already written), writing shards as they finish."""
+def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, progress,
+         in_threads=False):
+    """Run the chunks (skipping shards already written), writing shards as they finish; with
+    several ``workers`` and no ``executor``, in that many processes (threads with
+    ``in_threads``)."""
     shards = None if shard_dir is None else Path(shard_dir)
     if resume and shards is None:
         raise ValueError("resume=True needs shard_dir: the folder of the run to continue")
@@ -405,7 +414,8 @@ def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, pro
                unit="chunk", desc="distilling")
     own = None
     if executor is None and workers > 1 and len(todo) > 1:
-        own = executor = ProcessPoolExecutor(workers, mp_context=get_context("spawn"))
+        own = executor = (ThreadPoolExecutor(workers) if in_threads else
+                          ProcessPoolExecutor(workers, mp_context=get_context("spawn")))
     try:
         mapped = (executor.map(job, [inputs[k] for k in todo]) if executor is not None
                   else map(job, (inputs[k] for k in todo)))

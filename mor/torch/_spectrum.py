@@ -22,6 +22,8 @@ batches sized from its free memory; only ``O(k^2)`` numbers per filter come back
 from __future__ import annotations
 
 import math
+import threading
+from collections import defaultdict
 
 import numpy as np
 import torch
@@ -51,6 +53,9 @@ CHOLESKY_MIN_RATIO = 1e-5
 COLLAPSE = 1e-6
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
+#: One decomposition at a time per device: batches are sized from its free memory, so
+#: concurrent callers (`mor.distill`'s chunks in flight) wait for each other.
+_DEVICE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool = True,
@@ -89,14 +94,15 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     block = max(1, min(block, n))
     limit = min(n, max(BASIS_PER_VALUE * k, BASIS_MIN, k + 2 * block))
     limit -= limit % block
-    if batch is None:
-        batch = _batch_size(n, limit, block, device)
-    for start in range(0, f, batch):
-        rows = slice(start, min(f, start + batch))
-        part = _block_lanczos(torch.as_tensor(h[rows], dtype=torch.float64).to(device), k,
-                              rtol, block, limit, vectors)
-        for key, value in part.items():
-            out[key][rows] = value
+    with _DEVICE_LOCKS[str(device)]:
+        if batch is None:
+            batch = _batch_size(n, limit, block, device)
+        for start in range(0, f, batch):
+            rows = slice(start, min(f, start + batch))
+            part = _block_lanczos(torch.as_tensor(h[rows], dtype=torch.float64).to(device), k,
+                                  rtol, block, limit, vectors)
+            for key, value in part.items():
+                out[key][rows] = value
     return out
 
 
@@ -212,7 +218,8 @@ def _qr(w: torch.Tensor):
         factor, info = torch.linalg.cholesky_ex(q @ q.transpose(1, 2), upper=True)
         diagonal = torch.diagonal(factor, dim1=1, dim2=2)
         ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
-        if not bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()):
+        if not bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()
+                    & torch.isfinite(factor).all()):
             q, r = torch.linalg.qr(w.transpose(1, 2))
             return q.transpose(1, 2), r, False
         q = torch.linalg.solve_triangular(factor.transpose(1, 2), q, upper=False)
