@@ -272,16 +272,17 @@ def header_block(title: str, meta: dict) -> str:
     ])
 
 
-def long_filters(length: int, count: int):
-    """Hyena-like filters of ``length`` taps (issue 22's generator, seeds ``0..count-1``):
-    twelve damped cosines plus a decaying noise floor, rounded to float32."""
+def long_filters(length: int, count: int, first: int = 0):
+    """Hyena-like filters of ``length`` taps (issue 22's generator, seeds ``first`` to
+    ``first + count - 1``): twelve damped cosines plus a decaying noise floor, rounded to
+    float32."""
     import numpy as np
     t = np.arange(length)
     out = np.empty((count, length))
-    for seed in range(count):
+    for row, seed in enumerate(range(first, first + count)):
         rng = np.random.default_rng(seed)
         h = sum(np.cos(0.001 * (k + 1) * t * (1 + 0.3 * rng.random()))
                 * np.exp(-t * (2e-5 + 1e-5 * k) * 2**20 / length) for k in range(12))
         h = h + 1e-4 * rng.standard_normal(length) * np.exp(-t / (length / 8))
-        out[seed] = h.astype(np.float32)
+        out[row] = h.astype(np.float32)
     return out

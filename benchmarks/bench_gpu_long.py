@@ -13,6 +13,11 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
 - ``--part cpu`` (on the 2-core development machine): the same filters, a sample (16 per
   length): the CPU path's time per filter on one core (the 2-core throughput is two filters
   in that time), its values and models, to ``results/``.
+- ``--part distill --out DIR`` (on the GPU machine): a whole model, `DISTILL_FILTERS` filters
+  of 2^20 taps (seeds 0..2047, written to ``DIR/filters.npy`` by the machine's cores, not
+  timed), through ``mor distill --order 32 --device cuda --shards``: stopped after
+  ``--interrupt`` seconds (killed, as a lost machine would be), then ``--resume``d; the two
+  runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``.
 - ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
   relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
   ``RESULTS.md``.
@@ -25,7 +30,10 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -40,6 +48,8 @@ SIZES = ((1 << 12, 16), (1 << 16, 64), (1 << 18, 32), (1 << 20, 16))
 REPORTED = 8
 CPU_SAMPLE = 16
 VALUES, ORDER = 64, 32
+#: The whole model of ``--part distill``: filters, taps, filters per chunk (shard).
+DISTILL_FILTERS, DISTILL_LENGTH, DISTILL_CHUNK = 2048, 1 << 20, 64
 
 
 def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
@@ -120,6 +130,55 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
         np.savez(out / f"{NAME}.npz", **arrays)
         (out / f"{NAME}_gpu.json").write_text(json.dumps({"meta": meta, "rows": rows},
                                                          indent=1))
+
+
+def _write_rows(path: Path, first: int, count: int) -> None:
+    rows = np.load(path, mmap_mode="r+")
+    rows[first:first + count] = C.long_filters(rows.shape[1], count, first)
+    rows.flush()
+
+
+def distill_part(out: Path, count: int, interrupt: float, device: str = "cuda") -> None:
+    """A whole model through the CLI on the device, killed after ``interrupt`` seconds and
+    resumed from its shards."""
+    out.mkdir(parents=True, exist_ok=True)
+    filters = out / "filters.npy"
+    start = time.perf_counter()
+    np.lib.format.open_memmap(filters, mode="w+", dtype=np.float32,
+                              shape=(count, DISTILL_LENGTH)).flush()
+    with ProcessPoolExecutor() as pool:
+        list(pool.map(_write_rows, [filters] * (count // DISTILL_CHUNK),
+                      range(0, count, DISTILL_CHUNK), [DISTILL_CHUNK] * (count // DISTILL_CHUNK)))
+    C.log(f"{count} filters of {DISTILL_LENGTH} taps written in {time.perf_counter() - start:.0f} s")
+    command = [sys.executable, "-c", "from mor.cli import main; main()", "distill",
+               str(filters), "--order", str(ORDER), "--device", device, "--chunk-size",
+               str(DISTILL_CHUNK), "--shards", str(out / "shards"), "--out",
+               str(out / "bank.npz"), "--report", str(out / "report")]
+    runs = []
+    for extra, limit in (([], interrupt), (["--resume"], None)):
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command + extra, timeout=limit, capture_output=True,
+                                  text=True)
+            ended = f"exit {done.returncode}"
+            tail = (done.stdout + done.stderr)[-3000:]
+        except subprocess.TimeoutExpired as stopped:
+            ended, tail = "killed", str(stopped.stderr or "")[-600:]
+        runs.append({"args": extra, "wall_s": time.perf_counter() - start, "ended": ended,
+                     "shards_after": len(list((out / "shards").glob("chunk_*.npz")))})
+        C.log(json.dumps(runs[-1]))
+        print(tail, flush=True)
+    report = json.loads((out / "report" / "report.json").read_text())
+    import torch
+    meta = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+            "cuda": torch.version.cuda, "date": C.now(), "command": C.command(),
+            "cli": " ".join(command[3:])}
+    (out / f"{NAME}_distill.json").write_text(json.dumps(
+        {"meta": meta, "filters": count, "length": DISTILL_LENGTH, "order": ORDER,
+         "chunk": DISTILL_CHUNK, "runs": runs,
+         "total_wall_s": sum(r["wall_s"] for r in runs),
+         "summary": report.get("summary")}, indent=1, default=str))
+    filters.unlink()
 
 
 def cpu_part(sizes) -> None:
@@ -220,18 +279,24 @@ def render(meta: dict, rows: list[dict]) -> str:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("gpu", "cpu", "report"), required=True)
+    parser.add_argument("--part", choices=("gpu", "cpu", "distill", "report"), required=True)
     parser.add_argument("--out", type=Path, help="gpu: where the results go")
     parser.add_argument("--gpu", type=Path, help="report: the GPU part's results")
     parser.add_argument("--device", default="cuda", help="gpu: the torch device")
     parser.add_argument("--lengths", type=int, nargs="+",
                         default=[size for size, _ in SIZES])
+    parser.add_argument("--filters", type=int, default=DISTILL_FILTERS,
+                        help="distill: filters of the model (a multiple of the chunk)")
+    parser.add_argument("--interrupt", type=float, default=60.0,
+                        help="distill: seconds before the first run is killed")
     args = parser.parse_args()
     sizes = [(size, count) for size, count in SIZES if size in args.lengths]
     if args.part == "gpu":
         gpu_part(args.out, sizes, args.device)
     elif args.part == "cpu":
         cpu_part(sizes)
+    elif args.part == "distill":
+        distill_part(args.out, args.filters, args.interrupt, args.device)
     else:
         report_part(args.gpu)
 

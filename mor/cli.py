@@ -311,7 +311,7 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
     if export:
         _export(result.bank, export, Path(out_path), engine_config, h.shape[-1])
     if report_dir:
-        _write_report(h, result, Path(report_dir))
+        _write_report(h, result, Path(report_dir), device)
         click.echo(f"report written to {report_dir}")
     if missed or failures:
         click.echo(_warning(report, count, tol, norm, report_dir), err=True)
@@ -399,10 +399,10 @@ def _as_layers(h: np.ndarray) -> np.ndarray:
     return h.reshape(h.shape[0], -1, h.shape[-1])
 
 
-def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None):
+def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None, device=None):
     """Hankel spectra per layer of ``h``: a sample of ``SPECTRUM_FILTERS_PER_LAYER`` filters and
     every flagged one (``flagged``, of the batch shape; filters with NaN or Inf taps too), drawn
-    as flagged and named by their index in ``h``."""
+    as flagged and named by their index in ``h``; their values on ``device`` if given."""
     # matplotlib (also behind mor.plot) only when a plot is asked for: the CLI's start-up time
     from matplotlib.figure import Figure
 
@@ -425,7 +425,7 @@ def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None):
         pick[::step] = True
         pick |= flag[layer]
         plot.hankel_spectrum(layers[layer, pick], max_order=max_order, flagged=flag[layer, pick],
-                             index=index[layer, pick], ax=ax)
+                             index=index[layer, pick], ax=ax, device=device)
         bad = int(flag[layer].sum())
         ax.set_title(f"layer {layer} ({int(pick.sum())} of {layers.shape[1]} filters, "
                      f"L = {h.shape[-1]}" + (f"; {bad} flagged" if bad else "") + ")")
@@ -434,7 +434,7 @@ def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None):
     return fig
 
 
-def _write_report(h: np.ndarray, result, folder: Path) -> None:
+def _write_report(h: np.ndarray, result, folder: Path, device=None) -> None:
     from mor import plot  # matplotlib only when a report is asked for: start-up time
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -443,8 +443,8 @@ def _write_report(h: np.ndarray, result, folder: Path) -> None:
     layers = _as_layers(h)
     grid = (lambda v: np.asarray(v, dtype=float).reshape(layers.shape[0], -1))
     max_order = int(max(0, min(64, h.shape[-1] - 2)))
-    _spectrum_figure(h, max_order, flagged=cols["failed"]).savefig(folder / "spectra.png",
-                                                                   dpi=90)
+    _spectrum_figure(h, max_order, flagged=cols["failed"], device=device).savefig(
+        folder / "spectra.png", dpi=90)
     order = np.where(cols["failed"], -1, cols["order"])
     plot.layer_heatmap(grid(order), label="order")[0].savefig(folder / "orders.png", dpi=90)
     plot.layer_heatmap(grid(np.where(cols["failed"], np.nan, cols["l2"])), label="l2 error",

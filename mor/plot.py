@@ -57,7 +57,8 @@ def _named(labels: list[str], limit: int = 6) -> str:
     return ", ".join(labels[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
-def hankel_spectrum(h, *, max_order: int = 64, flagged=None, index=None, ax: Axes | None = None):
+def hankel_spectrum(h, *, max_order: int = 64, flagged=None, index=None, ax: Axes | None = None,
+                    device=None):
     r"""Hankel spectrum decay with the AAK and balanced-truncation bounds per order.
 
     For every order ``d``: ``sigma_{d+1} / sigma_1`` (the spectrum itself, which is the AAK
@@ -82,6 +83,8 @@ def hankel_spectrum(h, *, max_order: int = 64, flagged=None, index=None, ax: Axe
     index : array_like of int ``(..., k)``, optional
         Per filter, the index it is named by in the legend (e.g. its index in the whole model
         when ``h`` is a sample of it); by default its index in ``h``.
+    device : str or torch.device, optional
+        A torch device for the values (`mor.error_bounds`), for long filters.
     """
     raw = np.asarray(h)
     if raw.ndim and np.issubdtype(raw.dtype, np.inexact) and not np.iscomplexobj(raw):
@@ -100,7 +103,7 @@ def hankel_spectrum(h, *, max_order: int = 64, flagged=None, index=None, ax: Axe
     max_order = min(int(max_order), length - 2)
     fig, ax = _new_axes(ax)
     if length >= 2 and finite.any():
-        bounds = error_bounds(flat[finite], max_order=max_order)
+        bounds = error_bounds(flat[finite], max_order=max_order, device=device)
         scale = np.where(bounds.hsv[..., :1] > 0, bounds.hsv[..., :1], 1.0)
         aak, bt = bounds.aak / scale, bounds.bt / scale
         orders = np.arange(max_order + 1)

@@ -118,12 +118,24 @@ def test_distill_on_a_device(tmp_path):
     np.savez(tmp_path / "filters.npz", filters=h)
     result = CliRunner().invoke(main, ["distill", str(tmp_path / "filters.npz"), "--tol",
                                        "1e-3", "--device", "cpu", "--out",
-                                       str(tmp_path / "bank.npz")])
+                                       str(tmp_path / "bank.npz"), "--report",
+                                       str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "spectra.png").is_file()  # its values on the device
     np.testing.assert_array_equal(mor.load(tmp_path / "bank.npz").order, cpu.bank.order)
     refused = CliRunner().invoke(main, ["distill", str(tmp_path / "filters.npz"), "--tol",
                                         "1e-3", "--device", "cpu", "--workers", "2"])
     assert refused.exit_code != 0 and "this process" in refused.output
+
+
+def test_error_bounds_on_a_device(device):
+    h = hyena_like_filters(3, 2000, seed=8)
+    cpu = mor.error_bounds(h, max_order=12)
+    on = mor.error_bounds(h, max_order=12, device=device)
+    assert np.abs(on.hsv - cpu.hsv).max() <= 1e-10 * cpu.hsv[:, 0].max()
+    np.testing.assert_allclose(on.bt, cpu.bt, rtol=1e-8)
+    with pytest.raises(ValueError, match="max_order"):
+        mor.error_bounds(h, device=device)
 
 
 def test_devices_that_are_not_there_are_refused():

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mor.conventions import Scale, as_filters, check_order
-from mor.analysis.spectrum import hankel_svd
+from mor.analysis.spectrum import KRYLOV_RTOL, device_blocks, hankel_svd
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ def bounds_from_hsv(hsv: np.ndarray, frob_sq: np.ndarray, size: int) -> ErrorBou
     return ErrorBounds(hsv=hsv, aak=hsv.copy(), bt=bt, exact_tail=exact)
 
 
-def error_bounds(h, max_order: int | None = None) -> ErrorBounds:
+def error_bounds(h, max_order: int | None = None, *, device=None) -> ErrorBounds:
     r"""AAK lower and balanced-truncation upper bounds on the H-infinity error, per order.
 
     For a filter with Hankel singular values ``sigma_1 >= sigma_2 >= ...`` (see
@@ -117,6 +117,9 @@ def error_bounds(h, max_order: int | None = None) -> ErrorBounds:
         Krylov path where that is cheaper, see `hankel_singular_values`), the rest entering
         ``bt`` through a certified estimate. Default: all orders, from the full (dense)
         spectrum.
+    device : str or torch.device, optional
+        A torch device (``"cuda"``) for the leading values, as in `hankel_singular_values`
+        (``import mor.torch`` first; ``max_order`` required).
 
     Returns
     -------
@@ -205,7 +208,14 @@ def error_bounds(h, max_order: int | None = None) -> ErrorBounds:
                          f"{size + 1} (the bounds of order d need sigma_(d+1)), got {k - 1}")
     scale = Scale.of_filters(h)  # computed on [1/2, 1)-scaled filters, scaled back exactly
     scaled = scale.down(h)
-    hsv = hankel_svd(scaled, k, vectors=False)[0]
+    if device is None:
+        hsv = hankel_svd(scaled, k, vectors=False)[0]
+    elif max_order is None:
+        raise ValueError("device= computes the leading values: give max_order")
+    else:
+        flat = scaled.reshape(-1, h.shape[-1])
+        hsv = device_blocks(flat, k, rtol=KRYLOV_RTOL, device=device, vectors=False)["sigma"]
+        hsv = hsv.reshape(h.shape[:-1] + (k,))
     bounds = bounds_from_hsv(hsv, hankel_frobenius_sq(scaled), size)
     return ErrorBounds(hsv=scale.up(bounds.hsv, name="the Hankel singular values"),
                        aak=scale.up(bounds.aak, name="the AAK bounds"),
