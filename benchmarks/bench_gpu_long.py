@@ -14,7 +14,7 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   length): the CPU path's time per filter on one core (the 2-core throughput is two filters
   in that time), its values and models, to ``results/``.
 - ``--part distill --out DIR`` (on the GPU machine): a whole model, `DISTILL_FILTERS` filters
-  of 2^20 taps (seeds 0..2047, written to ``DIR/filters.npy`` by the machine's cores, not
+  of 2^20 taps (the last of ``--lengths``; seeds 0..2047, written to ``DIR/filters.npy`` by the machine's cores, not
   timed), through ``mor distill --order 32 --device cuda --shards``: stopped after
   ``--interrupt`` seconds (killed, as a lost machine would be), then ``--resume``d; the two
   runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``.
@@ -48,8 +48,9 @@ SIZES = ((1 << 12, 16), (1 << 16, 64), (1 << 18, 32), (1 << 20, 16))
 REPORTED = 8
 CPU_SAMPLE = 16
 VALUES, ORDER = 64, 32
-#: The whole model of ``--part distill``: filters, taps, filters per chunk (shard).
-DISTILL_FILTERS, DISTILL_LENGTH, DISTILL_CHUNK = 2048, 1 << 20, 64
+#: The whole model of ``--part distill`` (its taps: the last of ``--lengths``): filters,
+#: filters per chunk (shard).
+DISTILL_FILTERS, DISTILL_CHUNK = 2048, 64
 
 
 def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
@@ -138,43 +139,49 @@ def _write_rows(path: Path, first: int, count: int) -> None:
     rows.flush()
 
 
-def distill_part(out: Path, count: int, interrupt: float, device: str = "cuda") -> None:
+def distill_part(out: Path, count: int, length: int, interrupt: float,
+                 device: str = "cuda") -> None:
     """A whole model through the CLI on the device, killed after ``interrupt`` seconds and
     resumed from its shards."""
     out.mkdir(parents=True, exist_ok=True)
     filters = out / "filters.npy"
     start = time.perf_counter()
     np.lib.format.open_memmap(filters, mode="w+", dtype=np.float32,
-                              shape=(count, DISTILL_LENGTH)).flush()
+                              shape=(count, length)).flush()
     with ProcessPoolExecutor() as pool:
         list(pool.map(_write_rows, [filters] * (count // DISTILL_CHUNK),
                       range(0, count, DISTILL_CHUNK), [DISTILL_CHUNK] * (count // DISTILL_CHUNK)))
-    C.log(f"{count} filters of {DISTILL_LENGTH} taps written in {time.perf_counter() - start:.0f} s")
+    C.log(f"{count} filters of {length} taps written in {time.perf_counter() - start:.0f} s")
     command = [sys.executable, "-c", "from mor.cli import main; main()", "distill",
                str(filters), "--order", str(ORDER), "--device", device, "--chunk-size",
                str(DISTILL_CHUNK), "--shards", str(out / "shards"), "--out",
                str(out / "bank.npz"), "--report", str(out / "report")]
+    # as a user runs it: not pinned to one thread (this script's default)
+    env = {key: value for key, value in os.environ.items()
+           if key not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     runs = []
     for extra, limit in (([], interrupt), (["--resume"], None)):
         start = time.perf_counter()
         try:
             done = subprocess.run(command + extra, timeout=limit, capture_output=True,
-                                  text=True)
+                                  text=True, env=env)
             ended = f"exit {done.returncode}"
             tail = (done.stdout + done.stderr)[-3000:]
         except subprocess.TimeoutExpired as stopped:
-            ended, tail = "killed", str(stopped.stderr or "")[-600:]
+            ended, tail = "killed", (stopped.stderr or b"").decode()[-600:]
         runs.append({"args": extra, "wall_s": time.perf_counter() - start, "ended": ended,
                      "shards_after": len(list((out / "shards").glob("chunk_*.npz")))})
         C.log(json.dumps(runs[-1]))
         print(tail, flush=True)
     report = json.loads((out / "report" / "report.json").read_text())
     import torch
-    meta = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
+    on_cuda = torch.device(device).type == "cuda"
+    meta = {"device": torch.cuda.get_device_name(device) if on_cuda else "cpu (torch)",
+            "torch": torch.__version__,
             "cuda": torch.version.cuda, "date": C.now(), "command": C.command(),
             "cli": " ".join(command[3:])}
     (out / f"{NAME}_distill.json").write_text(json.dumps(
-        {"meta": meta, "filters": count, "length": DISTILL_LENGTH, "order": ORDER,
+        {"meta": meta, "filters": count, "length": length, "order": ORDER,
          "chunk": DISTILL_CHUNK, "runs": runs,
          "total_wall_s": sum(r["wall_s"] for r in runs),
          "summary": report.get("summary")}, indent=1, default=str))
@@ -296,7 +303,7 @@ def main():
     elif args.part == "cpu":
         cpu_part(sizes)
     elif args.part == "distill":
-        distill_part(args.out, args.filters, args.interrupt, args.device)
+        distill_part(args.out, args.filters, args.lengths[-1], args.interrupt, args.device)
     else:
         report_part(args.gpu)
 
