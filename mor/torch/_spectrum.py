@@ -41,9 +41,11 @@ DGKS = 0.7071067811865476
 #: of issue 22 at 2^16 needed more than 512 for its top 64 values to 1e-11, on an H100).
 BASIS_PER_VALUE = 8
 BASIS_MIN = 1024
-#: The Ritz values are checked (an eigendecomposition of ``T``) once the basis holds ``k +
-#: BLOCK`` vectors, then each time it has grown by this factor.
-CHECK_GROWTH = 1.1
+#: The Ritz values are checked (an eigendecomposition of ``T``, ``O(m^3)`` per filter) once
+#: the basis holds ``k + BLOCK`` vectors, then where the worst bound's decay since the last
+#: check, extrapolated, reaches ``rtol`` (`_next_check`): the basis grows between checks by
+#: at least a block and this factor, at most `CHECK_GROWTH_MAX`.
+CHECK_GROWTH, CHECK_GROWTH_MAX = 1.1, 1.5
 #: Cholesky QR of a block where its factor's diagonal spans less than this ratio (the
 #: block's condition number is then below about its inverse, and the orthogonality lost,
 #: ``eps`` times its square, is restored by the second pass); Householder QR elsewhere.
@@ -146,6 +148,7 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
     q, _, _ = _qr(start)
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
     used, check = 0, k + block
+    last = None  # (basis, worst bound) at the last check
     while True:
         basis[:, used:used + block] = q
         w = hankel_product(spectrum, q)
@@ -161,12 +164,13 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
         coupling.append(b)
         full = used + block > limit
         if used >= check or full or used == n:
-            check = max(used + block, int(CHECK_GROWTH * used))
             theta, ritz_vectors, bound = _ritz(diagonal, coupling, k, vectors)
-            if bool((bound <= rtol).all()) or used == n:
+            worst = float(bound.max())
+            if worst <= rtol or used == n:
                 break
+            check = _next_check(used, worst, last, rtol, block)
+            last = used, worst
             if full:
-                worst = float(bound.max())
                 raise RuntimeError(
                     f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
                     f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
@@ -180,6 +184,21 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
             "u0": (ritz[:, :, 0] * sign).cpu().numpy(),
             "v0": ritz[:, :, 0].cpu().numpy(),
             "shifted_gram": (ritz[:, :, 1:] @ ritz[:, :, :-1].transpose(1, 2)).cpu().numpy()}
+
+
+def _next_check(used: int, worst: float, last: tuple[int, float] | None, rtol: float,
+                block: int) -> int:
+    """The basis size at the next convergence check: where the worst bound, decaying at its
+    rate since the ``last`` check (``(basis, bound)``), would reach ``rtol`` (3/4 of the way:
+    it converges faster than geometrically), between `CHECK_GROWTH` and `CHECK_GROWTH_MAX`
+    times ``used`` and at least a block more; `CHECK_GROWTH` times ``used`` while the bound
+    does not decay."""
+    low, high = max(used + block, int(CHECK_GROWTH * used)), int(CHECK_GROWTH_MAX * used)
+    if last is None or not 0.0 < worst < last[1]:
+        return low
+    rate = (math.log(last[1]) - math.log(worst)) / (used - last[0])
+    ahead = used + int(0.75 * (math.log(worst) - math.log(rtol)) / rate)
+    return min(max(low, ahead - ahead % block), max(low, high))
 
 
 def _next_block(w: torch.Tensor, basis: torch.Tensor):
