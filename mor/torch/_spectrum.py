@@ -14,7 +14,9 @@ tridiagonal. A Ritz pair ``(theta, Q_m s)`` has the residual norm ``||B_{m+1} s_
 spectrum it lies within ``min(r, r^2 / delta)`` of an eigenvalue (Kato-Temple); the
 iteration stops when each of the top ``k`` values is certified to ``rtol sigma_1`` by that
 bound, and for vectors each residual is at most ``VECTOR_RESIDUAL rtol sigma_1``: the CPU
-path's certificate (`mor._numerics.lanczos`). A block of ``b`` vectors meets up to ``b`` copies of a multiple value, where
+path's certificate (`mor._numerics.lanczos`). A filter leaves its batch at the check that
+certifies it (its basis rows moved in place), so the re-orthogonalisation traffic, ``n V^2``
+for a basis of ``V`` vectors, is each filter's own, not the batch's slowest. A block of ``b`` vectors meets up to ``b`` copies of a multiple value, where
 a single sequence meets one. Everything runs in float64 on the device, the filters in
 batches sized from its free memory; only ``O(k^2)`` numbers per filter come back.
 """
@@ -45,7 +47,7 @@ BASIS_MIN = 1024
 #: the basis holds ``k + BLOCK`` vectors, then where the worst bound's decay since the last
 #: check, extrapolated, reaches ``rtol`` (`_next_check`): the basis grows between checks by
 #: at least a block and this factor, at most `CHECK_GROWTH_MAX`.
-CHECK_GROWTH, CHECK_GROWTH_MAX = 1.1, 1.5
+CHECK_GROWTH, CHECK_GROWTH_MAX = 1.1, 1.2
 #: Cholesky QR of a block where its factor's diagonal spans less than this ratio (the
 #: block's condition number is then below about its inverse, and the orthogonality lost,
 #: ``eps`` times its square, is restored by the second pass); Householder QR elsewhere.
@@ -138,8 +140,12 @@ def _fft_size(n: int) -> int:
 
 
 def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
-                   vectors: bool):
+                   vectors: bool) -> dict[str, np.ndarray]:
     f, n = h.shape[0], h.shape[1] - 1
+    out = {"sigma": np.zeros((f, k)), "bound": np.zeros((f, k)),
+           "basis": np.zeros(f, dtype=np.int64)}
+    if vectors:
+        out.update(u0=np.zeros((f, k)), v0=np.zeros((f, k)), shifted_gram=np.zeros((f, k, k)))
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, limit, n), dtype=torch.float64, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
@@ -147,6 +153,7 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
                         device=h.device)
     q, _, _ = _qr(start)
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
+    rows = np.arange(f)  # the filters still iterating, by their index in the batch
     used, check = 0, k + block
     last = None  # (basis, worst bound) at the last check
     while True:
@@ -165,25 +172,49 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
         full = used + block > limit
         if used >= check or full or used == n:
             theta, ritz_vectors, bound = _ritz(diagonal, coupling, k, vectors)
-            worst = float(bound.max())
-            if worst <= rtol or used == n:
-                break
-            check = _next_check(used, worst, last, rtol, block)
-            last = used, worst
+            done = (bound <= rtol).all(dim=1).cpu().numpy() | (used == n)
+            for i in np.flatnonzero(done):  # certified: out of the batch
+                _finish(out, rows[i], theta[i], ritz_vectors[i], bound[i],
+                        basis[i, :used] if vectors else None)
+                out["basis"][rows[i]] = used
+            if done.all():
+                return out
+            worst = float(bound[torch.as_tensor(~done, device=bound.device)].max())
             if full:
                 raise RuntimeError(
                     f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
                     f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
-    out = {"sigma": theta.abs().cpu().numpy(), "bound": bound.cpu().numpy(),
-           "basis": np.full(f, used)}
-    if not vectors:
-        return out
-    ritz = ritz_vectors.transpose(1, 2) @ basis[:, :used]  # (F, k, n): the Ritz vectors
+            check = _next_check(used, worst, last, rtol, block)
+            last = used, worst
+            if done.any():
+                keep = np.flatnonzero(~done)
+                # in place, each kept filter's rows to its new place (never ahead of it):
+                # no second copy of the basis
+                for new, old in enumerate(keep):
+                    if new != old:
+                        basis[new, :used] = basis[old, :used]
+                basis = basis[:keep.size]
+                index = torch.as_tensor(keep, device=h.device)
+                spectrum, q = spectrum[index], q[index]
+                diagonal = [x[index] for x in diagonal]
+                coupling = [x[index] for x in coupling]
+                rows = rows[keep]
+
+
+def _finish(out: dict, row: int, theta: torch.Tensor, ritz_vectors: torch.Tensor,
+            bound: torch.Tensor, basis: torch.Tensor | None) -> None:
+    """One filter's certified pairs into ``out`` at ``row``: the values and bounds, and from
+    its ``basis`` (``(m, n)``, when vectors are wanted) the first rows of ``U`` and ``V`` and
+    ``V[1:]^T V[:-1]``."""
+    out["sigma"][row] = theta.abs().cpu().numpy()
+    out["bound"][row] = bound.cpu().numpy()
+    if basis is None:
+        return
+    ritz = ritz_vectors.T @ basis  # (k, n): the Ritz vectors
     sign = torch.where(theta < 0, -1.0, 1.0).to(torch.float64)
-    return {**out,
-            "u0": (ritz[:, :, 0] * sign).cpu().numpy(),
-            "v0": ritz[:, :, 0].cpu().numpy(),
-            "shifted_gram": (ritz[:, :, 1:] @ ritz[:, :, :-1].transpose(1, 2)).cpu().numpy()}
+    out["u0"][row] = (ritz[:, 0] * sign).cpu().numpy()
+    out["v0"][row] = ritz[:, 0].cpu().numpy()
+    out["shifted_gram"][row] = (ritz[:, 1:] @ ritz[:, :-1].T).cpu().numpy()
 
 
 def _next_check(used: int, worst: float, last: tuple[int, float] | None, rtol: float,
@@ -268,7 +299,7 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
     if bool(lost.any()):  # seen once on an H100 (64 filters of 2^16): never returned
         raise RuntimeError(
             f"the GPU Hankel solver's recurrence lost its numbers (NaN or Inf in T) on "
-            f"filter {int(torch.flatnonzero(lost)[0])} of its batch after {m} vectors")
+            f"filter {int(torch.nonzero(lost)[0, 0])} of its batch after {m} vectors")
     theta, s = torch.linalg.eigh(t)  # ascending
     resid = torch.linalg.vector_norm(coupling[-1] @ s[:, -b:, :], dim=1)
     size = theta.abs()
