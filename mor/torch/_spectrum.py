@@ -272,7 +272,11 @@ def _qr(w: torch.Tensor):
                     & torch.isfinite(factor).all()):
             q, r = torch.linalg.qr(w.transpose(1, 2))
             return q.transpose(1, 2), r, False
-        q = torch.linalg.solve_triangular(factor.transpose(1, 2), q, upper=False)
+        # the b x b factor inverted, then one product (a memory-bound batched GEMM), not a
+        # batched triangular solve with n right-hand sides
+        eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
+        inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
+        q = inverse.transpose(1, 2) @ q
         r = factor if r is None else factor @ r
     return q, r, True
 
