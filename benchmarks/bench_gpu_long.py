@@ -243,6 +243,9 @@ def report_part(gpu: Path) -> None:
         C.log(json.dumps(rows[-1]))
     meta = C.metadata(script_start, gpu=found["meta"])
     report = render(meta, rows)
+    model = gpu / f"{NAME}_distill.json"
+    if model.exists():
+        report += render_distill(json.loads(model.read_text()))
     print(report)
     C.write_json(NAME, {"meta": meta, "rows": rows})
     C.log(f"wrote {C.write_section(NAME, report)}")
@@ -282,6 +285,23 @@ def render(meta: dict, rows: list[dict]) -> str:
             f"{r['product_ms_per_vector']:.3f} / {r['torch_fft_ms_per_vector']:.3f} | "
             f"{r['sigma_gap_max']:.1e} | {r['hinf_rel_diff_max']:.1e} |")
     return "\n".join(lines) + "\n"
+
+
+def render_distill(found: dict) -> str:
+    """The whole-model run of ``--part distill``."""
+    runs, meta = found["runs"], found["meta"]
+    layer = found["summary"][0]
+    parts = " + ".join(f"{r['wall_s']:.0f} s ({'resumed, ' if r['args'] else ''}{r['ended']}, "
+                       f"{r['shards_after']} shards after)" for r in runs)
+    return "\n".join([
+        "",
+        f"A whole model ({meta['date']}, {meta['device']}, torch {meta['torch']}): "
+        f"{found['filters']} filters of 2^{int(np.log2(found['length']))} taps distilled to "
+        f"order {found['order']} with the error report, `mor {meta['cli']}`, killed once and "
+        f"resumed: {found['total_wall_s']:.0f} s in all, {parts}, every process start, file "
+        f"read and the report's figures included; {layer['failed']} failed, {layer['missed']} "
+        f"missed, median l2 {layer['l2_median']:.1e}, median hinf {layer['hinf_median']:.1e}.",
+        ""])
 
 
 def main():
