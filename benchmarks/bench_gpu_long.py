@@ -7,16 +7,18 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   filter of ``mor.hankel_singular_values(h, 64, device="cuda")`` (block Lanczos in float64,
   each value certified to 1e-11 sigma_1) and of ``mor.reduce(h, 32, device="cuda")`` (balanced
   truncation to order 32, certified to 1e-10), without and with the default error report
-  (which runs on the CPU; on the first 8 filters); the peak GPU memory; the time per Hankel product (a block of 16
-  vectors for every filter of a batch) against torch's own batched float64
+  (which runs on the CPU; on the first 8 filters); the peak GPU memory; the time per Hankel
+  product (a block of 16 vectors for every filter of a batch) against torch's own batched
+  float64
   ``irfft(rfft(x, 2L) * H, 2L)`` of as many vectors; the values and models, to ``DIR``.
 - ``--part cpu`` (on the 2-core development machine): the same filters, a sample (16 per
   length): the CPU path's time per filter on one core (the 2-core throughput is two filters
   in that time), its values and models, to ``results/``.
 - ``--part distill --out DIR`` (on the GPU machine): a whole model, `DISTILL_FILTERS` filters
-  of 2^20 taps (the last of ``--lengths``; seeds 0..2047, written to ``DIR/filters.npy`` by the machine's cores, not
-  timed), through ``mor distill --order 32 --device cuda --shards``: stopped after
-  ``--interrupt`` seconds (killed, as a lost machine would be), then ``--resume``d; the two
+  of 2^20 taps (the last of ``--lengths``; seeds 0..2047, written to ``DIR/filters.npy`` by
+  the machine's cores, not timed), through ``mor distill --order 32 --device cuda
+  --shards``: stopped after ``--interrupt`` seconds (killed, as a lost machine would be),
+  then ``--resume``d; the two
   runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``.
 - ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
   relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
@@ -264,7 +266,9 @@ def render(meta: dict, rows: list[dict]) -> str:
         "",
         f"- GPU part: {gpu['date']}, {gpu['device']}, torch {gpu['torch']} (CUDA "
         f"{gpu['cuda']}); command `{gpu['command']}`",
-        f"- CPU part and agreement: {meta['date']}, {meta['machine']}, one core; commands "
+        f"- CPU part and agreement: {meta['date']}, {meta['machine']['cpu']} "
+        f"({meta['machine']['nproc']} cores, Python {meta['machine']['python']}), one core; "
+        f"commands "
         f"`python benchmarks/{NAME}.py --part cpu` and `{meta['command']}`",
         "",
         "Issue 22's filters (seeds 0..F-1). Top 64 Hankel values (`device=\"cuda\"`, block "

@@ -16,9 +16,10 @@ iteration stops when each of the top ``k`` values is certified to ``rtol sigma_1
 bound, and for vectors each residual is at most ``VECTOR_RESIDUAL rtol sigma_1``: the CPU
 path's certificate (`mor._numerics.lanczos`). A filter leaves its batch at the check that
 certifies it (its basis rows moved in place), so the re-orthogonalisation traffic, ``n V^2``
-for a basis of ``V`` vectors, is each filter's own, not the batch's slowest. A block of ``b`` vectors meets up to ``b`` copies of a multiple value, where
-a single sequence meets one. Everything runs in float64 on the device, the filters in
-batches sized from its free memory; only ``O(k^2)`` numbers per filter come back.
+for a basis of ``V`` vectors, is each filter's own, not the batch's slowest. A block of
+``b`` vectors meets up to ``b`` copies of a multiple value, where a single sequence meets
+one. Everything runs in float64 on the device, the filters in batches sized from its free
+memory; only ``O(k^2)`` numbers per filter come back.
 """
 
 from __future__ import annotations
