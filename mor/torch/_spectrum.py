@@ -103,11 +103,9 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
         if batch is None:
             batch = _batch_size(n, limit, block, device)
         for start in range(0, f, batch):
-            rows = slice(start, min(f, start + batch))
-            part = _block_lanczos(torch.as_tensor(h[rows], dtype=torch.float64).to(device), k,
-                                  rtol, block, limit, vectors)
-            for key, value in part.items():
-                out[key][rows] = value
+            stop = min(f, start + batch)
+            _block_lanczos(torch.as_tensor(h[start:stop], dtype=torch.float64).to(device), out,
+                           np.arange(start, stop), k, rtol, block, limit, vectors)
     return out
 
 
@@ -140,13 +138,11 @@ def _fft_size(n: int) -> int:
     return 1 << max(1, math.ceil(math.log2(max(2 * n - 1, 2))))
 
 
-def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
-                   vectors: bool) -> dict[str, np.ndarray]:
+def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray, k: int,
+                   rtol: float, block: int, limit: int, vectors: bool) -> None:
+    """Block Lanczos on the filters ``h`` (a batch on the device), each written into
+    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified."""
     f, n = h.shape[0], h.shape[1] - 1
-    out = {"sigma": np.zeros((f, k)), "bound": np.zeros((f, k)),
-           "basis": np.zeros(f, dtype=np.int64)}
-    if vectors:
-        out.update(u0=np.zeros((f, k)), v0=np.zeros((f, k)), shifted_gram=np.zeros((f, k, k)))
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, limit, n), dtype=torch.float64, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
@@ -154,7 +150,7 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
                         device=h.device)
     q, _, _ = _qr(start)
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
-    rows = np.arange(f)  # the filters still iterating, by their index in the batch
+    # `rows`: the filters still iterating, by their row in `out`
     used, check = 0, k + block
     last = None  # (basis, worst bound) at the last check
     while True:
@@ -179,7 +175,7 @@ def _block_lanczos(h: torch.Tensor, k: int, rtol: float, block: int, limit: int,
                         basis[i, :used] if vectors else None)
                 out["basis"][rows[i]] = used
             if done.all():
-                return out
+                return
             worst = float(bound[torch.as_tensor(~done, device=bound.device)].max())
             if full:
                 raise RuntimeError(
@@ -302,10 +298,10 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
             t[:, (j + 1) * b:(j + 2) * b, j * b:(j + 1) * b] = coupling[j]
             t[:, j * b:(j + 1) * b, (j + 1) * b:(j + 2) * b] = coupling[j].transpose(1, 2)
     lost = ~torch.isfinite(t).all(dim=2).all(dim=1)
-    if bool(lost.any()):  # seen once on an H100 (64 filters of 2^16): never returned
+    if bool(lost.any()):  # cuBLAS's wrong batched trsm did this at 2^20 (`_qr`): never returned
         raise RuntimeError(
-            f"the GPU Hankel solver's recurrence lost its numbers (NaN or Inf in T) on "
-            f"filter {int(torch.nonzero(lost)[0, 0])} of its batch after {m} vectors")
+            f"the GPU Hankel solver's recurrence lost its numbers (NaN or Inf in T) after "
+            f"{m} vectors")
     theta, s = torch.linalg.eigh(t)  # ascending
     resid = torch.linalg.vector_norm(coupling[-1] @ s[:, -b:, :], dim=1)
     size = theta.abs()
