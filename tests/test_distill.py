@@ -143,11 +143,11 @@ def test_auto_runs_the_methods_chosen_for_the_request(model, size, norm, methods
     out = distill(model, norm=norm, **size)
     kept = set(out.report.columns["method"].ravel())
     assert kept <= methods and (len(methods) > 1 or kept == methods)
-    if methods == {"modal"}:
+    if methods == {"modal"}:  # above 2 modes, the residues re-solved for the window metric
         ref = mor.reduce(model, norm=norm, method="modal", **size)
-        np.testing.assert_array_equal(out.bank.compact()[0], ref.compact()[0])
-        bt = mor.reduce(model, norm=norm, method="balanced", **size)
-        assert np.all(out.report.columns["l2"] <= bt.info["l2"] * (1 + 1e-9))
+        np.testing.assert_array_equal(np.sort_complex(out.bank.poles),
+                                      np.sort_complex(ref.poles))
+        assert out.report.request["residues"] == "window"
     with pytest.raises(ValueError, match="method 'auto' \\(here"):
         distill(model, norm=norm, no_such_option=1, **size)
 
@@ -159,10 +159,36 @@ def test_auto_starts_small_modal_fits_from_the_order_homotopy(model, size, init)
     out = distill(model, **size)
     assert out.report.request["options"] == ({} if init is None else {"init": init})
     ref = mor.reduce(model, method="modal", **size, **({} if init is None else {"init": init}))
-    np.testing.assert_array_equal(out.bank.compact()[1], ref.compact()[1])
+    if init is not None:  # up to 2 modes the fit's own residues
+        assert out.report.request["residues"] == "fit"
+        np.testing.assert_array_equal(out.bank.compact()[1], ref.compact()[1])
+    else:
+        np.testing.assert_array_equal(np.sort_complex(out.bank.poles), np.sort_complex(ref.poles))
     # a start the caller chose is kept
     chosen = distill(model, init="balanced", **size)
     assert chosen.report.request["options"] == {"init": "balanced"}
+
+
+@pytest.mark.parametrize("size", [{"modes": 4}, {"order": 7}])
+def test_auto_re_solves_larger_fits_for_the_window_metric(model, size):
+    # issue 19: held-out loss of Hyena at 8 modes +0.023% -> +0.003% (docs/defaults.md)
+    out = distill(model, **size)
+    fit = mor.reduce(model, method="modal", **size)
+    refit = mor.refit_residues(model, fit, metric="window")
+    assert out.report.request["residues"] == "window"
+    # the re-solve where the float32 figure holds (all of these), else the fit
+    assert (out.report.columns["f32_deviation"] <= 2e-5).all()
+    np.testing.assert_allclose(out.bank.impulse(160), refit.impulse(160), rtol=0,
+                               atol=1e-12 * np.abs(model).max())
+    for name in ("l2", "tail", "hinf"):
+        np.testing.assert_allclose(out.report.columns[name], refit.info[name], rtol=1e-12)
+    # never worse than the fit in the window metric, its tail held
+    assert np.all(refit.info["metric"] <= refit.info["metric_before"])
+    assert np.all(out.report.columns["tail"] <= fit.info["tail"] * (1 + 1e-8) + 1e-14)
+    # a caller's method, or real poles, get the fit itself
+    for options in ({"method": "modal"}, {"real_poles": True}):
+        plain = distill(model, **size, **options)
+        assert plain.report.request["residues"] == "fit"
 
 
 def test_boolean_filters_as_reduce_takes_them():

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import mor
+from mor.fitting.constrained import WINDOW_MEAN_POWER
 from mor.fitting.least_squares import fit_residues
 from systems import stable_modal
 
@@ -95,7 +96,40 @@ def test_batches_and_a_shared_metric_match_filter_by_filter():
                                out.compact()[1], rtol=1e-12)
 
 
+def _window_factor(length, rho=WINDOW_MEAN_POWER):
+    """The window metric's factor, formed: ``diag(sqrt((L - k) / L))`` over
+    ``sqrt(rho / L)`` times the lower-triangular ones (the running sums)."""
+    k = np.arange(length)
+    return np.concatenate([np.diag(np.sqrt((length - k) / length)),
+                           np.sqrt(rho / length) * np.tril(np.ones((length, length)))])
+
+
+@settings(max_examples=15)
+@given(stable_modal(max_pairs=3, max_real=2, max_modulus=0.97), st.integers(0, 2**16))
+def test_the_window_metric_is_its_formed_factor(system, seed):
+    h, bank, _ = _problem(system, seed)
+    factor = _window_factor(LENGTH)
+    out = mor.refit_residues(h, bank, metric="window")
+    formed = mor.refit_residues(h, bank, metric=factor)
+    np.testing.assert_allclose(out.impulse(LENGTH), formed.impulse(LENGTH), rtol=0,
+                               atol=1e-9 * np.abs(h).max())
+    np.testing.assert_allclose(out.info["metric"], formed.info["metric"], rtol=1e-9)
+    assert out.info["metric"] <= out.info["metric_before"]
+
+
+def test_the_window_metric_is_the_expected_output_error():
+    # white noise plus a mean: E sum_t (sum_k e[k] u[t - k])^2 over t < L, by simulation
+    rng = np.random.default_rng(0)
+    e = rng.standard_normal(24) * 0.8 ** np.arange(24)
+    mean = np.sqrt(WINDOW_MEAN_POWER)
+    u = mean + rng.standard_normal((20000, 24))
+    y = np.stack([np.convolve(row, e)[:24] for row in u])
+    expected = (y ** 2).sum(axis=1).mean() / 24
+    assert np.isclose(np.linalg.norm(_window_factor(24) @ e) ** 2, expected, rtol=0.03)
+
+
 @pytest.mark.parametrize("metric, hold, message", [
+    ("identity", True, "'window'"),
     (np.eye(LENGTH - 1), True, "shape"),
     (np.eye(LENGTH)[0], True, "shape"),
     (np.zeros((3, 4, LENGTH)), True, "broadcast"),
