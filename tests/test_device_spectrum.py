@@ -145,3 +145,20 @@ def test_devices_that_are_not_there_are_refused():
             mor.hankel_singular_values(h, 4, device=device)
         with pytest.raises(ValueError, match="device"):
             mor.reduce(h, 4, device=device)
+
+
+def test_split_projection(device, monkeypatch):
+    """The projection summed over chunks of n equals the plain product, and the values with
+    it agree with the Krylov path."""
+    from mor.torch import _spectrum
+    monkeypatch.setattr(_spectrum, "PROJECTION_CHUNK", 256)
+    generator = torch.Generator().manual_seed(0)
+    w = torch.randn((3, 4, 1001), dtype=torch.float64, generator=generator).to(device)
+    basis = torch.randn((3, 40, 1001), dtype=torch.float64, generator=generator).to(device)
+    split = _spectrum._project(w, basis[:, :25])
+    plain = w @ basis[:, :25].transpose(1, 2)
+    assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
+    h = hyena_like_filters(3, 3000, seed=9)
+    cpu = mor.hankel_singular_values(h, 16)
+    on = mor.hankel_singular_values(h, 16, device=device)
+    assert np.abs(on - cpu).max() <= 1e-10 * cpu[:, 0].max()

@@ -56,6 +56,11 @@ CHOLESKY_MIN_RATIO = 1e-5
 #: A block whose factor keeps less than this of its norm before the projection is projected
 #: and factored again (`_next_block`).
 COLLAPSE = 1e-6
+#: The projection ``W B^T`` of a block on the basis (`_project`) sums its reduction over
+#: ``n`` in chunks of this many columns, one batched product per filter: cuBLAS runs the
+#: long reduction in one tile per output block (1.2 TB/s on an H100 at n = 2^20 with 4
+#: filters, against 2.8 TB/s for the update ``C B``).
+PROJECTION_CHUNK = 1 << 14
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 #: One decomposition at a time per device: batches are sized from its free memory, so
@@ -239,9 +244,9 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor):
     Householder factor's directions projected and factored again, so that it continues
     orthogonal to the basis."""
     before = torch.linalg.vector_norm(w, dim=2)
-    w = w - (w @ basis.transpose(1, 2)) @ basis
+    w = w - _project(w, basis) @ basis
     if bool((torch.linalg.vector_norm(w, dim=2) < DGKS * before).any()):
-        w = w - (w @ basis.transpose(1, 2)) @ basis
+        w = w - _project(w, basis) @ basis
     q, r, conditioned = _qr(w)
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
@@ -252,6 +257,25 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor):
         q = q - (q @ basis.transpose(1, 2)) @ basis
     q, r2, _ = _qr(q)
     return q, r2 @ r
+
+
+def _project(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
+    """``w @ basis^T`` ``(F, b, m)`` for ``w`` ``(F, b, n)`` and ``basis`` ``(F, m, n)`` (rows
+    contiguous), its reduction over ``n`` split into chunks of `PROJECTION_CHUNK` columns:
+    per filter one batched product over the chunks (strided views, no copy), summed in a
+    fixed order (deterministic), and the remainder."""
+    n = w.shape[2]
+    chunks = n // PROJECTION_CHUNK
+    if chunks < 2:
+        return w @ basis.transpose(1, 2)
+    head = chunks * PROJECTION_CHUNK
+    parts = []
+    for wi, bi in zip(w, basis):
+        split = (chunks, PROJECTION_CHUNK)
+        part = torch.bmm(wi[:, :head].unflatten(1, split).transpose(0, 1),
+                         bi[:, :head].unflatten(1, split).permute(1, 2, 0)).sum(dim=0)
+        parts.append(part + wi[:, head:] @ bi[:, head:].T)
+    return torch.stack(parts)
 
 
 def _qr(w: torch.Tensor):
