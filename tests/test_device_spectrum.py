@@ -148,16 +148,18 @@ def test_devices_that_are_not_there_are_refused():
 
 
 def test_split_projection(device, monkeypatch):
-    """The projection summed over chunks of n equals the plain product, and the values with
-    it agree with the Krylov path."""
+    """Products of rows summed over chunks of n equal the plain products, and the values
+    with them agree with the Krylov path."""
     from mor.torch import _spectrum
     monkeypatch.setattr(_spectrum, "PROJECTION_CHUNK", 256)
     generator = torch.Generator().manual_seed(0)
     w = torch.randn((3, 4, 1001), dtype=torch.float64, generator=generator).to(device)
     basis = torch.randn((3, 40, 1001), dtype=torch.float64, generator=generator).to(device)
-    split = _spectrum._project(w, basis[:, :25])
+    split = _spectrum._inner(w, basis[:, :25])
     plain = w @ basis[:, :25].transpose(1, 2)
     assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
+    gram = _spectrum._inner(w, w)  # a block's Gram matrix, as CholQR2 forms it
+    assert float((gram - w @ w.transpose(1, 2)).abs().max()) <= 1e-12 * float(gram.abs().max())
     h = hyena_like_filters(3, 3000, seed=9)
     cpu = mor.hankel_singular_values(h, 16)
     on = mor.hankel_singular_values(h, 16, device=device)

@@ -56,11 +56,18 @@ CHOLESKY_MIN_RATIO = 1e-5
 #: A block whose factor keeps less than this of its norm before the projection is projected
 #: and factored again (`_next_block`).
 COLLAPSE = 1e-6
-#: The projection ``W B^T`` of a block on the basis (`_project`) sums its reduction over
-#: ``n`` in chunks of this many columns, one batched product per filter: cuBLAS runs the
-#: long reduction in one tile per output block (1.2 TB/s on an H100 at n = 2^20 with 4
-#: filters, against 2.8 TB/s for the update ``C B``).
+#: Products of rows with a reduction over ``n`` (`_inner`: the projection ``W B^T`` of a block
+#: on the basis, the block's Gram matrix, ``A = Q W^T``) sum it in chunks of this many
+#: columns, one batched product per filter: cuBLAS runs a long reduction in one tile per
+#: output block, so with few filters few tiles run. On an H100 at n = 2^20 - 1
+#: (`benchmarks/bench_gpu_projection.py`) the projection read the basis at 1.8 TB/s (4
+#: filters) and 2.4 TB/s (8) in one product, 2.5 and 2.7 TB/s split; a block's CholQR2 took
+#: 16 ms for 5 filters, 43% of the values' time.
 PROJECTION_CHUNK = 1 << 14
+#: ... for batches of at most this many filters; larger batches fill the device in one product
+#: (at n = 2^16 - 1 with 64 filters the per-filter split took the values from 0.050 to 0.111 s
+#: a filter on an H100).
+SPLIT_MAX_FILTERS = 8
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 #: One decomposition at a time per device: batches are sized from its free memory, so
@@ -116,10 +123,13 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
 
 def _batch_size(n: int, limit: int, block: int, device: torch.device) -> int:
     """Filters per batch: the basis, the FFT buffers and the filters' spectra within
-    `MEMORY_SHARE` of the device's free memory (no limit on a CPU)."""
+    `MEMORY_SHARE` of the device's free memory (no limit on a CPU). Free memory counts what
+    torch's caching allocator holds unused (reserved, not allocated), which the driver's
+    count leaves out."""
     if device.type != "cuda":
         return 1 << 30
     free, _ = torch.cuda.mem_get_info(device)
+    free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     m = _fft_size(n)
     per_filter = 8 * n * (limit + 8 * block) + 16 * (m // 2 + 1) * (3 * block + 1) \
         + 8 * m * 2 * block
@@ -161,7 +171,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     while True:
         basis[:, used:used + block] = q
         w = hankel_product(spectrum, q)
-        a = q @ w.transpose(1, 2)
+        a = _inner(q, w)
         a = (a + a.transpose(1, 2)) / 2
         # the three-term recurrence, then the whole basis (module notes)
         w = w - a @ q
@@ -244,9 +254,9 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor):
     Householder factor's directions projected and factored again, so that it continues
     orthogonal to the basis."""
     before = torch.linalg.vector_norm(w, dim=2)
-    w = w - _project(w, basis) @ basis
+    w = w - _inner(w, basis) @ basis
     if bool((torch.linalg.vector_norm(w, dim=2) < DGKS * before).any()):
-        w = w - _project(w, basis) @ basis
+        w = w - _inner(w, basis) @ basis
     q, r, conditioned = _qr(w)
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
@@ -259,22 +269,22 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor):
     return q, r2 @ r
 
 
-def _project(w: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
-    """``w @ basis^T`` ``(F, b, m)`` for ``w`` ``(F, b, n)`` and ``basis`` ``(F, m, n)`` (rows
-    contiguous), its reduction over ``n`` split into chunks of `PROJECTION_CHUNK` columns:
-    per filter one batched product over the chunks (strided views, no copy), summed in a
-    fixed order (deterministic), and the remainder."""
-    n = w.shape[2]
+def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x @ y^T`` ``(F, a, m)`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` (rows
+    contiguous), the reduction over ``n`` split into chunks of `PROJECTION_CHUNK` columns
+    for at most `SPLIT_MAX_FILTERS` filters: per filter one batched product over the chunks
+    (strided views, no copy), summed in a fixed order (deterministic), and the remainder."""
+    n = x.shape[2]
     chunks = n // PROJECTION_CHUNK
-    if chunks < 2:
-        return w @ basis.transpose(1, 2)
+    if chunks < 2 or x.shape[0] > SPLIT_MAX_FILTERS:
+        return x @ y.transpose(1, 2)
     head = chunks * PROJECTION_CHUNK
     parts = []
-    for wi, bi in zip(w, basis):
+    for xi, yi in zip(x, y):
         split = (chunks, PROJECTION_CHUNK)
-        part = torch.bmm(wi[:, :head].unflatten(1, split).transpose(0, 1),
-                         bi[:, :head].unflatten(1, split).permute(1, 2, 0)).sum(dim=0)
-        parts.append(part + wi[:, head:] @ bi[:, head:].T)
+        part = torch.bmm(xi[:, :head].unflatten(1, split).transpose(0, 1),
+                         yi[:, :head].unflatten(1, split).permute(1, 2, 0)).sum(dim=0)
+        parts.append(part + xi[:, head:] @ yi[:, head:].T)
     return torch.stack(parts)
 
 
@@ -286,7 +296,7 @@ def _qr(w: torch.Tensor):
     (``conditioned`` false)."""
     q, r = w, None
     for _ in range(2):
-        factor, info = torch.linalg.cholesky_ex(q @ q.transpose(1, 2), upper=True)
+        factor, info = torch.linalg.cholesky_ex(_inner(q, q), upper=True)
         diagonal = torch.diagonal(factor, dim1=1, dim2=2)
         ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
         if not bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()
