@@ -191,6 +191,28 @@ def test_auto_re_solves_larger_fits_for_the_window_metric(model, size):
         assert plain.report.request["residues"] == "fit"
 
 
+def test_the_window_re_solve_keeps_the_fit_where_float32_would_suffer(model, monkeypatch):
+    # per filter the whole model of one or the other (compact forms order modes by weight)
+    from mor.drivers import distillation
+    flat = model.reshape(-1, 160)
+    fit = mor.reduce(flat, modes=4, method="modal")
+    refit = mor.refit_residues(flat, fit, metric="window")
+    worse = np.arange(len(flat)) % 3 == 0
+    calls = []
+
+    def figure(h, poles, residues):  # the re-solve's (first call) passes the hold where `worse`
+        calls.append(None)
+        return np.where(worse, 1.0, 0.0) if len(calls) == 1 else np.zeros(len(h))
+
+    monkeypatch.setattr(distillation, "float32_figure", figure)
+    out = distillation._refit_window(flat, fit)
+    want = np.where(worse[:, None], fit.impulse(160), refit.impulse(160))
+    np.testing.assert_allclose(out.impulse(160), want, rtol=0, atol=1e-12 * np.abs(flat).max())
+    np.testing.assert_array_equal(out.info["l2"], np.where(worse, fit.info["l2"],
+                                                            refit.info["l2"]))
+    assert out.info["iterations"] is fit.info["iterations"]  # the fits' own diagnostics
+
+
 def test_boolean_filters_as_reduce_takes_them():
     # found by tests/test_robustness.py: distill refused the bool arrays reduce accepts
     h = np.zeros((2, 8), bool)
