@@ -3,7 +3,8 @@ r"""Activation-aware distillation of the e2e models: `mor.torch.distill_module(c
 ``python benchmarks/e2e/calibrated.py --models DIR --kind KIND [--windows W] [--modes 2 4 8]``
 loads ``DIR/{kind}.pt`` (`train.load_model`), draws ``W`` random windows of ``L`` bytes from
 the *training* split only (`corpus.load()[0]`, seed ``--seed``; the held-out split is never
-read), and for each size distils the model twice on this machine's CPU: plainly
+read), and for each size distils the model twice (the fits on this machine's CPU, the model and
+its recorded statistics on ``--device``): plainly
 (``distill_module(model, modes=m)``, the default method) and with ``calibration=`` those
 windows (batches of ``--batch``). It writes ``DIR/{kind}_calibrated.npz`` in `distill.py`'s
 layout (``shape``, ``m{m}_poles``, ``m{m}_residues``, ``m{m}_direct``, ``m{m}_l2``,
@@ -13,7 +14,8 @@ in place (poles float32-exact, as the GPU layers hold them), for `evaluate.py`, 
 growth) of the plain and the calibrated runs, and per layer the output error relative to the
 layer's output on the calibration windows before and after, and the taps' ``l2``. With
 ``--out-proj`` (MultiHyena), the head-wise layers' error is measured after ``out_proj``
-(``output_weight=``), and the files are ``{kind}_calibrated-outproj.*``.
+(``output_weight=``), and the files are ``{kind}_calibrated-outproj.*``. With ``--device
+cuda`` the file names end in ``-cuda`` and the JSON holds the peak device memory too.
 """
 
 from __future__ import annotations
@@ -67,22 +69,31 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=8)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--device", default="cpu",
+                        help="where the model runs while the statistics are recorded (the "
+                             "fits run on the CPU); on CUDA the peak device memory is recorded")
     parser.add_argument("--out-proj", action="store_true",
                         help="head-wise layers: measure the error after out_proj "
                              "(output_weight); writes {kind}_calibrated-outproj.*")
     args = parser.parse_args()
-    name = "calibrated-outproj" if args.out_proj else "calibrated"
+    name = ("calibrated-outproj" if args.out_proj else "calibrated") + (
+        "" if args.device == "cpu" else f"-{torch.device(args.device).type}")
     torch.set_num_threads(1)
-    model = load_model(args.models / f"{args.kind}.pt")
-    windows = training_windows(model.cfg.length, args.windows, args.seed)
+    device = torch.device(args.device)
+    model = load_model(args.models / f"{args.kind}.pt", args.device)
+    windows = training_windows(model.cfg.length, args.windows, args.seed).to(device)
     batches = [windows[i:i + args.batch] for i in range(0, len(windows), args.batch)]
-    h = model.filters().double().numpy()
+    h = model.filters().double().cpu().numpy()
     arrays, summary = {"shape": np.array(h.shape)}, {"windows": args.windows,
                                                      "seed": args.seed, "sizes": {}}
     for m in args.modes:
         row = {}
         for label, calibration in (("plain", None), ("calibrated", batches)):
             before = peak_mb()
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+                torch.cuda.reset_peak_memory_stats(device)
+                resident = torch.cuda.memory_allocated(device)
             start = time.perf_counter()
             out = copy.deepcopy(model)
             weight = None if not (args.out_proj and calibration) else (
@@ -90,9 +101,14 @@ def main() -> None:
                     layer.rsplit(".", 1)[0]).out_proj.weight)
             out, reports = mt.distill_module(out, modes=m, calibration=calibration,
                                              output_weight=weight)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             row[label] = {"seconds": time.perf_counter() - start,
                           "peak_rss_growth_mb": peak_mb() - before}
-        parts = [layer_bank(b.mixer.long) for b in out.blocks]
+            if device.type == "cuda":
+                row[label]["peak_device_growth_mb"] = (
+                    torch.cuda.max_memory_allocated(device) - resident) / 2**20
+        parts = [layer_bank(b.mixer.long.cpu()) for b in out.blocks]
         width = max(p.shape[1] for p, _, _ in parts)
         pad = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in (p for p, _, _ in parts)]
         arrays[f"m{m}_poles"] = np.concatenate(pad)
