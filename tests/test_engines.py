@@ -318,9 +318,11 @@ def _check_layer(engine, model, block, bank, seed=0, prompt=PROMPT, steps=STEPS)
     return vs_ref
 
 
-@pytest.mark.parametrize("kind", ["order", "tol", "distill-tol", "real"])
+@pytest.mark.parametrize("kind", ["order", "tol", "distill-tol", "distill-modes", "real"])
 def test_striped_hyena_engine_runs_the_bank(engines, filters, kind):
-    if kind == "order":
+    if kind == "distill-modes":  # the default above 2 modes: residues for the window metric
+        bank = mor.distill(filters, modes=8).bank
+    elif kind == "order":
         bank = mor.reduce(filters, 16)
     elif kind == "tol":
         bank = mor.reduce(filters, tol=1e-2, on_fail="flag")
