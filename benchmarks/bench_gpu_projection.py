@@ -1,14 +1,17 @@
 """The block Lanczos re-orthogonalisation products on a GPU: one product against split-K.
 
-``python benchmarks/bench_gpu_projection.py`` (CUDA only) times, for ``F`` filters at length
-``n`` with a basis ``B`` of ``m`` rows each (``(F, m, n)``, float64) and a block ``W`` of 4
-rows, the projection ``W B^T`` (a reduction over ``n``) as one batched product (what
-`mor.torch._spectrum` did through the twelfth session) and split into chunks of ``n`` (one
-batched product per filter over strided views, summed: `mor.torch._spectrum._inner`,
-run with each chunk size), beside the update ``C B``. Per case: time, the basis read rate (``8 F m n`` bytes over the
-time) against the device's peak, whether the split form allocates more than its partial sums
-(a copy of the basis would show as ``8 F m n`` bytes), and the largest difference between
-the two forms relative to the product's scale. Prints one line per case and writes JSON.
+``python benchmarks/bench_gpu_projection.py --out DIR`` (CUDA only) times, for ``F`` filters
+at length ``n`` with a basis ``B`` of ``m`` rows each (``(F, m, n)``, float64) and a block
+``W`` of 4 rows, the projection ``W B^T`` (a reduction over ``n``) as one batched product
+(what `mor.torch._spectrum` did through the twelfth session, and still does for batches of
+more than `SPLIT_MAX_FILTERS` filters) and split into chunks of ``n`` (one batched product
+per filter over strided views, summed: `mor.torch._spectrum._inner`, run with each chunk
+size), beside the update ``C B``. Per case: time, the basis read rate (``8 F m n`` bytes over
+the time), whether the split form allocates more than its partial sums (a copy of the basis
+would show as ``8 F m n`` bytes), and the largest difference between the two forms relative
+to the product's scale. Prints one line per case and writes ``DIR/bench_gpu_projection.json``
+(device, torch, command); the H100 figures are in
+``results/bench_gpu_projection_h100.json``.
 """
 
 from __future__ import annotations

@@ -183,10 +183,10 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         worse than balanced truncation in ``l2``), beyond from balanced truncation with the
         residues re-solved for a convolution's output error over the window
         (`mor.refit_residues` with ``metric="window"``, the poles and the tail held;
-        ``report.request["residues"]`` says ``"window"``); in ``hinf``, ``"balanced"`` and ``"hankel"``, keeping per filter the one
-        with the smaller error; for ``tol``, ``"balanced"``; with ``device=``,
-        ``"balanced"`` (`DEVICE_AUTO_METHODS`). The report says which method built each
-        filter, its request the options used.
+        ``report.request["residues"]`` says ``"window"``); in ``hinf``, ``"balanced"`` and
+        ``"hankel"``, keeping per filter the one with the smaller error; for ``tol``,
+        ``"balanced"``; with ``device=``, ``"balanced"`` (`DEVICE_AUTO_METHODS`). The report
+        says which method built each filter, its request the options used.
     on_fail : {"best", "flag", "raise"}
         ``"best"`` (default): with ``tol``, a filter that no order up to ``max_order`` meets
         keeps its most accurate stable model, with ``met_tol`` false and its error in the
