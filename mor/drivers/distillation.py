@@ -338,24 +338,30 @@ def _auto_options(options: dict[str, Any], order, modes: int | None, tol: float 
                   norm: str) -> dict[str, Any]:
     """``options`` with ``init="homotopy"`` where ``method="auto"`` fits modal models of at
     most `AUTO_HOMOTOPY_MODES` modes and the caller chose no start (nor real poles)."""
-    small = tol is None and norm == "l2" and (
-        (modes is not None and modes <= AUTO_HOMOTOPY_MODES)
-        or (order is not None and np.size(order) > 0
-            and np.max(order) <= 2 * AUTO_HOMOTOPY_MODES))
+    asked = _modes_asked(order, modes)
+    small = tol is None and norm == "l2" and asked is not None and asked <= AUTO_HOMOTOPY_MODES
     if small and "init" not in options and not options.get("real_poles", False) \
             and "device" not in options:
         return {**options, "init": "homotopy"}
     return options
 
 
+def _modes_asked(order, modes: int | None) -> float | None:
+    """The most compact modes a size request asks for (an order counts half), None for a
+    tolerance or an empty order."""
+    if modes is not None:
+        return modes
+    if order is not None and np.size(order) > 0:
+        return float(np.max(order)) / 2
+    return None
+
+
 def _window_residues(order, modes: int | None, tol: float | None, norm: str,
                      options: dict[str, Any]) -> bool:
     """Whether ``method="auto"`` re-solves its modal fits' residues for the window metric:
     sizes above `AUTO_HOMOTOPY_MODES` modes in ``l2``, complex poles, on the CPU."""
-    large = tol is None and norm == "l2" and (
-        (modes is not None and modes > AUTO_HOMOTOPY_MODES)
-        or (order is not None and np.size(order) > 0
-            and np.max(order) > 2 * AUTO_HOMOTOPY_MODES))
+    asked = _modes_asked(order, modes)
+    large = tol is None and norm == "l2" and asked is not None and asked > AUTO_HOMOTOPY_MODES
     return large and not options.get("real_poles", False) and "device" not in options
 
 
