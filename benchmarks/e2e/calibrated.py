@@ -38,6 +38,7 @@ import torch  # noqa: E402
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parents[1])]
 import mor.torch as mt  # noqa: E402
+from mor.torch.distill_module import POLE_STEPS  # noqa: E402
 from corpus import load  # noqa: E402
 from train import load_model  # noqa: E402
 
@@ -72,12 +73,17 @@ def main() -> None:
     parser.add_argument("--device", default="cpu",
                         help="where the model runs while the statistics are recorded (the "
                              "fits run on the CPU); on CUDA the peak device memory is recorded")
+    parser.add_argument("--pole-steps", type=int, default=POLE_STEPS,
+                        help="Gauss-Newton steps of the poles in the recorded metric (default "
+                             "%(default)s, distill_module's); other values add -p{N} to the "
+                             "file names")
     parser.add_argument("--out-proj", action="store_true",
                         help="head-wise layers: measure the error after out_proj "
                              "(output_weight); writes {kind}_calibrated-outproj.*")
     args = parser.parse_args()
     name = ("calibrated-outproj" if args.out_proj else "calibrated") + (
-        "" if args.device == "cpu" else f"-{torch.device(args.device).type}")
+        "" if args.device == "cpu" else f"-{torch.device(args.device).type}") + (
+        "" if args.pole_steps == POLE_STEPS else f"-p{args.pole_steps}")
     torch.set_num_threads(1)
     device = torch.device(args.device)
     model = load_model(args.models / f"{args.kind}.pt", args.device)
@@ -85,6 +91,7 @@ def main() -> None:
     batches = [windows[i:i + args.batch] for i in range(0, len(windows), args.batch)]
     h = model.filters().double().cpu().numpy()
     arrays, summary = {"shape": np.array(h.shape)}, {"windows": args.windows,
+                                                     "pole_steps": args.pole_steps,
                                                      "seed": args.seed, "sizes": {}}
     for m in args.modes:
         row = {}
@@ -100,7 +107,7 @@ def main() -> None:
                 lambda layer, module, out=out: out.get_submodule(
                     layer.rsplit(".", 1)[0]).out_proj.weight)
             out, reports = mt.distill_module(out, modes=m, calibration=calibration,
-                                             output_weight=weight)
+                                             output_weight=weight, pole_steps=args.pole_steps)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             row[label] = {"seconds": time.perf_counter() - start,
@@ -122,6 +129,7 @@ def main() -> None:
         row["layers"] = [{
             **reports[f"blocks.{i}.mixer.long"].request["calibration"],
             "calibrated_filters": int(c["calibrated"].sum()),
+            "pole_steps_median": float(np.median(c["pole_steps"])),
             "l2_plain_median": float(np.median(c["l2_plain"])),
             "l2_median": float(np.median(c["l2"])),
             "output_error_plain_median": float(np.median(c["output_error_plain"])),

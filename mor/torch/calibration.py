@@ -52,6 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mor.fitting.metric_poles import mode_columns
 from mor.fitting.minimax import live_modes
 from mor.systems.modal import ModalSSM
 from mor.torch._conv import _toeplitz
@@ -100,14 +101,18 @@ class OutputMetric:
         return np.einsum("fi,fij,fj->f", c, gram, c)
 
 
-def output_basis(h: np.ndarray, bank: ModalSSM) -> np.ndarray:
+def output_basis(h: np.ndarray, bank: ModalSSM, derivatives: bool = False) -> np.ndarray:
     r"""Orthonormal basis ``(F, L, r)`` of the span of ``delta_0``, ``h`` and ``bank``'s modes.
 
     Per filter, the columns ``delta_0`` (the direct term), ``h`` and, for each live compact
     mode ``lambda``, ``Re lambda^{k-1}`` and (for a pair) ``Im lambda^{k-1}`` at ``k >= 1``
-    (zero at ``k = 0``), orthonormalised by an SVD; directions below ``BASIS_RTOL`` of the
-    largest singular value are dropped (zero columns pad to the batch's largest rank ``r``).
-    Every error ``h - h_hat`` of a model with ``bank``'s poles lies in this span.
+    (zero at ``k = 0``); with ``derivatives``, also ``Re`` and ``Im`` of ``(k-1)
+    lambda^{k-2}``, the taps' derivatives with respect to the poles
+    (`mor.fitting.metric_poles.mode_columns`). The columns are scaled to unit norm and
+    orthonormalised by an SVD; directions below ``BASIS_RTOL`` of the largest singular value
+    are dropped (zero columns pad to the batch's largest rank ``r``). Every error
+    ``h - h_hat`` of a model with ``bank``'s poles lies in this span, and with
+    ``derivatives`` every first-order change of it when the poles move.
 
     Parameters
     ----------
@@ -115,6 +120,9 @@ def output_basis(h: np.ndarray, bank: ModalSSM) -> np.ndarray:
         The filters.
     bank : ModalSSM
         Their models, batch shape ``(F,)``.
+    derivatives : bool, optional
+        Add the poles' derivative sequences (``r <= 2 + 4 m`` for ``m`` compact modes;
+        ``2 + 2 m`` without).
 
     Returns
     -------
@@ -127,15 +135,13 @@ def output_basis(h: np.ndarray, bank: ModalSSM) -> np.ndarray:
     bases = []
     for i in range(count):
         lam = poles[i][live_modes(poles[i], residues[i])]
-        k = np.arange(length - 1)
-        with np.errstate(under="ignore"):
-            z = lam[None, :] ** k[:, None] if lam.size else np.zeros((length - 1, 0))
-        modes = np.concatenate([z.real, z[:, lam.imag != 0].imag], axis=1)
+        modes = mode_columns(lam, length, derivatives)
         cols = np.zeros((length, 2 + modes.shape[1]))
         cols[0, 0] = 1.0
         cols[:, 1] = h[i]
-        cols[1:, 2:] = modes
-        u, s, _ = np.linalg.svd(cols, full_matrices=False)
+        cols[:, 2:] = modes
+        norms = np.linalg.norm(cols, axis=0)
+        u, s, _ = np.linalg.svd(cols / np.where(norms > 0, norms, 1.0), full_matrices=False)
         rank = int(np.count_nonzero(s > BASIS_RTOL * s[0])) if s.size and s[0] > 0 else 0
         bases.append(u[:, :rank])
     width = max(b.shape[1] for b in bases)

@@ -9,9 +9,11 @@ import numpy as np
 from torch import nn
 
 from mor.drivers.distillation import Report, distill
-from mor.fitting.constrained import refit_residues
-from mor.systems.modal import ModalSSM
-from mor.torch.calibration import OutputMetric, output_basis, record
+from mor.torch._output_fit import fit_outputs
+
+#: Gauss-Newton steps of the poles in the recorded output metric (each one more pass over the
+#: calibration data).
+POLE_STEPS = 4
 from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.recurrence import ModalRecurrence
 
@@ -21,6 +23,7 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
                    filter_fn: Callable[[str, nn.Module], object] | None = None,
                    calibration: Iterable | None = None,
                    output_weight: Callable[[str, nn.Module], object] | None = None,
+                   pole_steps: int = POLE_STEPS,
                    **distill_options) -> tuple[nn.Module, dict[str, Report]]:
     """Distil every long-convolution layer of a torch model into a recurrence, in place.
 
@@ -145,6 +148,12 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         getter = getattr(module, "long_filter", None)
         return getter() if callable(getter) else None
 
+    if isinstance(pole_steps, (bool, np.bool_)) or not isinstance(pole_steps, (int, np.integer)) \
+            or pole_steps < 0:
+        raise ValueError(f"pole_steps must be an integer >= 0, got {pole_steps!r}")
+    if calibration is not None and pole_steps > 0 and iter(calibration) is calibration:
+        raise ValueError("calibration is read once per pole step: give a list (or another "
+                         "re-iterable collection) of batches, not an iterator, or pole_steps=0")
     if output_weight is not None and calibration is None:
         raise ValueError("output_weight weighs the output error measured on calibration data: "
                          "give calibration too")
@@ -163,14 +172,11 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         result = distill(taps, order, modes=modes, tol=tol, **distill_options)
         fitted[name] = (taps, result.bank, result.report)
     if calibration is not None:
-        bases = {name: output_basis(np.where(np.isfinite(taps), taps, 0.0), bank)
-                 for name, (taps, bank, _) in fitted.items()}
         weights = {} if output_weight is None else {
             name: w for name in fitted
             if (w := output_weight(name, model.get_submodule(name))) is not None}
-        metrics = record(model, calibration, bases, weights)
-        for name, (taps, bank, report) in fitted.items():
-            fitted[name] = (taps, _calibrated(taps, bank, report, metrics[name]), report)
+        banks = fit_outputs(model, calibration, fitted, weights, pole_steps)
+        fitted = {name: (taps, banks[name], report) for name, (taps, _, report) in fitted.items()}
     reports = {}
     for name, (taps, bank, report) in fitted.items():
         module = model.get_submodule(name)
@@ -182,58 +188,3 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         setattr(parent, child, layer.to(device) if device is not None else layer)
         reports[name] = report
     return model, reports
-
-
-def _calibrated(taps: np.ndarray, bank: ModalSSM, report: Report,
-                metric: OutputMetric) -> ModalSSM:
-    """``bank`` with each filter's residues re-solved for least output error (poles and tail
-    held) where that lowers it; ``report`` updated in place (see `distill_module`)."""
-    ok = ~np.asarray(report.columns["failed"], dtype=bool).reshape(-1)
-    poles, residues, direct = bank.compact()
-    energy_h = np.where(ok, metric.energy(np.where(ok[:, None], taps, 0.0)), np.nan)
-    model_taps = np.where(ok[:, None], bank.impulse(taps.shape[-1]), 0.0)
-    plain = np.where(ok, metric.energy(np.where(ok[:, None], taps, 0.0) - model_taps), np.nan)
-    after = plain.copy()
-    calibrated = np.zeros(len(taps), dtype=bool)
-    columns = {c: np.array(report.columns[c], dtype=np.float64) for c in
-               ("l2", "tail", "hinf", "f32_deviation")}
-    l2_plain = columns["l2"].copy()
-    if ok.any():
-        index = np.flatnonzero(ok)
-        refit = refit_residues(taps[index], bank[index],
-                               metric=metric.factor()[index], hold_tail=True)
-        p2, r2, d2 = refit.compact()
-        trial = np.full(len(taps), np.inf)
-        trial[index] = metric.energy(taps[index] - refit.impulse(taps.shape[-1]), index)
-        width = max(poles.shape[1], p2.shape[1])
-        poles, residues = _pad(poles, width), _pad(residues, width)
-        p2, r2 = _pad(p2, width), _pad(r2, width)
-        better = index[trial[index] < plain[index]]
-        pick = np.isin(index, better)
-        poles[better], residues[better], direct[better] = p2[pick], r2[pick], d2[pick]
-        after[better] = trial[better]
-        calibrated[better] = True
-        for c in columns:
-            columns[c][better] = np.asarray(refit.info[c])[pick]
-    out = ModalSSM.from_compact(poles, residues, direct)
-    report.columns.update(columns)
-    report.columns["l2_plain"] = l2_plain
-    report.columns["output_error_plain"] = _relative(plain, energy_h)
-    report.columns["output_error"] = _relative(after, energy_h)
-    report.columns["calibrated"] = calibrated
-    total = float(energy_h[ok].sum()) if ok.any() else 0.0
-    report.request["calibration"] = {
-        "output_error_plain": float(_relative(plain[ok].sum(), total)),
-        "output_error": float(_relative(after[ok].sum(), total)),
-        "positions": metric.positions}
-    return out
-
-
-def _pad(a: np.ndarray, width: int) -> np.ndarray:
-    return np.pad(a, ((0, 0), (0, width - a.shape[1])))
-
-
-def _relative(j, energy):
-    """``sqrt(J(e) / J(h))`` (``sqrt(J(e))`` where ``J(h) = 0``)."""
-    j, energy = np.maximum(np.asarray(j, float), 0.0), np.asarray(energy, float)
-    return np.sqrt(np.where(energy > 0, j / np.where(energy > 0, energy, 1.0), j))
