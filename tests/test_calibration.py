@@ -202,6 +202,63 @@ def test_headwise_calibrated_fit_never_worse():
     assert np.all(np.isfinite(columns["output_error"]))
 
 
+def test_pole_steps_lower_the_output_error_with_the_tail_held():
+    h = hyena_like_filters(6, LENGTH)
+    windows = _windows((2, 6, LENGTH), 3, seed=3)
+    exact = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))
+    _, plain = mt.distill_module(copy.deepcopy(exact), modes=2)
+    _, residues_only = mt.distill_module(copy.deepcopy(exact), modes=2, calibration=windows,
+                                         pole_steps=0)
+    model, stepped = mt.distill_module(copy.deepcopy(exact), modes=2, calibration=windows,
+                                       pole_steps=6)
+    before, after = residues_only["0"].columns, stepped["0"].columns
+    assert np.all(after["output_error"] <= before["output_error"] * (1 + 1e-12))
+    assert np.any(after["pole_steps"] > 0) and np.all(before["pole_steps"] == 0)
+    totals = stepped["0"].request["calibration"]
+    assert totals["output_error"] < residues_only["0"].request["calibration"]["output_error"]
+    assert totals["pole_steps_taken"] == after["pole_steps"].sum()
+    assert 1 < totals["passes"] <= 7 and residues_only["0"].request["calibration"]["passes"] == 1
+    # the tail stays held to the plain fit's
+    assert np.all(after["tail"] <= plain["0"].columns["tail"] * (1 + 1e-6) + 1e-15)
+    # the recorded output error is the one the float32 layer makes on the calibration data
+    with torch.no_grad():
+        error = sum(((model(u) - exact(u)).double() ** 2).sum(dim=(0, 2)) for u in windows)
+        energy = sum((exact(u).double() ** 2).sum(dim=(0, 2)) for u in windows)
+    np.testing.assert_allclose(np.sqrt((error / energy).numpy()), after["output_error"],
+                               rtol=1e-3, atol=1e-6)
+
+
+def test_the_derivative_basis_spans_the_poles_derivatives():
+    h = hyena_like_filters(2, LENGTH)
+    bank = mor.reduce(h, modes=2, method="modal")
+    basis = output_basis(h, bank, derivatives=True)
+    poles, residues, _ = bank.compact()
+    k = np.arange(LENGTH)
+    for i in range(2):
+        for lam in poles[i][residues[i] != 0]:
+            slope = np.where(k >= 2, (k - 1) * lam ** np.maximum(k - 2, 0), 0)
+            for column in (slope.real, slope.imag):
+                left = column - basis[i] @ (basis[i].T @ column)
+                assert np.linalg.norm(left) <= 1e-9 * max(np.linalg.norm(column), 1.0)
+    assert basis.shape[2] <= 2 + 4 * poles.shape[1]
+    assert output_basis(h, bank).shape[2] <= 2 + 2 * poles.shape[1]
+
+
+def test_bad_pole_steps_are_value_errors():
+    h = hyena_like_filters(2, 32)
+    model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))
+    windows = [torch.randn(1, 2, 32)]
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="pole_steps must be an integer"):
+            mt.distill_module(copy.deepcopy(model), modes=1, calibration=windows,
+                              pole_steps=bad)
+    with pytest.raises(ValueError, match="not an iterator"):
+        mt.distill_module(copy.deepcopy(model), modes=1, calibration=iter(windows))
+    _, reports = mt.distill_module(copy.deepcopy(model), modes=1, calibration=iter(windows),
+                                   pole_steps=0)  # read once: an iterator is fine
+    assert reports["0"].request["calibration"]["passes"] == 1
+
+
 def test_bad_calibration_is_a_value_error():
     h = hyena_like_filters(2, 32)
     model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))

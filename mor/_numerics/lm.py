@@ -83,7 +83,7 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
             & (predicted > 0) & (gain > ACCEPT)
         small_step = np.linalg.norm(step, axis=1) <= xtol * (np.linalg.norm(x[rows], axis=1)
                                                             + xtol)
-        good, bad = rows[accept], rows[~accept]
+        good = rows[accept]
         flat = accept & (cost[rows] - trial.cost <= ftol * cost[rows])
         x[good] += step[accept]
         cost[good] = trial.cost[accept]
@@ -91,13 +91,20 @@ def levenberg_marquardt(problem, x0: np.ndarray, *, max_iter: int, ftol: float =
             gram[good], grad[good] = problem.normal_equations(trial.take(accept))
             scaling[good] = np.maximum(scaling[good],
                                        _floored(np.diagonal(gram[good], axis1=1, axis2=2)))
-            damping[good] *= np.maximum(1 / 3, 1 - (2 * gain[accept] - 1) ** 3)
-            growth[good] = 2.0
-        damping[bad] *= growth[bad]
-        growth[bad] *= 2.0
+        damping[rows], growth[rows] = update_damping(damping[rows], growth[rows], gain, accept)
         active[rows[flat | small_step]] = False
         active[rows[damping[rows] > MAX_DAMPING]] = False
     return Minimum(x, used, admissible & ~active)
+
+
+def update_damping(damping: np.ndarray, growth: np.ndarray, gain: np.ndarray,
+                   accepted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nielsen's update of the damping and its growth factor per row, from the gain ratio of
+    the trial point and whether it was accepted (module notes)."""
+    with np.errstate(invalid="ignore"):
+        shrink = np.maximum(1 / 3, 1 - (2 * np.where(accepted, gain, 1.0) - 1) ** 3)
+    return (np.where(accepted, damping * shrink, damping * growth),
+            np.where(accepted, 2.0, growth * 2.0))
 
 
 def _floored(diag: np.ndarray) -> np.ndarray:

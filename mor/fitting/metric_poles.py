@@ -36,7 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from mor.fitting.minimax import live_modes
-from mor.fitting.varpro import _powers
+from mor.fitting.varpro import _TailEnergy, _powers
 from mor.systems.modal import ModalSSM
 
 #: A pole keeps at least this fraction of its distance to the unit circle in one step.
@@ -68,8 +68,8 @@ def mode_columns(lam: np.ndarray, length: int, derivatives: bool = False) -> np.
     return out
 
 
-def pole_step(h: np.ndarray, bank: ModalSSM, factor: np.ndarray, damping: np.ndarray
-              ) -> tuple[np.ndarray, np.ndarray]:
+def pole_step(h: np.ndarray, bank: ModalSSM, factor: np.ndarray, damping: np.ndarray,
+              tail_weight: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     r"""The damped Gauss-Newton step of each filter's poles for least ``||F (h - h_hat)||``.
 
     Parameters
@@ -84,6 +84,9 @@ def pole_step(h: np.ndarray, bank: ModalSSM, factor: np.ndarray, damping: np.nda
         the bank's poles, ``delta_0`` and ``h``.
     damping : numpy.ndarray, shape (F,)
         Marquardt's ``nu`` per filter (module notes).
+    tail_weight : numpy.ndarray, shape (F,), optional
+        ``mu`` per filter: the step is that of ``J + mu ||h_hat[L:]||^2`` (module notes); the
+        multiplier of a tail hold (`mor.refit_residues`'s ``info["mu"]``). Default 0.
 
     Returns
     -------
@@ -97,31 +100,39 @@ def pole_step(h: np.ndarray, bank: ModalSSM, factor: np.ndarray, damping: np.nda
     length = h.shape[1]
     error = h - bank.impulse(length)
     decrease = np.zeros(len(h))
+    weights = np.zeros(len(h)) if tail_weight is None else np.asarray(tail_weight, float)
     for i in range(len(h)):
         live = live_modes(poles[i], residues[i])
         if not live.any() or length < 3:
             continue
         lam, res = poles[i, live], residues[i, live]
-        delta, decrease[i] = _step(error[i], lam, res, factor[i], damping[i])
+        delta, decrease[i] = _step(error[i], lam, res, factor[i], damping[i], weights[i])
         poles[i, live] = _towards_circle(lam, lam + delta)
     return poles, decrease
 
 
 def _step(error: np.ndarray, lam: np.ndarray, res: np.ndarray, f: np.ndarray,
-          damping: float) -> tuple[np.ndarray, float]:
+          damping: float, tail_weight: float) -> tuple[np.ndarray, float]:
     """The complex pole moves of one filter and the predicted decrease (module notes)."""
     length = error.size
     pairs = lam.imag != 0
-    modes = mode_columns(lam, length)  # Re (all), Im (pairs): the residues' columns
+    modes = mode_columns(lam, length)  # Re (all), Im (pairs)
     slopes = mode_columns(lam, length, derivatives=True)[:, modes.shape[1]:]
     m, p = lam.size, int(pairs.sum())
     z = slopes[:, :m] + 0j
     z[:, pairs] += 1j * slopes[:, m:]  # (k-1) lambda^(k-2)
     weighted = res[None, :] * z
     moves = np.concatenate([weighted.real, -weighted[:, pairs].imag], axis=1)
-    a = f @ modes
+    a = f @ (modes * np.where(np.arange(modes.shape[1]) < lam.size, 1.0, -1.0))  # c's columns
     b = f @ moves
     y = f @ error
+    if tail_weight > 0:  # one more residual: sqrt(mu) T, linearised
+        value, by_residues, by_poles = _tail(lam, res, length)
+        if value > 0:
+            root = np.sqrt(tail_weight) / (2 * np.sqrt(value))  # d sqrt(mu T^2) = root dT^2
+            a = np.vstack([a, root * by_residues])
+            b = np.vstack([b, root * by_poles])
+            y = np.concatenate([y, [-np.sqrt(tail_weight * value)]])
     q, _ = np.linalg.qr(a / np.where((n := np.linalg.norm(a, axis=0)) > 0, n, 1.0))
     pb = b - q @ (q.T @ b)
     py = y - q @ (q.T @ y)
@@ -134,6 +145,23 @@ def _step(error: np.ndarray, lam: np.ndarray, res: np.ndarray, f: np.ndarray,
     move = delta[:m] + 0j
     move[pairs] += 1j * delta[m:m + p]
     return move, decrease
+
+
+def _tail(lam: np.ndarray, res: np.ndarray, length: int
+          ) -> tuple[float, np.ndarray, np.ndarray]:
+    """``T^2 = ||h_hat[L:]||^2`` and its derivatives with respect to the residue coefficients
+    and the pole moves, in `_step`'s column orders."""
+    pairs = lam.imag != 0
+    order = np.argsort(~pairs, kind="stable")  # `_TailEnergy` takes the pairs first
+    tail = _TailEnergy(lam[order][None], res[order][None], length)
+    by_poles, by_coef = tail.gradients(int(pairs.sum()))
+    v = np.empty(lam.size, complex)
+    v[order] = by_poles[0]  # dT^2 = Re sum_n v_n dlambda_n
+    m, p = lam.size, int(pairs.sum())
+    coef = np.empty(m + p)
+    coef[order] = by_coef[0, :m]
+    coef[m:] = by_coef[0, m:]  # the pairs keep their order among themselves
+    return float(tail.value[0]), coef, np.concatenate([v.real, -v[pairs].imag])
 
 
 def _towards_circle(before: np.ndarray, after: np.ndarray) -> np.ndarray:

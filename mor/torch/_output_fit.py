@@ -7,21 +7,23 @@ of the two in its metric ``J``. Each further pass is one damped Gauss-Newton ste
 (`mor.fitting.metric_poles.pole_step`, exact: the metric was recorded with the poles'
 derivative sequences in its span), a new recording on the span of the stepped poles, which
 measures ``J`` there exactly, and a residue re-solve; a filter takes the step where ``J``
-drops and its float32 figure stays within ``max(F32_RTOL, its own)`` (the damping then falls
-by `DAMPING_DOWN`), else keeps its model and raises the damping by `DAMPING_UP`. A filter
+drops and its float32 figure stays within ``max(F32_RTOL, its own)``, else keeps its model;
+the damping follows Nielsen's rule on the ratio of the actual to the predicted decrease
+(`mor._numerics.lm`). A filter
 stops stepping once the predicted decrease is below `STEP_RTOL` of its ``J``. No filter ends
 with a larger ``J`` than its plain fit.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Mapping
 
 import numpy as np
 import torch
 from torch import nn
 
-from mor._numerics.lm import INITIAL_DAMPING
+from mor._numerics.lm import MAX_DAMPING, update_damping
 from mor.analysis.compare import compare
 from mor.drivers.distillation import Report
 from mor.fitting.constrained import refit_residues
@@ -31,8 +33,8 @@ from mor.methods.modal import _float32_figure as float32_figure
 from mor.systems.modal import ModalSSM
 from mor.torch.calibration import OutputMetric, output_basis, record
 
-#: Damping factors after a step taken / refused.
-DAMPING_DOWN, DAMPING_UP = 1 / 3, 4.0
+#: Marquardt's damping of the first step (dimensionless; `mor.fitting.metric_poles`).
+INITIAL_DAMPING = 0.1
 #: A filter stops stepping when the predicted decrease is below this fraction of its ``J``.
 STEP_RTOL = 1e-6
 
@@ -54,7 +56,9 @@ class _Layer:
                                          rows)
         self.energy = self.plain.copy()  # J of the model kept
         self.tail = np.zeros(count)  # relative tail bound: the plain fit's
-        self.damping = np.full(count, INITIAL_DAMPING)
+        self.damping, self.growth = np.full(count, INITIAL_DAMPING), np.full(count, 2.0)
+        self.predicted = np.zeros(count)  # the decrease the last step's linear model predicted
+        self.mu = np.zeros(count)  # the tail hold's multiplier at the kept model
         self.steps = np.zeros(count, dtype=np.int64)  # pole steps taken
         self.residues_only = np.zeros(count, dtype=bool)  # pass 0's re-solve kept
         self.active = self.ok.copy()
@@ -71,11 +75,13 @@ class _Layer:
 
     def step(self) -> ModalSSM | None:
         """The models with the active filters' poles stepped (None where none is left)."""
+        self.active &= self.damping <= MAX_DAMPING  # no descent left at working precision
         rows = np.flatnonzero(self.active)
         if rows.size == 0:
             return None
-        poles, decrease = pole_step(self.taps[rows], self.bank[rows],
-                                    self.metric.factor()[rows], self.damping[rows])
+        poles, decrease = pole_step(self.taps[rows], self.bank[rows], self.metric.factor()[rows],
+                                    self.damping[rows], self.mu[rows])
+        self.predicted[rows] = decrease
         done = decrease <= STEP_RTOL * self.energy[rows]
         self.active[rows[done]] = False
         if done.all():
@@ -91,11 +97,14 @@ class _Layer:
         refit = refit_residues(self.taps[rows], candidate[rows], metric=metric.factor()[rows],
                                hold_tail=self.tail[rows])
         own = float32_figure(self.taps[rows], self.poles[rows], self.residues[rows])
+        before = self.energy[rows]
         taken = self._take(rows, refit, metric,
                            float32_figure(self.taps[rows], *refit.compact()[:2])
                            <= np.maximum(F32_RTOL, own))
         self.steps[rows[taken]] += 1
-        self.damping[rows] *= np.where(taken, DAMPING_DOWN, DAMPING_UP)
+        gain = (before - self.energy[rows]) / self.predicted[rows]
+        self.damping[rows], self.growth[rows] = update_damping(
+            self.damping[rows], self.growth[rows], gain, taken)
 
     def _take(self, rows: np.ndarray, models: ModalSSM, metric: OutputMetric,
               allowed: np.ndarray | bool = True) -> np.ndarray:
@@ -104,12 +113,15 @@ class _Layer:
         trial = metric.energy(self.taps[rows] - models.impulse(self.taps.shape[1]), rows)
         taken = (trial < self.energy[rows]) & allowed
         better = rows[taken]
-        p, r, d = models[taken].compact()
+        chosen = models[taken]
+        p, r, d = chosen.compact()
         width = max(self.poles.shape[1], p.shape[1])  # compact forms order modes by weight
         self.poles, self.residues = _pad(self.poles, width), _pad(self.residues, width)
         self.poles[better], self.residues[better] = _pad(p, width), _pad(r, width)
         self.direct[better] = d
         self.energy[better] = trial[taken]
+        mu = np.asarray(chosen.info["mu"], dtype=np.float64)
+        self.mu[better] = np.where(np.isfinite(mu), mu, 0.0)
         self.metric = _merge(self.metric, metric, better)
         return taken
 
@@ -141,23 +153,41 @@ def fit_outputs(model: nn.Module, calibration: Iterable, fitted: Mapping,
                 weights: Mapping[str, torch.Tensor], pole_steps: int) -> dict[str, ModalSSM]:
     """Each layer's bank fitted for its output error (module notes); the reports of
     ``fitted`` (name to ``(taps, bank, report)``) updated in place."""
+    clock = _Clock()
     bases = {name: output_basis(np.where(np.isfinite(taps), taps, 0.0), bank, pole_steps > 0)
              for name, (taps, bank, _) in fitted.items()}
-    metrics = record(model, calibration, bases, weights)
+    metrics = clock(record, model, calibration, bases, weights)
     layers = {name: _Layer(taps, bank, report, metrics[name])
               for name, (taps, bank, report) in fitted.items()}
     for _ in range(pole_steps):
         candidates = {n: c for n, layer in layers.items() if (c := layer.step()) is not None}
         if not candidates:
             break
-        metrics = record(model, calibration,
-                         {n: output_basis(layers[n].taps, c, True) for n, c in candidates.items()},
-                         {n: w for n, w in weights.items() if n in candidates})
+        metrics = clock(record, model, calibration,
+                        {n: output_basis(layers[n].taps, c, True) for n, c in candidates.items()},
+                        {n: w for n, w in weights.items() if n in candidates})
         for name, candidate in candidates.items():
             layers[name].judge(candidate, metrics[name])
     for layer in layers.values():
         layer.finish()
+        layer.report.request["calibration"].update(passes=clock.calls,
+                                                   recording_seconds=clock.seconds)
     return {name: layer.bank for name, layer in layers.items()}
+
+
+class _Clock:
+    """Calls a function, counting the calls and their wall-clock seconds."""
+
+    def __init__(self):
+        self.calls, self.seconds = 0, 0.0
+
+    def __call__(self, function, *args):
+        start = time.perf_counter()
+        try:
+            return function(*args)
+        finally:
+            self.calls += 1
+            self.seconds += time.perf_counter() - start
 
 
 def _merge(metric: OutputMetric, other: OutputMetric, rows: np.ndarray) -> OutputMetric:

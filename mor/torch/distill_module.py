@@ -37,7 +37,7 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     ``headwise = True`` (MultiHyena's form, one filter per head; e.g. `HeadwiseLongConv`). A
     module inside a replaced layer is not searched.
 
-    With ``calibration`` (an iterable of model inputs), the fit is activation-aware: after every
+    With ``calibration`` (model inputs, batch by batch), the fit is activation-aware: after every
     layer is distilled, the model (still exact) is run on the calibration batches and each
     layer's output-error metric ``J(e) = e^T M e`` is recorded by forward hooks
     (`mor.torch.calibration.record`): for a per-channel layer ``M[a, b] = sum_{w, t} u_w[t-a]
@@ -45,11 +45,15 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     head-wise layer ``M[a, b] = sum_{w, t, j} g_t[a]_j g_t[b]_j`` with ``g_t[a]_j = (q[t] .
     k[t-a]) v_j[t-a]``; the error is measured at the convolution's output, before any gate or
     projection outside the layer. Each filter's residues are then re-solved for least ``J``
-    with its poles and its tail ``||h_hat[L:]||`` held (`mor.refit_residues`), and the re-solve
-    is kept only where its ``J`` is below the plain fit's: never worse in the layer's output
-    error on the calibration data. Failed filters are left as they are. The statistics are
-    exact over every position, in ``8 r^2`` bytes per filter (``r <= 2 + 2 modes``; see
-    `mor.torch.calibration`).
+    with its poles and its tail ``||h_hat[L:]||`` held (`mor.refit_residues`), and its poles
+    take up to ``pole_steps`` damped Gauss-Newton steps of the variable projection in that
+    metric (`mor.fitting.metric_poles`), each one more pass over the calibration data that
+    measures ``J`` at the stepped poles exactly; a step is taken only where ``J`` drops, the
+    tail stays held and the float32 figure within ``max(F32_RTOL, its own)``. No filter ends
+    with a larger ``J`` than its plain fit: never worse in the layer's output error on the
+    calibration data. Failed filters are left as they are. The statistics are exact over every
+    position, in ``8 r^2`` bytes per filter (``r <= 2 + 4 modes``; see
+    `mor.torch.calibration`), and deterministic for a given calibration set.
 
     Parameters
     ----------
@@ -67,12 +71,18 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
     calibration : iterable, optional
         Model inputs, batch by batch (``model(x)``; ``model(*x)`` for a tuple or list,
         ``model(**x)`` for a mapping), e.g. training windows, never held-out data. Iterated
-        once. By default the fit is to the taps alone.
+        once per pass (``1 + pole_steps`` at most): a list or another re-iterable collection
+        (an iterator is refused when ``pole_steps > 0``). By default the fit is to the taps
+        alone.
     output_weight : callable, optional
         With ``calibration``: ``output_weight(name, module)`` returns, for a head-wise layer,
         the linear map ``W`` (``(D, H N)``) its flattened output goes through next (e.g.
         MultiHyena's ``out_proj.weight``), or ``None``; the output error is then measured
         after it (`mor.torch.calibration`).
+    pole_steps : int, optional
+        With ``calibration``: the most Gauss-Newton steps of each filter's poles in its output
+        metric (`POLE_STEPS`; 0 re-solves the residues only). Filters whose predicted decrease
+        falls below ``1e-6 J`` stop early.
     **distill_options
         Passed to `mor.distill` (``method``, ``norm``, ``on_fail``, ``workers``, ...).
 
@@ -86,16 +96,19 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         ``hinf``, ``f32_deviation`` after the re-solve) and add, per filter,
         ``output_error_plain`` and ``output_error`` (``sqrt(J(h - h_hat) / J(h))``: the
         output error relative to the layer's output on the calibration data, before and after),
-        ``l2_plain`` (the plain fit's) and ``calibrated`` (the re-solve was kept); and
-        ``request["calibration"]`` the layer's totals (``output_error_plain`` and
-        ``output_error``: ``sqrt(sum J(e) / sum J(h))`` over its filters, and ``positions``).
+        ``l2_plain`` (the plain fit's), ``calibrated`` (the plain fit was replaced) and
+        ``pole_steps`` (the steps taken); and ``request["calibration"]`` the layer's totals
+        (``output_error_plain`` and ``output_error``: ``sqrt(sum J(e) / sum J(h))`` over its
+        filters, ``positions``, ``pole_steps_taken``) and the whole model's ``passes`` over
+        the calibration data and their ``recording_seconds``.
 
     Raises
     ------
     ValueError
         If no long-convolution layer is found, `mor.distill` rejects the filters or the
-        options, or ``calibration`` is empty, a layer does not run on it or gets inputs of
-        the wrong shape.
+        options, ``calibration`` is empty or an iterator (with ``pole_steps > 0``), a layer
+        does not run on it or gets inputs of the wrong shape, or ``pole_steps`` is not an
+        integer ``>= 0``.
 
     See Also
     --------
