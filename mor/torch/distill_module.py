@@ -13,7 +13,7 @@ from mor.torch._output_fit import fit_outputs
 
 #: Gauss-Newton steps of the poles in the recorded output metric (each one more pass over the
 #: calibration data).
-POLE_STEPS = 4
+POLE_STEPS = 8
 from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.recurrence import ModalRecurrence
 
