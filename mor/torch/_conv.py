@@ -44,6 +44,15 @@ def _toeplitz(h: torch.Tensor) -> torch.Tensor:
     return padded[..., torch.where(lag >= 0, lag, length)]
 
 
+def _flipped_toeplitz(h: torch.Tensor) -> torch.Tensor:
+    """``_toeplitz(h)`` with its rows in reverse order, ``U[..., t, s] = h[..., T-1-t-s]`` (0 for
+    ``s > T-1-t``), as a strided view of a ``(..., 2T - 1)`` buffer: no ``T x T`` gather."""
+    length = h.shape[-1]
+    buffer = torch.nn.functional.pad(h.flip(-1), (0, length - 1)).contiguous()
+    return buffer.as_strided(h.shape[:-1] + (length, length),
+                             buffer.stride()[:-1] + (1, 1))
+
+
 def _diagonal_sums(w: torch.Tensor) -> torch.Tensor:
     """``g[..., d] = sum_t w[..., t, t - d]`` for ``d = 0..T-1`` (lower triangle of ``w``).
 

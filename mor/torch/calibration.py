@@ -55,7 +55,7 @@ from torch import nn
 from mor.fitting.metric_poles import mode_columns
 from mor.fitting.minimax import live_modes
 from mor.systems.modal import ModalSSM
-from mor.torch._conv import _toeplitz
+from mor.torch._conv import _flipped_toeplitz
 
 #: Bound on the transient memory of one layer's convolutions per window (bytes).
 CHUNK_BYTES = 1 << 26
@@ -218,9 +218,11 @@ class _Recorder:
         chunk = max(1, CHUNK_BYTES // (3 * length * length * 8))  # S[t,s] Q[t-s, i] per chunk
         for b in range(batch):
             for h in range(heads):
-                scores = torch.einsum("nt,ns->ts", q[b, h].double(), k[b, h].double())
+                # the rows t in reverse order (the Gram sums over t): the Toeplitz factor is a
+                # strided view, and the scores are flipped once for every column
+                scores = torch.einsum("nt,ns->ts", q[b, h].double(), k[b, h].double()).flip(0)
                 z = torch.cat([torch.einsum("its,ns->itn",
-                                            scores[None] * _toeplitz(cols[h, i:i + chunk]),
+                                            scores[None] * _flipped_toeplitz(cols[h, i:i + chunk]),
                                             v[b, h].double())
                                for i in range(0, cols.shape[1], chunk)])  # (r, T, N)
                 pz = z if self.weight is None else torch.einsum(
