@@ -3,16 +3,18 @@ r"""Activation-aware distillation of the e2e models: `mor.torch.distill_module(c
 ``python benchmarks/e2e/calibrated.py --models DIR --kind KIND [--windows W] [--modes 2 4 8]``
 loads ``DIR/{kind}.pt`` (`train.load_model`), draws ``W`` random windows of ``L`` bytes from
 the *training* split only (`corpus.load()[0]`, seed ``--seed``; the held-out split is never
-read), and for each size distils the model twice (the fits on this machine's CPU, the model and
-its recorded statistics on ``--device``): plainly
-(``distill_module(model, modes=m)``, the default method) and with ``calibration=`` those
-windows (batches of ``--batch``). It writes ``DIR/{kind}_calibrated.npz`` in `distill.py`'s
+read), and for each size distils the model three times (the fits on this machine's CPU, the
+model and its recorded statistics on ``--device``): by plain modal fits
+(``distill_module(model, modes=m, method="modal")``), by the default method
+(``distill_module(model, modes=m)``) and with ``calibration=`` those windows (batches of
+``--batch``; ``--pole-steps`` Gauss-Newton steps of the poles, `distill_module`'s default). It writes ``DIR/{kind}_calibrated.npz`` in `distill.py`'s
 layout (``shape``, ``m{m}_poles``, ``m{m}_residues``, ``m{m}_direct``, ``m{m}_l2``,
 ``m{m}_tail``, ``m{m}_failed``, ``m{m}_order``, ``m{m}_seconds``), the banks of the layers put
 in place (poles float32-exact, as the GPU layers hold them), for `evaluate.py`, and
 ``DIR/{kind}_calibrated.json``: per size the seconds and peak resident memory (``ru_maxrss``
-growth) of the plain and the calibrated runs, and per layer the output error relative to the
-layer's output on the calibration windows before and after, and the taps' ``l2``. With
+growth) of the three runs, and per layer the output error relative to the layer's output on
+the calibration windows before and after, the taps' ``l2``, the pole steps taken, the passes
+over the calibration windows and their seconds (the whole model's). With
 ``--out-proj`` (MultiHyena), the head-wise layers' error is measured after ``out_proj``
 (``output_weight=``), and the files are ``{kind}_calibrated-outproj.*``. With ``--device
 cuda`` the file names end in ``-cuda`` and the JSON holds the peak device memory too.
@@ -95,7 +97,8 @@ def main() -> None:
                                                      "seed": args.seed, "sizes": {}}
     for m in args.modes:
         row = {}
-        for label, calibration in (("plain", None), ("calibrated", batches)):
+        for label, calibration, method in (("modal", None, "modal"), ("plain", None, "auto"),
+                                           ("calibrated", batches, "auto")):
             before = peak_mb()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
@@ -107,7 +110,8 @@ def main() -> None:
                 lambda layer, module, out=out: out.get_submodule(
                     layer.rsplit(".", 1)[0]).out_proj.weight)
             out, reports = mt.distill_module(out, modes=m, calibration=calibration,
-                                             output_weight=weight, pole_steps=args.pole_steps)
+                                             output_weight=weight, pole_steps=args.pole_steps,
+                                             method=method)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             row[label] = {"seconds": time.perf_counter() - start,
@@ -137,8 +141,10 @@ def main() -> None:
             for i, c in enumerate(cols)]
         summary["sizes"][m] = row
         cal = row["calibrated"]
-        print(f"{args.kind} m{m}: plain {row['plain']['seconds']:.1f} s, calibrated "
-              f"{cal['seconds']:.1f} s (+{cal['peak_rss_growth_mb']:.0f} MB peak); "
+        print(f"{args.kind} m{m}: modal {row['modal']['seconds']:.1f} s, default "
+              f"{row['plain']['seconds']:.1f} s, calibrated {cal['seconds']:.1f} s (recording "
+              f"{row['layers'][0]['recording_seconds']:.1f} s in {row['layers'][0]['passes']} "
+              f"passes; +{cal['peak_rss_growth_mb']:.0f} MB peak); "
               f"output error per layer "
               + ", ".join(f"{r['output_error_plain']:.2e}->{r['output_error']:.2e}"
                           for r in row["layers"]), flush=True)

@@ -9,9 +9,8 @@ derivative sequences in its span), a new recording on the span of the stepped po
 measures ``J`` there exactly, and a residue re-solve; a filter takes the step where ``J``
 drops and its float32 figure stays within ``max(F32_RTOL, its own)``, else keeps its model;
 the damping follows Nielsen's rule on the ratio of the actual to the predicted decrease
-(`mor._numerics.lm`). A filter
-stops stepping once the predicted decrease is below `STEP_RTOL` of its ``J``. No filter ends
-with a larger ``J`` than its plain fit.
+(`mor._numerics.lm`). A filter stops stepping once the predicted decrease is below
+`STEP_RTOL` of its ``J``. No filter ends with a larger ``J`` than its plain fit.
 """
 
 from __future__ import annotations
@@ -79,16 +78,17 @@ class _Layer:
         rows = np.flatnonzero(self.active)
         if rows.size == 0:
             return None
-        poles, decrease = pole_step(self.taps[rows], self.bank[rows], self.metric.factor()[rows],
+        current = self.bank
+        poles, decrease = pole_step(self.taps[rows], current[rows], self.metric.factor()[rows],
                                     self.damping[rows], self.mu[rows])
         self.predicted[rows] = decrease
         done = decrease <= STEP_RTOL * self.energy[rows]
         self.active[rows[done]] = False
         if done.all():
             return None
-        candidate = self.poles.copy()
+        candidate, residues, direct = current.compact()  # the modes in pole_step's order
         candidate[rows[~done]] = poles[~done]
-        return ModalSSM.from_compact(candidate, self.residues, self.direct)
+        return ModalSSM.from_compact(candidate, residues, direct)
 
     def judge(self, candidate: ModalSSM, metric: OutputMetric) -> None:
         """The active filters' stepped poles, their residues re-solved in ``metric`` (recorded
