@@ -129,3 +129,27 @@ def test_a_filter_without_live_modes_is_left_alone():
     poles, decrease = pole_step(h, bank, np.broadcast_to(np.eye(LENGTH), (2, LENGTH, LENGTH)),
                                 np.full(2, 1e-3))
     assert np.all(poles == 0) and np.all(decrease == 0)
+
+
+@settings(max_examples=15, deadline=None)
+@given(stable_modal(max_pairs=2, max_real=2, max_modulus=0.97, min_gap=0.05),
+       st.integers(0, 2**16))
+def test_the_tail_derivatives_are_those_of_the_tail(system, seed):
+    from mor.fitting.metric_poles import _tail
+    poles, residues, direct = system.compact()
+    pairs = poles.imag != 0
+    value, by_residues, by_poles = _tail(poles, residues, LENGTH)
+    assert np.isclose(value, system.tail_norm(LENGTH) ** 2, rtol=1e-9)
+    rng = np.random.default_rng(seed)
+    step = 1e-7
+    # a random direction of the residue coefficients (Re R', then Im R' of pairs) and poles
+    dc, dp = rng.standard_normal(by_residues.size), rng.standard_normal(by_poles.size)
+    m = poles.size
+    moved_residues = residues + step * (dc[:m] + 0j)
+    moved_residues[pairs] += 1j * step * dc[m:]
+    moved_poles = poles + step * (dp[:m] + 0j)
+    moved_poles[pairs] += 1j * step * dp[m:]
+    moved = mor.ModalSSM.from_compact(moved_poles, moved_residues, direct)
+    numeric = (moved.tail_norm(LENGTH) ** 2 - value) / step
+    assert np.isclose(numeric, by_residues @ dc + by_poles @ dp,
+                      rtol=1e-4, atol=1e-6 * value + 1e-9)

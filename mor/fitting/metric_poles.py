@@ -22,7 +22,10 @@ variable-projection (Kaufman) step of the poles is
     s_j = \|P B_{:, j}\|^2 ,
 
 Marquardt's scaled damping ``nu`` (dimensionless) on the poles, the residues eliminated: they
-are re-solved at the new poles (`mor.refit_residues`), not taken from the linear model. The
+are re-solved at the new poles (`mor.refit_residues`), not taken from the linear model. Where
+the tail ``T = ||h_hat[L:]||`` is held with the multiplier ``mu``, the step is that of ``J + mu
+T^2``: ``sqrt(mu) T`` is one more residual, linearised through its closed-form derivatives
+(`mor.fitting.varpro`). The
 step needs ``F`` only on the span of ``delta_0``, ``h``, the modes ``lambda^{k-1}`` and their
 derivatives ``(k-1) lambda^{k-2}`` (`mode_columns`): a metric recorded on that span
 (`mor.torch.calibration`) gives the exact Gauss-Newton step, although ``M`` itself is never
@@ -78,7 +81,7 @@ def pole_step(h: np.ndarray, bank: ModalSSM, factor: np.ndarray, damping: np.nda
         The filters.
     bank : ModalSSM
         Their models, batch shape ``(F,)``: the point the step starts from (its residues best
-        already optimal in the metric, e.g. from `mor.refit_residues`).
+        optimal in the metric, e.g. from `mor.refit_residues`).
     factor : numpy.ndarray, shape (F, K, L)
         ``F`` per filter; exact at least on the span of `mode_columns` (with derivatives) of
         the bank's poles, ``delta_0`` and ``h``.
@@ -116,14 +119,14 @@ def _step(error: np.ndarray, lam: np.ndarray, res: np.ndarray, f: np.ndarray,
     """The complex pole moves of one filter and the predicted decrease (module notes)."""
     length = error.size
     pairs = lam.imag != 0
-    modes = mode_columns(lam, length)  # Re (all), Im (pairs)
-    slopes = mode_columns(lam, length, derivatives=True)[:, modes.shape[1]:]
     m, p = lam.size, int(pairs.sum())
+    columns = mode_columns(lam, length, derivatives=True)
+    modes, slopes = columns[:, :m + p], columns[:, m + p:]  # Re (all), Im (pairs) of each
     z = slopes[:, :m] + 0j
     z[:, pairs] += 1j * slopes[:, m:]  # (k-1) lambda^(k-2)
     weighted = res[None, :] * z
     moves = np.concatenate([weighted.real, -weighted[:, pairs].imag], axis=1)
-    a = f @ (modes * np.where(np.arange(modes.shape[1]) < lam.size, 1.0, -1.0))  # c's columns
+    a = f @ (modes * np.where(np.arange(m + p) < m, 1.0, -1.0))  # the columns of c
     b = f @ moves
     y = f @ error
     if tail_weight > 0:  # one more residual: sqrt(mu) T, linearised
