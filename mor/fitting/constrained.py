@@ -183,6 +183,17 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | str | No
     True
     """
     taps = as_filters(h, "h")
+    out = residues_in_metric(taps, bank, metric, hold_tail)
+    errors = compare(taps, out)
+    out.info.update({k: getattr(errors, k) for k in ("l2", "tail", "hinf", "aak", "bt_bound",
+                                                     "f32_deviation")})
+    return out
+
+
+def residues_in_metric(taps: np.ndarray, bank: ModalSSM, metric, hold_tail) -> ModalSSM:
+    """`refit_residues` (validated ``taps``, ``(..., L)`` float) without the error report:
+    ``info`` holds ``metric_before``, ``metric``, ``tail_before``, ``tail_allowed``, ``mu`` and
+    ``kept`` only."""
     batch, length = taps.shape[:-1], taps.shape[-1]
     if batch != bank.shape:
         raise ValueError(f"h has batch shape {batch} but bank has {bank.shape}")
@@ -217,10 +228,7 @@ def refit_residues(h: ArrayLike, bank: ModalSSM, *, metric: ArrayLike | str | No
     info = {"metric_before": before, "metric": np.where(kept, before, after),
             "tail_before": tail_before / scale, "tail_allowed": allowed / scale, "mu": mu,
             "kept": kept}
-    errors = compare(taps, out)
-    out.info.update({k: v.reshape(batch) for k, v in info.items()}
-                    | {k: getattr(errors, k) for k in ("l2", "tail", "hinf", "aak", "bt_bound",
-                                                       "f32_deviation")})
+    out.info.update({k: v.reshape(batch) for k, v in info.items()})
     return out
 
 

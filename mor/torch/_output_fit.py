@@ -25,7 +25,7 @@ from torch import nn
 from mor._numerics.lm import MAX_DAMPING, update_damping
 from mor.analysis.compare import compare
 from mor.drivers.distillation import Report
-from mor.fitting.constrained import refit_residues
+from mor.fitting.constrained import residues_in_metric
 from mor.fitting.metric_poles import pole_step
 from mor.methods.base import F32_RTOL
 from mor.methods.modal import _float32_figure as float32_figure
@@ -62,8 +62,7 @@ class _Layer:
         self.residues_only = np.zeros(count, dtype=bool)  # pass 0's re-solve kept
         self.active = self.ok.copy()
         if rows.size:
-            refit = refit_residues(self.taps[rows], bank[rows], metric=metric.factor()[rows],
-                                   hold_tail=True)
+            refit = residues_in_metric(self.taps[rows], bank[rows], metric.factor()[rows], True)
             self.tail[rows] = refit.info["tail_allowed"]
             self._take(rows, refit, metric)
             self.residues_only = self.energy < self.plain
@@ -94,8 +93,8 @@ class _Layer:
         """The active filters' stepped poles, their residues re-solved in ``metric`` (recorded
         on ``candidate``'s span), taken where ``J`` drops (module notes)."""
         rows = np.flatnonzero(self.active)
-        refit = refit_residues(self.taps[rows], candidate[rows], metric=metric.factor()[rows],
-                               hold_tail=self.tail[rows])
+        refit = residues_in_metric(self.taps[rows], candidate[rows], metric.factor()[rows],
+                                   self.tail[rows])
         own = float32_figure(self.taps[rows], self.poles[rows], self.residues[rows])
         before = self.energy[rows]
         taken = self._take(rows, refit, metric,
