@@ -12,7 +12,8 @@ from mor.drivers.distillation import Report, distill
 from mor.torch._output_fit import fit_outputs
 
 #: Gauss-Newton steps of the poles in the recorded output metric (each one more pass over the
-#: calibration data).
+#: calibration data). Chosen by held-out loss on the e2e models (``docs/defaults.md``):
+#: MultiHyena at 4 modes +0.037% with the residues alone, -0.016% with 4 steps, -0.039% with 8.
 POLE_STEPS = 8
 from mor.torch.headwise import HeadwiseModalRecurrence
 from mor.torch.recurrence import ModalRecurrence
