@@ -244,6 +244,14 @@ def test_the_derivative_basis_spans_the_poles_derivatives():
     assert output_basis(h, bank).shape[2] <= 2 + 2 * poles.shape[1]
 
 
+def test_progress_shows_the_calibration_passes(capsys):
+    h = hyena_like_filters(2, 32)
+    model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))
+    mt.distill_module(model, modes=1, calibration=_windows((1, 2, 32), 1), pole_steps=1,
+                      progress=True)
+    assert "calibration passes" in capsys.readouterr().err
+
+
 def test_bad_pole_steps_are_value_errors():
     h = hyena_like_filters(2, 32)
     model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))

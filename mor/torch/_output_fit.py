@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from mor._numerics.lm import MAX_DAMPING, update_damping
 from mor.analysis.compare import compare
@@ -149,15 +150,19 @@ class _Layer:
 
 
 def fit_outputs(model: nn.Module, calibration: Iterable, fitted: Mapping,
-                weights: Mapping[str, torch.Tensor], pole_steps: int) -> dict[str, ModalSSM]:
+                weights: Mapping[str, torch.Tensor], pole_steps: int, progress: bool = False
+                ) -> dict[str, ModalSSM]:
     """Each layer's bank fitted for its output error (module notes); the reports of
-    ``fitted`` (name to ``(taps, bank, report)``) updated in place."""
+    ``fitted`` (name to ``(taps, bank, report)``) updated in place; ``progress`` shows a bar
+    over the passes."""
     clock = _Clock()
+    bar = tqdm(total=1 + pole_steps, desc="calibration passes", disable=not progress)
     bases = {name: output_basis(np.where(np.isfinite(taps), taps, 0.0), bank, pole_steps > 0)
              for name, (taps, bank, _) in fitted.items()}
     metrics = clock(record, model, calibration, bases, weights)
     layers = {name: _Layer(taps, bank, report, metrics[name])
               for name, (taps, bank, report) in fitted.items()}
+    bar.update()
     for _ in range(pole_steps):
         candidates = {n: c for n, layer in layers.items() if (c := layer.step()) is not None}
         if not candidates:
@@ -167,6 +172,8 @@ def fit_outputs(model: nn.Module, calibration: Iterable, fitted: Mapping,
                         {n: w for n, w in weights.items() if n in candidates})
         for name, candidate in candidates.items():
             layers[name].judge(candidate, metrics[name])
+        bar.update()
+    bar.close()
     for layer in layers.values():
         layer.finish()
         layer.report.request["calibration"].update(passes=clock.calls,

@@ -85,7 +85,8 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         metric (`POLE_STEPS`; 0 re-solves the residues only). Filters whose predicted decrease
         falls below ``1e-6 J`` stop early.
     **distill_options
-        Passed to `mor.distill` (``method``, ``norm``, ``on_fail``, ``workers``, ...).
+        Passed to `mor.distill` (``method``, ``norm``, ``on_fail``, ``workers``, ...);
+        ``progress=True`` also shows a bar over the calibration passes.
 
     Returns
     -------
@@ -189,7 +190,8 @@ def distill_module(model: nn.Module, order=None, *, modes: int | None = None,
         weights = {} if output_weight is None else {
             name: w for name in fitted
             if (w := output_weight(name, model.get_submodule(name))) is not None}
-        banks = fit_outputs(model, calibration, fitted, weights, pole_steps)
+        banks = fit_outputs(model, calibration, fitted, weights, pole_steps,
+                            bool(distill_options.get("progress", False)))
         fitted = {name: (taps, banks[name], report) for name, (taps, _, report) in fitted.items()}
     reports = {}
     for name, (taps, bank, report) in fitted.items():
