@@ -244,6 +244,23 @@ def test_the_derivative_basis_spans_the_poles_derivatives():
     assert output_basis(h, bank).shape[2] <= 2 + 2 * poles.shape[1]
 
 
+def test_exact_zero_and_failed_filters_take_no_pole_step():
+    k = np.arange(64)
+    h = np.stack([0.5 ** k * np.cos(0.3 * k), np.zeros(64), hyena_like_filters(1, 64)[0],
+                  hyena_like_filters(1, 64)[0]])
+    h[3, 5] = np.nan  # fails: left as it is
+    windows = _windows((2, 4, 64), 2, seed=5)
+    model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(np.nan_to_num(h))))
+    _, reports = mt.distill_module(model, modes=1, calibration=windows,
+                                   filter_fn=lambda name, m: h if name == "0" else None)
+    columns = reports["0"].columns
+    assert list(columns["failed"]) == [False, False, False, True]
+    assert list(columns["pole_steps"][[0, 1, 3]]) == [0, 0, 0]  # exact, zero, failed
+    assert columns["output_error"][0] < 1e-10 and columns["output_error"][1] == 0
+    assert np.isnan(columns["output_error"][3])
+    assert columns["output_error"][2] <= columns["output_error_plain"][2]
+
+
 def test_progress_shows_the_calibration_passes(capsys):
     h = hyena_like_filters(2, 32)
     model = torch.nn.Sequential(mt.LongConv(torch.from_numpy(h)))

@@ -10,7 +10,7 @@ measures ``J`` there exactly, and a residue re-solve; a filter takes the step wh
 drops and its float32 figure stays within ``max(F32_RTOL, its own)``, else keeps its model;
 the damping follows Nielsen's rule on the ratio of the actual to the predicted decrease
 (`mor._numerics.lm`). A filter stops stepping once the predicted decrease is below
-`STEP_RTOL` of its ``J``. No filter ends with a larger ``J`` than its plain fit.
+`STEP_RTOL` of its ``J``, or its model is exact to rounding (`EXACT`). No filter ends with a larger ``J`` than its plain fit.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from mor.torch.calibration import OutputMetric, output_basis, record
 
 #: Marquardt's damping of the first step (dimensionless; `mor.fitting.metric_poles`).
 INITIAL_DAMPING = 0.1
-#: A filter stops stepping when the predicted decrease is below this fraction of its ``J``.
+#: A filter stops stepping when the predicted decrease is below this fraction of its ``J``,
+#: or its ``J`` is below `EXACT` of the filter's own output energy (a model exact to rounding).
 STEP_RTOL = 1e-6
+EXACT = 1e-24
 
 
 class _Layer:
@@ -51,6 +53,8 @@ class _Layer:
         self.taps = np.where(self.ok[:, None], taps, 0.0)
         self.poles, self.residues, self.direct = bank.compact()
         count, rows = len(taps), np.flatnonzero(self.ok)
+        self.energy_h = np.full(count, np.nan)  # J(h): the layer's output energy per filter
+        self.energy_h[rows] = metric.energy(self.taps[rows], rows)
         self.plain = np.full(count, np.nan)  # J of the plain fit
         self.plain[rows] = metric.energy(self.taps[rows] - bank[rows].impulse(taps.shape[1]),
                                          rows)
@@ -82,7 +86,8 @@ class _Layer:
         poles, decrease = pole_step(self.taps[rows], current[rows], self.metric.factor()[rows],
                                     self.damping[rows], self.mu[rows])
         self.predicted[rows] = decrease
-        done = decrease <= STEP_RTOL * self.energy[rows]
+        done = (decrease <= STEP_RTOL * self.energy[rows]) \
+            | (self.energy[rows] <= EXACT * self.energy_h[rows])
         self.active[rows[done]] = False
         if done.all():
             return None
@@ -127,11 +132,9 @@ class _Layer:
 
     def finish(self) -> None:
         """The report's columns for the models put in place (see `distill_module`)."""
-        columns, ok = self.report.columns, self.ok
-        energy_h = np.full(len(ok), np.nan)
+        columns, ok, energy_h = self.report.columns, self.ok, self.energy_h
         columns["l2_plain"] = np.array(columns["l2"], dtype=np.float64)
         if ok.any():
-            energy_h[ok] = self.metric.energy(self.taps[ok], np.flatnonzero(ok))
             errors = compare(self.taps[ok], self.bank[ok])
             for c in ("l2", "tail", "hinf", "f32_deviation"):
                 column = np.array(columns[c], dtype=np.float64)
