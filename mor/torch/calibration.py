@@ -24,9 +24,11 @@ filters) and has no smaller exact form (it holds one partial autocorrelation per
 position). But the fit that uses it (`mor.refit_residues`, the poles kept) only ever compares
 errors in the span of the unit impulse ``delta_0``, the filter ``h`` and the model's modes
 ``Re lambda^{k-1}``, ``Im lambda^{k-1}`` (``k >= 1``): every ``h - h_hat`` it can produce lies
-there. So the recorder takes an orthonormal basis ``Q`` (``L x r``, ``r <= 2 + 2 m`` for
-``m`` compact modes) of that span per filter (`output_basis`) and accumulates, exactly over
-every position of every window,
+there, and every first-order change of it when the poles move lies in the span of the
+derivatives ``(k-1) lambda^{k-2}`` too. So the recorder takes an orthonormal basis ``Q``
+(``L x r``, ``r <= 2 + 2 m`` for ``m`` compact modes, ``2 + 4 m`` with the derivatives) of that
+span per filter (`output_basis`) and accumulates, exactly over every position of every
+window,
 
 .. math::
 
@@ -35,12 +37,15 @@ every position of every window,
 
 and ``F = W Q^T`` with ``W^T W = G`` (`OutputMetric.factor`) satisfies ``||F e||^2 = e^T M e``
 for every ``e`` in the span. Memory: ``8 r^2`` bytes per filter accumulated (2.6 kB at 8
-modes) plus the basis, ``8 L r`` bytes per filter while recording (295 kB at ``L = 2048``, 8
-modes), and a transient bounded by `CHUNK_BYTES` per layer and window. The sums are in
+modes, 9.2 kB with the derivatives) plus the basis, ``8 L r`` bytes per filter while recording
+(295 kB at ``L = 2048``, 8 modes; 557 kB with the derivatives), and a transient bounded by
+`CHUNK_BYTES` per layer and window. The sums are in
 float64, window by window in the calibration order: deterministic for a given calibration
 set, and one batch holding the same windows as several gives the same ``G`` (up to the
 rounding of a sum). The price of exactness: the statistics are specific to the poles they were
-recorded for; re-fitting the poles would need ``M`` itself.
+recorded for; moving the poles (`mor.fitting.metric_poles`, exact to first order with the
+derivatives) needs a new recording at the moved poles to measure ``J`` there, one pass over
+the calibration data per step (`distill_module`'s ``pole_steps``).
 """
 
 from __future__ import annotations
