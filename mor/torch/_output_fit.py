@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from mor._numerics.lm import MAX_DAMPING, update_damping
 from mor.analysis.compare import compare
+from mor.conventions import relative
 from mor.drivers.distillation import Report
 from mor.fitting.constrained import residues_in_metric
 from mor.fitting.metric_poles import pole_step
@@ -67,7 +68,7 @@ class _Layer:
         self.residues_only = np.zeros(count, dtype=bool)  # pass 0's re-solve kept
         self.active = self.ok.copy()
         if rows.size:
-            refit = residues_in_metric(self.taps[rows], bank[rows], metric.factor()[rows], True)
+            refit = residues_in_metric(self.taps[rows], bank[rows], metric.factor(rows), True)
             self.tail[rows] = refit.info["tail_allowed"]
             self._take(rows, refit, metric)
             self.residues_only = self.energy < self.plain
@@ -83,7 +84,7 @@ class _Layer:
         if rows.size == 0:
             return None
         current = self.bank
-        poles, decrease = pole_step(self.taps[rows], current[rows], self.metric.factor()[rows],
+        poles, decrease = pole_step(self.taps[rows], current[rows], self.metric.factor(rows),
                                     self.damping[rows], self.mu[rows])
         self.predicted[rows] = decrease
         done = (decrease <= STEP_RTOL * self.energy[rows]) \
@@ -99,7 +100,7 @@ class _Layer:
         """The active filters' stepped poles, their residues re-solved in ``metric`` (recorded
         on ``candidate``'s span), taken where ``J`` drops (module notes)."""
         rows = np.flatnonzero(self.active)
-        refit = residues_in_metric(self.taps[rows], candidate[rows], metric.factor()[rows],
+        refit = residues_in_metric(self.taps[rows], candidate[rows], metric.factor(rows),
                                    self.tail[rows])
         own = float32_figure(self.taps[rows], self.poles[rows], self.residues[rows])
         before = self.energy[rows]
@@ -222,6 +223,5 @@ def _pad(a: np.ndarray, width: int) -> np.ndarray:
 
 
 def _relative(j, energy):
-    """``sqrt(J(e) / J(h))`` (``sqrt(J(e))`` where ``J(h) = 0``)."""
-    j, energy = np.maximum(np.asarray(j, float), 0.0), np.asarray(energy, float)
-    return np.sqrt(np.where(energy > 0, j / np.where(energy > 0, energy, 1.0), j))
+    """``sqrt(J(e) / J(h))`` (``sqrt(J(e))`` where ``J(h) = 0``; `mor.conventions`)."""
+    return np.sqrt(relative(np.maximum(j, 0.0), energy))

@@ -89,21 +89,26 @@ class OutputMetric:
     headwise: bool
     positions: int
 
-    def factor(self) -> np.ndarray:
-        r"""``F = W Q^T`` per filter, ``(F, r, L)``, with ``W^T W = G`` (an eigen factor:
-        ``G`` is only semidefinite), so that ``||F e||^2 = e^T M e`` for ``e`` in the span."""
-        w, u = np.linalg.eigh(self.gram)
+    def factor(self, index: np.ndarray | None = None) -> np.ndarray:
+        r"""``F = W Q^T`` per filter, ``(F, r, L)`` (or one per filter of ``index``), with
+        ``W^T W = G`` (an eigen factor: ``G`` is only semidefinite), so that ``||F e||^2 =
+        e^T M e`` for ``e`` in the span."""
+        basis, gram = self._rows(index)
+        w, u = np.linalg.eigh(gram)
         half = np.swapaxes(u * np.sqrt(np.maximum(w, 0.0))[:, None, :], 1, 2)  # W = sqrt(w) U^T
-        return half @ np.swapaxes(self.basis, 1, 2)
+        return half @ np.swapaxes(basis, 1, 2)
 
     def energy(self, e: np.ndarray, index: np.ndarray | None = None) -> np.ndarray:
         r"""``J(e) = e^T M e`` per filter for ``e`` (``(F, L)``, or one row per filter of
         ``index``) in the span: the squared norm of the output error summed over the
         calibration data."""
-        basis, gram = (self.basis, self.gram) if index is None else \
-            (self.basis[index], self.gram[index])
+        basis, gram = self._rows(index)
         c = np.einsum("fli,fl->fi", basis, np.asarray(e, dtype=np.float64))
         return np.einsum("fi,fij,fj->f", c, gram, c)
+
+    def _rows(self, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """The bases and Gram matrices of the filters ``index`` (all without)."""
+        return (self.basis, self.gram) if index is None else (self.basis[index], self.gram[index])
 
 
 def output_basis(h: np.ndarray, bank: ModalSSM, derivatives: bool = False) -> np.ndarray:
