@@ -164,3 +164,38 @@ def test_split_projection(device, monkeypatch):
     cpu = mor.hankel_singular_values(h, 16)
     on = mor.hankel_singular_values(h, 16, device=device)
     assert np.abs(on - cpu).max() <= 1e-10 * cpu[:, 0].max()
+
+
+def test_filters_past_the_expected_basis_run_again(device):
+    """A basis allocated for fewer vectors than the filters need: each filter that reaches it
+    uncertified runs again with the limit, and every filter's pairs are certified as with
+    the default allocation (values, vectors and the vector count of a fresh run)."""
+    h = hyena_like_filters(3, 3000, seed=10)
+    full = hankel_blocks(h, 24, rtol=1e-10, device=device)
+    small = hankel_blocks(h, 24, rtol=1e-10, device=device, capacity=32)
+    assert (full["basis"] > 32).all()
+    np.testing.assert_array_equal(small["basis"], full["basis"])
+    assert np.abs(small["sigma"] - full["sigma"]).max() <= 1e-10 * full["sigma"][:, 0].max()
+    np.testing.assert_allclose(np.abs(small["u0"]), np.abs(full["u0"]), atol=1e-8)
+
+
+def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
+    """The re-orthogonalisation's update reads the basis rounded to float32, its coefficients
+    the float64 basis: a block with components along the basis of the size Lanczos leaves
+    (1e-12) and one with large components (a second pass) both come out orthogonal to the
+    float64 basis to rounding, not to float32's 1e-8."""
+    from mor.torch._spectrum import _next_block
+    generator = torch.Generator().manual_seed(1)
+    n = 4000
+    basis, _ = torch.linalg.qr(torch.randn((2, n, 60), dtype=torch.float64,
+                                           generator=generator))
+    basis = basis.transpose(1, 2).contiguous().to(device)
+    fresh = torch.randn((2, 4, n), dtype=torch.float64, generator=generator).to(device)
+    fresh = fresh - fresh @ basis.transpose(1, 2) @ basis
+    for size in (1e-12, 0.9):
+        w = fresh + size * torch.randn((2, 4, 60), dtype=torch.float64,
+                                       generator=generator).to(device) @ basis
+        q, r = _next_block(w, basis, basis.float())
+        assert float((q @ basis.transpose(1, 2)).abs().max()) <= 1e-14
+        eye = torch.eye(4, dtype=torch.float64, device=device)
+        assert float((q @ q.transpose(1, 2) - eye).abs().max()) <= 1e-14

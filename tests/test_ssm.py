@@ -88,6 +88,33 @@ def test_threaded_kernels_agree_with_references():
                                rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("rows, size", [(3, 50), (64, 4100)])  # serial and threaded builds
+def test_grid_maxima_kernel_agrees_with_reference(rows, size):
+    """The one-pass candidate search of `peak_magnitude` keeps the reference's samples: the
+    peak, and per row the best maxima (more where many lie within the close tolerance), on
+    smooth rows, nearly equiripple rows (many close maxima), unstable rows and rows holding
+    NaN or Inf."""
+    rng = np.random.default_rng(3)
+    w = np.linspace(0, np.pi, size)
+    grid = np.stack([sum(rng.uniform(0.1, 1) / (np.exp(1j * w) - rng.uniform(0.5, 0.99)
+                                                  * np.exp(1j * rng.uniform(0, np.pi)))
+                         for _ in range(4)) for _ in range(rows)])
+    grid[1] = np.exp(1j * w) * (1 + 1e-5 * np.cos(37 * w) + 1e-4 * rng.random(size))
+    unstable = np.zeros(rows, dtype=bool)
+    unstable[2] = True
+    if rows > 4:
+        grid[3, 5], grid[4, 7] = np.nan, np.inf
+    for least, most, rtol in ((4, 64, 1e-3), (1, 8, 1e-4), (6, 6, 0.5)):
+        got = kernels.grid_maxima(grid, unstable, least, most, rtol)
+        ref = kernels.grid_maxima_reference(grid, unstable, least, most, rtol)
+        np.testing.assert_allclose(got[0], ref[0], rtol=1e-15)  # |z|: the last bit may differ
+        np.testing.assert_array_equal(got[1], ref[1])
+        np.testing.assert_array_equal(got[3], ref[3])
+        for row in range(rows):
+            assert set(got[2][row, :got[3][row]]) == set(ref[2][row, :ref[3][row]])
+        assert got[3][1] > least or most <= least  # the nearly equiripple row keeps more
+
+
 def test_impulse_kernel_floor_stops_modes_below_it():
     """``floor``: a stable mode stops once ``|R lambda^(k-1)|`` is below it, changing an entry
     by less than ``m floor``; poles at zero, real (negative) and on or outside the circle."""

@@ -23,7 +23,7 @@ import scipy.fft
 import scipy.linalg
 
 from mor._numerics.golden import golden_max
-from mor._numerics.kernels import fir_dtft, impulse_compact
+from mor._numerics.kernels import fir_dtft, grid_maxima, impulse_compact
 from mor._numerics.parallel import worker_threads
 
 
@@ -328,7 +328,8 @@ GRID_MAX_CANDIDATES = 64
 
 
 def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4,
-                   iterations: int = 10, polish: int = 2) -> tuple[np.ndarray, np.ndarray]:
+                   iterations: int = 10, polish: int = 2, grid: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """``max_w |E(e^{iw})|`` and its argument, per system of a batch response ``E``.
 
     Parameters
@@ -343,6 +344,8 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
         parabola through the maximum and its neighbours; every other maximum whose vertex
         lies within `GRID_CLOSE_RTOL` of the best is refined too (up to
         `GRID_MAX_CANDIDATES`): an error that is nearly equiripple has many.
+    grid : ndarray, optional
+        ``response.grid(m)``, where the caller has it already.
     iterations, polish : int
         Golden-section steps per bracket (each shrinks it by 0.618; 10 steps by ``8e-3``), then
         steps of successive parabolic interpolation (error falling like the cube of the
@@ -373,11 +376,15 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
     step = 2 * np.pi / m
     res = response.resonances()
     unstable = np.zeros(n_filters, dtype=bool) if res is None else res[2]
-    with np.errstate(all="ignore"):
-        mag = np.abs(response.grid(m))
-    mag[unstable] = np.inf
-    grid_arg = mag.argmax(axis=1)
-    peak = mag[np.arange(n_filters), grid_arg]
+    if grid is None:
+        with np.errstate(all="ignore"):
+            grid = response.grid(m)
+    # the grid's peak and its local maxima worth refining, ranked by the vertex of the
+    # parabola through each and its neighbours (a nearly equiripple error has many maxima
+    # within less of each other than the grid misses their tops by)
+    peak, grid_arg, top, count = grid_maxima(grid, unstable, n_grid_candidates,
+                                             max(n_grid_candidates, GRID_MAX_CANDIDATES),
+                                             GRID_CLOSE_RTOL)
     w_peak = grid_arg * step
 
     def evaluate(rows, w):
@@ -392,35 +399,15 @@ def peak_magnitude(response, *, m: int | None = None, n_grid_candidates: int = 4
         peak[best_rows[better]] = value[best][better]
         w_peak[best_rows[better]] = _fold(w[best][better])
 
-    # Candidate brackets around local maxima of the grid (the ends are maxima of an even,
-    # 2 pi-periodic function when they beat their one neighbour), ranked by the vertex of the
-    # parabola through each and its neighbours: a nearly equiripple error has many maxima
-    # within less of each other than the grid misses their tops by ...
-    padded = np.concatenate([mag[:, 1:2], mag, mag[:, -2:-1]], axis=1)
-    left, right = padded[:, :-2], padded[:, 2:]
-    with np.errstate(all="ignore"):
-        curve = 2 * mag - left - right
-        est = np.where(curve > 0, mag + (right - left) ** 2 / (8 * curve), mag)
-    est = np.where((mag >= left) & (mag >= right) & (mag >= 0.5 * peak[:, None])
-                   & ~unstable[:, None] & np.isfinite(est), est, -np.inf)
-    best_est = est.max(axis=1, initial=-np.inf)
-    close = est >= (1 - GRID_CLOSE_RTOL) * best_est[:, None]
-    n_top = min(est.shape[1], max(n_grid_candidates,
-                                  min(GRID_MAX_CANDIDATES, int(close.sum(axis=1).max(initial=0)))))
-    if n_top > 0:
-        top = np.argpartition(-est, n_top - 1, axis=1)[:, :n_top]
-        value = np.take_along_axis(est, top, axis=1)
-        rank = np.argsort(np.argsort(-value, axis=1), axis=1)
-        keep = (value > -np.inf) & ((rank < n_grid_candidates)
-                                    | (value >= (1 - GRID_CLOSE_RTOL) * best_est[:, None]))
-        rows, centre = np.nonzero(keep)[0], top[keep] * step
-        if rows.size:
-            # unclipped: |E| is even about 0 and pi (`evaluate` folds), so a maximum there is
-            # an interior one of the bracket (a clipped bracket's end is never evaluated, and
-            # an odd M has no grid point at pi)
-            found_w, found = golden_max(lambda w: evaluate(rows, w), centre - step,
-                                        centre + step, iterations, polish)
-            improve(rows, found_w, found)
+    keep = np.arange(top.shape[1])[None, :] < count[:, None]
+    rows, centre = np.nonzero(keep)[0], top[keep] * step
+    if rows.size:
+        # unclipped: |E| is even about 0 and pi (`evaluate` folds), so a maximum there is
+        # an interior one of the bracket (a clipped bracket's end is never evaluated, and
+        # an odd M has no grid point at pi)
+        found_w, found = golden_max(lambda w: evaluate(rows, w), centre - step,
+                                    centre + step, iterations, polish)
+        improve(rows, found_w, found)
     # ... and every resonance sharper than the grid resolves (see the notes).
     if res is not None and res[0].shape[1]:
         poles, height, _ = res

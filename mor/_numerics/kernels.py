@@ -144,6 +144,126 @@ def fir_dtft_reference(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.nda
     return (h[rows] * np.exp(-1j * w[:, None] * k)).sum(axis=1)
 
 
+@numba.njit(cache=True)
+def _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, count, f):
+    size = grid.shape[1]
+    count[f] = 0
+    if unstable[f]:
+        peak[f], arg[f] = np.inf, 0
+        return
+    best, at = -1.0, 0
+    for j in range(size):  # the first maximum, or the first NaN (as `np.argmax`)
+        v = abs(grid[f, j])
+        if v != v:
+            best, at = v, j
+            break
+        if v > best:
+            best, at = v, j
+    peak[f], arg[f] = best, at
+    if not math.isfinite(best):
+        return
+    value = np.empty(most)
+    index = np.empty(most, dtype=np.int64)
+    held, low = 0, 0  # candidates held, the slot of the least of them
+    for j in range(size):
+        mid = abs(grid[f, j])
+        if mid < 0.5 * best:
+            continue
+        left = abs(grid[f, j - 1]) if j > 0 else abs(grid[f, min(1, size - 1)])
+        right = abs(grid[f, j + 1]) if j + 1 < size else abs(grid[f, max(size - 2, 0)])
+        if not (mid >= left and mid >= right):
+            continue
+        curve = 2.0 * mid - left - right
+        est = mid + (right - left) ** 2 / (8.0 * curve) if curve > 0 else mid
+        if not math.isfinite(est):
+            continue
+        if held < most:
+            value[held], index[held] = est, j
+            held += 1
+        elif est > value[low]:
+            value[low], index[low] = est, j
+        else:
+            continue
+        if held == most:
+            low = 0
+            for i in range(1, most):
+                if value[i] < value[low]:
+                    low = i
+    order = np.argsort(-value[:held], kind="mergesort")
+    close = 0
+    for i in range(held):
+        if value[i] >= (1.0 - close_rtol) * value[order[0]]:
+            close += 1
+    keep = min(held, max(least, close))
+    for i in range(keep):
+        top[f, i] = index[order[i]]
+    count[f] = keep
+
+
+@numba.njit(cache=True, parallel=True)
+def _grid_maxima_threads(grid, unstable, least, most, close_rtol, peak, arg, top, count):
+    for f in numba.prange(grid.shape[0]):
+        _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, count, f)
+
+
+@numba.njit(cache=True)
+def _grid_maxima_serial(grid, unstable, least, most, close_rtol, peak, arg, top, count):
+    for f in range(grid.shape[0]):
+        _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, count, f)
+
+
+def grid_maxima(grid: np.ndarray, unstable: np.ndarray, least: int, most: int,
+                close_rtol: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The peak of ``|grid|`` per row and its local maxima worth refining, in one pass.
+
+    For rows ``(F, G)`` of samples of a response on ``[0, pi]`` (the ends mirrored: an even,
+    ``2 pi``-periodic magnitude), a sample ``|g_j|`` is a candidate where it is a local
+    maximum that reaches half the row's peak; it is ranked by the vertex of the parabola
+    through it and its neighbours, ``|g_j| + (r - l)^2 / (8 (2 |g_j| - l - r))`` (itself
+    where the curvature is not negative), and the row keeps its best ``least``, more where
+    more lie within ``close_rtol`` of the best (at most ``most``). ``unstable`` rows have the
+    peak ``inf`` and no candidates; so has a row whose peak is not finite (``NaN`` where one
+    is NaN, as `np.argmax`).
+
+    Returns ``peak`` and ``arg`` ``(F,)``, ``top`` ``(F, most)`` (the kept samples'
+    indices, best first) and ``count`` ``(F,)`` (how many of ``top`` are kept).
+    """
+    grid = np.ascontiguousarray(grid)
+    f = grid.shape[0]
+    peak, arg = np.empty(f), np.empty(f, dtype=np.int64)
+    top, count = np.zeros((f, most), dtype=np.int64), np.empty(f, dtype=np.int64)
+    kernel = _grid_maxima_threads if grid.size >= PARALLEL_MIN_WORK else _grid_maxima_serial
+    kernel(grid, np.ascontiguousarray(unstable, dtype=np.bool_), least, most, close_rtol,
+           peak, arg, top, count)
+    return peak, arg, top, count
+
+
+def grid_maxima_reference(grid: np.ndarray, unstable: np.ndarray, least: int, most: int,
+                          close_rtol: float):
+    """NumPy reference for `grid_maxima` (``top``'s kept entries in any order)."""
+    with np.errstate(all="ignore"):
+        mag = np.abs(grid)
+    mag[unstable] = np.inf
+    arg = mag.argmax(axis=1)
+    peak = mag[np.arange(mag.shape[0]), arg]
+    padded = np.concatenate([mag[:, 1:2], mag, mag[:, -2:-1]], axis=1)
+    left, right = padded[:, :-2], padded[:, 2:]
+    with np.errstate(all="ignore"):
+        curve = 2 * mag - left - right
+        est = np.where(curve > 0, mag + (right - left) ** 2 / (8 * curve), mag)
+    est = np.where((mag >= left) & (mag >= right) & (mag >= 0.5 * peak[:, None])
+                   & ~unstable[:, None] & np.isfinite(est), est, -np.inf)
+    best = est.max(axis=1, initial=-np.inf)
+    close = (est >= (1 - close_rtol) * best[:, None]) & np.isfinite(est)
+    keep = np.minimum(np.minimum(np.isfinite(est).sum(axis=1),
+                                 np.maximum(least, close.sum(axis=1))), most)
+    top = np.zeros((mag.shape[0], most), dtype=np.int64)
+    for row in range(mag.shape[0]):
+        order = np.argsort(-est[row], kind="stable")[:keep[row]]
+        top[row, :keep[row]] = order
+    return peak, arg, top, keep
+
+
 @numba.njit(cache=True, nogil=True)
 def _markov_numba(a, b, c, count, out):
     for f in range(a.shape[0]):

@@ -285,17 +285,20 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
     if "f32_deviation" in norms:
         out["f32_deviation"] = ssm.float32_deviation(length)
     if "hinf" in norms:
-        fir = freq.FirResponse(h)
-        if peak is None:
-            peak = freq.peak_magnitude(fir)[0]
         # the direct terms subtracted in the taps, exactly where they are close: H - H_hat
         # as (H - D) - (H_hat - D) keeps an error far below h[0] (an order-0 model of a
         # filter whose other taps are 1e-42 of it had them rounded away on the grid)
         taps = h.copy()
         taps[:, 0] -= direct
-        abs_err = freq.peak_magnitude(freq.Difference(
-            freq.FirResponse(taps), freq.ModalResponse(poles, residues, np.zeros_like(direct))
-        ))[0]
+        difference = freq.Difference(
+            freq.FirResponse(taps), freq.ModalResponse(poles, residues, np.zeros_like(direct)))
+        m = freq.grid_size(difference.size)
+        taps_grid = difference.first.grid(m)
+        if peak is None:
+            peak = freq.peak_magnitude(freq.FirResponse(h), m=m,
+                                       grid=_filter_grid(h, direct, taps_grid, m))[0]
+        abs_err = freq.peak_magnitude(difference, m=m,
+                                      grid=taps_grid - difference.second.grid(m))[0]
         zero = np.zeros((h.shape[0], 1))
         aak = np.concatenate([hsv, zero], axis=1)
         bt = np.concatenate([bounds_from_hsv(hsv, hankel_frobenius_sq(h), size).bt, zero], axis=1)
@@ -305,6 +308,23 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         out["aak"] = relative(np.take_along_axis(aak, idx, 1)[:, 0], peak)
         out["bt_bound"] = relative(np.take_along_axis(bt, idx, 1)[:, 0], peak)
     return out
+
+
+#: `model_errors` takes a filter's grid as its taps' less the direct term plus that term, one
+#: FFT for both, where ``|D| <= SHARED_GRID_DIRECT_MAX ||h||_2``: the sum's rounding,
+#: ``eps (|H| + 2 |D|)``, is then below ``1e-13`` of the peak (``max |H| >= ||h||_2``).
+SHARED_GRID_DIRECT_MAX = 100.0
+
+
+def _filter_grid(h: np.ndarray, direct: np.ndarray, taps_grid: np.ndarray,
+                 m: int) -> np.ndarray:
+    """``H`` on the grid of size ``m`` from the grid of ``h - D delta_0`` (its own FFT where
+    the direct term is large against the filter: `SHARED_GRID_DIRECT_MAX`)."""
+    grid = taps_grid + direct[:, None]
+    far = np.abs(direct) > SHARED_GRID_DIRECT_MAX * _scaled_norm(h)
+    if far.any():
+        grid[far] = freq.FirResponse(h[far]).grid(m)
+    return grid
 
 
 def _scaled_norm(x: np.ndarray) -> np.ndarray:

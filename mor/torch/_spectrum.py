@@ -20,6 +20,17 @@ for a basis of ``V`` vectors, is each filter's own, not the batch's slowest. A b
 ``b`` vectors meets up to ``b`` copies of a multiple value, where a single sequence meets
 one. Everything runs in float64 on the device, the filters in batches sized from its free
 memory; only ``O(k^2)`` numbers per filter come back.
+
+The basis is held twice: in float64, and rounded to float32 for the update ``w - C B`` of the
+re-orthogonalisation. The coefficients ``C = w B^T`` are taken from the float64 basis (they
+must be exact to the working precision: from the rounded basis they carry
+``u_32 ||w|| / sqrt(n)``, which left the basis 1e-9 from orthogonal and the values 5e-10
+``sigma_1`` off on issue 22's filters at 2^16), but they are rounding-sized (``1e-12`` of
+``||w||`` there), so the rounded basis moves ``w`` by ``u_32 |C|``, far below ``eps ||w||``:
+the update reads 4 bytes an entry instead of 8 (the values agreed to 3e-16 ``sigma_1`` and
+the basis stayed within 2e-14 of orthogonal). The basis is allocated for the vectors a
+filter is expected to need (`EXPECTED_PER_VALUE`); a filter not certified within them is
+run again, from the start, with the full limit.
 """
 
 from __future__ import annotations
@@ -40,10 +51,21 @@ from mor._numerics.lanczos import VECTOR_RESIDUAL
 BLOCK = 4
 #: Daniel-Gragg-Kaufman-Stewart: a second Gram-Schmidt pass where the first kept less.
 DGKS = 0.7071067811865476
+#: ... or where a coefficient of the first exceeds this share of the row's norm: the update
+#: from the float32 basis leaves ``u_32`` of the coefficients (module notes), below
+#: ``eps ||w||`` only for coefficients below about ``1e-8 ||w||`` (after the three-term
+#: recurrence they are ``1e-12``; a second pass leaves ``u_32`` of the first's).
+ROUNDED_UPDATE_MAX = 1e-8
 #: Basis limit, in vectors: ``min(n, max(BASIS_PER_VALUE k, BASIS_MIN))`` (one of 64 filters
 #: of issue 22 at 2^16 needed more than 512 for its top 64 values to 1e-11, on an H100).
 BASIS_PER_VALUE = 8
 BASIS_MIN = 1024
+#: Vectors a batch's basis holds at first: ``EXPECTED_PER_VALUE k`` (at least ``k`` and two
+#: blocks, at most the limit), the batch sized by it. Issue 22's filters needed 376 / 180 at
+#: 2^16 (seed 0) and 492-544 / 312 (seed 0) at 2^20 for the top 64 values / the 33 pairs of
+#: balanced truncation to order 32. Filters not certified within it are run again with the
+#: limit.
+EXPECTED_PER_VALUE = 11
 #: The Ritz values are checked (an eigendecomposition of ``T``, ``O(m^3)`` per filter) once
 #: the basis holds ``k + BLOCK`` vectors, then where the worst bound's decay since the last
 #: check, extrapolated, reaches ``rtol`` (`_next_check`): the basis grows between checks by
@@ -76,7 +98,8 @@ _DEVICE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool = True,
-                  block: int = BLOCK, batch: int | None = None) -> dict[str, np.ndarray]:
+                  block: int = BLOCK, batch: int | None = None,
+                  capacity: int | None = None) -> dict[str, np.ndarray]:
     """The top-``k`` Hankel eigenpairs of filters ``h`` ``(F, L)`` on ``device``, reduced to
     what balanced truncation needs.
 
@@ -86,6 +109,9 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     and ``v0`` ``(F, k)`` (the first rows of ``U`` and ``V`` in ``H ~ U diag(sigma) V^T``)
     and ``shifted_gram`` ``(F, k, k)`` (``V[1:]^T V[:-1]``), each vector's residual at most
     `VECTOR_RESIDUAL` ``rtol sigma_1``.
+
+    ``batch`` (filters a batch) and ``capacity`` (basis vectors held at first) replace the
+    sizes chosen from the device's memory and `EXPECTED_PER_VALUE`.
 
     Raises
     ------
@@ -109,29 +135,39 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     if f == 0 or k == 0 or n == 0:
         return out
     block = max(1, min(block, n))
-    limit = min(n, max(BASIS_PER_VALUE * k, BASIS_MIN, k + 2 * block))
-    limit -= limit % block
+    limit = _whole_blocks(min(n, max(BASIS_PER_VALUE * k, BASIS_MIN, k + 2 * block)), block)
+    if capacity is None:
+        capacity = max(EXPECTED_PER_VALUE * k, k + 2 * block)
+    capacity = min(limit, _whole_blocks(max(capacity, block), block))
+    todo = np.arange(f)
     with _DEVICE_LOCKS[str(device)]:
-        if batch is None:
-            batch = _batch_size(n, limit, block, device)
-        for start in range(0, f, batch):
-            stop = min(f, start + batch)
-            _block_lanczos(torch.as_tensor(h[start:stop], dtype=torch.float64).to(device), out,
-                           np.arange(start, stop), k, rtol, block, limit, vectors)
+        for size in dict.fromkeys((capacity, limit)):  # the expected basis, then the limit
+            rows = batch or _batch_size(n, size, block, device)
+            again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
+                                    .to(device), out, todo[i:i + rows], k, rtol, block, size,
+                                    size == limit, vectors)
+                     for i in range(0, todo.size, rows)]
+            todo = np.concatenate(again)
+            if not todo.size:
+                break
     return out
 
 
-def _batch_size(n: int, limit: int, block: int, device: torch.device) -> int:
-    """Filters per batch: the basis, the FFT buffers and the filters' spectra within
-    `MEMORY_SHARE` of the device's free memory (no limit on a CPU). Free memory counts what
-    torch's caching allocator holds unused (reserved, not allocated), which the driver's
-    count leaves out."""
+def _whole_blocks(vectors: int, block: int) -> int:
+    return vectors - vectors % block
+
+
+def _batch_size(n: int, capacity: int, block: int, device: torch.device) -> int:
+    """Filters per batch: the basis (``capacity`` vectors in float64 and float32), the FFT
+    buffers and the filters' spectra within `MEMORY_SHARE` of the device's free memory (no
+    limit on a CPU). Free memory counts what torch's caching allocator holds unused
+    (reserved, not allocated), which the driver's count leaves out."""
     if device.type != "cuda":
         return 1 << 30
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     m = _fft_size(n)
-    per_filter = 8 * n * (limit + 8 * block) + 16 * (m // 2 + 1) * (3 * block + 1) \
+    per_filter = 12 * n * capacity + 64 * n * block + 16 * (m // 2 + 1) * (3 * block + 1) \
         + 8 * m * 2 * block
     return max(1, int(MEMORY_SHARE * free // per_filter))
 
@@ -154,12 +190,15 @@ def _fft_size(n: int) -> int:
 
 
 def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray, k: int,
-                   rtol: float, block: int, limit: int, vectors: bool) -> None:
+                   rtol: float, block: int, capacity: int, last: bool,
+                   vectors: bool) -> np.ndarray:
     """Block Lanczos on the filters ``h`` (a batch on the device), each written into
-    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified."""
+    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified within ``capacity``
+    vectors; returns the rows of those that were not (an error if ``last``: the limit)."""
     f, n = h.shape[0], h.shape[1] - 1
     spectrum = hankel_spectrum(h)
-    basis = torch.empty((f, limit, n), dtype=torch.float64, device=h.device)
+    basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
+    rounded = torch.empty((f, capacity, n), dtype=torch.float32, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
     start = torch.randn((f, block, n), generator=generator, dtype=torch.float64,
                         device=h.device)
@@ -167,9 +206,10 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
     # `rows`: the filters still iterating, by their row in `out`
     used, check = 0, k + block
-    last = None  # (basis, worst bound) at the last check
+    previous = None  # (basis, worst bound) at the last check
     while True:
         basis[:, used:used + block] = q
+        rounded[:, used:used + block] = q
         w = hankel_product(spectrum, q)
         a = _inner(q, w)
         a = (a + a.transpose(1, 2)) / 2
@@ -178,10 +218,10 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         if coupling:
             w = w - coupling[-1] @ basis[:, used - block:used]
         used += block
-        q, b = _next_block(w, basis[:, :used])
+        q, b = _next_block(w, basis[:, :used], rounded[:, :used])
         diagonal.append(a)
         coupling.append(b)
-        full = used + block > limit
+        full = used + block > capacity
         if used >= check or full or used == n:
             theta, ritz_vectors, bound = _ritz(diagonal, coupling, k, vectors)
             done = (bound <= rtol).all(dim=1).cpu().numpy() | (used == n)
@@ -190,14 +230,16 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                         basis[i, :used] if vectors else None)
                 out["basis"][rows[i]] = used
             if done.all():
-                return
+                return rows[:0]
             worst = float(bound[torch.as_tensor(~done, device=bound.device)].max())
-            if full:
+            if full and last:
                 raise RuntimeError(
-                    f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
+                    f"the GPU Hankel solver reached its basis limit ({capacity} vectors) with "
                     f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
-            check = _next_check(used, worst, last, rtol, block)
-            last = used, worst
+            if full:
+                return rows[~done]
+            check = _next_check(used, worst, previous, rtol, block)
+            previous = used, worst
             if done.any():
                 keep = np.flatnonzero(~done)
                 # in place, each kept filter's rows to its new place (never ahead of it):
@@ -205,7 +247,8 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                 for new, old in enumerate(keep):
                     if new != old:
                         basis[new, :used] = basis[old, :used]
-                basis = basis[:keep.size]
+                        rounded[new, :used] = rounded[old, :used]
+                basis, rounded = basis[:keep.size], rounded[:keep.size]
                 index = torch.as_tensor(keep, device=h.device)
                 spectrum, q = spectrum[index], q[index]
                 diagonal = [x[index] for x in diagonal]
@@ -244,19 +287,23 @@ def _next_check(used: int, worst: float, last: tuple[int, float] | None, rtol: f
     return min(max(low, ahead - ahead % block), max(low, high))
 
 
-def _next_block(w: torch.Tensor, basis: torch.Tensor):
+def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
     """``(q, B)``: the rows of ``w`` (F, b, n), the block after the three-term recurrence,
     made orthonormal and orthogonal to the rows of ``basis`` (F, m, n), with ``W = Q B`` in
     columns (``W = w^T``, ``Q = q^T``) up to the rounding-level components removed. One
-    classical Gram-Schmidt pass over the basis, a second where the first removed more than
-    ``1 - 1/sqrt 2`` of a row's norm (Daniel, Gragg, Kaufman and Stewart), then a QR; a block
-    that lost its norm to cancellation (an invariant subspace met, a zero filter) has its
-    Householder factor's directions projected and factored again, so that it continues
-    orthogonal to the basis."""
+    classical Gram-Schmidt pass over the basis (its coefficients from ``basis``, the update
+    from ``rounded``, the basis in float32: module notes), a second where the first removed
+    more than ``1 - 1/sqrt 2`` of a row's norm (Daniel, Gragg, Kaufman and Stewart), then a
+    QR (a second pass too where a coefficient exceeds `ROUNDED_UPDATE_MAX` of the row's
+    norm); a block that lost its norm to cancellation (an invariant subspace met, a zero filter)
+    has its Householder factor's directions projected and factored again, in float64, so
+    that it continues orthogonal to the basis."""
     before = torch.linalg.vector_norm(w, dim=2)
-    w = w - _inner(w, basis) @ basis
-    if bool((torch.linalg.vector_norm(w, dim=2) < DGKS * before).any()):
-        w = w - _inner(w, basis) @ basis
+    coefficients = _inner(w, basis)
+    w = w - coefficients.to(rounded.dtype) @ rounded
+    if bool(((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
+             | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()):
+        w = w - _inner(w, basis).to(rounded.dtype) @ rounded
     q, r, conditioned = _qr(w)
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
