@@ -7,6 +7,7 @@ The tests compare every kernel against its reference. Kernels work on flattened 
 from __future__ import annotations
 
 import math
+import threading
 
 import numba
 import numpy as np
@@ -16,6 +17,22 @@ import numpy as np
 #: measured) and milliseconds when the cores are busy with other work (3.3 ms per call was
 #: measured for the 4-point transforms of the H-infinity refinement).
 PARALLEL_MIN_WORK = 1 << 18
+#: The kernels that `mor.compare`'s error report calls release the GIL (``nogil``), so that
+#: another Python thread runs meanwhile (`mor.distill` with ``device=`` feeds the GPU from
+#: one thread while another reports on the chunk before); their parallel builds run one at a
+#: time (each takes every core, and Numba's workqueue threading layer aborts on concurrent
+#: parallel calls).
+_PARALLEL = threading.Lock()
+
+
+def _run(threads, serial, work: int, *args) -> None:
+    """``threads(*args)`` (under `_PARALLEL`) where ``work`` reaches `PARALLEL_MIN_WORK`, else
+    ``serial(*args)``."""
+    if work >= PARALLEL_MIN_WORK:
+        with _PARALLEL:
+            threads(*args)
+    else:
+        serial(*args)
 
 
 @numba.njit(cache=True)
@@ -44,13 +61,13 @@ def _impulse_row(poles, residues, direct, length, floor, out, f):
             z *= p
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _impulse_threads(poles, residues, direct, length, floor, out):
     for f in numba.prange(poles.shape[0]):
         _impulse_row(poles, residues, direct, length, floor, out, f)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _impulse_serial(poles, residues, direct, length, floor, out):
     for f in range(poles.shape[0]):
         _impulse_row(poles, residues, direct, length, floor, out, f)
@@ -78,8 +95,8 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
     direct = np.ascontiguousarray(direct, dtype=real)
     out = np.empty((poles.shape[0], length), dtype=real)
     if length > 0:
-        kernel = _impulse_threads if poles.size * length >= PARALLEL_MIN_WORK else _impulse_serial
-        kernel(poles, residues, direct, length, float(floor), out)
+        _run(_impulse_threads, _impulse_serial, poles.size * length, poles, residues, direct,
+             length, float(floor), out)
     return out
 
 
@@ -113,13 +130,13 @@ def _fir_dtft_block(h, rows, w, out, b):
     out[j0], out[j1], out[j2], out[j3] = a0, a1, a2, a3
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _fir_dtft_threads(h, rows, w, out):
     for b in numba.prange((w.shape[0] + 3) // 4):
         _fir_dtft_block(h, rows, w, out, b)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _fir_dtft_serial(h, rows, w, out):
     for b in range((w.shape[0] + 3) // 4):
         _fir_dtft_block(h, rows, w, out, b)
@@ -133,8 +150,8 @@ def fir_dtft(h: np.ndarray, rows: np.ndarray, w: np.ndarray) -> np.ndarray:
     h = np.ascontiguousarray(h, dtype=np.float64)
     w = np.ascontiguousarray(w, dtype=np.float64)
     out = np.empty(w.shape, dtype=np.complex128)
-    kernel = _fir_dtft_threads if w.size * h.shape[1] >= PARALLEL_MIN_WORK else _fir_dtft_serial
-    kernel(h, np.ascontiguousarray(rows, dtype=np.int64), w, out)
+    _run(_fir_dtft_threads, _fir_dtft_serial, w.size * h.shape[1], h,
+         np.ascontiguousarray(rows, dtype=np.int64), w, out)
     return out
 
 
@@ -200,13 +217,13 @@ def _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, co
     count[f] = keep
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _grid_maxima_threads(grid, unstable, least, most, close_rtol, peak, arg, top, count):
     for f in numba.prange(grid.shape[0]):
         _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, count, f)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _grid_maxima_serial(grid, unstable, least, most, close_rtol, peak, arg, top, count):
     for f in range(grid.shape[0]):
         _grid_maxima_row(grid, unstable, least, most, close_rtol, peak, arg, top, count, f)
@@ -232,9 +249,9 @@ def grid_maxima(grid: np.ndarray, unstable: np.ndarray, least: int, most: int,
     f = grid.shape[0]
     peak, arg = np.empty(f), np.empty(f, dtype=np.int64)
     top, count = np.zeros((f, most), dtype=np.int64), np.empty(f, dtype=np.int64)
-    kernel = _grid_maxima_threads if grid.size >= PARALLEL_MIN_WORK else _grid_maxima_serial
-    kernel(grid, np.ascontiguousarray(unstable, dtype=np.bool_), least, most, close_rtol,
-           peak, arg, top, count)
+    _run(_grid_maxima_threads, _grid_maxima_serial, grid.size, grid,
+         np.ascontiguousarray(unstable, dtype=np.bool_), least, most, close_rtol, peak, arg, top,
+         count)
     return peak, arg, top, count
 
 
@@ -335,7 +352,7 @@ def _dd_mul_d(ah, al, b):
     return _two_sum(p, e)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _impulse_error_dd_rows(h, poles, residues, direct, rows, out):
     length = h.shape[1]
     for j in numba.prange(rows.shape[0]):
@@ -385,5 +402,6 @@ def impulse_error_compensated(h: np.ndarray, poles: np.ndarray, residues: np.nda
     direct = np.ascontiguousarray(direct, dtype=np.float64)
     rows = np.ascontiguousarray(rows, dtype=np.int64)
     out = np.empty((rows.shape[0], h.shape[1]))
-    _impulse_error_dd_rows(h, poles, residues, direct, rows, out)
+    with _PARALLEL:
+        _impulse_error_dd_rows(h, poles, residues, direct, rows, out)
     return out
