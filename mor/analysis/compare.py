@@ -265,8 +265,10 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
     out: dict[str, np.ndarray] = {"order": orders.copy()}
     ssm = ModalSSM.from_compact(poles, residues, direct)
     ref_l2 = np.linalg.norm(h, axis=-1)
+    impulse = None  # the model's, where l2 computes it: f32_deviation's reference too
     if "l2" in norms:
-        err = h - ssm.impulse(length)
+        impulse = ssm.impulse(length)
+        err = h - impulse
         # residues that cancel (clustered poles with large opposite residues) leave rounding
         # far above the error itself: those filters are recomputed in double-double
         norm = _scaled_norm(err)
@@ -283,7 +285,7 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
             tail[stable] = ssm[stable].tail_norm(length)
         out["tail"] = relative(tail, ref_l2)
     if "f32_deviation" in norms:
-        out["f32_deviation"] = ssm.float32_deviation(length)
+        out["f32_deviation"] = ssm.float32_deviation(length, reference=impulse)
     if "hinf" in norms:
         # the direct terms subtracted in the taps, exactly where they are close: H - H_hat
         # as (H - D) - (H_hat - D) keeps an error far below h[0] (an order-0 model of a
