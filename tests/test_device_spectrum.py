@@ -166,17 +166,29 @@ def test_split_projection(device, monkeypatch):
     assert np.abs(on - cpu).max() <= 1e-10 * cpu[:, 0].max()
 
 
-def test_filters_past_the_expected_basis_run_again(device):
-    """A basis allocated for fewer vectors than the filters need: each filter that reaches it
-    uncertified runs again with the limit, and every filter's pairs are certified as with
-    the default allocation (values, vectors and the vector count of a fresh run)."""
+def test_a_basis_too_small_grows_or_runs_again(device, monkeypatch):
+    """A basis allocated for fewer vectors than the filters need grows for them; where the
+    device has no memory for the copy they run again from the start, in batches sized for
+    the limit. Either way every filter's pairs are certified as with the default
+    allocation (values, vectors and the vector count of a fresh run)."""
+    from mor.torch import _spectrum
     h = hyena_like_filters(3, 3000, seed=10)
     full = hankel_blocks(h, 24, rtol=1e-10, device=device)
-    small = hankel_blocks(h, 24, rtol=1e-10, device=device, capacity=32)
     assert (full["basis"] > 32).all()
-    np.testing.assert_array_equal(small["basis"], full["basis"])
-    assert np.abs(small["sigma"] - full["sigma"]).max() <= 1e-10 * full["sigma"][:, 0].max()
-    np.testing.assert_allclose(np.abs(small["u0"]), np.abs(full["u0"]), atol=1e-8)
+    grown = hankel_blocks(h, 24, rtol=1e-10, device=device, capacity=32)
+    calls = []
+
+    def out_of_memory(*args):
+        calls.append(args[2])
+        raise torch.OutOfMemoryError("no room for the grown basis")
+
+    monkeypatch.setattr(_spectrum, "_grown", out_of_memory)
+    again = hankel_blocks(h, 24, rtol=1e-10, device=device, capacity=32)
+    assert calls == [48]  # one failed growth, then a run with the limit
+    for small in (grown, again):
+        np.testing.assert_array_equal(small["basis"], full["basis"])
+        assert np.abs(small["sigma"] - full["sigma"]).max() <= 1e-10 * full["sigma"][:, 0].max()
+        np.testing.assert_allclose(np.abs(small["u0"]), np.abs(full["u0"]), atol=1e-8)
 
 
 def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):

@@ -29,8 +29,7 @@ must be exact to the working precision: from the rounded basis they carry
 ``||w||`` there), so the rounded basis moves ``w`` by ``u_32 |C|``, far below ``eps ||w||``:
 the update reads 4 bytes an entry instead of 8 (the values agreed to 3e-16 ``sigma_1`` and
 the basis stayed within 2e-14 of orthogonal). The basis is allocated for the vectors a
-filter is expected to need (`EXPECTED_PER_VALUE`); a filter not certified within them is
-run again, from the start, with the full limit.
+filter is expected to need (`EXPECTED_PER_VALUE`) and grown for those that need more.
 """
 
 from __future__ import annotations
@@ -63,9 +62,12 @@ BASIS_MIN = 1024
 #: Vectors a batch's basis holds at first: ``EXPECTED_PER_VALUE k`` (at least ``k`` and two
 #: blocks, at most the limit), the batch sized by it. Issue 22's filters needed 376 / 180 at
 #: 2^16 (seed 0) and 492-544 / 312 (seed 0) at 2^20 for the top 64 values / the 33 pairs of
-#: balanced truncation to order 32. Filters not certified within it are run again with the
-#: limit.
+#: balanced truncation to order 32.
 EXPECTED_PER_VALUE = 11
+#: A batch whose filters need more vectors than its basis holds grows it by this factor (up
+#: to the limit), once the certified filters have left; where the device has not the memory
+#: for the copy, those filters run again from the start in batches sized for the limit.
+BASIS_GROWTH = 1.5
 #: The Ritz values are checked (an eigendecomposition of ``T``, ``O(m^3)`` per filter) once
 #: the basis holds ``k + BLOCK`` vectors, then where the worst bound's decay since the last
 #: check, extrapolated, reaches ``rtol`` (`_next_check`): the basis grows between checks by
@@ -141,11 +143,13 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     capacity = min(limit, _whole_blocks(max(capacity, block), block))
     todo = np.arange(f)
     with _DEVICE_LOCKS[str(device)]:
-        for size in dict.fromkeys((capacity, limit)):  # the expected basis, then the limit
+        # batches sized for the expected basis; filters whose basis could not grow on the
+        # device (out of memory) again in batches sized for the limit
+        for size in dict.fromkeys((capacity, limit)):
             rows = batch or _batch_size(n, size, block, device)
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
                                     .to(device), out, todo[i:i + rows], k, rtol, block, size,
-                                    size == limit, vectors)
+                                    limit, vectors)
                      for i in range(0, todo.size, rows)]
             todo = np.concatenate(again)
             if not todo.size:
@@ -190,11 +194,13 @@ def _fft_size(n: int) -> int:
 
 
 def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray, k: int,
-                   rtol: float, block: int, capacity: int, last: bool,
+                   rtol: float, block: int, capacity: int, limit: int,
                    vectors: bool) -> np.ndarray:
     """Block Lanczos on the filters ``h`` (a batch on the device), each written into
-    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified within ``capacity``
-    vectors; returns the rows of those that were not (an error if ``last``: the limit)."""
+    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified. The basis holds
+    ``capacity`` vectors, grown by `BASIS_GROWTH` (up to ``limit``) for the filters that
+    need more; returns the rows of the filters left when the device had no memory to grow it
+    (none otherwise: a filter not certified within ``limit`` raises)."""
     f, n = h.shape[0], h.shape[1] - 1
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
@@ -232,12 +238,10 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
             if done.all():
                 return rows[:0]
             worst = float(bound[torch.as_tensor(~done, device=bound.device)].max())
-            if full and last:
+            if full and capacity == limit:
                 raise RuntimeError(
-                    f"the GPU Hankel solver reached its basis limit ({capacity} vectors) with "
+                    f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
                     f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
-            if full:
-                return rows[~done]
             check = _next_check(used, worst, previous, rtol, block)
             previous = used, worst
             if done.any():
@@ -254,6 +258,21 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                 diagonal = [x[index] for x in diagonal]
                 coupling = [x[index] for x in coupling]
                 rows = rows[keep]
+            if full:  # the filters left need more vectors than the basis holds
+                capacity = min(limit, max(capacity + block,
+                                          _whole_blocks(int(BASIS_GROWTH * capacity), block)))
+                try:
+                    basis, rounded = (_grown(x, used, capacity) for x in (basis, rounded))
+                except torch.OutOfMemoryError:
+                    return rows  # run again, from the start, in a batch sized for the limit
+
+
+def _grown(basis: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
+    """A basis of ``capacity`` vectors holding the first ``used`` of ``basis``."""
+    grown = torch.empty((basis.shape[0], capacity, basis.shape[2]), dtype=basis.dtype,
+                        device=basis.device)
+    grown[:, :used] = basis[:, :used]
+    return grown
 
 
 def _finish(out: dict, row: int, theta: torch.Tensor, ritz_vectors: torch.Tensor,
