@@ -84,7 +84,9 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
         sync()
         return result, time.perf_counter() - start
 
-    warm = C.long_filters(4096, 2)  # numba kernels, cuFFT plans, cuSOLVER handles
+    # numba kernels (the report's threaded builds too: enough work for them), cuFFT plans,
+    # cuSOLVER handles
+    warm = C.long_filters(1 << 14, 16)
     mor.reduce(warm, 8, device=device)
     mor.hankel_singular_values(warm, 8, device=device)
     rows, arrays = [], {}

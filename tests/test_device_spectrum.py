@@ -160,6 +160,15 @@ def test_split_projection(device, monkeypatch):
     assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
     gram = _spectrum._inner(w, w)  # a block's Gram matrix, as CholQR2 forms it
     assert float((gram - w @ w.transpose(1, 2)).abs().max()) <= 1e-12 * float(gram.abs().max())
+    # more filters than SPLIT_MAX_FILTERS: split where the vectors reach SPLIT_MIN_LENGTH
+    monkeypatch.setattr(_spectrum, "SPLIT_MAX_FILTERS", 1)
+    for least, chunked in ((512, True), (2048, False)):
+        monkeypatch.setattr(_spectrum, "SPLIT_MIN_LENGTH", least)
+        calls = []
+        monkeypatch.setattr(torch, "bmm", lambda a, b, bmm=torch.bmm: calls.append(1) or bmm(a, b))
+        split = _spectrum._inner(w, basis[:, :25])
+        assert bool(calls) == chunked
+        assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
     h = hyena_like_filters(3, 3000, seed=9)
     cpu = mor.hankel_singular_values(h, 16)
     on = mor.hankel_singular_values(h, 16, device=device)

@@ -88,10 +88,15 @@ COLLAPSE = 1e-6
 #: filters) and 2.4 TB/s (8) in one product, 2.5 and 2.7 TB/s split; a block's CholQR2 took
 #: 16 ms for 5 filters, 43% of the values' time.
 PROJECTION_CHUNK = 1 << 14
-#: ... for batches of at most this many filters; larger batches fill the device in one product
-#: (at n = 2^16 - 1 with 64 filters the per-filter split took the values from 0.050 to 0.111 s
-#: a filter on an H100).
+#: ... for batches of at most this many filters, or for vectors of at least `SPLIT_MIN_LENGTH`
+#: entries; larger batches of shorter vectors fill the device in one product (at n = 2^16 - 1
+#: with 64 filters the per-filter split took the values from 0.050 to 0.111 s a filter on an
+#: H100; at 2^18 - 1 with 32, on an H200, values / BT 0.113 / 0.056 s a filter in one
+#: product, 0.144 / 0.074 split).
 SPLIT_MAX_FILTERS = 8
+#: At n = 2^20 - 1 a batch of 9 filters (an H200's memory holds that many) ran the values /
+#: BT in 0.550 / 0.249 s a filter in one product and 0.354 / 0.165 s split (16 filters).
+SPLIT_MIN_LENGTH = 1 << 19
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 #: One decomposition at a time per device: batches are sized from its free memory, so
@@ -338,11 +343,12 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
 def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` (rows
     contiguous), the reduction over ``n`` split into chunks of `PROJECTION_CHUNK` columns
-    for at most `SPLIT_MAX_FILTERS` filters: per filter one batched product over the chunks
-    (strided views, no copy), summed in a fixed order (deterministic), and the remainder."""
+    for at most `SPLIT_MAX_FILTERS` filters or ``n >= SPLIT_MIN_LENGTH``: per filter one
+    batched product over the chunks (strided views, no copy), summed in a fixed order
+    (deterministic), and the remainder."""
     n = x.shape[2]
     chunks = n // PROJECTION_CHUNK
-    if chunks < 2 or x.shape[0] > SPLIT_MAX_FILTERS:
+    if chunks < 2 or (x.shape[0] > SPLIT_MAX_FILTERS and n < SPLIT_MIN_LENGTH):
         return x @ y.transpose(1, 2)
     head = chunks * PROJECTION_CHUNK
     parts = []
