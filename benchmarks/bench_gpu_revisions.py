@@ -1,0 +1,81 @@
+"""The device Lanczos of two checkouts of mor, in one process on one GPU (issue 22).
+
+Loads ``mor/torch/_spectrum.py`` from checkout ``A`` (e.g. a ``git worktree`` of the revision
+before a change) beside this checkout's, and times both on the same filters (issue 22's
+generator, seeds ``0..F-1``, ``L = 2^P``): the top 64 Hankel values (certified to
+``1e-11 sigma_1``) and balanced truncation's 33 pairs with vectors (``1e-10``), each in the
+batches the device's memory allows; per filter the time, the vectors used, the peak memory,
+and the largest value difference between the two relative to ``sigma_1``.
+
+Run on the GPU machine: ``python benchmarks/bench_gpu_revisions.py A_DIR [--power 20]
+[--filters 16] [--out FILE]`` (``--device cpu`` runs it on CPU tensors).
+"""
+
+import argparse
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import _common as C
+from mor.torch import _spectrum
+
+WORKLOADS = (("values", 64, 1e-11, False), ("bt", 33, 1e-10, True))
+
+
+def load_spectrum(checkout: Path):
+    """``mor/torch/_spectrum.py`` of another checkout, as a module of its own."""
+    spec = importlib.util.spec_from_file_location("spectrum_a",
+                                                  checkout / "mor/torch/_spectrum.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("a", type=Path, help="the other checkout (before)")
+    parser.add_argument("--power", type=int, default=20, help="L = 2^power")
+    parser.add_argument("--filters", type=int, default=16)
+    parser.add_argument("--out", type=Path)
+    parser.add_argument("--device", default="cuda")
+    args = parser.parse_args()
+    cuda = torch.device(args.device).type == "cuda"
+    modules = {"a": load_spectrum(args.a), "b": _spectrum}
+    h = C.long_filters(1 << args.power, args.filters)
+    for module in modules.values():  # cuFFT plans, cuSOLVER handles
+        module.hankel_blocks(C.long_filters(1 << 12, 2), 8, rtol=1e-10, device=args.device)
+    found = {"meta": {"device": torch.cuda.get_device_name() if cuda else args.device,
+                      "torch": torch.__version__,
+                      "date": C.now(), "command": C.command(), "a": str(args.a)},
+             "length": 1 << args.power, "filters": args.filters}
+    for name, k, rtol, vectors in WORKLOADS:
+        sigma = {}
+        for tag, module in modules.items():
+            if cuda:
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            out = module.hankel_blocks(h, k, rtol=rtol, device=args.device, vectors=vectors)
+            if cuda:
+                torch.cuda.synchronize()
+            found[f"{name}_{tag}"] = {
+                "s_per_filter": (time.perf_counter() - start) / args.filters,
+                "basis": out["basis"].tolist(),
+                "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if cuda else None}
+            sigma[tag] = out["sigma"]
+            C.log(f"{name} {tag}: {json.dumps(found[f'{name}_{tag}'])}")
+        found[f"{name}_value_gap"] = float(np.abs(sigma["a"] - sigma["b"]).max()
+                                           / sigma["a"][:, 0].max())
+    print(json.dumps(found, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(found, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
