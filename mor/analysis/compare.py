@@ -295,12 +295,13 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
         difference = freq.Difference(
             freq.FirResponse(taps), freq.ModalResponse(poles, residues, np.zeros_like(direct)))
         m = freq.grid_size(difference.size)
-        taps_grid = difference.first.grid(m)
+        with np.errstate(all="ignore"):  # as in `peak_magnitude`: an unstable model's grid
+            taps_grid = difference.first.grid(m)
+            error_grid = taps_grid - difference.second.grid(m)
         if peak is None:
             peak = freq.peak_magnitude(freq.FirResponse(h), m=m,
                                        grid=_filter_grid(h, direct, taps_grid, m))[0]
-        abs_err = freq.peak_magnitude(difference, m=m,
-                                      grid=taps_grid - difference.second.grid(m))[0]
+        abs_err = freq.peak_magnitude(difference, m=m, grid=error_grid)[0]
         zero = np.zeros((h.shape[0], 1))
         aak = np.concatenate([hsv, zero], axis=1)
         bt = np.concatenate([bounds_from_hsv(hsv, hankel_frobenius_sq(h), size).bt, zero], axis=1)
