@@ -300,7 +300,7 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
             error_grid = taps_grid - difference.second.grid(m)
         if peak is None:
             peak = freq.peak_magnitude(freq.FirResponse(h), m=m,
-                                       grid=_filter_grid(h, direct, taps_grid, m))[0]
+                                       grid=_filter_grid(h, direct, ref_l2, taps_grid, m))[0]
         abs_err = freq.peak_magnitude(difference, m=m, grid=error_grid)[0]
         zero = np.zeros((h.shape[0], 1))
         aak = np.concatenate([hsv, zero], axis=1)
@@ -319,12 +319,13 @@ def model_errors(h: np.ndarray, poles: np.ndarray, residues: np.ndarray, direct:
 SHARED_GRID_DIRECT_MAX = 100.0
 
 
-def _filter_grid(h: np.ndarray, direct: np.ndarray, taps_grid: np.ndarray,
+def _filter_grid(h: np.ndarray, direct: np.ndarray, norm: np.ndarray, taps_grid: np.ndarray,
                  m: int) -> np.ndarray:
     """``H`` on the grid of size ``m`` from the grid of ``h - D delta_0`` (its own FFT where
-    the direct term is large against the filter: `SHARED_GRID_DIRECT_MAX`)."""
+    the direct term is large against the filter's ``norm`` ``||h||_2``:
+    `SHARED_GRID_DIRECT_MAX`)."""
     grid = taps_grid + direct[:, None]
-    far = np.abs(direct) > SHARED_GRID_DIRECT_MAX * _scaled_norm(h)
+    far = np.abs(direct) > SHARED_GRID_DIRECT_MAX * norm
     if far.any():
         grid[far] = freq.FirResponse(h[far]).grid(m)
     return grid

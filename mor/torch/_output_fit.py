@@ -10,7 +10,8 @@ measures ``J`` there exactly, and a residue re-solve; a filter takes the step wh
 drops and its float32 figure stays within ``max(F32_RTOL, its own)``, else keeps its model;
 the damping follows Nielsen's rule on the ratio of the actual to the predicted decrease
 (`mor._numerics.lm`). A filter stops stepping once the predicted decrease is below
-`STEP_RTOL` of its ``J``, or its model is exact to rounding (`EXACT`). No filter ends with a larger ``J`` than its plain fit.
+`STEP_RTOL` of its ``J``, or its model is exact to rounding (`EXACT`). No filter ends with a
+larger ``J`` than its plain fit.
 """
 
 from __future__ import annotations
