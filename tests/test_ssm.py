@@ -78,9 +78,11 @@ def test_threaded_kernels_agree_with_references():
     residues = rng.standard_normal((64, 8)) + 1j * rng.standard_normal((64, 8))
     direct = rng.standard_normal(64)
     assert poles.size * 1024 >= kernels.PARALLEL_MIN_WORK
-    np.testing.assert_allclose(kernels.impulse_compact(poles, residues, direct, 1024),
-                               kernels.impulse_compact_reference(poles, residues, direct, 1024),
-                               rtol=1e-10, atol=1e-12)
+    for length in (1024, 3 * kernels.POWER_BLOCK + 5):  # one block, and block powers
+        np.testing.assert_allclose(kernels.impulse_compact(poles, residues, direct, length),
+                                   kernels.impulse_compact_reference(poles, residues, direct,
+                                                                     length),
+                                   rtol=1e-10, atol=1e-12)
     h = rng.standard_normal((5, 2000))
     w, rows = rng.uniform(0, np.pi, 201), rng.integers(0, 5, 201)
     assert w.size * h.shape[1] >= kernels.PARALLEL_MIN_WORK
@@ -128,17 +130,51 @@ def test_impulse_kernel_floor_stops_modes_below_it():
         # the circle are kept (the last one reaches 1e10)
 
 
-def test_impulse_kernel_floor_stays_in_the_row():
+def test_impulse_kernel_floor_stays_in_the_row(monkeypatch):
     """The mode's stop was ``int(steps) + 2``, past the row where ``steps`` (the lags to fall
     below the floor) lies just below the length, or for a length of 1: Numba does not check
     bounds, and the write past the row corrupted the heap (the long property run aborted in
     an FFT after it). Run as Python, the row's kernel raises on any such index."""
     tiny = np.finfo(float).tiny
-    for length, residue in ((10, tiny / 0.5 ** 8.5), (10, tiny / 0.5 ** 9.5), (1, 1.0),
-                            (2, 1e-300), (1, 1e-300)):
+    block = kernels.POWER_BLOCK
+    for name in ("_add_mode_blocked", "_add_mode_recurrence", "_mode_stop"):  # as Python too
+        monkeypatch.setattr(kernels, name, getattr(kernels, name).py_func)
+    for pole, length, residue in ((0.5, 10, tiny / 0.5 ** 8.5), (0.5, 10, tiny / 0.5 ** 9.5),
+                                  (0.5, 1, 1.0), (0.5, 2, 1e-300), (0.5, 1, 1e-300),
+                                  # past one block: the last block cut by the row or the floor
+                                  (0.99, block + 2, 1.0), (0.99, 2 * block + 7, 1.0),
+                                  (0.99, 2 * block, tiny / 0.99 ** (block + 5.5))):
         out = np.zeros((1, length))
-        kernels._impulse_row.py_func(np.array([[0.5 + 0j]]), np.array([[residue + 0j]]),
-                                     np.array([0.0]), length, tiny, out, 0)
+        kernels._impulse_row.py_func(np.array([[pole + 0j]]), np.array([[residue + 0j]]),
+                                     np.array([0.0]), length, tiny, block, out, 0)
+
+
+def test_impulse_rounding_stays_within_its_bound():
+    """`impulse_compact` against 40-digit mpmath over four blocks of `POWER_BLOCK` taps, at
+    the lags around each block's edge: poles near the circle (complex, real, negative), one
+    outside it and one exactly on it. Each error lies below `rounding_bound`, which for the
+    modes on or inside the circle grows with the lag within a block, not along the row."""
+    mpmath = pytest.importorskip("mpmath")
+    from mor.analysis.compare import rounding_bound
+
+    block = kernels.POWER_BLOCK
+    poles = np.array([[0.99999 * np.exp(0.001j), 0.9995 * np.exp(2.1j), -0.9993, 0.9998,
+                       np.exp(0.7j), 1.00002 * np.exp(0.3j)]])
+    residues = np.array([[1.0 - 0.3j, -0.4 + 0.2j, 0.5, 0.25, 1e-3j, 1e-4 + 0j]])
+    length = 4 * block + 3
+    got = kernels.impulse_compact(poles, residues, np.array([0.1]), length)
+    bound = rounding_bound(np.zeros((1, length)), poles, residues)
+    lags = sorted({k for b in range(1, 5) for k in (b * block - 1, b * block, b * block + 1,
+                                                    b * block + 2)} | {1, 2, length - 1})
+    with mpmath.workdps(40):
+        lam = [mpmath.mpc(p.real, p.imag) for p in poles[0]]
+        res = [mpmath.mpc(r.real, r.imag) for r in residues[0]]
+        for k in lags:
+            want = mpmath.re(mpmath.fsum(r * p ** (k - 1) for p, r in zip(lam, res)))
+            assert abs(got[0, k] - float(want)) <= bound[0, k], k
+    # the bound of powers by repeated multiplication alone (4 (k - 1) eps per mode) would be
+    # more than twice this one at the end of the row
+    assert bound[0, -1] < 0.5 * np.finfo(float).eps * 4 * (length - 2) * np.abs(residues).sum()
 
 
 def test_markov_kernel_agrees_with_reference():

@@ -23,6 +23,11 @@ PARALLEL_MIN_WORK = 1 << 18
 #: time (each takes every core, and Numba's workqueue threading layer aborts on concurrent
 #: parallel calls).
 _PARALLEL = threading.Lock()
+#: Taps per block of the float64 impulse response (`impulse_compact`): within a block the
+#: powers of a pole come from a table built by repeated multiplication, so their rounding
+#: grows with the lag in the block, at most ``B``, instead of the lag itself (``2^20`` for
+#: the longest filters); the block powers themselves are carried in double-double.
+POWER_BLOCK = 1024
 
 
 def _run(threads, serial, work: int, *args) -> None:
@@ -35,52 +40,168 @@ def _run(threads, serial, work: int, *args) -> None:
         serial(*args)
 
 
+# ---------------------------------------------------------------- compensated (double-double)
+# Error-free transformations (Knuth's two-sum, Dekker's split and two-product): a value is an
+# unevaluated sum hi + lo of two doubles, about 106 bits.
+
+@numba.njit(cache=True, inline="always")
+def _two_sum(a, b):
+    s = a + b
+    bb = s - a
+    return s, (a - (s - bb)) + (b - bb)
+
+
+@numba.njit(cache=True, inline="always")
+def _split(a):
+    c = 134217729.0 * a  # 2^27 + 1
+    hi = c - (c - a)
+    return hi, a - hi
+
+
+@numba.njit(cache=True, inline="always")
+def _two_prod(a, b):
+    p = a * b
+    ah, al = _split(a)
+    bh, bl = _split(b)
+    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_add(ah, al, bh, bl):
+    s, e = _two_sum(ah, bh)
+    e += al + bl
+    return _two_sum(s, e)
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_mul_d(ah, al, b):
+    p, e = _two_prod(ah, b)
+    e += al * b
+    return _two_sum(p, e)
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_mul(ah, al, bh, bl):
+    p, e = _two_prod(ah, bh)
+    e += ah * bl + al * bh
+    return _two_sum(p, e)
+
+
+@numba.njit(cache=True, inline="always")
+def _dd_cmul(xr, xrl, xi, xil, yr, yrl, yi, yil):
+    # (xr + i xi)(yr + i yi), each part a double-double
+    a, al = _dd_mul(xr, xrl, yr, yrl)
+    b, bl = _dd_mul(xi, xil, yi, yil)
+    c, cl = _dd_mul(xr, xrl, yi, yil)
+    d, dl = _dd_mul(xi, xil, yr, yrl)
+    re, rel = _dd_add(a, al, -b, -bl)
+    im, iml = _dd_add(c, cl, d, dl)
+    return re, rel, im, iml
+
+
 @numba.njit(cache=True)
-def _impulse_row(poles, residues, direct, length, floor, out, f):
+def _dd_cpow(p, e):
+    # p^e (e >= 1) in double-double, by squaring: relative error about log2(e) eps^2
+    rr, rrl, ri, ril = 1.0, 0.0, 0.0, 0.0
+    br, brl, bi, bil = p.real, 0.0, p.imag, 0.0
+    while e:
+        if e & 1:
+            rr, rrl, ri, ril = _dd_cmul(rr, rrl, ri, ril, br, brl, bi, bil)
+        e >>= 1
+        if e:
+            br, brl, bi, bil = _dd_cmul(br, brl, bi, bil, br, brl, bi, bil)
+    return rr, rrl, ri, ril
+
+
+@numba.njit(cache=True)
+def _mode_stop(p, z, floor, length):
+    # the first lag past the mode: where |z lambda^(k-1)| falls below the floor
+    stop = length
+    if floor > 0 and abs(p) < 1.0:
+        steps = 0.0 if p == 0 else math.log(floor / abs(z)) / math.log(abs(p))
+        if steps < length:  # never past the row: out of bounds corrupts the heap
+            stop = min(length, max(2, int(steps) + 2))
+    return stop
+
+
+@numba.njit(cache=True)
+def _add_mode_recurrence(out, f, p, z, stop):
+    # out[f, k] += Re z lambda^(k-1), the powers by repeated multiplication (as engines run)
+    if p.imag == 0 and z.imag == 0:  # a real mode in real arithmetic: the same values
+        x, q = z.real, p.real
+        for k in range(1, stop):
+            out[f, k] += x
+            x *= q
+        return
+    for k in range(1, stop):
+        out[f, k] += z.real
+        z *= p
+
+
+@numba.njit(cache=True)
+def _add_mode_blocked(out, f, p, z, stop, block, table_re, table_im):
+    # out[f, k] += Re z lambda^(qB) lambda^r for k - 1 = qB + r: the table lambda^r (r < B)
+    # by repeated multiplication, lambda^(qB) in double-double (rounded once per block)
+    t = 1.0 + 0.0j
+    for r in range(block):
+        table_re[r], table_im[r] = t.real, t.imag
+        t *= p
+    sr, srl, si, sil = _dd_cpow(p, block)
+    qr, qrl, qi, qil = 1.0, 0.0, 0.0, 0.0
+    for base in range(1, stop, block):
+        b = z * complex(qr, qi)
+        br, bi = b.real, b.imag
+        for r in range(min(block, stop - base)):
+            out[f, base + r] += br * table_re[r] - bi * table_im[r]
+        qr, qrl, qi, qil = _dd_cmul(qr, qrl, qi, qil, sr, srl, si, sil)
+
+
+@numba.njit(cache=True)
+def _impulse_row(poles, residues, direct, length, floor, block, out, f):
     out[f, 0] = direct[f]
     for k in range(1, length):
         out[f, k] = 0.0
+    size = block if length - 1 > block else 0
+    table_re, table_im = np.empty(size), np.empty(size)
     for n in range(poles.shape[1]):
         z = residues[f, n]
         if z == 0:
             continue
         p = poles[f, n]
-        stop = length
-        if floor > 0 and abs(p) < 1.0:  # stop where |R lambda^(k-1)| falls below the floor
-            steps = 0.0 if p == 0 else math.log(floor / abs(z)) / math.log(abs(p))
-            if steps < length:  # never past the row: out of bounds corrupts the heap
-                stop = min(length, max(2, int(steps) + 2))
-        if p.imag == 0 and z.imag == 0:  # a real mode in real arithmetic: the same values
-            x, q = z.real, p.real
-            for k in range(1, stop):
-                out[f, k] += x
-                x *= q
-            continue
-        for k in range(1, stop):
-            out[f, k] += z.real
-            z *= p
+        stop = _mode_stop(p, z, floor, length)
+        # (within one block the recurrence rounds alike; outside the circle the block powers
+        # could overflow)
+        if block and stop - 1 > block and abs(p) <= 1.0:
+            _add_mode_blocked(out, f, p, z, stop, block, table_re, table_im)
+        else:
+            _add_mode_recurrence(out, f, p, z, stop)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _impulse_threads(poles, residues, direct, length, floor, out):
+def _impulse_threads(poles, residues, direct, length, floor, block, out):
     for f in numba.prange(poles.shape[0]):
-        _impulse_row(poles, residues, direct, length, floor, out, f)
+        _impulse_row(poles, residues, direct, length, floor, block, out, f)
 
 
 @numba.njit(cache=True, nogil=True)
-def _impulse_serial(poles, residues, direct, length, floor, out):
+def _impulse_serial(poles, residues, direct, length, floor, block, out):
     for f in range(poles.shape[0]):
-        _impulse_row(poles, residues, direct, length, floor, out, f)
+        _impulse_row(poles, residues, direct, length, floor, block, out, f)
 
 
 def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
                     length: int, dtype=np.float64, floor: float = 0.0) -> np.ndarray:
     """``h[0] = D``, ``h[k] = Re sum_n R_n lambda_n^{k-1}`` for a flat batch ``(F, m)``.
 
-    Powers are accumulated by repeated multiplication: the relative error of ``lambda^k`` grows
-    like ``k * eps``, below ``1e-10`` for ``k`` up to ``10^5``. With ``dtype=np.float32`` the
-    parameters are rounded to complex64 / float32 and the recurrence runs in single precision,
-    as inference engines run a bank (``z <- lambda z`` per mode, the real parts summed).
+    In float64 the power of a mode on or inside the unit circle is taken as
+    ``lambda^(k-1) = lambda^(qB) lambda^r`` (``k - 1 = qB + r``, ``B = POWER_BLOCK``): the
+    table ``lambda^r`` by repeated multiplication, the block powers in double-double, so the
+    relative error of a power grows like ``r eps`` within a block, not ``k eps`` along the
+    row (`mor.analysis.compare.rounding_bound`), and the taps of a block are independent
+    multiply-adds. Outside the circle the powers are accumulated by repeated multiplication
+    (error ``k eps``). With ``dtype=np.float32`` the parameters are rounded to complex64 /
+    float32 and the recurrence ``z <- lambda z`` runs in single precision, as inference engines
+    run a bank (the real parts summed).
 
     With ``floor > 0`` a stable mode stops once ``|R lambda^{k-1}|`` is below it: an entry then
     changes by less than ``m floor`` (``m`` modes). At the smallest normal float64 this skips
@@ -94,9 +215,10 @@ def impulse_compact(poles: np.ndarray, residues: np.ndarray, direct: np.ndarray,
     residues = np.ascontiguousarray(residues, dtype=cplx)
     direct = np.ascontiguousarray(direct, dtype=real)
     out = np.empty((poles.shape[0], length), dtype=real)
+    block = POWER_BLOCK if real == np.float64 else 0
     if length > 0:
         _run(_impulse_threads, _impulse_serial, poles.size * length, poles, residues, direct,
-             length, float(floor), out)
+             length, float(floor), block, out)
     return out
 
 
@@ -312,46 +434,6 @@ def markov_parameters_reference(a: np.ndarray, b: np.ndarray, c: np.ndarray,
     return out
 
 
-# ---------------------------------------------------------------- compensated (double-double)
-# Error-free transformations (Knuth's two-sum, Dekker's split and two-product): a value is an
-# unevaluated sum hi + lo of two doubles, about 106 bits.
-
-@numba.njit(cache=True, inline="always")
-def _two_sum(a, b):
-    s = a + b
-    bb = s - a
-    return s, (a - (s - bb)) + (b - bb)
-
-
-@numba.njit(cache=True, inline="always")
-def _split(a):
-    c = 134217729.0 * a  # 2^27 + 1
-    hi = c - (c - a)
-    return hi, a - hi
-
-
-@numba.njit(cache=True, inline="always")
-def _two_prod(a, b):
-    p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
-
-
-@numba.njit(cache=True, inline="always")
-def _dd_add(ah, al, bh, bl):
-    s, e = _two_sum(ah, bh)
-    e += al + bl
-    return _two_sum(s, e)
-
-
-@numba.njit(cache=True, inline="always")
-def _dd_mul_d(ah, al, b):
-    p, e = _two_prod(ah, b)
-    e += al * b
-    return _two_sum(p, e)
-
-
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _impulse_error_dd_rows(h, poles, residues, direct, rows, out):
     length = h.shape[1]
@@ -394,7 +476,7 @@ def impulse_error_compensated(h: np.ndarray, poles: np.ndarray, residues: np.nda
     double-double arithmetic (error-free transformations, about 106 bits), so that residues
     that cancel (clustered poles with large opposite residues, ``sum |R lambda^k|`` far above
     ``|h_hat[k]|``) lose nothing the result keeps: the error of ``lambda^k`` grows like
-    ``k eps^2``. About 20 times the cost of `impulse_compact`, for the filters that need it.
+    ``k eps^2``. Many times the cost of `impulse_compact`, for the filters that need it.
     """
     h = np.ascontiguousarray(h, dtype=np.float64)
     poles = np.ascontiguousarray(poles, dtype=np.complex128)

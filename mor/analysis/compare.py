@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mor._numerics import freq
-from mor._numerics.kernels import impulse_compact, impulse_error_compensated
+from mor._numerics.kernels import (POWER_BLOCK, impulse_compact,
+                                   impulse_error_compensated)
 from mor.analysis.bounds import bounds_from_hsv, hankel_frobenius_sq
 from mor.conventions import Scale, as_filters, relative
 from mor.analysis.spectrum import hankel_svd
@@ -341,15 +342,23 @@ def _scaled_norm(x: np.ndarray) -> np.ndarray:
 
 def rounding_bound(h: np.ndarray, poles: np.ndarray, residues: np.ndarray) -> np.ndarray:
     """Bound ``(F, L)`` on the rounding of ``h[k] - h_hat[k]`` as `ModalSSM.impulse` computes
-    it (powers by repeated multiplication, then summed over ``m`` modes):
-    ``eps ((4 k + m) sum_n |R_n| |lambda_n|^(k-1) + |h[k]|)``. Where residues cancel the sum
-    of moduli lies far above ``|h_hat[k]|``, and so does the bound."""
+    it (`impulse_compact`: each power ``lambda^(k-1)`` from ``j`` repeated multiplications and
+    one block power in double-double, then summed over ``m`` modes):
+    ``eps ((4 j + 8 + m) sum_n |R_n| |lambda_n|^(k-1) + |h[k]|)``, with ``j`` the lag within
+    its block of `POWER_BLOCK` taps for a mode on or inside the unit circle and ``k - 1``
+    outside it (or where the row is one block). Where residues cancel the sum of moduli lies
+    far above ``|h_hat[k]|``, and so does the bound."""
     eps = np.finfo(float).eps
-    live = residues != 0
-    moduli = impulse_compact(np.abs(poles).astype(np.complex128),
-                             np.abs(residues).astype(np.complex128), np.zeros(h.shape[0]),
-                             h.shape[-1])
-    k = np.arange(h.shape[-1])
-    modes = live.sum(axis=-1)[:, None]
+    length = h.shape[-1]
+    modes = (residues != 0).sum(axis=-1)[:, None]
+    lag = np.maximum(np.arange(length) - 1, 0)
+    blocked = np.abs(poles) <= 1.0 if length - 1 > POWER_BLOCK else np.zeros(poles.shape, bool)
+    bound = eps * np.abs(h)
     with np.errstate(over="ignore"):  # an infinite bound: the error is recomputed exactly
-        return eps * ((4 * k + modes) * moduli + np.abs(h))
+        for part, within in ((blocked, lag % POWER_BLOCK), (~blocked, lag)):
+            if part.any():
+                moduli = impulse_compact(np.abs(poles).astype(np.complex128),
+                                         np.where(part, np.abs(residues), 0.0).astype(
+                                             np.complex128), np.zeros(h.shape[0]), length)
+                bound += eps * ((4 * within + 8 + modes) * moduli)
+    return bound
