@@ -137,7 +137,7 @@ def test_impulse_kernel_floor_stays_in_the_row(monkeypatch):
     an FFT after it). Run as Python, the row's kernel raises on any such index."""
     tiny = np.finfo(float).tiny
     block = kernels.POWER_BLOCK
-    for name in ("_add_mode_blocked", "_add_mode_recurrence", "_mode_stop"):  # as Python too
+    for name in ("_add_modes_blocked", "_add_mode_recurrence", "_mode_stop"):  # as Python too
         monkeypatch.setattr(kernels, name, getattr(kernels, name).py_func)
     for pole, length, residue in ((0.5, 10, tiny / 0.5 ** 8.5), (0.5, 10, tiny / 0.5 ** 9.5),
                                   (0.5, 1, 1.0), (0.5, 2, 1e-300), (0.5, 1, 1e-300),

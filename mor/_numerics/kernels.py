@@ -139,21 +139,38 @@ def _add_mode_recurrence(out, f, p, z, stop):
 
 
 @numba.njit(cache=True)
-def _add_mode_blocked(out, f, p, z, stop, block, table_re, table_im):
-    # out[f, k] += Re z lambda^(qB) lambda^r for k - 1 = qB + r: the table lambda^r (r < B)
-    # by repeated multiplication, lambda^(qB) in double-double (rounded once per block)
-    t = 1.0 + 0.0j
-    for r in range(block):
-        table_re[r], table_im[r] = t.real, t.imag
-        t *= p
-    sr, srl, si, sil = _dd_cpow(p, block)
-    qr, qrl, qi, qil = 1.0, 0.0, 0.0, 0.0
-    for base in range(1, stop, block):
-        b = z * complex(qr, qi)
-        br, bi = b.real, b.imag
-        for r in range(min(block, stop - base)):
-            out[f, base + r] += br * table_re[r] - bi * table_im[r]
-        qr, qrl, qi, qil = _dd_cmul(qr, qrl, qi, qil, sr, srl, si, sil)
+def _add_modes_blocked(out, f, poles, residues, chosen, stops, block):
+    # out[f, k] += Re R lambda^(qB) lambda^r for k - 1 = qB + r and the chosen modes, block
+    # by block (each block of the row stays in cache while every mode adds to it): the tables
+    # lambda^r (r < B) by repeated multiplication, lambda^(qB) in double-double (rounded once
+    # a block)
+    count = chosen.shape[0]
+    table_re, table_im = np.empty((count, block)), np.empty((count, block))
+    power = np.zeros((count, 4))  # lambda^(qB): real part (hi, lo), imaginary part (hi, lo)
+    step = np.empty((count, 4))  # lambda^B, alike
+    end = 0
+    for j in range(count):
+        p = poles[f, chosen[j]]
+        t = 1.0 + 0.0j
+        for r in range(block):
+            table_re[j, r], table_im[j, r] = t.real, t.imag
+            t *= p
+        power[j, 0] = 1.0
+        step[j, 0], step[j, 1], step[j, 2], step[j, 3] = _dd_cpow(p, block)
+        end = max(end, stops[j])
+    for base in range(1, end, block):
+        for j in range(count):
+            if base >= stops[j]:
+                continue
+            b = residues[f, chosen[j]] * complex(power[j, 0], power[j, 2])
+            br, bi = b.real, b.imag
+            size = min(block, stops[j] - base)
+            taps, t_re, t_im = out[f, base:base + size], table_re[j, :size], table_im[j, :size]
+            for r in range(size):  # 1-D views: a loop the compiler vectorises
+                taps[r] += br * t_re[r] - bi * t_im[r]
+            power[j, 0], power[j, 1], power[j, 2], power[j, 3] = _dd_cmul(
+                power[j, 0], power[j, 1], power[j, 2], power[j, 3],
+                step[j, 0], step[j, 1], step[j, 2], step[j, 3])
 
 
 @numba.njit(cache=True)
@@ -161,8 +178,9 @@ def _impulse_row(poles, residues, direct, length, floor, block, out, f):
     out[f, 0] = direct[f]
     for k in range(1, length):
         out[f, k] = 0.0
-    size = block if length - 1 > block else 0
-    table_re, table_im = np.empty(size), np.empty(size)
+    chosen = np.empty(poles.shape[1], dtype=np.int64)
+    stops = np.empty(poles.shape[1], dtype=np.int64)
+    count = 0
     for n in range(poles.shape[1]):
         z = residues[f, n]
         if z == 0:
@@ -172,9 +190,12 @@ def _impulse_row(poles, residues, direct, length, floor, block, out, f):
         # (within one block the recurrence rounds alike; outside the circle the block powers
         # could overflow)
         if block and stop - 1 > block and abs(p) <= 1.0:
-            _add_mode_blocked(out, f, p, z, stop, block, table_re, table_im)
+            chosen[count], stops[count] = n, stop
+            count += 1
         else:
             _add_mode_recurrence(out, f, p, z, stop)
+    if count:
+        _add_modes_blocked(out, f, poles, residues, chosen[:count], stops[:count], block)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
