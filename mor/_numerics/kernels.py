@@ -74,13 +74,6 @@ def _dd_add(ah, al, bh, bl):
 
 
 @numba.njit(cache=True, inline="always")
-def _dd_mul_d(ah, al, b):
-    p, e = _two_prod(ah, b)
-    e += al * b
-    return _two_sum(p, e)
-
-
-@numba.njit(cache=True, inline="always")
 def _dd_mul(ah, al, bh, bl):
     p, e = _two_prod(ah, bh)
     e += ah * bl + al * bh
@@ -477,13 +470,7 @@ def _impulse_error_dd_rows(h, poles, residues, direct, rows, out):
             zr, zrl, zi, zil = r.real, 0.0, r.imag, 0.0  # z = R lambda^(k-1), starting at R
             for k in range(1, length):
                 acc_hi[k], acc_lo[k] = _dd_add(acc_hi[k], acc_lo[k], -zr, -zrl)
-                # z <- z * lambda: (zr + i zi)(pr + i pi)
-                a_h, a_l = _dd_mul_d(zr, zrl, pr)
-                b_h, b_l = _dd_mul_d(zi, zil, pi)
-                c_h, c_l = _dd_mul_d(zr, zrl, pi)
-                d_h, d_l = _dd_mul_d(zi, zil, pr)
-                zr, zrl = _dd_add(a_h, a_l, -b_h, -b_l)
-                zi, zil = _dd_add(c_h, c_l, d_h, d_l)
+                zr, zrl, zi, zil = _dd_cmul(zr, zrl, zi, zil, pr, 0.0, pi, 0.0)  # z <- z lambda
         for k in range(1, length):
             out[j, k] = acc_hi[k] + acc_lo[k]
 
