@@ -180,18 +180,20 @@ def tridiagonal_eig_last(alpha, beta):
 
 
 @numba.njit(cache=True, nogil=True)
-def _certified(alpha, beta, dim, k, rtol, with_vectors):
-    """Whether the top ``k`` Ritz values (by modulus) of ``T_dim`` are within ``rtol`` times the
-    largest of an eigenvalue of ``H``; the largest such bound, relative; and the Ritz values
-    (ascending).
+def _certified(alpha, beta, dim, k, rtol, kth_rtol, with_vectors):
+    """Whether each of the top ``k`` Ritz values (by modulus) of ``T_dim`` is within
+    ``max(rtol |theta_1|, kth_rtol |theta_k|)`` of an eigenvalue of ``H``; the largest bound
+    relative to that allowance, times ``rtol`` (the test is ``worst <= rtol``); and the Ritz
+    values (ascending). ``|theta_k|`` is at most the ``k``-th eigenvalue's modulus (Cauchy
+    interlacing), so the allowance never exceeds ``kth_rtol sigma_k``.
 
     Kato-Temple needs the gap from a Ritz value to the rest of the spectrum. Beside the
     neighbouring Ritz values, the rest includes the unexplored middle of the spectrum, which
     the ``(k+1)``-th Ritz value bounds only once it has itself converged: the gap is at most
     ``|theta_k| - |theta_{k+1}| - r_{k+1}`` (zero while there is no ``(k+1)``-th value, leaving
     the plain residual bound). With ``with_vectors``, each residual norm must also be at most
-    `VECTOR_RESIDUAL` ``* rtol`` times the largest value (a Ritz vector's error is its residual
-    over the gap, not its square).
+    `VECTOR_RESIDUAL` ``* rtol`` times the largest value, whatever ``kth_rtol`` (a Ritz
+    vector's error is its residual over the gap, not its square).
     """
     values, last, ok = tridiagonal_eig_last(alpha[:dim], beta)
     if not ok:
@@ -202,6 +204,8 @@ def _certified(alpha, beta, dim, k, rtol, with_vectors):
     resid = np.abs(beta[dim - 1] * last[order])
     ranked = np.argsort(-np.abs(values), kind="mergesort")
     scale = max(abs(values[ranked[0]]), np.finfo(np.float64).tiny)
+    # the allowance relative to the largest value: at least rtol (nothing underflows)
+    allowed = max(rtol, kth_rtol * (abs(values[ranked[min(k, dim) - 1]]) / scale))
     inner = 0.0
     if dim > k:
         inner = np.abs(values[ranked[k]]) + resid[ranked[k]]
@@ -215,9 +219,10 @@ def _certified(alpha, beta, dim, k, rtol, with_vectors):
         gap -= resid[i]
         r = resid[i]
         bound = min(r, r * r / gap) if gap > 0.0 else r
+        score = bound / scale * (rtol / allowed)
         if with_vectors:
-            bound = max(bound, r / VECTOR_RESIDUAL)
-        worst = max(worst, bound / scale)
+            score = max(score, r / VECTOR_RESIDUAL / scale)
+        worst = max(worst, score)
     return worst <= rtol, worst, values
 
 
@@ -323,8 +328,9 @@ def _grow(a, size):
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
-    """Top-``k`` eigenpairs by modulus of one Hankel matrix (see the module notes).
+def lanczos_one(spectrum, n, m, k, rtol, kth_rtol, max_dim, theta, vectors, want_vectors):
+    """Top-``k`` eigenpairs by modulus of one Hankel matrix (see the module notes), each value
+    certified to ``max(rtol sigma_1, kth_rtol sigma_k)`` (`_certified`).
 
     Writes ``theta`` (``k``, decreasing ``|theta|``) and, when ``want_vectors``, the Ritz
     vectors as the columns of ``vectors`` (``n x k``). Returns the basis size used, or minus
@@ -395,7 +401,8 @@ def lanczos_one(spectrum, n, m, k, rtol, max_dim, theta, vectors, want_vectors):
                     basis[dim] = w / norm
                     break
         if dim >= next_check or dim == max_dim or dim == n:
-            good, worst, values = _certified(alpha, beta, dim, k, rtol, want_vectors)
+            good, worst, values = _certified(alpha, beta, dim, k, rtol, kth_rtol,
+                                             want_vectors)
             if good or dim == n:
                 break
             if dim == max_dim:
@@ -484,8 +491,9 @@ def _deflated_peak(spectrum, m, explored, dim, steps):
 
 
 @numba.njit(cache=True, nogil=True)
-def lanczos_rows(spectra, n, m, k, rtol, max_dim, theta, vectors, want_vectors, dims, status):
+def lanczos_rows(spectra, n, m, k, rtol, kth_rtol, max_dim, theta, vectors, want_vectors, dims,
+                 status):
     """`lanczos_one` for each row of ``spectra`` (``F x (m // 2 + 1)``)."""
     for f in range(spectra.shape[0]):
-        dims[f], status[f] = lanczos_one(spectra[f], n, m, k, rtol, max_dim, theta[f],
-                                         vectors[f], want_vectors)
+        dims[f], status[f] = lanczos_one(spectra[f], n, m, k, rtol, kth_rtol, max_dim,
+                                         theta[f], vectors[f], want_vectors)

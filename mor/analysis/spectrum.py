@@ -53,28 +53,30 @@ _DEVICE_BLOCKS: list = []
 
 
 def register_device_blocks(decompose) -> None:
-    """Register ``decompose(h, k, *, rtol, device, vectors) -> dict``, the Hankel
+    """Register ``decompose(h, k, *, rtol, kth_rtol, device, vectors) -> dict``, the Hankel
     decomposition of flat filters on a torch device (`device_blocks`); ``import mor.torch``
     does."""
     _DEVICE_BLOCKS[:] = [decompose]
 
 
-def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device,
-                  vectors: bool = True) -> dict:
+def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device, vectors: bool = True,
+                  kth_rtol: float = 0.0) -> dict:
     """The top-``k`` Hankel eigenpairs of flat validated filters on a torch ``device``, as
     balanced truncation needs them: ``sigma``, ``bound``, ``basis`` and with ``vectors``
     ``u0``, ``v0`` (first rows of ``U``, ``V``) and ``shifted_gram`` (``V[1:]^T V[:-1]``)
-    (`mor.torch._spectrum.hankel_blocks`: block Lanczos, each value certified to ``rtol
-    sigma_1`` as on the Krylov path). The values must also pass the Krylov path's test
+    (`mor.torch._spectrum.hankel_blocks`: block Lanczos, each value certified to
+    ``max(rtol sigma_1, kth_rtol sigma_k)`` as on the Krylov path). The values must also pass
+    the Krylov path's test
     against ``||H||_F^2``; a filter that fails it raises (the CPU path has no dense fallback
     at the sizes a device is for: use ``device=None``)."""
     if not _DEVICE_BLOCKS:
         raise ValueError(f"device={device!r} needs the torch adapter: `import mor.torch` "
                          "first (and torch built for that device)")
     n = flat.shape[-1] - 1
-    blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, device=device, vectors=vectors)
+    blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, kth_rtol=kth_rtol, device=device,
+                               vectors=vectors)
     if k:
-        wrong = _inconsistent(flat, blocks["sigma"], rtol, n)
+        wrong = _inconsistent(flat, blocks["sigma"], rtol, kth_rtol, n)
         if wrong.any():
             raise RuntimeError(
                 f"the Hankel values of filter {int(np.flatnonzero(wrong)[0])} computed on "
@@ -254,14 +256,16 @@ def auto_method(size: int, k: int) -> str:
 
 def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
                rtol: float = KRYLOV_RTOL, vectors: bool = True, size: int | None = None,
-               left_rows: int | None = None):
+               left_rows: int | None = None, kth_rtol: float = 0.0):
     r"""Leading singular triplets of the Hankel matrices of validated filters ``(..., L)``.
 
     Returns ``(sigma, u, v)`` with ``H ~ u diag(sigma) v^T``, ``u`` and ``v`` of shape
     ``(..., N, k)`` (``None`` when ``vectors`` is false), ``N = L - 1`` or the given ``size``
     (see :func:`hankel_matrix`). With ``left_rows``, ``u`` holds only its first ``left_rows``
     rows, ``(..., left_rows, k)``, the same values (the others are not formed: balanced
-    truncation of an FIR filter needs only the first).
+    truncation of an FIR filter needs only the first). The Krylov path certifies each value
+    to ``max(rtol sigma_1, kth_rtol sigma_k)`` (`mor._numerics.lanczos`) and each vector to a
+    residual norm of ``VECTOR_RESIDUAL rtol sigma_1``.
     """
     n = h.shape[-1] - 1 if size is None else int(size)
     if not 0 <= n <= h.shape[-1] - 1:
@@ -285,7 +289,7 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         s, u, v = _dense(flat, k, vectors, n)
         u = None if u is None else u[:, :rows]
     else:
-        s, u, v = _krylov(flat, k, rtol, vectors, n, rows)
+        s, u, v = _krylov(flat, k, rtol, kth_rtol, vectors, n, rows)
     s = s.reshape(batch + (k,))
     if vectors:
         u, v = u.reshape(batch + (rows, k)), v.reshape(batch + (n, k))
@@ -315,19 +319,19 @@ def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
     return s[:, :k], u[:, :, :k], np.swapaxes(vh[:, :k, :], 1, 2)
 
 
-def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
+def _krylov(flat: np.ndarray, k: int, rtol: float, kth_rtol: float, vectors: bool, n: int,
             rows: int | None = None):
     """Top-``k`` Hankel singular triplets of each row by `mor._numerics.lanczos`, on worker
     threads, checked (`_lanczos`): rows whose values fail the checks are done again with full
     re-orthogonalisation (values alone), then densely. ``u`` holds its first ``rows`` rows
     (all by default)."""
     rows_u = n if rows is None else rows
-    s, u, v, inconsistent, status = _lanczos(flat, k, rtol, vectors, n, rows_u)
+    s, u, v, inconsistent, status = _lanczos(flat, k, rtol, kth_rtol, vectors, n, rows_u)
     rerun = inconsistent & (status != MISSED)
     if rerun.any() and not vectors:  # partial re-orthogonalisation let rounding through
         for part in np.array_split(np.flatnonzero(rerun), -(-rerun.sum() // RERUN_CHUNK)):
-            s[part], _, _, inconsistent[part], status[part] = _lanczos(flat[part], k, rtol,
-                                                                       True, n)
+            s[part], _, _, inconsistent[part], status[part] = _lanczos(
+                flat[part], k, rtol, kth_rtol, True, n)
     # a suspected missed copy is settled densely where that is affordable
     wrong = inconsistent | (status == MISSED) | ((status == SUSPECT) &
                                                  (n <= DENSE_FALLBACK_SIZE))
@@ -344,7 +348,7 @@ def _krylov(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
     return s, u, v
 
 
-def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
+def _lanczos(flat: np.ndarray, k: int, rtol: float, kth_rtol: float, vectors: bool, n: int,
              rows: int | None = None):
     """`lanczos_rows` on worker threads: ``(s, u, v, inconsistent, status)``: where the values
     fail the Frobenius test, and the kernel's `mor._numerics.lanczos.CLEAR`, ``SUSPECT`` or
@@ -359,7 +363,7 @@ def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
     status = np.zeros(f, dtype=np.int64)
 
     def run(sl):
-        lanczos_rows(spectra[sl], n, m, k, rtol, max_dim, theta[sl], q[sl], vectors,
+        lanczos_rows(spectra[sl], n, m, k, rtol, kth_rtol, max_dim, theta[sl], q[sl], vectors,
                      dims[sl], status[sl])
 
     map_chunks(run, f, max(1, -(-f // (4 * worker_threads()))))
@@ -379,21 +383,22 @@ def _lanczos(flat: np.ndarray, k: int, rtol: float, vectors: bool, n: int,
     # a full basis leaves no residual to certify by: with partial re-orthogonalisation its
     # values are only as good as the basis is orthogonal (3e-10 sigma_1 off was seen)
     full = (dims == n) & (not vectors)
-    return s, u, v, _inconsistent(flat, s, rtol, n) | full, status
+    return s, u, v, _inconsistent(flat, s, rtol, kth_rtol, n) | full, status
 
 
-def _inconsistent(flat: np.ndarray, s: np.ndarray, rtol: float, n: int) -> np.ndarray:
-    """Rows whose top-``k`` values ``s`` (each within ``rtol s_1`` of a singular value) cannot
-    be those of their ``n x n`` Hankel matrix: their squares exceed ``||H||_F^2``, or with the
-    ``n - k`` others at most ``s_k`` they fall short of it."""
+def _inconsistent(flat: np.ndarray, s: np.ndarray, rtol: float, kth_rtol: float,
+                  n: int) -> np.ndarray:
+    """Rows whose top-``k`` values ``s`` (each within ``max(rtol s_1, kth_rtol s_k)`` of a
+    singular value) cannot be those of their ``n x n`` Hankel matrix: their squares exceed
+    ``||H||_F^2``, or with the ``n - k`` others at most ``s_k`` they fall short of it."""
     k = s.shape[1]
     g = flat[:, 1:2 * n]
-    lags = np.arange(g.shape[1])
+    lags = np.arange(g.shape[1], dtype=float)
     counts = np.minimum(lags + 1, 2 * n - 1 - lags)  # entries of H holding g[lag]
-    frob = (counts * g**2).sum(axis=1)
-    top = s[:, :1]
-    slack = (2 * k * rtol + 4 * n * np.finfo(float).eps) * top[:, 0] ** 2 \
-        + 4 * n * np.finfo(float).eps * frob
+    frob = np.einsum("fl,fl,l->f", g, g, counts)
+    top = s[:, 0]
+    tol = np.maximum(rtol * top, kth_rtol * s[:, -1])
+    slack = 2 * k * tol * top + 4 * n * np.finfo(float).eps * (top**2 + frob)
     found = (s**2).sum(axis=1)
-    rest = (n - k) * (s[:, -1] + rtol * top[:, 0]) ** 2
+    rest = (n - k) * (s[:, -1] + tol) ** 2
     return (found > frob + slack) | (found + rest < frob - slack)

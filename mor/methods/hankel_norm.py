@@ -310,8 +310,10 @@ class HankelNormFamily(Method):
             rtol = min(rtol, EXACT_RTOL)
             every = h.shape[0] * size * (max_order + 1) * 8 <= BT_CHUNK_BYTES
             columns = range(max_order + 1) if every else range(max_order, max_order + 1)
+        # values to rtol sigma_1 (no kth_rtol): the cluster test below and Glover's
+        # construction need sigma_{r+1} to the spectrum's accuracy
         balanced = BalancedFamily.with_vectors(h, r, columns, hankel_method=hankel_method,
-                                               rtol=rtol)
+                                               rtol=rtol, kth_rtol=0.0)
         if intermediate_order is None:
             # doubled while it splits a cluster, judged on the values alone (computed ahead
             # of the doubling): one decomposition with vectors at the end, not one per
@@ -325,7 +327,8 @@ class HankelNormFamily(Method):
                                                     method=hankel_method, rtol=rtol)
             if r != first:
                 balanced = BalancedFamily.with_vectors(h, r, columns,
-                                                       hankel_method=hankel_method, rtol=rtol)
+                                                       hankel_method=hankel_method, rtol=rtol,
+                                                       kth_rtol=0.0)
         bt = bounds_from_hsv(balanced.hsv, hankel_frobenius_sq(h), size).bt
         bt = np.concatenate([bt, np.zeros((h.shape[0], 1))], axis=1)  # no tail at order L - 1
         tail = np.take_along_axis(bt, np.minimum(balanced.rank, r)[:, None], axis=1)[:, 0]

@@ -105,10 +105,11 @@ _DEVICE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 
 def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool = True,
-                  block: int = BLOCK, batch: int | None = None,
+                  kth_rtol: float = 0.0, block: int = BLOCK, batch: int | None = None,
                   capacity: int | None = None) -> dict[str, np.ndarray]:
     """The top-``k`` Hankel eigenpairs of filters ``h`` ``(F, L)`` on ``device``, reduced to
-    what balanced truncation needs.
+    what balanced truncation needs, each value certified to ``max(rtol sigma_1, kth_rtol
+    sigma_k)``.
 
     Returns a dict of NumPy arrays: ``sigma`` ``(F, k)`` (descending), ``bound`` ``(F, k)``
     (each value's certified distance to a singular value, relative to ``sigma_1``, `_ritz`),
@@ -153,8 +154,8 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
         for size in dict.fromkeys((capacity, limit)):
             rows = batch or _batch_size(n, size, block, device)
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
-                                    .to(device), out, todo[i:i + rows], k, rtol, block, size,
-                                    limit, vectors)
+                                    .to(device), out, todo[i:i + rows], k, (rtol, kth_rtol),
+                                    block, size, limit, vectors)
                      for i in range(0, todo.size, rows)]
             todo = np.concatenate(again)
             if not todo.size:
@@ -199,14 +200,16 @@ def _fft_size(n: int) -> int:
 
 
 def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray, k: int,
-                   rtol: float, block: int, capacity: int, limit: int,
+                   tolerance: tuple[float, float], block: int, capacity: int, limit: int,
                    vectors: bool) -> np.ndarray:
     """Block Lanczos on the filters ``h`` (a batch on the device), each written into
-    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified. The basis holds
+    ``out`` (`hankel_blocks`) at its row of ``rows`` when certified to ``tolerance``
+    (``(rtol, kth_rtol)``, `_ritz`). The basis holds
     ``capacity`` vectors, grown by `BASIS_GROWTH` (up to ``limit``) for the filters that
     need more; returns the rows of the filters left when the device had no memory to grow it
     (none otherwise: a filter not certified within ``limit`` raises)."""
     f, n = h.shape[0], h.shape[1] - 1
+    rtol = tolerance[0]
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
     rounded = torch.empty((f, capacity, n), dtype=torch.float32, device=h.device)
@@ -234,15 +237,15 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         coupling.append(b)
         full = used + block > capacity
         if used >= check or full or used == n:
-            theta, ritz_vectors, bound = _ritz(diagonal, coupling, k, vectors)
-            done = (bound <= rtol).all(dim=1).cpu().numpy() | (used == n)
+            theta, ritz_vectors, bound, score = _ritz(diagonal, coupling, k, vectors, *tolerance)
+            done = (score <= rtol).cpu().numpy() | (used == n)
             for i in np.flatnonzero(done):  # certified: out of the batch
                 _finish(out, rows[i], theta[i], ritz_vectors[i], bound[i],
                         basis[i, :used] if vectors else None)
                 out["basis"][rows[i]] = used
             if done.all():
                 return rows[:0]
-            worst = float(bound[torch.as_tensor(~done, device=bound.device)].max())
+            worst = float(score[torch.as_tensor(~done, device=score.device)].max())
             if full and capacity == limit:
                 raise RuntimeError(
                     f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
@@ -385,15 +388,21 @@ def _qr(w: torch.Tensor):
     return q, r, True
 
 
-def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
-    """The top-``k`` Ritz values by modulus, their eigenvectors of ``T`` and the bounds on
-    their distance to an eigenvalue of ``H``, relative to the largest: Kato-Temple's
-    ``min(r, r^2 / delta)`` from the residual norm ``r = ||B_{m+1} s_last||`` and the gap
-    ``delta`` to the rest of the spectrum, as on the CPU path
-    (`mor._numerics.lanczos._certified`: the neighbouring Ritz values, and the unexplored
-    middle of the spectrum bounded by the ``(k+1)``-th value and its residual); with
-    ``vectors``, at least ``r / VECTOR_RESIDUAL`` (a Ritz vector's error is its residual over
-    the gap, not its square)."""
+def _ritz(diagonal: list, coupling: list, k: int, vectors: bool, rtol: float,
+          kth_rtol: float):
+    """The top-``k`` Ritz values by modulus, their eigenvectors of ``T``, the bounds on
+    their distance to an eigenvalue of ``H`` relative to the largest, and per filter the
+    score that certifies them where it is at most ``rtol``.
+
+    The bounds are Kato-Temple's ``min(r, r^2 / delta)`` from the residual norm
+    ``r = ||B_{m+1} s_last||`` and the gap ``delta`` to the rest of the spectrum, as on the
+    CPU path (`mor._numerics.lanczos._certified`: the neighbouring Ritz values, and the
+    unexplored middle of the spectrum bounded by the ``(k+1)``-th value and its residual).
+    Each may reach ``max(rtol |theta_1|, kth_rtol |theta_k|)`` (``|theta_k|`` is at most
+    ``sigma_k``: interlacing); with ``vectors``, each residual norm at most
+    ``VECTOR_RESIDUAL rtol |theta_1|`` as well (a Ritz vector's error is its residual over the
+    gap, not its square). The score is the largest of the bounds over their allowance and
+    the residuals over theirs, times ``rtol``."""
     f, b = diagonal[0].shape[0], diagonal[0].shape[1]
     steps = len(diagonal)
     m = steps * b
@@ -425,8 +434,11 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool):
     gap = torch.where(top < m - 1, torch.minimum(gap, above), gap)
     gap = gap - r
     bound = torch.where(gap > 0, torch.minimum(r, r * r / gap.clamp_min(1e-300)), r)
-    if vectors:
-        bound = torch.maximum(bound, r / VECTOR_RESIDUAL)
     scale = size.max(dim=1, keepdim=True).values.clamp_min(torch.finfo(torch.float64).tiny)
+    # the allowance relative to the largest value: at least rtol (nothing underflows)
+    allowed = (kth_rtol * values[:, -1:].abs() / scale).clamp_min(rtol)
+    score = bound / scale * (rtol / allowed)
+    if vectors:
+        score = torch.maximum(score, r / VECTOR_RESIDUAL / scale)
     s = s.gather(2, top[:, None, :].expand(-1, m, -1))
-    return values, s, bound / scale
+    return values, s, bound / scale, score.max(dim=1).values
