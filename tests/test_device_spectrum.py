@@ -166,6 +166,16 @@ for a, m in ((4, 25), (4, 4), (3, 17), (1, 1)):
     w = x.clone()
     rows.subtract_combination(w, c, r)
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+if DEVICE == "cpu":  # the whole Lanczos with the kernels, against torch's products
+    import numpy as np
+    from mor.demo import hyena_like_filters
+    from mor.torch import _spectrum
+    h = hyena_like_filters(2, 700, seed=4)
+    plain = _spectrum.hankel_blocks(h, 12, rtol=1e-11, device="cpu")
+    _spectrum._triton_products = lambda x: True
+    kernels = _spectrum.hankel_blocks(h, 12, rtol=1e-11, device="cpu")
+    assert np.abs(kernels["sigma"] - plain["sigma"]).max() <= 1e-12 * plain["sigma"][:, 0].max()
+    assert np.abs(np.abs(kernels["u0"]) - np.abs(plain["u0"])).max() <= 1e-8
 print("checked")
 """
 

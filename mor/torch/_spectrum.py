@@ -333,16 +333,21 @@ def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     contiguous); on CUDA by `mor.torch._row_products.inner` (a batched GEMM with a reduction
     over ``n = 2^20`` runs few tiles per filter: on an H100 it read the basis at 1.8 TB/s for
     4 filters)."""
-    if x.is_cuda and _row_products is not None:
+    if _triton_products(x):
         return _row_products.inner(x, y)
     return x @ y.transpose(1, 2)
+
+
+def _triton_products(x: torch.Tensor) -> bool:
+    """Whether the products with ``x`` run as `mor.torch._row_products`' kernels: on CUDA."""
+    return x.is_cuda and _row_products is not None
 
 
 def _subtract(w: torch.Tensor, c: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
     """``w - c @ rounded`` for the float32 rows ``rounded`` (the update of the
     re-orthogonalisation, `_next_block`); on CUDA in place by
     `mor.torch._row_products.subtract_combination`, the combination summed in float64."""
-    if w.is_cuda and _row_products is not None:
+    if _triton_products(w):
         _row_products.subtract_combination(w, c, rounded)
         return w
     return w - c.to(rounded.dtype) @ rounded
