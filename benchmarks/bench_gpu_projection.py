@@ -12,6 +12,9 @@ copy ``R``) and a block ``W`` of 4 rows, the two products of a Gram-Schmidt pass
 - the update ``W - C R``: `_row_products.subtract_combination` (in place, the combination in
   float64) against ``W - C.float() @ R``.
 
+With ``--sweep``, each kernel is also timed with other tile shapes (`SWEEP`: the module's
+constants set in turn) on the last case.
+
 Per case: time, the basis read rate (``8 F m n`` bytes for the projection, ``4 F m n`` for
 the update, over the time), the ratio to the best torch form, and the largest difference
 relative to the product's scale. Prints one line per case and writes
@@ -33,6 +36,10 @@ from mor.torch import _row_products  # noqa: E402
 
 #: Columns per chunk of the per-filter split (its best on an H100, thirteenth session).
 SPLIT_CHUNK = 1 << 14
+#: ``--sweep``: (block of basis rows, block of columns, warps) for `_row_products.inner` and
+#: for `_row_products.subtract_combination` (all compile for sm_90 without spilling).
+SWEEP = {"INNER": [(16, 64, 4), (16, 64, 8), (32, 32, 4), (8, 128, 4), (16, 128, 8)],
+         "UPDATE": [(8, 128, 4), (16, 128, 4), (32, 128, 4), (16, 256, 4), (16, 512, 8)]}
 
 
 def timed(fn, repeats=5):
@@ -90,9 +97,40 @@ def measure(n: int, filters: int, m: int, device) -> dict:
     return row
 
 
+def sweep(n: int, filters: int, m: int, device) -> list[dict]:
+    """Each kernel with each tile shape of `SWEEP`: time and basis read rate."""
+    basis = torch.randn((filters, m, n), dtype=torch.float64, device=device)
+    rounded = basis.float()
+    w = torch.randn((filters, 4, n), dtype=torch.float64, device=device)
+    c = torch.randn((filters, 4, m), dtype=torch.float64, device=device) * 1e-12
+    volume = 8 * filters * m * n
+    rows = []
+    for kernel, shapes in SWEEP.items():
+        saved = [getattr(_row_products, f"{kernel}_{name}")
+                 for name in ("BLOCK_J", "BLOCK_T", "WARPS")]
+        try:
+            for shape in shapes:
+                for name, value in zip(("BLOCK_J", "BLOCK_T", "WARPS"), shape):
+                    setattr(_row_products, f"{kernel}_{name}", value)
+                if kernel == "INNER":
+                    _, seconds = timed(lambda: _row_products.inner(w, basis))
+                    rate = volume / seconds / 1e12
+                else:
+                    _, seconds = timed(
+                        lambda: _row_products.subtract_combination(w, c, rounded))
+                    rate = volume / 2 / seconds / 1e12
+                rows.append({"kernel": kernel, "shape": shape, "s": seconds, "tbs": rate})
+                print(json.dumps(rows[-1]), flush=True)
+        finally:
+            for name, value in zip(("BLOCK_J", "BLOCK_T", "WARPS"), saved):
+                setattr(_row_products, f"{kernel}_{name}", value)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--sweep", action="store_true", help="other tile shapes (`SWEEP`)")
     args = parser.parse_args()
     device = torch.device("cuda")
     _, total = torch.cuda.mem_get_info(device)
@@ -105,6 +143,8 @@ def main():
         torch.cuda.empty_cache()
     meta = {"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
             "total_bytes": total, "command": " ".join(sys.argv), "rows": rows}
+    if args.sweep:
+        meta["sweep"] = sweep(*cases[-1], device)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_gpu_projection.json").write_text(json.dumps(meta, indent=1))
 

@@ -21,7 +21,10 @@ import triton.language as tl
 
 #: Columns of ``n`` per program of `inner` (the partial sums: ``n / CHUNK`` per output).
 CHUNK = 1 << 14
-INNER_BLOCK_J, INNER_BLOCK_T, INNER_WARPS = 16, 64, 4
+#: Tile shapes (rows of the basis, columns, warps): compiled for sm_90 without spilling, at
+#: 80 and 110 registers a thread (Triton 3.9); not yet timed on a GPU
+#: (`benchmarks/bench_gpu_projection.py --sweep` times these and others).
+INNER_BLOCK_J, INNER_BLOCK_T, INNER_WARPS = 16, 64, 8
 UPDATE_BLOCK_J, UPDATE_BLOCK_T, UPDATE_WARPS = 8, 128, 4
 
 
@@ -55,7 +58,7 @@ def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj
     t = tb * BT + tl.arange(0, BT)
     imask, tmask = i < rows, t < n
     r_base = r_ptr + f.to(tl.int64) * srf
-    acc = tl.zeros((BI, BJ, BT), dtype=tl.float64)
+    acc = tl.zeros((BI, BT), dtype=tl.float64)
     for j0 in range(0, m, BJ):
         j = j0 + tl.arange(0, BJ)
         jmask = j < m
@@ -64,10 +67,10 @@ def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj
         r = tl.load(r_base + j[:, None].to(tl.int64) * srj + t[None, :],
                     mask=jmask[:, None] & tmask[None, :], other=0.0,
                     eviction_policy="evict_first")
-        acc += c[:, :, None] * r.to(tl.float64)[None, :, :]
+        acc += tl.sum(c[:, :, None] * r.to(tl.float64)[None, :, :], axis=1)
     w = w_ptr + f.to(tl.int64) * swf + i[:, None] * swi + t[None, :]
     wmask = imask[:, None] & tmask[None, :]
-    tl.store(w, tl.load(w, mask=wmask, other=0.0) - tl.sum(acc, axis=1), mask=wmask)
+    tl.store(w, tl.load(w, mask=wmask, other=0.0) - acc, mask=wmask)
 
 
 def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
