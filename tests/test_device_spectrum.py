@@ -239,3 +239,40 @@ def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
         assert float((q @ basis.transpose(1, 2)).abs().max()) <= 1e-14
         eye = torch.eye(4, dtype=torch.float64, device=device)
         assert float((q @ q.transpose(1, 2) - eye).abs().max()) <= 1e-14
+
+
+def test_row_products_compile_for_hopper_without_spilling(tmp_path):
+    """Both kernels compile for sm_90 (H100, H200) with their configured tiles, and keep them
+    in registers: no local memory (a spill would make the memory-bound kernel read twice)."""
+    triton = pytest.importorskip("triton")
+    import re
+    import subprocess
+    from pathlib import Path
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from mor.torch import _row_products as rows
+    tool = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+    if not tool.exists():
+        pytest.skip("this Triton has no CUDA toolchain")
+    pointers = {"x_ptr": "*fp64", "y_ptr": "*fp64", "out_ptr": "*fp64"}
+    kernels = [
+        (rows._inner_kernel, {**pointers, **dict.fromkeys(
+            ("n", "rows", "m", "sxf", "sxi", "syf", "syj"), "i32")},
+         {"CHUNK": rows.CHUNK, "BI": 4, "BJ": rows.INNER_BLOCK_J, "BT": rows.INNER_BLOCK_T},
+         rows.INNER_WARPS),
+        (rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": "*fp32",
+                               **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
+                                                "srf", "srj"), "i32")},
+         {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T}, rows.UPDATE_WARPS)]
+    for kernel, signature, constants, warps in kernels:
+        signature.update(dict.fromkeys(constants, "constexpr"))
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
+                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+        cubin = tmp_path / f"{kernel.fn.__name__}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
+                               text=True, check=True).stdout
+        found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+        assert found, usage
+        registers, stack, local = map(int, found.groups())
+        assert registers <= 255 and stack == 0 and local == 0, usage
