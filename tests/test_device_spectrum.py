@@ -267,7 +267,8 @@ def test_row_products_compile_for_hopper_without_spilling(tmp_path):
     for kernel, signature, constants, warps in kernels:
         signature.update(dict.fromkeys(constants, "constexpr"))
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
-                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
+                                                                   "enable_fp_fusion": rows.FMA})
         cubin = tmp_path / f"{kernel.fn.__name__}.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,

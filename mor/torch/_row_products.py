@@ -21,6 +21,9 @@ import triton.language as tl
 
 #: Columns of ``n`` per program of `inner` (the partial sums: ``n / CHUNK`` per output).
 CHUNK = 1 << 14
+#: Multiply-adds fused (one rounding instead of two), chosen explicitly: Triton 3.9 warns
+#: that its default changes in 3.10.
+FMA = True
 #: Tile shapes (rows of the basis, columns, warps): compiled for sm_90 without spilling, at
 #: 80 and 110 registers a thread (Triton 3.9); not yet timed on a GPU
 #: (`benchmarks/bench_gpu_projection.py --sweep` times these and others).
@@ -84,7 +87,8 @@ def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         grid = (triton.cdiv(m, INNER_BLOCK_J), splits, f)
         _inner_kernel[grid](x, y, partial, n, a, m, x.stride(0), x.stride(1), y.stride(0),
                             y.stride(1), CHUNK=CHUNK, BI=triton.next_power_of_2(a),
-                            BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T, num_warps=INNER_WARPS)
+                            BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T, num_warps=INNER_WARPS,
+                            enable_fp_fusion=FMA)
     return partial.sum(dim=1)
 
 
@@ -99,4 +103,5 @@ def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> N
     grid = (triton.cdiv(n, UPDATE_BLOCK_T), f)
     _update_kernel[grid](w, c, r, n, a, m, w.stride(0), w.stride(1), c.stride(0), c.stride(1),
                          r.stride(0), r.stride(1), BI=triton.next_power_of_2(a),
-                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, num_warps=UPDATE_WARPS)
+                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, num_warps=UPDATE_WARPS,
+                         enable_fp_fusion=FMA)
