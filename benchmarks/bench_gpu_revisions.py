@@ -8,7 +8,10 @@ batches the device's memory allows; per filter the time, the vectors used, the p
 and the largest value difference between the two relative to ``sigma_1``.
 
 Run on the GPU machine: ``python benchmarks/bench_gpu_revisions.py A_DIR [--power 20]
-[--filters 16] [--out FILE]`` (``--device cpu`` runs it on CPU tensors).
+[--filters 16] [--out FILE]`` (``--device cpu`` runs it on CPU tensors). With
+``--breakdown``, this checkout's run is repeated with each step of the iteration timed
+(`PHASES`, the device synchronised around each call: the sum exceeds the plain run's time by
+the pipelining lost) and under torch's profiler (the 25 kernels with the most device time).
 """
 
 import argparse
@@ -25,6 +28,9 @@ import _common as C
 from mor.torch import _spectrum
 
 WORKLOADS = (("values", 64, 1e-11, False), ("bt", 33, 1e-10, True))
+#: The steps of `_spectrum._block_lanczos` that ``--breakdown`` times (the products of rows
+#: are told apart by their width: a block's own, or its projection on the basis).
+PHASES = ("hankel_product", "_next_block", "_qr", "_ritz", "_finish", "_inner")
 
 
 def load_spectrum(checkout: Path):
@@ -36,6 +42,54 @@ def load_spectrum(checkout: Path):
     return module
 
 
+def breakdown(h: np.ndarray, device: str) -> dict:
+    """This checkout's run of each workload with its steps timed (nested steps count in
+    both: `_next_block` holds a projection and a `_qr`, `_qr` two block products), and its
+    top kernels (operators on a CPU)."""
+    from torch.profiler import ProfilerActivity, profile
+    cuda = torch.device(device).type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    activity, spent = ((ProfilerActivity.CUDA, "self_device_time_total") if cuda
+                       else (ProfilerActivity.CPU, "self_cpu_time_total"))
+    found = {}
+    saved = {name: getattr(_spectrum, name) for name in PHASES}
+    for name, k, rtol, vectors in WORKLOADS:
+        seconds = dict.fromkeys([p for p in PHASES if p != "_inner"]
+                                + ["_inner projection", "_inner block"], 0.0)
+
+        def timed(fn, phase):
+            def call(*args):
+                label = phase if phase != "_inner" else (
+                    "_inner projection" if args[1].shape[1] > args[0].shape[1]
+                    else "_inner block")
+                sync()
+                start = time.perf_counter()
+                result = fn(*args)
+                sync()
+                seconds[label] += time.perf_counter() - start
+                return result
+            return call
+        for phase, fn in saved.items():
+            setattr(_spectrum, phase, timed(fn, phase))
+        try:
+            start = time.perf_counter()
+            _spectrum.hankel_blocks(h, k, rtol=rtol, device=device, vectors=vectors)
+            seconds["total"] = time.perf_counter() - start
+        finally:
+            for phase, fn in saved.items():
+                setattr(_spectrum, phase, fn)
+        with profile(activities=[activity]) as run:
+            _spectrum.hankel_blocks(h, k, rtol=rtol, device=device, vectors=vectors)
+            sync()
+        kernels = sorted(run.key_averages(), key=lambda e: getattr(e, spent),
+                         reverse=True)[:25]
+        found[name] = {"seconds": seconds, "kernels": [
+            {"name": e.key[:120], "calls": e.count, "self_s": getattr(e, spent) / 1e6}
+            for e in kernels]}
+        C.log(f"breakdown {name}: {json.dumps(found[name], indent=1)}")
+    return found
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("a", type=Path, help="the other checkout (before)")
@@ -43,6 +97,8 @@ def main():
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--breakdown", action="store_true",
+                        help="time this checkout's steps and kernels")
     args = parser.parse_args()
     cuda = torch.device(args.device).type == "cuda"
     modules = {"a": load_spectrum(args.a), "b": _spectrum}
@@ -72,6 +128,8 @@ def main():
             C.log(f"{name} {tag}: {json.dumps(found[f'{name}_{tag}'])}")
         found[f"{name}_value_gap"] = float(np.abs(sigma["a"] - sigma["b"]).max()
                                            / sigma["a"][:, 0].max())
+    if args.breakdown:
+        found["breakdown"] = breakdown(h, args.device)
     print(json.dumps(found, indent=1))
     if args.out:
         args.out.write_text(json.dumps(found, indent=1))

@@ -1,6 +1,8 @@
 """The Hankel spectrum and balanced truncation on a torch device (issue 22): block Lanczos
 against the CPU paths, on CPU tensors in CI and on a CUDA GPU where there is one."""
 
+import os
+
 import numpy as np
 import pytest
 
@@ -147,32 +149,49 @@ def test_devices_that_are_not_there_are_refused():
             mor.reduce(h, 4, device=device)
 
 
-def test_split_projection(device, monkeypatch):
-    """Products of rows summed over chunks of n equal the plain products, and the values
-    with them agree with the Krylov path."""
+ROW_PRODUCTS_CHECK = """
+import torch
+from mor.torch import _row_products as rows
+rows.CHUNK = 256  # several chunks of n, and a remainder
+generator = torch.Generator().manual_seed(0)
+basis = torch.randn((3, 40, 1001), dtype=torch.float64, generator=generator).to(DEVICE)
+for a, m in ((4, 25), (4, 4), (3, 17), (1, 1)):
+    x = torch.randn((3, a, 1001), dtype=torch.float64, generator=generator).to(DEVICE)
+    y = basis[:, :m]  # a view of the basis, as the Lanczos passes it
+    plain = x @ y.transpose(1, 2)
+    assert float((rows.inner(x, y) - plain).abs().max()) <= 1e-13 * float(plain.abs().max())
+    c = torch.randn((3, a, m), dtype=torch.float64, generator=generator).to(DEVICE)
+    r = y.float()
+    want = x - c @ r.double()
+    w = x.clone()
+    rows.subtract_combination(w, c, r)
+    assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+if DEVICE == "cpu":  # the whole Lanczos with the kernels, against torch's products
+    import numpy as np
+    from mor.demo import hyena_like_filters
     from mor.torch import _spectrum
-    monkeypatch.setattr(_spectrum, "PROJECTION_CHUNK", 256)
-    generator = torch.Generator().manual_seed(0)
-    w = torch.randn((3, 4, 1001), dtype=torch.float64, generator=generator).to(device)
-    basis = torch.randn((3, 40, 1001), dtype=torch.float64, generator=generator).to(device)
-    split = _spectrum._inner(w, basis[:, :25])
-    plain = w @ basis[:, :25].transpose(1, 2)
-    assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
-    gram = _spectrum._inner(w, w)  # a block's Gram matrix, as CholQR2 forms it
-    assert float((gram - w @ w.transpose(1, 2)).abs().max()) <= 1e-12 * float(gram.abs().max())
-    # more filters than SPLIT_MAX_FILTERS: split where the vectors reach SPLIT_MIN_LENGTH
-    monkeypatch.setattr(_spectrum, "SPLIT_MAX_FILTERS", 1)
-    for least, chunked in ((512, True), (2048, False)):
-        monkeypatch.setattr(_spectrum, "SPLIT_MIN_LENGTH", least)
-        calls = []
-        monkeypatch.setattr(torch, "bmm", lambda a, b, bmm=torch.bmm: calls.append(1) or bmm(a, b))
-        split = _spectrum._inner(w, basis[:, :25])
-        assert bool(calls) == chunked
-        assert float((split - plain).abs().max()) <= 1e-12 * float(plain.abs().max())
-    h = hyena_like_filters(3, 3000, seed=9)
-    cpu = mor.hankel_singular_values(h, 16)
-    on = mor.hankel_singular_values(h, 16, device=device)
-    assert np.abs(on - cpu).max() <= 1e-10 * cpu[:, 0].max()
+    h = hyena_like_filters(2, 700, seed=4)
+    plain = _spectrum.hankel_blocks(h, 12, rtol=1e-11, device="cpu")
+    _spectrum._triton_products = lambda x: True
+    kernels = _spectrum.hankel_blocks(h, 12, rtol=1e-11, device="cpu")
+    assert np.abs(kernels["sigma"] - plain["sigma"]).max() <= 1e-12 * plain["sigma"][:, 0].max()
+    assert np.abs(np.abs(kernels["u0"]) - np.abs(plain["u0"])).max() <= 1e-8
+print("checked")
+"""
+
+
+def test_row_products_match_torch(device):
+    """The Triton kernels of the re-orthogonalisation (`mor.torch._row_products`) against
+    torch's products: on the GPU, and on CPU tensors through Triton's interpreter (the same
+    kernels, run by NumPy)."""
+    pytest.importorskip("triton")
+    import subprocess
+    import sys
+    env = dict(os.environ, TRITON_INTERPRET="1") if device == "cpu" else dict(os.environ)
+    done = subprocess.run([sys.executable, "-c", ROW_PRODUCTS_CHECK.replace(
+        "DEVICE", repr(device))], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "checked" in done.stdout
 
 
 def test_a_basis_too_small_grows_or_runs_again(device, monkeypatch):
@@ -220,3 +239,41 @@ def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
         assert float((q @ basis.transpose(1, 2)).abs().max()) <= 1e-14
         eye = torch.eye(4, dtype=torch.float64, device=device)
         assert float((q @ q.transpose(1, 2) - eye).abs().max()) <= 1e-14
+
+
+def test_row_products_compile_for_hopper_without_spilling(tmp_path):
+    """Both kernels compile for sm_90 (H100, H200) with their configured tiles, and keep them
+    in registers: no local memory (a spill would make the memory-bound kernel read twice)."""
+    triton = pytest.importorskip("triton")
+    import re
+    import subprocess
+    from pathlib import Path
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+    from mor.torch import _row_products as rows
+    tool = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
+    if not tool.exists():
+        pytest.skip("this Triton has no CUDA toolchain")
+    pointers = {"x_ptr": "*fp64", "y_ptr": "*fp64", "out_ptr": "*fp64"}
+    kernels = [
+        (rows._inner_kernel, {**pointers, **dict.fromkeys(
+            ("n", "rows", "m", "sxf", "sxi", "syf", "syj"), "i32")},
+         {"CHUNK": rows.CHUNK, "BI": 4, "BJ": rows.INNER_BLOCK_J, "BT": rows.INNER_BLOCK_T},
+         rows.INNER_WARPS),
+        (rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": "*fp32",
+                               **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
+                                                "srf", "srj"), "i32")},
+         {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T}, rows.UPDATE_WARPS)]
+    for kernel, signature, constants, warps in kernels:
+        signature.update(dict.fromkeys(constants, "constexpr"))
+        compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
+                                  target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
+                                                                   "enable_fp_fusion": rows.FMA})
+        cubin = tmp_path / f"{kernel.fn.__name__}.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
+                               text=True, check=True).stdout
+        found = re.search(r"REG:(\d+) STACK:(\d+) SHARED:\d+ LOCAL:(\d+)", usage)
+        assert found, usage
+        registers, stack, local = map(int, found.groups())
+        assert registers <= 255 and stack == 0 and local == 0, usage

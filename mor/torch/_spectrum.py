@@ -43,6 +43,11 @@ import torch
 
 from mor._numerics.lanczos import VECTOR_RESIDUAL
 
+try:  # the re-orthogonalisation's products on CUDA (CUDA builds of torch ship Triton)
+    from mor.torch import _row_products
+except ImportError:  # pragma: no cover - torch without Triton
+    _row_products = None
+
 #: Vectors per Lanczos block. Measured on issue 22's filters at L = 2^16 (top 64 values to
 #: 1e-11, and 33 with vectors to 1e-10): blocks of 4, 8 and 16 needed 376 / 216, 512 / 320 and
 #: 736 / 480 vectors: the same re-orthogonalisation traffic (``n V^2 / b``), the fewest FFT
@@ -80,23 +85,6 @@ CHOLESKY_MIN_RATIO = 1e-5
 #: A block whose factor keeps less than this of its norm before the projection is projected
 #: and factored again (`_next_block`).
 COLLAPSE = 1e-6
-#: Products of rows with a reduction over ``n`` (`_inner`: the projection ``W B^T`` of a block
-#: on the basis, the block's Gram matrix, ``A = Q W^T``) sum it in chunks of this many
-#: columns, one batched product per filter: cuBLAS runs a long reduction in one tile per
-#: output block, so with few filters few tiles run. On an H100 at n = 2^20 - 1
-#: (`benchmarks/bench_gpu_projection.py`) the projection read the basis at 1.8 TB/s (4
-#: filters) and 2.4 TB/s (8) in one product, 2.5 and 2.7 TB/s split; a block's CholQR2 took
-#: 16 ms for 5 filters, 43% of the values' time.
-PROJECTION_CHUNK = 1 << 14
-#: ... for batches of at most this many filters, or for vectors of at least `SPLIT_MIN_LENGTH`
-#: entries; larger batches of shorter vectors fill the device in one product (at n = 2^16 - 1
-#: with 64 filters the per-filter split took the values from 0.050 to 0.111 s a filter on an
-#: H100; at 2^18 - 1 with 32, on an H200, values / BT 0.113 / 0.056 s a filter in one
-#: product, 0.144 / 0.074 split).
-SPLIT_MAX_FILTERS = 8
-#: At n = 2^20 - 1 a batch of 9 filters (an H200's memory holds that many) ran the values /
-#: BT in 0.550 / 0.249 s a filter in one product and 0.354 / 0.165 s split (16 filters).
-SPLIT_MIN_LENGTH = 1 << 19
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 #: One decomposition at a time per device: batches are sized from its free memory, so
@@ -327,10 +315,10 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
     that it continues orthogonal to the basis."""
     before = torch.linalg.vector_norm(w, dim=2)
     coefficients = _inner(w, basis)
-    w = w - coefficients.to(rounded.dtype) @ rounded
+    w = _subtract(w, coefficients, rounded)
     if bool(((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
              | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()):
-        w = w - _inner(w, basis).to(rounded.dtype) @ rounded
+        w = _subtract(w, _inner(w, basis), rounded)
     q, r, conditioned = _qr(w)
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
@@ -345,22 +333,27 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
 
 def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` (rows
-    contiguous), the reduction over ``n`` split into chunks of `PROJECTION_CHUNK` columns
-    for at most `SPLIT_MAX_FILTERS` filters or ``n >= SPLIT_MIN_LENGTH``: per filter one
-    batched product over the chunks (strided views, no copy), summed in a fixed order
-    (deterministic), and the remainder."""
-    n = x.shape[2]
-    chunks = n // PROJECTION_CHUNK
-    if chunks < 2 or (x.shape[0] > SPLIT_MAX_FILTERS and n < SPLIT_MIN_LENGTH):
-        return x @ y.transpose(1, 2)
-    head = chunks * PROJECTION_CHUNK
-    parts = []
-    for xi, yi in zip(x, y):
-        split = (chunks, PROJECTION_CHUNK)
-        part = torch.bmm(xi[:, :head].unflatten(1, split).transpose(0, 1),
-                         yi[:, :head].unflatten(1, split).permute(1, 2, 0)).sum(dim=0)
-        parts.append(part + xi[:, head:] @ yi[:, head:].T)
-    return torch.stack(parts)
+    contiguous); on CUDA by `mor.torch._row_products.inner` (a batched GEMM with a reduction
+    over ``n = 2^20`` runs few tiles per filter: on an H100 it read the basis at 1.8 TB/s for
+    4 filters)."""
+    if _triton_products(x):
+        return _row_products.inner(x, y)
+    return x @ y.transpose(1, 2)
+
+
+def _triton_products(x: torch.Tensor) -> bool:
+    """Whether the products with ``x`` run as `mor.torch._row_products`' kernels: on CUDA."""
+    return x.is_cuda and _row_products is not None
+
+
+def _subtract(w: torch.Tensor, c: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
+    """``w - c @ rounded`` for the float32 rows ``rounded`` (the update of the
+    re-orthogonalisation, `_next_block`); on CUDA in place by
+    `mor.torch._row_products.subtract_combination`, the combination summed in float64."""
+    if _triton_products(w):
+        _row_products.subtract_combination(w, c, rounded)
+        return w
+    return w - c.to(rounded.dtype) @ rounded
 
 
 def _qr(w: torch.Tensor):

@@ -1,0 +1,107 @@
+r"""Products of long rows on CUDA (Triton): the memory-bound steps of the device Lanczos.
+
+Both read a basis of ``m`` rows of ``n`` entries once, at the bandwidth of the device, where a
+batched GEMM with 4 output rows and a reduction over ``n = 2^20`` runs few tiles per filter:
+
+- `inner` ``(F, a, m) = x y^T`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` in
+  float64: each program sums a ``(BLOCK_J, CHUNK)`` tile of ``y`` against the ``a`` rows of
+  ``x`` (read from L2: the programs of one chunk of ``n`` run side by side), the partial sums
+  of the chunks added in a fixed order afterwards (deterministic);
+- `subtract_combination` ``w -= c r`` in place, ``w`` ``(F, a, n)`` float64, ``c``
+  ``(F, a, m)`` float64 and ``r`` ``(F, m, n)`` float32 (the re-orthogonalisation's update
+  from the rounded basis): each program takes ``BLOCK_T`` columns of every row of ``r``, the
+  combination accumulated in float64.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+#: Columns of ``n`` per program of `inner` (the partial sums: ``n / CHUNK`` per output).
+CHUNK = 1 << 14
+#: Multiply-adds fused (one rounding instead of two), chosen explicitly: Triton 3.9 warns
+#: that its default changes in 3.10.
+FMA = True
+#: Tile shapes (rows of the basis, columns, warps): compiled for sm_90 without spilling, at
+#: 80 and 110 registers a thread (Triton 3.9); not yet timed on a GPU
+#: (`benchmarks/bench_gpu_projection.py --sweep` times these and others).
+INNER_BLOCK_J, INNER_BLOCK_T, INNER_WARPS = 16, 64, 8
+UPDATE_BLOCK_J, UPDATE_BLOCK_T, UPDATE_WARPS = 8, 128, 4
+
+
+@triton.jit
+def _inner_kernel(x_ptr, y_ptr, out_ptr, n, rows, m, sxf, sxi, syf, syj,
+                  CHUNK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr):
+    jb, s, f = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i = tl.arange(0, BI)
+    j = jb * BJ + tl.arange(0, BJ)
+    imask, jmask = i < rows, j < m
+    x_rows = x_ptr + f.to(tl.int64) * sxf + i[:, None] * sxi
+    y_rows = y_ptr + f.to(tl.int64) * syf + j[:, None].to(tl.int64) * syj
+    acc = tl.zeros((BI, BJ, BT), dtype=tl.float64)
+    start = s * CHUNK
+    for t0 in range(start, tl.minimum(start + CHUNK, n), BT):
+        t = t0 + tl.arange(0, BT)
+        tmask = t < n
+        xv = tl.load(x_rows + t[None, :], mask=imask[:, None] & tmask[None, :], other=0.0)
+        yv = tl.load(y_rows + t[None, :], mask=jmask[:, None] & tmask[None, :], other=0.0,
+                     eviction_policy="evict_first")
+        acc += xv[:, None, :] * yv[None, :, :]
+    out = out_ptr + ((f * tl.num_programs(1) + s) * rows + i[:, None]) * m + j[None, :]
+    tl.store(out, tl.sum(acc, axis=2), mask=imask[:, None] & jmask[None, :])
+
+
+@triton.jit
+def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj,
+                   BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr):
+    tb, f = tl.program_id(0), tl.program_id(1)
+    i = tl.arange(0, BI)
+    t = tb * BT + tl.arange(0, BT)
+    imask, tmask = i < rows, t < n
+    r_base = r_ptr + f.to(tl.int64) * srf
+    acc = tl.zeros((BI, BT), dtype=tl.float64)
+    for j0 in range(0, m, BJ):
+        j = j0 + tl.arange(0, BJ)
+        jmask = j < m
+        c = tl.load(c_ptr + f * scf + i[:, None] * sci + j[None, :],
+                    mask=imask[:, None] & jmask[None, :], other=0.0)
+        r = tl.load(r_base + j[:, None].to(tl.int64) * srj + t[None, :],
+                    mask=jmask[:, None] & tmask[None, :], other=0.0,
+                    eviction_policy="evict_first")
+        acc += tl.sum(c[:, :, None] * r.to(tl.float64)[None, :, :], axis=1)
+    w = w_ptr + f.to(tl.int64) * swf + i[:, None] * swi + t[None, :]
+    wmask = imask[:, None] & tmask[None, :]
+    tl.store(w, tl.load(w, mask=wmask, other=0.0) - acc, mask=wmask)
+
+
+def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``x @ y^T`` ``(F, a, m)`` for float64 rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)``
+    on a CUDA device (rows contiguous: unit stride along ``n``)."""
+    f, a, n = x.shape
+    m = y.shape[1]
+    splits = triton.cdiv(n, CHUNK)
+    partial = torch.empty((f, splits, a, m), dtype=torch.float64, device=x.device)
+    if f and a and m and n:
+        grid = (triton.cdiv(m, INNER_BLOCK_J), splits, f)
+        _inner_kernel[grid](x, y, partial, n, a, m, x.stride(0), x.stride(1), y.stride(0),
+                            y.stride(1), CHUNK=CHUNK, BI=triton.next_power_of_2(a),
+                            BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T, num_warps=INNER_WARPS,
+                            enable_fp_fusion=FMA)
+    return partial.sum(dim=1)
+
+
+def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> None:
+    """``w -= c @ r`` in place: ``w`` ``(F, a, n)`` float64, ``c`` ``(F, a, m)`` float64,
+    ``r`` ``(F, m, n)`` float32, on a CUDA device (rows of ``w`` and ``r`` contiguous)."""
+    f, a, n = w.shape
+    m = r.shape[1]
+    if not (f and a and m and n):
+        return
+    c = c.contiguous()
+    grid = (triton.cdiv(n, UPDATE_BLOCK_T), f)
+    _update_kernel[grid](w, c, r, n, a, m, w.stride(0), w.stride(1), c.stride(0), c.stride(1),
+                         r.stride(0), r.stride(1), BI=triton.next_power_of_2(a),
+                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, num_warps=UPDATE_WARPS,
+                         enable_fp_fusion=FMA)
