@@ -92,6 +92,7 @@ def mor_settings() -> dict:
     try:
         import mor.methods.balanced as mb
         out["bt_rtol_default"] = getattr(mb, "BT_RTOL", out.get("hankel_krylov_rtol_default"))
+        out["bt_kth_rtol_default"] = getattr(mb, "BT_KTH_RTOL", 0.0)
     except ImportError:
         pass
     return out

@@ -118,7 +118,7 @@ def main():
                       f"{np.mean(counts['products'][b]):.0f}",
                       "-" if counts is None else C.fmt_e(counts["largest_sigma_change"])])
     body = (C.header_block("Balanced truncation with kth_rtol (issue 22)", meta)
-            + "CPU path, one thread, `mor.reduce(h, 32, method='balanced')` with its report, "
+            + "\nCPU path, one thread, `mor.reduce(h, 32, method='balanced')` with its report, "
               "per filter; the GPU path's Hankel products per filter counted on CPU tensors.\n\n"
             + C.md_table(["filters", "L", "count", f"s/filter {VARIANTS[0][0]}",
                           f"s/filter {VARIANTS[1][0]}", "speed-up",

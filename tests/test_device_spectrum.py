@@ -53,6 +53,21 @@ def test_balanced_truncation_agrees_with_the_cpu_path(device):
     np.testing.assert_allclose(gains[1], gains[0], rtol=1e-6)
 
 
+def test_kth_rtol_on_a_device(device):
+    """Values certified to ``max(rtol sigma_1, kth_rtol sigma_k)`` (their bounds within it),
+    vectors as without ``kth_rtol``: balanced truncation from them agrees with the CPU path's
+    with the same allowance."""
+    h = hyena_like_filters(2, 1500, seed=8)
+    dense = spectrum.hankel_svd(h, 17, method="dense", vectors=False)[0]
+    out = hankel_blocks(h, 17, rtol=1e-10, kth_rtol=1e-2, device=device)
+    allowed = np.maximum(1e-10 * dense[:, :1], 1e-2 * dense[:, -1:])
+    assert np.all(out["bound"] * out["sigma"][:, :1] <= allowed)
+    assert np.all(np.abs(out["sigma"] - dense) <= 2 * allowed)
+    cpu = mor.reduce(h, 16, method="balanced", kth_rtol=1e-2)
+    on = mor.reduce(h, 16, method="balanced", kth_rtol=1e-2, device=device)
+    np.testing.assert_allclose(on.info["hinf"], cpu.info["hinf"], rtol=1e-2)
+
+
 def test_a_pure_delay_and_edge_cases(device):
     """A pure delay's values are all 1: a block meets many copies (the single-vector CPU
     path needs its dense fallback). Exactly low-order and zero filters meet an invariant

@@ -64,6 +64,43 @@ def test_krylov_certificate_holds_on_low_rank_filters(ssm, length, k):
         assert np.all(np.abs(krylov - dense) <= 1e-10 * dense[0])
 
 
+def _plateau_filter(seed: int, length: int) -> np.ndarray:
+    """Damped cosines over a decaying noise floor (issue 22's kind of filter, shortened): a
+    plateau of clustered Hankel values near ``1e-5 sigma_1``."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(length)
+    h = sum(np.cos(0.05 * (j + 1) * t * (1 + 0.3 * rng.random())) * np.exp(-t * (0.01 + 0.004 * j))
+            for j in range(6))
+    return h + 1e-4 * rng.standard_normal(length) * np.exp(-t / (length / 8))
+
+
+@given(st.integers(0, 2**31), st.integers(300, 640), st.integers(4, 24),
+       st.sampled_from([1e-4, 1e-3, 1e-2]), st.booleans())
+def test_krylov_kth_rtol_certificate(seed, length, k, kth_rtol, plateau):
+    """With ``kth_rtol``, each value is certified to ``max(rtol sigma_1, kth_rtol sigma_k)``
+    (``|theta_k| <= sigma_k``: the allowance never exceeds that) and each vector, whatever
+    ``kth_rtol``, to a residual norm of ``1e3 rtol sigma_1``: against the dense SVD (a value
+    beside a cluster the basis has not resolved may miss by a little more: a factor 2 of
+    margin, as the 2.8e-11 at ``rtol = 1e-11`` of the test above)."""
+    h = _plateau_filter(seed, length) if plateau else hyena_like_filters(1, length, seed=seed)[0]
+    rtol = 1e-10
+    dense = hankel_svd(h, k, method="dense", vectors=False)[0]
+    s, u, v = hankel_svd(h, k, method="krylov", rtol=rtol, kth_rtol=kth_rtol)
+    allowed = max(rtol * dense[0], kth_rtol * dense[-1])
+    assert np.all(np.abs(s - dense) <= 2 * allowed)
+    resid = np.linalg.norm(hankel_matrix(h) @ v - u * s, axis=0)
+    assert resid.max() <= 2e3 * rtol * dense[0]
+
+
+def test_kth_rtol_is_checked():
+    h = np.r_[1.0, 0.5 ** np.arange(400)]
+    for kth_rtol in (-1e-3, 1.0, np.nan, "x", None, True):
+        with pytest.raises(ValueError, match="kth_rtol must be a number in"):
+            hankel_svd(h, 4, method="krylov", kth_rtol=kth_rtol)
+        with pytest.raises(ValueError, match="kth_rtol must be a number in"):
+            mor.reduce(h, 4, method="balanced", kth_rtol=kth_rtol)
+
+
 @given(stable_modal())
 def test_exact_order_filters_have_a_gap(ssm):
     """A stable order-n filter, truncated where its l1 tail is < 1e-13: sigma_{n+1} <= 1e-10 sigma_1."""

@@ -72,6 +72,8 @@ def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device, vectors: boo
     if not _DEVICE_BLOCKS:
         raise ValueError(f"device={device!r} needs the torch adapter: `import mor.torch` "
                          "first (and torch built for that device)")
+    _check_rtol(rtol)
+    _check_kth_rtol(kth_rtol)
     n = flat.shape[-1] - 1
     blocks = _DEVICE_BLOCKS[0](flat, k, rtol=rtol, kth_rtol=kth_rtol, device=device,
                                vectors=vectors)
@@ -241,7 +243,6 @@ def hankel_singular_values(h, k: int | None = None, *, method: str = "auto",
             raise ValueError("device= computes the k largest values: give k, and leave "
                              "method='auto'")
         k = _check_k(k, h.shape[-1] - 1)
-        _check_rtol(rtol)
         flat = scale.down(h).reshape(-1, h.shape[-1])
         values = device_blocks(flat, k, rtol=rtol, device=device, vectors=False)["sigma"]
         values = values.reshape(h.shape[:-1] + (k,))
@@ -274,6 +275,7 @@ def hankel_svd(h: np.ndarray, k: int | None, *, method: str = "auto",
         k = n
     k = _check_k(k, n)
     _check_rtol(rtol)  # on every path (the dense one does not use it): a wrong value is a mistake
+    _check_kth_rtol(kth_rtol)
     if method == "auto":
         method = auto_method(n, k)
     if method not in ("dense", "krylov"):
@@ -309,6 +311,12 @@ def _check_rtol(rtol) -> None:
     if not (isinstance(rtol, (int, float, np.integer, np.floating))
             and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
         raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
+
+
+def _check_kth_rtol(kth_rtol) -> None:
+    if not (isinstance(kth_rtol, (int, float, np.integer, np.floating))
+            and not isinstance(kth_rtol, (bool, np.bool_)) and 0 <= kth_rtol < 1):
+        raise ValueError(f"kth_rtol must be a number in [0, 1), got {kth_rtol!r}")
 
 
 def _dense(flat: np.ndarray, k: int, vectors: bool, size: int):
