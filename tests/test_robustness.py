@@ -466,6 +466,7 @@ def option_values(name: str, length: int, valid: bool = True):
             "dc_match": st.booleans(),
             "hankel_method": st.sampled_from(["auto", "dense", "krylov"]),
             "rtol": _floats(1e-13, 1e-6),
+            "kth_rtol": st.just(0.0) | _floats(1e-6, 0.5),
             "intermediate_order": st.none(),  # its range depends on the order: see requests
             "direct": st.sampled_from(["hinf", "keep"]),
             "unstable": st.sampled_from(["reflect", "drop", "keep"]),

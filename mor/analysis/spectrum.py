@@ -401,9 +401,10 @@ def _inconsistent(flat: np.ndarray, s: np.ndarray, rtol: float, kth_rtol: float,
     ``||H||_F^2``, or with the ``n - k`` others at most ``s_k`` they fall short of it."""
     k = s.shape[1]
     g = flat[:, 1:2 * n]
-    lags = np.arange(g.shape[1], dtype=float)
-    counts = np.minimum(lags + 1, 2 * n - 1 - lags)  # entries of H holding g[lag]
-    frob = np.einsum("fl,fl,l->f", g, g, counts)
+    lags = np.arange(g.shape[1])
+    weighted = np.square(g)
+    weighted *= np.minimum(lags + 1, 2 * n - 1 - lags)  # entries of H holding g[lag]
+    frob = weighted.sum(axis=1)
     top = s[:, 0]
     tol = np.maximum(rtol * top, kth_rtol * s[:, -1])
     slack = 2 * k * tol * top + 4 * n * np.finfo(float).eps * (top**2 + frob)
