@@ -66,9 +66,8 @@ def device_blocks(flat: np.ndarray, k: int, *, rtol: float, device, vectors: boo
     ``u0``, ``v0`` (first rows of ``U``, ``V``) and ``shifted_gram`` (``V[1:]^T V[:-1]``)
     (`mor.torch._spectrum.hankel_blocks`: block Lanczos, each value certified to
     ``max(rtol sigma_1, kth_rtol sigma_k)`` as on the Krylov path). The values must also pass
-    the Krylov path's test
-    against ``||H||_F^2``; a filter that fails it raises (the CPU path has no dense fallback
-    at the sizes a device is for: use ``device=None``)."""
+    the Krylov path's test against ``||H||_F^2``; a filter that fails it raises (the CPU path
+    has no dense fallback at the sizes a device is for: use ``device=None``)."""
     if not _DEVICE_BLOCKS:
         raise ValueError(f"device={device!r} needs the torch adapter: `import mor.torch` "
                          "first (and torch built for that device)")
