@@ -8,13 +8,17 @@ and the default. Per filter set and length: the CPU path's time per filter (``mo
 order 32 with its error report), the largest relative change of ``hinf``, ``aak`` and
 ``bt_bound``; and for ``L <= 2^18`` the GPU path's Hankel products per filter
 (`mor.torch._spectrum.hankel_blocks` on CPU tensors: the counts do not depend on the device)
-with the largest change of its values relative to ``sigma_1``.
+with the largest change of its values relative to ``sigma_1``. With ``--device cuda`` the GPU
+path runs on that device at every length, timed, and ``--no-cpu-path`` leaves the CPU part
+out (results in ``results/bench_bt_tolerance_cuda.json``, not in ``RESULTS.md``: its notes
+take them).
 
 Filters: issue 22's generator (seeds ``0..F-1``) and the shared trained filters
 ``np.interp``-olated onto ``L`` points (channel ``17 j`` of layer ``j mod 4``).
 
-Run ``python benchmarks/bench_bt_tolerance.py [--lengths 65536 262144 1048576] [--filters 8]``
-(writes ``results/bench_bt_tolerance.json`` and its section of ``RESULTS.md``).
+Run ``python benchmarks/bench_bt_tolerance.py [--lengths 65536 262144 1048576] [--filters 8]
+[--device cuda --no-cpu-path]`` (writes ``results/bench_bt_tolerance.json`` and its section
+of ``RESULTS.md``).
 """
 
 import os
@@ -70,14 +74,23 @@ def cpu_runs(h: np.ndarray, repeats: int) -> dict:
                         for name, f in figures.items()}}
 
 
-def device_counts(h: np.ndarray) -> dict:
-    """The GPU path's Hankel products per filter and values, on CPU tensors."""
+def device_counts(h: np.ndarray, device: str) -> dict:
+    """The GPU path's Hankel products per filter, values and seconds per filter (the batch
+    as the device's memory allows) on ``device``."""
+    import torch
     from mor.torch._spectrum import hankel_blocks
-    out = {name: hankel_blocks(h, ORDER + 1, rtol=BT_RTOL, kth_rtol=kth, device="cpu")
-           for name, kth in VARIANTS}
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    out, seconds = {}, {}
+    for name, kth in VARIANTS:
+        sync()
+        start = time.perf_counter()
+        out[name] = hankel_blocks(h, ORDER + 1, rtol=BT_RTOL, kth_rtol=kth, device=device)
+        sync()
+        seconds[name] = (time.perf_counter() - start) / h.shape[0]
     (a, _), (b, _) = VARIANTS
     sa, sb = out[a]["sigma"], out[b]["sigma"]
     return {"products": {name: o["basis"].tolist() for name, o in out.items()},
+            "seconds_per_filter": seconds,
             "largest_sigma_change": float(np.max(np.abs(sb - sa) / sa[:, :1]))}
 
 
@@ -86,24 +99,39 @@ def main():
     parser.add_argument("--lengths", type=int, nargs="+", default=[1 << 16, 1 << 18, 1 << 20])
     parser.add_argument("--filters", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="cpu", help="where the GPU path runs")
+    parser.add_argument("--no-cpu-path", action="store_true")
     args = parser.parse_args()
     script_start = time.perf_counter()
     C.pin_threads()
     mor.reduce(C.long_filters(4096, 2), 8)  # warm-up (numba kernels)
-    if min(args.lengths) <= DEVICE_COUNT_MAX:
+    on_cpu = args.device == "cpu"
+    if on_cpu and args.no_cpu_path:
+        parser.error("--no-cpu-path goes with --device cuda")
+    if on_cpu and min(args.lengths) <= DEVICE_COUNT_MAX:
         import torch
         torch.set_num_threads(1)
+    if not on_cpu:
+        device_counts(C.long_filters(4096, 2), args.device)  # cuFFT plans, solver handles
     rows = []
     for length in args.lengths:
         for label, h in filter_sets(length, args.filters).items():
-            row = {"filters": label, "length": length, "count": int(h.shape[0]),
-                   **cpu_runs(h, args.repeats)}
-            if length <= DEVICE_COUNT_MAX:
-                row["device_path"] = device_counts(h)
-            C.log(f"{label} L={length}: {row['seconds_per_filter']} "
-                  f"changes {row['largest_relative_change']} {row.get('device_path', '')}")
+            row = {"filters": label, "length": length, "count": int(h.shape[0])}
+            if not args.no_cpu_path:
+                row.update(cpu_runs(h, args.repeats))
+            if length <= DEVICE_COUNT_MAX or not on_cpu:
+                row["device_path"] = device_counts(h, args.device)
+            C.log(f"{label} L={length}: {row.get('seconds_per_filter', '')} "
+                  f"changes {row.get('largest_relative_change', '')} "
+                  f"{row.get('device_path', '')}")
             rows.append(row)
-    meta = C.metadata(script_start, order=ORDER, rtol=BT_RTOL, kth_rtol=BT_KTH_RTOL)
+    meta = C.metadata(script_start, order=ORDER, rtol=BT_RTOL, kth_rtol=BT_KTH_RTOL,
+                      device=args.device)
+    if not on_cpu:
+        import torch
+        meta["device_name"] = torch.cuda.get_device_name(args.device)
+        C.write_json(f"{NAME}_{args.device.split(':')[0]}", {"meta": meta, "rows": rows})
+        return
     C.write_json(NAME, {"meta": meta, "rows": rows})
     table = []
     for r in rows:
