@@ -306,15 +306,18 @@ def _check_k(k, n: int) -> int:
     return int(k)
 
 
+def _is_real_number(x) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) \
+        and not isinstance(x, (bool, np.bool_))
+
+
 def _check_rtol(rtol) -> None:
-    if not (isinstance(rtol, (int, float, np.integer, np.floating))
-            and not isinstance(rtol, (bool, np.bool_)) and np.isfinite(rtol) and rtol > 0):
+    if not (_is_real_number(rtol) and np.isfinite(rtol) and rtol > 0):
         raise ValueError(f"rtol must be a positive finite number, got {rtol!r}")
 
 
 def _check_kth_rtol(kth_rtol) -> None:
-    if not (isinstance(kth_rtol, (int, float, np.integer, np.floating))
-            and not isinstance(kth_rtol, (bool, np.bool_)) and 0 <= kth_rtol < 1):
+    if not (_is_real_number(kth_rtol) and 0 <= kth_rtol < 1):
         raise ValueError(f"kth_rtol must be a number in [0, 1), got {kth_rtol!r}")
 
 
