@@ -22,7 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
 RESULTS_MD = ROOT / "benchmarks" / "RESULTS.md"
-DATA = ROOT.parent / "shared" / "data" / "hyena_filters.npz"
+#: The shared trained filters; ``MOR_BENCH_DATA`` names another copy (the device machine
+#: receives the checkout without ``../shared``).
+DATA = Path(os.environ.get("MOR_BENCH_DATA",
+                           ROOT.parent / "shared" / "data" / "hyena_filters.npz"))
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
 # Make `import mor` find this checkout's package whatever the working directory (an editable
