@@ -147,9 +147,12 @@ def _write_rows(path: Path, first: int, count: int) -> None:
 def distill_part(out: Path, count: int, length: int, interrupt: float,
                  device: str = "cuda") -> None:
     """A whole model through the CLI on the device, killed after ``interrupt`` seconds and
-    resumed from its shards."""
+    resumed from its shards; ``mor warmup`` (the set-up step that compiles mor's Numba
+    kernels into their cache) runs while the filters are written, before the clock starts."""
     out.mkdir(parents=True, exist_ok=True)
     filters = out / "filters.npy"
+    warmup = subprocess.Popen([sys.executable, "-c", "from mor.cli import main; main()",
+                               "warmup"], stdout=subprocess.DEVNULL)
     start = time.perf_counter()
     np.lib.format.open_memmap(filters, mode="w+", dtype=np.float32,
                               shape=(count, length)).flush()
@@ -157,6 +160,8 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
         list(pool.map(_write_rows, [filters] * (count // DISTILL_CHUNK),
                       range(0, count, DISTILL_CHUNK), [DISTILL_CHUNK] * (count // DISTILL_CHUNK)))
     C.log(f"{count} filters of {length} taps written in {time.perf_counter() - start:.0f} s")
+    if warmup.wait():
+        raise SystemExit("mor warmup failed")
     command = [sys.executable, "-c", "from mor.cli import main; main()", "distill",
                str(filters), "--order", str(ORDER), "--device", device, "--chunk-size",
                str(DISTILL_CHUNK), "--shards", str(out / "shards"), "--out",
