@@ -19,7 +19,9 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   the machine's cores, not timed), through ``mor distill --order 32 --device cuda
   --shards``: stopped after ``--interrupt`` seconds (killed, as a lost machine would be),
   then ``--resume``d; the two
-  runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``.
+  runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``. Before
+  them, in a process of its own, the model's first chunk is timed in its parts (`chunk_part`),
+  so that the figures say whether the device or the CPU's error report limits the model.
 - ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
   relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
   ``RESULTS.md``.
@@ -144,6 +146,43 @@ def _write_rows(path: Path, first: int, count: int) -> None:
     rows.flush()
 
 
+def chunk_part(filters: Path, device: str) -> dict:
+    """The first chunk of a model as `mor.distill` runs it on ``device`` (balanced truncation
+    to `ORDER` with the error report, after a warm-up on two filters), timed in its parts:
+    the error report (`mor.drivers.reduction._errors`, on the CPU in the threads a chunk of
+    `mor.drivers.distillation.DEVICE_CHUNKS_IN_FLIGHT` gets) and the rest (the device's
+    decomposition and the realisation). Returns seconds per chunk."""
+    import numba
+    import torch
+
+    import mor.torch  # noqa: F401  (registers device=)
+    from mor.drivers import reduction
+    from mor.drivers.distillation import DEVICE_CHUNKS_IN_FLIGHT
+    threads = max(1, (os.cpu_count() or 1) // DEVICE_CHUNKS_IN_FLIGHT)
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    h = np.load(filters, mmap_mode="r")[:DISTILL_CHUNK].astype(np.float64)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    mor.reduce(h[:2], ORDER, method="balanced", device=device)
+    reporting = [0.0]
+    errors = reduction._errors
+
+    def timed_errors(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return errors(*args, **kwargs)
+        finally:
+            reporting[0] += time.perf_counter() - start
+
+    reduction._errors = timed_errors
+    sync()
+    start = time.perf_counter()
+    mor.reduce(h, ORDER, method="balanced", device=device)
+    sync()
+    total = time.perf_counter() - start
+    return {"filters": h.shape[0], "length": h.shape[1], "threads": threads, "total_s": total,
+            "report_s": reporting[0], "decomposition_s": total - reporting[0]}
+
+
 def distill_part(out: Path, count: int, length: int, interrupt: float,
                  device: str = "cuda") -> None:
     """A whole model through the CLI on the device, killed after ``interrupt`` seconds and
@@ -162,6 +201,11 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
     C.log(f"{count} filters of {length} taps written in {time.perf_counter() - start:.0f} s")
     if warmup.wait():
         raise SystemExit("mor warmup failed")
+    # its own process: the CLI's batches are sized from the device memory this one leaves
+    probe = subprocess.run([sys.executable, __file__, "--part", "chunk", "--out", str(out),
+                            "--device", device], capture_output=True, text=True, check=True)
+    chunk = json.loads(probe.stdout)
+    C.log(f"one chunk: {json.dumps(chunk)}")
     command = [sys.executable, "-c", "from mor.cli import main; main()", "distill",
                str(filters), "--order", str(ORDER), "--device", device, "--chunk-size",
                str(DISTILL_CHUNK), "--shards", str(out / "shards"), "--out",
@@ -192,7 +236,7 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
             "cli": " ".join(command[3:])}
     (out / f"{NAME}_distill.json").write_text(json.dumps(
         {"meta": meta, "filters": count, "length": length, "order": ORDER,
-         "chunk": DISTILL_CHUNK, "runs": runs,
+         "chunk": DISTILL_CHUNK, "first_chunk": chunk, "runs": runs,
          "total_wall_s": sum(r["wall_s"] for r in runs),
          "summary": report.get("summary")}, indent=1, default=str))
     filters.unlink()
@@ -318,12 +362,18 @@ def render_distill(found: dict) -> str:
         f"resumed: {found['total_wall_s']:.0f} s in all, {parts}, every process start, file "
         f"read and the report's figures included; {layer['failed']} failed, {layer['missed']} "
         f"missed, median l2 {layer['l2_median']:.1e}, median hinf {layer['hinf_median']:.1e}.",
+        *([] if "first_chunk" not in found else [
+            f"Its first chunk alone ({found['first_chunk']['filters']} filters): the "
+            f"decomposition {found['first_chunk']['decomposition_s']:.1f} s, the error report "
+            f"{found['first_chunk']['report_s']:.1f} s more on "
+            f"{found['first_chunk']['threads']} CPU threads."]),
         ""])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--part", choices=("gpu", "cpu", "distill", "report"), required=True)
+    parser.add_argument("--part", choices=("gpu", "cpu", "distill", "chunk", "report"),
+                        required=True)
     parser.add_argument("--out", type=Path, help="gpu: where the results go")
     parser.add_argument("--gpu", type=Path, help="report: the GPU part's results")
     parser.add_argument("--device", default="cuda", help="gpu: the torch device")
@@ -341,6 +391,8 @@ def main():
         cpu_part(sizes)
     elif args.part == "distill":
         distill_part(args.out, args.filters, args.lengths[-1], args.interrupt, args.device)
+    elif args.part == "chunk":  # run by the distill part, on its filters
+        print(json.dumps(chunk_part(args.out / "filters.npy", args.device)))
     else:
         report_part(args.gpu)
 
