@@ -174,11 +174,14 @@ def chunk_part(filters: Path, device: str) -> dict:
             reporting[0] += time.perf_counter() - start
 
     reduction._errors = timed_errors
-    sync()
-    start = time.perf_counter()
-    mor.reduce(h, ORDER, method="balanced", device=device)
-    sync()
-    total = time.perf_counter() - start
+    try:
+        sync()
+        start = time.perf_counter()
+        mor.reduce(h, ORDER, method="balanced", device=device)
+        sync()
+        total = time.perf_counter() - start
+    finally:
+        reduction._errors = errors
     return {"filters": h.shape[0], "length": h.shape[1], "threads": threads, "total_s": total,
             "report_s": reporting[0], "decomposition_s": total - reporting[0]}
 
