@@ -48,6 +48,16 @@ def pin_threads():
     return threadpool_limits(1)
 
 
+def device_sync(device):
+    """A function that waits for the work queued on the torch ``device`` (CUDA), or does
+    nothing (a CPU), for timing device code."""
+    import torch
+    device = torch.device(device)
+    if device.type == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    return lambda: None
+
+
 def load_filters():
     """The shared trained filters ``(4, 256, 2048)`` as float64."""
     import numpy as np

@@ -77,9 +77,8 @@ def cpu_runs(h: np.ndarray, repeats: int) -> dict:
 def device_counts(h: np.ndarray, device: str) -> dict:
     """The GPU path's Hankel products per filter, values and seconds per filter (the batch
     as the device's memory allows) on ``device``."""
-    import torch
     from mor.torch._spectrum import hankel_blocks
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync = C.device_sync(device)
     hankel_blocks(h[:1], ORDER + 1, rtol=BT_RTOL, device=device)  # compiles the kernels
     out, seconds = {}, {}
     for name, kth in VARIANTS:

@@ -66,10 +66,7 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
 
     device = torch.device(device)
     on_cuda = device.type == "cuda"
-
-    def sync():
-        if on_cuda:
-            torch.cuda.synchronize(device)
+    sync = C.device_sync(device)
 
     def peak():
         return torch.cuda.max_memory_allocated(device) if on_cuda else 0
@@ -153,7 +150,6 @@ def chunk_part(filters: Path, device: str) -> dict:
     `mor.drivers.distillation.DEVICE_CHUNKS_IN_FLIGHT` gets) and the rest (the device's
     decomposition and the realisation). Returns seconds per chunk."""
     import numba
-    import torch
 
     import mor.torch  # noqa: F401  (registers device=)
     from mor.drivers import reduction
@@ -161,7 +157,7 @@ def chunk_part(filters: Path, device: str) -> dict:
     threads = max(1, (os.cpu_count() or 1) // DEVICE_CHUNKS_IN_FLIGHT)
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     h = np.load(filters, mmap_mode="r")[:DISTILL_CHUNK].astype(np.float64)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    sync = C.device_sync(device)
     mor.reduce(h[:2], ORDER, method="balanced", device=device)
     reporting = [0.0]
     errors = reduction._errors

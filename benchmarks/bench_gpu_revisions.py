@@ -48,7 +48,7 @@ def breakdown(h: np.ndarray, device: str) -> dict:
     top kernels (operators on a CPU)."""
     from torch.profiler import ProfilerActivity, profile
     cuda = torch.device(device).type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    sync = C.device_sync(device)
     activity, spent = ((ProfilerActivity.CUDA, "self_device_time_total") if cuda
                        else (ProfilerActivity.CPU, "self_cpu_time_total"))
     found = {}
@@ -101,6 +101,7 @@ def main():
                         help="time this checkout's steps and kernels")
     args = parser.parse_args()
     cuda = torch.device(args.device).type == "cuda"
+    sync = C.device_sync(args.device)
     modules = {"a": load_spectrum(args.a), "b": _spectrum}
     h = C.long_filters(1 << args.power, args.filters)
     for module in modules.values():  # cuFFT plans, cuSOLVER handles
@@ -115,11 +116,10 @@ def main():
             if cuda:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
-                torch.cuda.synchronize()
+            sync()
             start = time.perf_counter()
             out = module.hankel_blocks(h, k, rtol=rtol, device=args.device, vectors=vectors)
-            if cuda:
-                torch.cuda.synchronize()
+            sync()
             found[f"{name}_{tag}"] = {
                 "s_per_filter": (time.perf_counter() - start) / args.filters,
                 "basis": out["basis"].tolist(),
