@@ -31,9 +31,10 @@ POWER_BLOCK = 1024
 
 
 def _run(threads, serial, work: int, *args) -> None:
-    """``threads(*args)`` (under `_PARALLEL`) where ``work`` reaches `PARALLEL_MIN_WORK`, else
-    ``serial(*args)``."""
-    if work >= PARALLEL_MIN_WORK:
+    """``threads(*args)`` (under `_PARALLEL`) where ``work`` reaches `PARALLEL_MIN_WORK` and
+    the calling thread has more than one Numba thread, else ``serial(*args)`` (work mapped
+    over threads by `mor._numerics.parallel.map_filters` runs serial kernels side by side)."""
+    if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1:
         with _PARALLEL:
             threads(*args)
     else:
