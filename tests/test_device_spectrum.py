@@ -181,6 +181,10 @@ for a, m in ((4, 25), (4, 4), (3, 17), (1, 1)):
     w = x.clone()
     rows.subtract_combination(w, c, r)
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+    want = x - c @ y  # float64 rows: the three-term recurrence, Cholesky QR
+    w = x.clone()
+    rows.subtract_combination(w, c, y)
+    assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
 if DEVICE == "cpu":  # the whole Lanczos with the kernels, against torch's products
     import numpy as np
     from mor.demo import hyena_like_filters
@@ -261,8 +265,9 @@ def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
 
 
 def test_row_products_compile_for_hopper_without_spilling(tmp_path):
-    """Both kernels compile for sm_90 (H100, H200) with their configured tiles, and keep them
-    in registers: no local memory (a spill would make the memory-bound kernel read twice)."""
+    """Both kernels compile for sm_90 (H100, H200) with their configured tiles (the update
+    for float32 and float64 rows), and keep them in registers: no local memory (a spill
+    would make the memory-bound kernel read twice)."""
     triton = pytest.importorskip("triton")
     import re
     import subprocess
@@ -279,16 +284,17 @@ def test_row_products_compile_for_hopper_without_spilling(tmp_path):
             ("n", "rows", "m", "sxf", "sxi", "syf", "syj"), "i32")},
          {"CHUNK": rows.CHUNK, "BI": 4, "BJ": rows.INNER_BLOCK_J, "BT": rows.INNER_BLOCK_T},
          rows.INNER_WARPS),
-        (rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": "*fp32",
-                               **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
-                                                "srf", "srj"), "i32")},
-         {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T}, rows.UPDATE_WARPS)]
+        *((rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": rows_type,
+                                 **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
+                                                  "srf", "srj"), "i32")},
+           {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T}, rows.UPDATE_WARPS)
+          for rows_type in ("*fp32", "*fp64"))]
     for kernel, signature, constants, warps in kernels:
         signature.update(dict.fromkeys(constants, "constexpr"))
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
                                   target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
                                                                    "enable_fp_fusion": rows.FMA})
-        cubin = tmp_path / f"{kernel.fn.__name__}.cubin"
+        cubin = tmp_path / f"{kernel.fn.__name__}_{signature.get('r_ptr', '')[1:]}.cubin"
         cubin.write_bytes(compiled.asm["cubin"])
         usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
                                text=True, check=True).stdout

@@ -9,8 +9,8 @@ batched GEMM with 4 output rows and a reduction over ``n = 2^20`` runs few tiles
   of the chunks added in a fixed order afterwards (deterministic);
 - `subtract_combination` ``w -= c r`` in place, ``w`` ``(F, a, n)`` float64, ``c``
   ``(F, a, m)`` float64 and ``r`` ``(F, m, n)`` float32 (the re-orthogonalisation's update
-  from the rounded basis): each program takes ``BLOCK_T`` columns of every row of ``r``, the
-  combination accumulated in float64.
+  from the rounded basis) or float64 (the three-term recurrence, Cholesky QR): each program
+  takes ``BLOCK_T`` columns of every row of ``r``, the combination accumulated in float64.
 """
 
 from __future__ import annotations
@@ -96,7 +96,8 @@ def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> None:
     """``w -= c @ r`` in place: ``w`` ``(F, a, n)`` float64, ``c`` ``(F, a, m)`` float64,
-    ``r`` ``(F, m, n)`` float32, on a CUDA device (rows of ``w`` and ``r`` contiguous)."""
+    ``r`` ``(F, m, n)`` float32 or float64, on a CUDA device (rows of ``w`` and ``r``
+    contiguous)."""
     f, a, n = w.shape
     m = r.shape[1]
     if not (f and a and m and n):

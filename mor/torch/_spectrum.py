@@ -215,10 +215,13 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         w = hankel_product(spectrum, q)
         a = _inner(q, w)
         a = (a + a.transpose(1, 2)) / 2
-        # the three-term recurrence, then the whole basis (module notes)
-        w = w - a @ q
+        # the three-term recurrence (one pass over the last two blocks), then the whole
+        # basis (module notes)
         if coupling:
-            w = w - coupling[-1] @ basis[:, used - block:used]
+            w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
+                          basis[:, used - block:used + block])
+        else:
+            w = _subtract(w, a, q)
         used += block
         q, b = _next_block(w, basis[:, :used], rounded[:, :used])
         diagonal.append(a)
@@ -346,14 +349,17 @@ def _triton_products(x: torch.Tensor) -> bool:
     return x.is_cuda and _row_products is not None
 
 
-def _subtract(w: torch.Tensor, c: torch.Tensor, rounded: torch.Tensor) -> torch.Tensor:
-    """``w - c @ rounded`` for the float32 rows ``rounded`` (the update of the
-    re-orthogonalisation, `_next_block`); on CUDA in place by
-    `mor.torch._row_products.subtract_combination`, the combination summed in float64."""
+def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``w - c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)``: the update
+    of the re-orthogonalisation from the float32 basis (`_next_block`), the three-term
+    recurrence and Cholesky QR's ``R^{-T}`` (float64 rows). On CUDA in place by
+    `mor.torch._row_products.subtract_combination`, the combination summed in float64 (a
+    batched GEMM of ``(a, m)`` by ``(m, n = 2^20)`` ran at a fifth of the bandwidth on an
+    H100); elsewhere by torch, in the rows' precision."""
     if _triton_products(w):
-        _row_products.subtract_combination(w, c, rounded)
+        _row_products.subtract_combination(w, c, rows)
         return w
-    return w - c.to(rounded.dtype) @ rounded
+    return w - c.to(rows.dtype) @ rows
 
 
 def _qr(w: torch.Tensor):
@@ -376,7 +382,7 @@ def _qr(w: torch.Tensor):
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
         eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
-        q = inverse.transpose(1, 2) @ q
+        q = _subtract(torch.zeros_like(q), -inverse.transpose(1, 2), q)
         r = factor if r is None else factor @ r
     return q, r, True
 
