@@ -23,7 +23,7 @@ import mor
 from mor.demo import run_demo
 from mor.drivers.distillation import ShardMismatch, shard_files
 from mor.drivers.distillation import distill as run_distillation
-from mor.files import read_filters
+from mor.files import open_filters, read_filters
 from mor.methods import available_methods
 from mor.warmup import warmup as run_warmup
 
@@ -283,7 +283,7 @@ def distill(input_path, key, order, modes, tol, norm, method, real_poles, max_or
             raise click.ClickException("--scheduler needs the dask extra: "
                                        "pip install 'mor[dask]'") from exc
         executor = Client(scheduler).get_executor()
-    h = read_filters(input_path, key)
+    h = open_filters(input_path, key)  # as stored: each chunk is read when it is reduced
     top = h.shape[-1] - 1
     for flag, value in (("--order", order), ("--modes", modes), ("--max-order", max_order)):
         if value is not None and value > top:

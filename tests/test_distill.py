@@ -213,6 +213,29 @@ def test_the_window_re_solve_keeps_the_fit_where_float32_would_suffer(model, mon
     assert out.info["iterations"] is fit.info["iterations"]  # the fits' own diagnostics
 
 
+def test_a_memory_mapped_model_is_read_chunk_by_chunk(tmp_path, model):
+    """A ``.npy`` model is opened memory-mapped in its own dtype (read-only) and each chunk
+    made float64 where it is reduced: the bank and report of the float64 array, a filter
+    with NaN taps reported as failed, from the library and the CLI."""
+    from mor.files import open_filters
+    h = model.astype(np.float32)
+    h[2, 1, 5] = np.nan
+    np.save(tmp_path / "model.npy", h)
+    stored = open_filters(tmp_path / "model.npy")
+    assert isinstance(stored, np.memmap) and stored.dtype == np.float32
+    assert not stored.flags.writeable
+    want = distill(h.astype(np.float64), 4, chunk_size=5, progress=False)
+    got = distill(stored, 4, chunk_size=5, progress=False)
+    np.testing.assert_array_equal(got.bank.poles, want.bank.poles)
+    np.testing.assert_array_equal(got.report.columns["l2"], want.report.columns["l2"])
+    assert got.report.columns["failed"][2, 1] and got.report.columns["failed"].sum() == 1
+    assert np.isnan(stored[2, 1, 5])  # the caller's array is left as it was
+    result = CliRunner().invoke(main, ["distill", str(tmp_path / "model.npy"), "--order", "4",
+                                       "--chunk-size", "5", "--out", str(tmp_path / "bank.npz")])
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(mor.load(tmp_path / "bank.npz").poles, want.bank.poles)
+
+
 def test_boolean_filters_as_reduce_takes_them():
     # found by tests/test_robustness.py: distill refused the bool arrays reduce accepts
     h = np.zeros((2, 8), bool)

@@ -270,12 +270,14 @@ def distill(filters, order=None, *, modes: int | None = None, tol: float | None 
         raise ValueError(f"filters must be a non-empty real array of shape (..., L), got dtype "
                          f"{array.dtype} and shape {array.shape}")
     batch, length = array.shape[:-1], array.shape[-1]
-    flat = array.reshape(-1, length).astype(np.float64)
-    bad = ~np.isfinite(flat).all(axis=1)
+    # as given (a memory map stays on disk): each chunk is made float64 where it is reduced,
+    # the filters with NaN or Inf taps reduced as zero filters (`_distill_chunk`)
+    flat = array.reshape(-1, length)
+    bad = np.concatenate([~np.isfinite(flat[i:i + chunk_size]).all(axis=1)
+                          for i in range(0, flat.shape[0], chunk_size)])
     if bad.any() and on_fail == "raise":
         first = tuple(int(i) for i in np.unravel_index(np.flatnonzero(bad)[0], batch))
         raise ValueError(f"filters has NaN or Inf taps in filter {first}")
-    flat[bad] = 0.0
     request = {"order": None if order is None else np.asarray(order).tolist(), "modes": modes,
                "tol": tol, "norm": norm, "method": method, "max_order": max_order,
                "options": options, "shape": list(array.shape),
@@ -387,6 +389,8 @@ def _distill_chunk(data, *, order, modes, tol, norm, candidates, max_order, thre
                    keep_best=False, window_residues=False) -> dict[str, np.ndarray]:
     """Reduce one chunk (runs in a worker); returns plain arrays."""
     h, orders = data
+    h = np.array(h, dtype=np.float64)
+    h[~np.isfinite(h).all(axis=1)] = 0.0  # reported as failed by `distill`
     if threads is not None:
         numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
         limits = threadpool_limits(1)
