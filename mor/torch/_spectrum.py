@@ -382,7 +382,7 @@ def _qr(w: torch.Tensor):
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
         eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
-        q = _subtract(torch.zeros_like(q), -inverse.transpose(1, 2), q)
+        q = _subtract(torch.zeros_like(q), -inverse.transpose(1, 2), q)  # R^{-T} q
         r = factor if r is None else factor @ r
     return q, r, True
 
