@@ -18,10 +18,11 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   of 2^20 taps (the last of ``--lengths``; seeds 0..2047, written to ``DIR/filters.npy`` by
   the machine's cores, not timed), through ``mor distill --order 32 --device cuda
   --shards``: stopped after ``--interrupt`` seconds (killed, as a lost machine would be),
-  then ``--resume``d; the two
-  runs' wall times and the report's figures to ``DIR/bench_gpu_long_distill.json``. Before
-  them, in a process of its own, the model's first chunk is timed in its parts (`chunk_part`),
-  so that the figures say whether the device or the CPU's error report limits the model.
+  then ``--resume``d (``--interrupt 0``: one run, not killed); the runs' wall times (and
+  each run's time inside `distill`, by the CLI's clock) and the report's figures to
+  ``DIR/bench_gpu_long_distill.json``. Before them, in a process of its own, the model's
+  first chunk is timed in its parts (`chunk_part`), so that the figures say whether the
+  device or the CPU's error report limits the model.
 - ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
   relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
   ``RESULTS.md``.
@@ -34,6 +35,7 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import re  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -213,7 +215,8 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
     env = {key: value for key, value in os.environ.items()
            if key not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     runs = []
-    for extra, limit in (([], interrupt), (["--resume"], None)):
+    plan = [([], None)] if interrupt <= 0 else [([], interrupt), (["--resume"], None)]
+    for extra, limit in plan:
         start = time.perf_counter()
         try:
             done = subprocess.run(command + extra, timeout=limit, capture_output=True,
@@ -222,7 +225,9 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
             tail = (done.stdout + done.stderr)[-3000:]
         except subprocess.TimeoutExpired as stopped:
             ended, tail = "killed", (stopped.stderr or b"").decode()[-600:]
+        inside = re.search(r"filters in ([0-9.]+) s", tail)  # the CLI's own clock
         runs.append({"args": extra, "wall_s": time.perf_counter() - start, "ended": ended,
+                     "distill_s": float(inside.group(1)) if inside else None,
                      "shards_after": len(list((out / "shards").glob("chunk_*.npz")))})
         C.log(json.dumps(runs[-1]))
         print(tail, flush=True)
@@ -357,8 +362,9 @@ def render_distill(found: dict) -> str:
         "",
         f"A whole model ({meta['date']}, {meta['device']}, torch {meta['torch']}): "
         f"{found['filters']} filters of 2^{int(np.log2(found['length']))} taps distilled to "
-        f"order {found['order']} with the error report, `mor {meta['cli']}`, killed once and "
-        f"resumed: {found['total_wall_s']:.0f} s in all, {parts}, every process start, file "
+        f"order {found['order']} with the error report, `mor {meta['cli']}`"
+        f"{', killed once and resumed' if len(runs) > 1 else ', in one run'}: "
+        f"{found['total_wall_s']:.0f} s in all, {parts}, every process start, file "
         f"read and the report's figures included; {layer['failed']} failed, {layer['missed']} "
         f"missed, median l2 {layer['l2_median']:.1e}, median hinf {layer['hinf_median']:.1e}.",
         *([] if "first_chunk" not in found else [
@@ -381,7 +387,8 @@ def main():
     parser.add_argument("--filters", type=int, default=DISTILL_FILTERS,
                         help="distill: filters of the model (a multiple of the chunk)")
     parser.add_argument("--interrupt", type=float, default=60.0,
-                        help="distill: seconds before the first run is killed")
+                        help="distill: seconds before the first run is killed (0: one run, "
+                             "not killed)")
     args = parser.parse_args()
     sizes = [(size, count) for size, count in SIZES if size in args.lengths]
     if args.part == "gpu":
