@@ -352,7 +352,7 @@ def _triton_products(x: torch.Tensor) -> bool:
 def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``w - c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)``: the update
     of the re-orthogonalisation from the float32 basis (`_next_block`), the three-term
-    recurrence and Cholesky QR's ``R^{-T}`` (float64 rows). On CUDA in place by
+    recurrence and Cholesky QR's ``R^{-T}`` (float64 rows, `_product`). On CUDA in place by
     `mor.torch._row_products.subtract_combination`, the combination summed in float64 (a
     batched GEMM of ``(a, m)`` by ``(m, n = 2^20)`` ran at a fifth of the bandwidth on an
     H100); elsewhere by torch, in the rows' precision."""
@@ -360,6 +360,14 @@ def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor) -> torch.Ten
         _row_products.subtract_combination(w, c, rows)
         return w
     return w - c.to(rows.dtype) @ rows
+
+
+def _product(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)`` (Cholesky QR's
+    ``R^{-T} Q``): on CUDA `_subtract`'s kernel from zero, elsewhere torch's product."""
+    if _triton_products(rows):
+        return _subtract(rows.new_zeros((rows.shape[0], c.shape[1], rows.shape[2])), -c, rows)
+    return c @ rows
 
 
 def _qr(w: torch.Tensor):
@@ -382,7 +390,7 @@ def _qr(w: torch.Tensor):
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
         eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
-        q = _subtract(torch.zeros_like(q), -inverse.transpose(1, 2), q)  # R^{-T} q
+        q = _product(inverse.transpose(1, 2), q)
         r = factor if r is None else factor @ r
     return q, r, True
 
