@@ -90,22 +90,26 @@ def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
     warm = C.long_filters(1 << 14, 16)
     mor.reduce(warm, 8, device=device)
     mor.hankel_singular_values(warm, 8, device=device)
+    def product_times(h):
+        """One Hankel product of a block for every filter of a batch of 8, and torch's own
+        batched FFT pair of as many vectors: seconds (the second of two runs each)."""
+        length = h.shape[1]
+        part = torch.as_tensor(h[:8], device=device)
+        spectrum = hankel_spectrum(part)
+        x = torch.randn((8, BLOCK, length - 1), dtype=torch.float64, device=device)
+        flat = x.reshape(-1, length - 1)
+        kernel = torch.fft.rfft(part[:1, 1:], n=2 * length)
+        times = []
+        for product in (lambda: hankel_product(spectrum, x),
+                        lambda: torch.fft.irfft(torch.fft.rfft(flat, n=2 * length) * kernel,
+                                                n=2 * length)):
+            times.append([clock(product)[1] for _ in range(2)][-1])
+        return times
+
     rows, arrays = [], {}
     for length, count in sizes:
         h = C.long_filters(length, count)
-        n = length - 1
-        # one Hankel product of a block for every filter of a batch of 8, against torch's own
-        part = torch.as_tensor(h[:8], device=device)
-        spectrum = hankel_spectrum(part)
-        x = torch.randn((8, BLOCK, n), dtype=torch.float64, device=device)
-        for _ in range(2):
-            _, t_product = clock(lambda: hankel_product(spectrum, x))
-        flat = x.reshape(-1, n)
-        kernel = torch.fft.rfft(part[:1, 1:], n=2 * length)
-        for _ in range(2):
-            _, t_torch = clock(lambda: torch.fft.irfft(
-                torch.fft.rfft(flat, n=2 * length) * kernel, n=2 * length))
-        del part, spectrum, x, flat
+        t_product, t_torch = product_times(h)
         reset()
         sigma, t_values = clock(lambda: mor.hankel_singular_values(h, VALUES, device=device))
         peak_values = peak()

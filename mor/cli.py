@@ -166,7 +166,7 @@ def hsv(input_path: str, key: str | None, count: int, plot_path: str | None) -> 
                  for d in shown] or [f"sigma_1 {np.nanmedian(values[layer, :, 0]):.2e} (median)"]
         click.echo(f"  layer {layer}: " + "  ".join(cells))
     if plot_path:
-        _spectrum_figure(h, count - 1).savefig(plot_path, dpi=100)
+        _spectrum_figure(h, count - 1, ~finite).savefig(plot_path, dpi=100)
         click.echo(f"wrote {plot_path}")
 
 
@@ -399,10 +399,11 @@ def _as_layers(h: np.ndarray) -> np.ndarray:
     return h.reshape(h.shape[0], -1, h.shape[-1])
 
 
-def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None, device=None):
+def _spectrum_figure(h: np.ndarray, max_order: int, flagged, device=None):
     """Hankel spectra per layer of ``h``: a sample of ``SPECTRUM_FILTERS_PER_LAYER`` filters and
-    every flagged one (``flagged``, of the batch shape; filters with NaN or Inf taps too), drawn
-    as flagged and named by their index in ``h``; their values on ``device`` if given."""
+    every flagged one (``flagged``, of the batch shape, holds the filters with NaN or Inf taps:
+    ``h`` is not scanned again, a model may be a memory map larger than memory), drawn as
+    flagged and named by their index in ``h``; their values on ``device`` if given."""
     # matplotlib (also behind mor.plot) only when a plot is asked for: the CLI's start-up time
     from matplotlib.figure import Figure
 
@@ -412,9 +413,7 @@ def _spectrum_figure(h: np.ndarray, max_order: int, flagged=None, device=None):
     batch, shape = h.shape[:-1], layers.shape[:2]
     index = (np.stack(np.unravel_index(np.arange(np.prod(shape)), batch), axis=-1) if batch
              else np.zeros((1, 0), dtype=np.int64)).reshape(shape + (len(batch),))
-    flag = np.zeros(shape, dtype=bool) if flagged is None else \
-        np.asarray(flagged, dtype=bool).reshape(shape)
-    flag = flag | ~np.isfinite(layers).all(axis=-1)
+    flag = np.asarray(flagged, dtype=bool).reshape(shape)
     cols = min(2, layers.shape[0])
     rows = -(-layers.shape[0] // cols)
     fig = Figure(figsize=(6 * cols, 3.5 * rows), layout="constrained")
@@ -443,7 +442,8 @@ def _write_report(h: np.ndarray, result, folder: Path, device=None) -> None:
     layers = _as_layers(h)
     grid = (lambda v: np.asarray(v, dtype=float).reshape(layers.shape[0], -1))
     max_order = int(max(0, min(64, h.shape[-1] - 2)))
-    _spectrum_figure(h, max_order, flagged=cols["failed"], device=device).savefig(
+    # the failed filters hold those with NaN or Inf taps (`mor.distill`)
+    _spectrum_figure(h, max_order, cols["failed"], device=device).savefig(
         folder / "spectra.png", dpi=90)
     order = np.where(cols["failed"], -1, cols["order"])
     plot.layer_heatmap(grid(order), label="order")[0].savefig(folder / "orders.png", dpi=90)
