@@ -6,8 +6,9 @@ mor's sources (``__pycache__``) or in ``NUMBA_CACHE_DIR``; later processes load 
 milliseconds. `warmup` runs a small workload through the public API that reaches every kernel
 with the argument types real runs give it: the Hankel spectrum (dense and Krylov), every
 registered method, order selection at a tolerance in ``l2`` and ``hinf``, a distillation,
-the error report (``hinf``, AAK bound, tail, float32 deviation) and the batched (threaded)
-variants of the impulse and DTFT kernels. Run again, it compiles nothing (idempotent): it only
+the error report (``hinf``, AAK bound, tail, float32 deviation) both on a batch (mapped over
+the threads, serial kernels side by side) and on one long filter (fewer filters than threads:
+the threaded kernels). Run again, it compiles nothing (idempotent): it only
 loads the cache, in a few seconds.
 
 Without it, the first compilation of a mor kernel in a process prints a one-line notice to
@@ -71,7 +72,10 @@ def _filters(count: int, length: int, seed: int) -> np.ndarray:
 def _workload() -> None:
     long = _filters(8, 512, 0)          # Krylov Hankel path (L - 1 > DENSE_MAX_SIZE)
     short = _filters(4, 96, 1)          # dense Hankel path
-    batch = _filters(48, 1024, 2)       # big enough for the threaded kernel variants
+    batch = _filters(48, 1024, 2)       # the report mapped over threads: serial kernels
+    # fewer filters than threads: the report's threaded kernels (their work from 2^18:
+    # `PARALLEL_MIN_WORK`; the H-infinity grid is 2 L per filter)
+    one = _filters(1, 1 << 17, 3)
     for h in (long, short):
         hankel_singular_values(h, k=16)
         error_bounds(h, max_order=16)
@@ -91,6 +95,8 @@ def _workload() -> None:
     distill(long.reshape(2, 4, -1), modes=2, method="modal", workers=1)
     distill(batch, tol=1e-2, method="balanced", workers=1)
     distill(batch, order=16, method="balanced", workers=1)
+    reduce(one, 16)
+    reduce(one, tol=1e-2, norm="hinf", on_fail="flag")
 
 
 def warmup() -> Warmup:

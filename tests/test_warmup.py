@@ -107,3 +107,41 @@ def test_demo_says_its_times_exclude_compilation():
     line = next(x for x in result.output.splitlines() if x.startswith("Numba kernels ready"))
     assert "the times below exclude compilation" in line
     assert np.isfinite(float(line.split(" in ")[1].split(" s")[0]))
+
+
+WARM_ON_THREADS = """
+import sys
+import numba
+import mor
+from mor.demo import hyena_like_filters
+from mor.warmup import warmup
+
+def signatures():
+    # every mor kernel's compiled or cache-loaded signatures in this process
+    return {(name, key, str(sig)) for name, module in list(sys.modules.items())
+            if name == "mor" or name.startswith("mor.")
+            for key, value in vars(module).items() if isinstance(value, numba.core.dispatcher.Dispatcher)
+            for sig in value.signatures}
+
+warmup()
+before = signatures()
+one = hyena_like_filters(1, 1 << 17, seed=1)      # fewer filters than threads: threaded kernels
+batch = hyena_like_filters(4, 1 << 12, seed=2)    # as many as threads or more: mapped, serial
+for h in (one, batch):
+    mor.reduce(h, 16)
+    mor.reduce(h, tol=1e-3, norm="hinf", on_fail="flag")
+mor.distill(batch, order=8, workers=1)
+new = sorted(signatures() - before)
+assert not new, new
+print("covered")
+"""
+
+
+def test_warmup_covers_the_threaded_and_the_mapped_kernels():
+    """On a machine with several threads a report on fewer filters than threads runs the
+    threaded kernels, on more the serial ones side by side: after `warmup`, both are there
+    (each kernel's signatures, compiled or loaded from the cache, compared before and after;
+    in a process of its own, since the tests pin Numba to one thread)."""
+    done = _python(WARM_ON_THREADS, NUMBA_NUM_THREADS="2")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "covered" in done.stdout
