@@ -53,6 +53,23 @@ def test_balanced_truncation_agrees_with_the_cpu_path(device):
     np.testing.assert_allclose(gains[1], gains[0], rtol=1e-6)
 
 
+def test_a_modal_fit_starts_from_the_device(device, monkeypatch):
+    """The modal fit's start (balanced truncation) takes the device through ``init_options``;
+    its passes over the taps stay on the CPU: the same fits as from the CPU path's start."""
+    from mor.methods import balanced
+
+    h = hyena_like_filters(3, 2500, seed=7)
+    cpu = mor.reduce(h, modes=4, method="modal")
+    seen = []
+    on_device = balanced.device_blocks
+    monkeypatch.setattr(balanced, "device_blocks",
+                        lambda *a, **k: seen.append(k["device"]) or on_device(*a, **k))
+    on = mor.reduce(h, modes=4, method="modal", init_options={"device": device})
+    assert seen and set(seen) == {device}  # the start's decomposition ran there
+    np.testing.assert_allclose(on.info["l2"], cpu.info["l2"], rtol=1e-4)
+    assert np.all(np.abs(on.compact()[0]) < 1)
+
+
 def test_kth_rtol_on_a_device(device):
     """Values certified to ``max(rtol sigma_1, kth_rtol sigma_k)`` (their bounds within it),
     vectors as without ``kth_rtol``: balanced truncation from them agrees with the CPU path's
