@@ -120,7 +120,8 @@ def signatures():
     # every mor kernel's compiled or cache-loaded signatures in this process
     return {(name, key, str(sig)) for name, module in list(sys.modules.items())
             if name == "mor" or name.startswith("mor.")
-            for key, value in vars(module).items() if isinstance(value, numba.core.dispatcher.Dispatcher)
+            for key, value in vars(module).items()
+            if isinstance(value, numba.core.dispatcher.Dispatcher)
             for sig in value.signatures}
 
 warmup()
