@@ -82,7 +82,8 @@ def _residue_fit_rows(h, poles, live, rows, tail_weight, residues):
                 c += 1
         cols = count + pairs
         extra = cols if tail_weight > 0.0 else 0
-        design = np.zeros((taps + extra, cols))  # unused tail rows stay zero
+        # unused tail rows stay zero; column-major, as the loops below and LAPACK walk it
+        design = np.zeros((cols, taps + extra)).T
         second = np.empty(count, dtype=np.int64)  # column of -Im for a pair, -1 for a real pole
         c = count
         for n in range(count):
