@@ -315,23 +315,37 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
     QR (a second pass too where a coefficient exceeds `ROUNDED_UPDATE_MAX` of the row's
     norm); a block that lost its norm to cancellation (an invariant subspace met, a zero filter)
     has its Householder factor's directions projected and factored again, in float64, so
-    that it continues orthogonal to the basis."""
+    that it continues orthogonal to the basis.
+
+    The common step (one pass, Cholesky QR) runs without waiting for the device: its three
+    tests (a second pass, Cholesky QR's conditioning, a collapse) come back together once,
+    and only a step that fails one is done again the careful way."""
     before = torch.linalg.vector_norm(w, dim=2)
     coefficients = _inner(w, basis)
     w = _subtract(w, coefficients, rounded)
-    if bool(((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
-             | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()):
+    second = ((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
+              | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()
+    q, r, conditioned = _cholesky_qr2(w)
+    if not bool(second | ~conditioned | _collapsed(r, before)):
+        return q, r
+    if bool(second):
         w = _subtract(w, _inner(w, basis), rounded)
     q, r, conditioned = _qr(w)
+    if conditioned and not bool(_collapsed(r, before)):
+        return q, r
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
-    kept = torch.diagonal(r, dim1=1, dim2=2).abs().min(dim=1).values
-    if conditioned and bool((kept > COLLAPSE * before.max(dim=1).values).all()):
-        return q, r
     for _ in range(2):
         q = q - (q @ basis.transpose(1, 2)) @ basis
     q, r2, _ = _qr(q)
     return q, r2 @ r
+
+
+def _collapsed(r: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
+    """Whether a block's factor ``r`` keeps less than `COLLAPSE` of the block's norm
+    ``before`` the projection (in any filter of the batch; on the device)."""
+    kept = torch.diagonal(r, dim1=1, dim2=2).abs().min(dim=1).values
+    return ~(kept > COLLAPSE * before.max(dim=1).values).all()
 
 
 def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -370,21 +384,22 @@ def _product(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return c @ rows
 
 
-def _qr(w: torch.Tensor):
-    """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows: by Cholesky QR
+def _cholesky_qr2(w: torch.Tensor):
+    """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows, by Cholesky QR
     done twice (CholQR2: the first leaves orthogonality errors of ``eps kappa^2``, the second
-    removes them; Gram products and triangular solves of the block, memory-bound) where the
-    block is well conditioned (`CHOLESKY_MIN_RATIO`), else by Householder QR
-    (``conditioned`` false)."""
+    removes them; Gram products and products with the inverse factor, memory-bound), and
+    ``conditioned`` (a boolean on the device, not waited for): whether every factor was
+    found, finite, with a diagonal spanning at least `CHOLESKY_MIN_RATIO` (the block's
+    condition number then below about its inverse). Where it is false, ``q`` and ``r`` are
+    not to be used (`_qr`)."""
     q, r = w, None
+    conditioned = torch.ones((), dtype=torch.bool, device=w.device)
     for _ in range(2):
         factor, info = torch.linalg.cholesky_ex(_inner(q, q), upper=True)
         diagonal = torch.diagonal(factor, dim1=1, dim2=2)
         ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
-        if not bool((info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all()
-                    & torch.isfinite(factor).all()):
-            q, r = torch.linalg.qr(w.transpose(1, 2))
-            return q.transpose(1, 2), r, False
+        conditioned = conditioned & (info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all() \
+            & torch.isfinite(factor).all()
         # the b x b factor inverted, then one product: cuBLAS's batched triangular solve
         # returned wrong values for n = 2^20 - 1 right-hand sides on an H100 (off by 2.8
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
@@ -392,7 +407,18 @@ def _qr(w: torch.Tensor):
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
         q = _product(inverse.transpose(1, 2), q)
         r = factor if r is None else factor @ r
-    return q, r, True
+    return q, r, conditioned
+
+
+def _qr(w: torch.Tensor):
+    """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows: by
+    `_cholesky_qr2` where the block is well conditioned, else by Householder QR
+    (``conditioned`` false)."""
+    q, r, conditioned = _cholesky_qr2(w)
+    if bool(conditioned):
+        return q, r, True
+    q, r = torch.linalg.qr(w.transpose(1, 2))
+    return q.transpose(1, 2), r, False
 
 
 def _ritz(diagonal: list, coupling: list, k: int, vectors: bool, rtol: float,
