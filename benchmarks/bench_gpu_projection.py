@@ -39,7 +39,9 @@ SPLIT_CHUNK = 1 << 14
 #: ``--sweep``: (block of basis rows, block of columns, warps) for `_row_products.inner` and
 #: for `_row_products.subtract_combination` (all compile for sm_90 without spilling).
 SWEEP = {"INNER": [(16, 64, 4), (16, 64, 8), (32, 32, 4), (8, 128, 4), (16, 128, 8)],
-         "UPDATE": [(8, 128, 4), (16, 128, 4), (32, 128, 4), (16, 256, 4), (16, 512, 8)]}
+         "UPDATE": [(8, 128, 4), (16, 128, 4), (32, 128, 4), (16, 256, 4), (16, 512, 8),
+                    (4, 256, 4), (8, 256, 8), (4, 512, 8), (8, 512, 8), (16, 256, 8),
+                    (32, 64, 4), (16, 64, 2)]}
 
 
 def timed(fn, repeats=5):

@@ -198,10 +198,12 @@ for a, m in ((4, 25), (4, 4), (3, 17), (1, 1)):
     w = x.clone()
     rows.subtract_combination(w, c, r)
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
-    want = x - c @ y  # float64 rows: the three-term recurrence, Cholesky QR
+    want = x - c @ y  # float64 rows: the three-term recurrence
     w = x.clone()
     rows.subtract_combination(w, c, y)
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+    want = c @ y  # Cholesky QR's product with the inverse factor
+    assert float((rows.combination(c, y) - want).abs().max()) <= 1e-13 * float(want.abs().max())
 if DEVICE == "cpu":  # the whole Lanczos with the kernels, against torch's products
     import numpy as np
     from mor.demo import hyena_like_filters
@@ -304,14 +306,16 @@ def test_row_products_compile_for_hopper_without_spilling(tmp_path):
         *((rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": rows_type,
                                  **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
                                                   "srf", "srj"), "i32")},
-           {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T}, rows.UPDATE_WARPS)
-          for rows_type in ("*fp32", "*fp64"))]
+           {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T, "SUBTRACT": subtract},
+           rows.UPDATE_WARPS)
+          for rows_type, subtract in (("*fp32", True), ("*fp64", True), ("*fp64", False)))]
     for kernel, signature, constants, warps in kernels:
         signature.update(dict.fromkeys(constants, "constexpr"))
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
                                   target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
                                                                    "enable_fp_fusion": rows.FMA})
-        cubin = tmp_path / f"{kernel.fn.__name__}_{signature.get('r_ptr', '')[1:]}.cubin"
+        cubin = tmp_path / (f"{kernel.fn.__name__}_{signature.get('r_ptr', '')[1:]}"
+                            f"_{constants.get('SUBTRACT', '')}.cubin")
         cubin.write_bytes(compiled.asm["cubin"])
         usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
                                text=True, check=True).stdout

@@ -9,8 +9,9 @@ batched GEMM with 4 output rows and a reduction over ``n = 2^20`` runs few tiles
   of the chunks added in a fixed order afterwards (deterministic);
 - `subtract_combination` ``w -= c r`` in place, ``w`` ``(F, a, n)`` float64, ``c``
   ``(F, a, m)`` float64 and ``r`` ``(F, m, n)`` float32 (the re-orthogonalisation's update
-  from the rounded basis) or float64 (the three-term recurrence, Cholesky QR): each program
-  takes ``BLOCK_T`` columns of every row of ``r``, the combination accumulated in float64.
+  from the rounded basis) or float64 (the three-term recurrence): each program takes
+  ``BLOCK_T`` columns of every row of ``r``, the combination accumulated in float64; and
+  `combination` ``c r`` by the same kernel (Cholesky QR's products with the inverse factor).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def _inner_kernel(x_ptr, y_ptr, out_ptr, n, rows, m, sxf, sxi, syf, syj,
 
 @triton.jit
 def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj,
-                   BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr):
+                   BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr,
+                   SUBTRACT: tl.constexpr):
     tb, f = tl.program_id(0), tl.program_id(1)
     i = tl.arange(0, BI)
     t = tb * BT + tl.arange(0, BT)
@@ -75,7 +77,9 @@ def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj
         acc += tl.sum(c[:, :, None] * r.to(tl.float64)[None, :, :], axis=1)
     w = w_ptr + f.to(tl.int64) * swf + i[:, None] * swi + t[None, :]
     wmask = imask[:, None] & tmask[None, :]
-    tl.store(w, tl.load(w, mask=wmask, other=0.0) - acc, mask=wmask)
+    if SUBTRACT:
+        acc = tl.load(w, mask=wmask, other=0.0) - acc
+    tl.store(w, acc, mask=wmask)
 
 
 def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -98,6 +102,22 @@ def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> N
     """``w -= c @ r`` in place: ``w`` ``(F, a, n)`` float64, ``c`` ``(F, a, m)`` float64,
     ``r`` ``(F, m, n)`` float32 or float64, on a CUDA device (rows of ``w`` and ``r``
     contiguous)."""
+    _combination(w, c, r, subtract=True)
+
+
+def combination(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """``c @ r`` ``(F, a, n)`` float64 for ``c`` ``(F, a, m)`` float64 and ``r``
+    ``(F, m, n)`` (rows contiguous) on a CUDA device: `subtract_combination`'s kernel,
+    written without reading an output first."""
+    out = torch.empty((r.shape[0], c.shape[1], r.shape[2]), dtype=torch.float64,
+                      device=r.device)
+    if not c.shape[2]:
+        return out.zero_()
+    _combination(out, c, r, subtract=False)
+    return out
+
+
+def _combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor, subtract: bool) -> None:
     f, a, n = w.shape
     m = r.shape[1]
     if not (f and a and m and n):
@@ -106,5 +126,5 @@ def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> N
     grid = (triton.cdiv(n, UPDATE_BLOCK_T), f)
     _update_kernel[grid](w, c, r, n, a, m, w.stride(0), w.stride(1), c.stride(0), c.stride(1),
                          r.stride(0), r.stride(1), BI=triton.next_power_of_2(a),
-                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, num_warps=UPDATE_WARPS,
-                         enable_fp_fusion=FMA)
+                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, SUBTRACT=subtract,
+                         num_warps=UPDATE_WARPS, enable_fp_fusion=FMA)

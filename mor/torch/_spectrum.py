@@ -378,9 +378,10 @@ def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor) -> torch.Ten
 
 def _product(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """``c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)`` (Cholesky QR's
-    ``R^{-T} Q``): on CUDA `_subtract`'s kernel from zero, elsewhere torch's product."""
+    ``R^{-T} Q``): on CUDA by `mor.torch._row_products.combination`, elsewhere torch's
+    product."""
     if _triton_products(rows):
-        return _subtract(rows.new_zeros((rows.shape[0], c.shape[1], rows.shape[2])), -c, rows)
+        return _row_products.combination(c, rows)
     return c @ rows
 
 
@@ -439,12 +440,15 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool, rtol: float,
     f, b = diagonal[0].shape[0], diagonal[0].shape[1]
     steps = len(diagonal)
     m = steps * b
-    t = torch.zeros((f, m, m), dtype=torch.float64, device=diagonal[0].device)
-    for j, a in enumerate(diagonal):
-        t[:, j * b:(j + 1) * b, j * b:(j + 1) * b] = a
-        if j + 1 < steps:
-            t[:, (j + 1) * b:(j + 2) * b, j * b:(j + 1) * b] = coupling[j]
-            t[:, j * b:(j + 1) * b, (j + 1) * b:(j + 2) * b] = coupling[j].transpose(1, 2)
+    # T as (F, steps, b, steps, b): its blocks placed by three indexed writes
+    t = torch.zeros((f, steps, b, steps, b), dtype=torch.float64, device=diagonal[0].device)
+    j = torch.arange(steps, device=t.device)
+    t[:, j, :, j, :] = torch.stack(diagonal, dim=1).transpose(0, 1)
+    if steps > 1:
+        below = torch.stack(coupling[:-1], dim=1).transpose(0, 1)
+        t[:, j[1:], :, j[:-1], :] = below
+        t[:, j[:-1], :, j[1:], :] = below.transpose(2, 3)
+    t = t.reshape(f, m, m)
     lost = ~torch.isfinite(t).all(dim=2).all(dim=1)
     if bool(lost.any()):  # cuBLAS's wrong batched trsm did this at 2^20 (`_qr`): never returned
         raise RuntimeError(
