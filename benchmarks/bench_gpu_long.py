@@ -22,7 +22,9 @@ noise floor, float32 taps) at L = 2^16, 2^18 and 2^20. Two parts, one file of re
   each run's time inside `distill`, by the CLI's clock) and the report's figures to
   ``DIR/bench_gpu_long_distill.json``. Before them, in a process of its own, the model's
   first chunk is timed in its parts (`chunk_part`), so that the figures say whether the
-  device or the CPU's error report limits the model.
+  device or the CPU's error report limits the model. While the CLI runs, ``nvidia-smi``
+  samples the device's utilisation (the share of each sample period in which a kernel ran)
+  every `SAMPLE_MS`: its integral over the runs is the device's busy time (`busy_seconds`).
 - ``--part report --gpu DIR`` (here): the agreement on the sample (largest value difference
   relative to sigma_1; the ``hinf`` of either model against the filter) and the section of
   ``RESULTS.md``.
@@ -36,10 +38,12 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
 import argparse  # noqa: E402
 import json  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from datetime import datetime  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
@@ -58,6 +62,8 @@ VALUES, ORDER = 64, 32
 #: The whole model of ``--part distill`` (its taps: the last of ``--lengths``): filters,
 #: filters per chunk (shard).
 DISTILL_FILTERS, DISTILL_CHUNK = 2048, 64
+#: Milliseconds between the utilisation samples of ``--part distill``.
+SAMPLE_MS = 200
 
 
 def gpu_part(out: Path, sizes, device: str = "cuda") -> None:
@@ -222,6 +228,8 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
            if key not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
     runs = []
     plan = [([], None)] if interrupt <= 0 else [([], interrupt), (["--resume"], None)]
+    samples = out / "utilisation.csv"
+    sampler = _utilisation_sampler(samples, device)
     for extra, limit in plan:
         start = time.perf_counter()
         try:
@@ -237,6 +245,12 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
                      "shards_after": len(list((out / "shards").glob("chunk_*.npz")))})
         C.log(json.dumps(runs[-1]))
         print(tail, flush=True)
+    busy = None
+    if sampler is not None:
+        sampler.terminate()
+        sampler.wait()
+        busy = busy_seconds(samples.read_text())
+        C.log(f"device busy {json.dumps(busy)}")
     report = json.loads((out / "report" / "report.json").read_text())
     import torch
     on_cuda = torch.device(device).type == "cuda"
@@ -247,9 +261,38 @@ def distill_part(out: Path, count: int, length: int, interrupt: float,
     (out / f"{NAME}_distill.json").write_text(json.dumps(
         {"meta": meta, "filters": count, "length": length, "order": ORDER,
          "chunk": DISTILL_CHUNK, "first_chunk": chunk, "runs": runs,
-         "total_wall_s": sum(r["wall_s"] for r in runs),
+         "total_wall_s": sum(r["wall_s"] for r in runs), "device_busy": busy,
          "summary": report.get("summary")}, indent=1, default=str))
     filters.unlink()
+
+
+def _utilisation_sampler(path: Path, device: str):
+    """``nvidia-smi`` writing the device's utilisation every `SAMPLE_MS` into ``path``
+    (``timestamp, percent`` lines), or None where the device is not CUDA or there is no
+    ``nvidia-smi``."""
+    import torch
+    tool = shutil.which("nvidia-smi")
+    device = torch.device(device)
+    if device.type != "cuda" or tool is None:
+        return None
+    return subprocess.Popen([tool, f"--id={device.index or 0}",
+                             "--query-gpu=timestamp,utilization.gpu",
+                             "--format=csv,noheader,nounits", f"--loop-ms={SAMPLE_MS}"],
+                            stdout=path.open("w"), stderr=subprocess.DEVNULL)
+
+
+def busy_seconds(samples: str) -> dict:
+    """The device's busy time from ``nvidia-smi``'s utilisation samples (``timestamp,
+    percent`` lines): the sum of each sample's share times the time since the one before,
+    and the span sampled."""
+    rows = [line.split(",") for line in samples.splitlines() if line.count(",") == 1]
+    times = [datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f").timestamp()
+             for stamp, _ in rows]
+    shares = [float(percent) / 100 for _, percent in rows]
+    busy = sum(share * (now - before)
+               for share, before, now in zip(shares[1:], times, times[1:]))
+    return {"busy_s": busy, "span_s": times[-1] - times[0] if times else 0.0,
+            "samples": len(rows), "every_ms": SAMPLE_MS}
 
 
 def cpu_part(sizes) -> None:
@@ -376,7 +419,12 @@ def render_distill(found: dict) -> str:
         f"{', killed once and resumed' if len(runs) > 1 else ', in one run'}: "
         f"{found['total_wall_s']:.0f} s in all, {parts}, every process start, file "
         f"read and the report's figures included; {layer['failed']} failed, {layer['missed']} "
-        f"missed, median l2 {layer['l2_median']:.1e}, median hinf {layer['hinf_median']:.1e}.",
+        f"missed, median l2 {layer['l2_median']:.1e}, median hinf {layer['hinf_median']:.1e}."
+        + ("" if not found.get("device_busy") else
+           f" The device was busy {found['device_busy']['busy_s']:.0f} s of the "
+           f"{found['device_busy']['span_s']:.0f} s sampled (nvidia-smi's utilisation, the "
+           f"share of each {found['device_busy']['every_ms']} ms in which a kernel ran, "
+           f"integrated)."),
         *([] if "first_chunk" not in found else [
             f"Its first chunk alone ({found['first_chunk']['filters']} filters): the "
             f"decomposition {found['first_chunk']['decomposition_s']:.1f} s, the error report "
