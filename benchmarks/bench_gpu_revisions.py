@@ -30,7 +30,7 @@ from mor.torch import _spectrum
 WORKLOADS = (("values", 64, 1e-11, False), ("bt", 33, 1e-10, True))
 #: The steps of `_spectrum._block_lanczos` that ``--breakdown`` times (the products of rows
 #: are told apart by their width: a block's own, or its projection on the basis).
-PHASES = ("hankel_product", "_next_block", "_qr", "_ritz", "_finish", "_inner")
+PHASES = ("hankel_product", "_next_block", "_cholesky_qr2", "_ritz", "_finish", "_inner")
 
 
 def load_spectrum(checkout: Path):
@@ -44,8 +44,8 @@ def load_spectrum(checkout: Path):
 
 def breakdown(h: np.ndarray, device: str) -> dict:
     """This checkout's run of each workload with its steps timed (nested steps count in
-    both: `_next_block` holds a projection and a `_qr`, `_qr` two block products), and its
-    top kernels (operators on a CPU)."""
+    both: `_next_block` holds a projection and a `_cholesky_qr2`, that two block products),
+    and its top kernels (operators on a CPU)."""
     from torch.profiler import ProfilerActivity, profile
     cuda = torch.device(device).type == "cuda"
     sync = C.device_sync(device)
