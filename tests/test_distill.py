@@ -334,6 +334,28 @@ def test_resume_refuses_shards_of_other_settings(shards, model, monkeypatch, set
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
 
 
+def test_the_filters_checksum_is_of_their_float64_taps(shards, model, tmp_path, monkeypatch):
+    """The shards record a SHA-256 of the float64 taps (the format of earlier versions, so
+    their folders resume): the float64 and the column-major copies of a float32 model resume
+    its folder without reducing anything."""
+    import hashlib
+    import json
+
+    from mor.drivers import distillation
+
+    folder, _ = shards
+    manifest = json.loads((folder / distillation.SHARD_MANIFEST).read_text())
+    flat = np.asarray(model, dtype=np.float64).reshape(-1, model.shape[-1])
+    assert manifest["settings"]["filters"] == \
+        "sha256:" + hashlib.sha256(flat.tobytes()).hexdigest()
+    single = model.astype(np.float32)
+    written = distill(single, 5, chunk_size=4, shard_dir=tmp_path)
+    monkeypatch.setattr(distillation, "_distill_chunk", _no_reduction)
+    for copy in (single.astype(np.float64), np.asfortranarray(single)):
+        again = distill(copy, 5, chunk_size=4, shard_dir=tmp_path, resume=True)
+        assert np.array_equal(again.report.columns["hinf"], written.report.columns["hinf"])
+
+
 def test_resume_with_the_same_settings_reads_every_shard(shards, model, monkeypatch):
     from mor.drivers import distillation
 
