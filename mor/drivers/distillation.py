@@ -455,14 +455,25 @@ def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, pro
          in_threads=False):
     """Run the chunks (skipping shards already written), writing shards as they finish; with
     several ``workers`` and no ``executor``, in that many processes (threads with
-    ``in_threads``)."""
+    ``in_threads``).
+
+    The shard folder is checked before any work. A resumed run compares its settings (the
+    filters' checksum among them) with the folder's manifest first; a fresh run checksums its
+    filters in a thread beside the first chunks (at 2^20 taps, seconds a hundred filters) and
+    writes the manifest before the first shard."""
     shards = None if shard_dir is None else Path(shard_dir)
     if resume and shards is None:
         raise ValueError("resume=True needs shard_dir: the folder of the run to continue")
     results: list[dict | None] = [None] * len(chunks)
+    manifest = checksum = None  # a fresh run's settings, made beside the first chunks
     if shards is not None:
-        _open_shard_dir(shards, _shard_settings(job, inputs, chunks, request), resume)
-        if resume:
+        recorded = _check_shard_dir(shards, resume)
+        if recorded is None:
+            checksum = ThreadPoolExecutor(1)
+            manifest = checksum.submit(_shard_settings, job, inputs, chunks, request)
+        else:
+            _refuse_other_settings(shards, recorded,
+                                   _shard_settings(job, inputs, chunks, request))
             for k, (a, b) in enumerate(chunks):
                 results[k] = _read_shard(shards / _shard_name(a, b), request)
     todo = [k for k in range(len(chunks)) if results[k] is None]
@@ -478,12 +489,19 @@ def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, pro
         for k, result in zip(todo, mapped):
             results[k] = result
             if shards is not None:
+                if manifest is not None:
+                    _write_manifest(shards, manifest.result())
+                    manifest = None
                 _write_shard(shards / _shard_name(*chunks[k]), result, request)
             bar.update(1)
+        if manifest is not None:  # no chunk to run
+            _write_manifest(shards, manifest.result())
     finally:
         bar.close()
         if own is not None:
             own.shutdown()
+        if checksum is not None:
+            checksum.shutdown(wait=False)
     return results
 
 
@@ -523,7 +541,7 @@ def _shard_settings(job, inputs, chunks, request: dict) -> dict[str, Any]:
     digest = hashlib.sha256()
     for taps, _ in inputs:  # per-filter orders are in the request
         # the float64 taps' buffer itself (no bytes copy: at 2^20 taps a copy had doubled
-        # the checksum's time, which runs before any work)
+        # the checksum's time)
         digest.update(np.ascontiguousarray(taps, dtype=np.float64))
     keep_best = bool(getattr(job, "keywords", {}).get("keep_best", False))
     settings = dict(request)
@@ -552,11 +570,12 @@ def _describe(key: str, written: Any, now: Any) -> str:
     return f"{key} {text[0]} there, {text[1]} now"
 
 
-def _open_shard_dir(folder: Path, settings: dict[str, Any], resume: bool) -> None:
-    """Check that ``folder`` can take this run's shards, and record its settings there.
+def _check_shard_dir(folder: Path, resume: bool) -> dict[str, Any] | None:
+    """Check that ``folder`` can take this run's shards; returns the settings its manifest
+    records when resuming a run that wrote one, None for a fresh folder.
 
-    A fresh run needs a folder without shards; a resumed one, shards written with the same
-    settings (read from the folder's manifest). Raises `ShardMismatch` before any work.
+    A fresh run needs a folder without shards; a resumed one, shards with a manifest (or
+    neither). Raises `ShardMismatch` otherwise, before any work.
     """
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"shard_dir {folder} is a file, not a folder")
@@ -568,26 +587,37 @@ def _open_shard_dir(folder: Path, settings: dict[str, Any], resume: bool) -> Non
                             "empty directory", folder, "exists")
     if resume and manifest.exists():
         try:
-            recorded = json.loads(manifest.read_text())["settings"]
+            return json.loads(manifest.read_text())["settings"]
         except (ValueError, KeyError, TypeError) as exc:
             raise ShardMismatch(f"cannot resume from {folder}: its {SHARD_MANIFEST} is not "
                                 f"readable ({exc}); use an empty directory", folder,
                                 "unknown") from exc
-        differences = _shard_differences(recorded, settings)
-        if differences:
-            said = "; ".join(_describe(k, *pair) for k, pair in differences.items())
-            raise ShardMismatch(f"cannot resume from {folder}: its shards were written with "
-                                f"different settings ({said}); resume with the same settings "
-                                "or use an empty directory", folder, "settings", differences)
-        return
     if written:  # resume, but nothing says what the shards were written for
         raise ShardMismatch(f"cannot resume from {folder}: it holds shards but no "
                             f"{SHARD_MANIFEST} saying which settings they were written with; "
                             "use an empty directory", folder, "unknown")
+    return None
+
+
+def _refuse_other_settings(folder: Path, recorded: dict[str, Any],
+                           settings: dict[str, Any]) -> None:
+    """Raise `ShardMismatch` naming each setting in which this run differs from the one that
+    wrote ``folder`` (``recorded``)."""
+    differences = _shard_differences(recorded, settings)
+    if differences:
+        said = "; ".join(_describe(k, *pair) for k, pair in differences.items())
+        raise ShardMismatch(f"cannot resume from {folder}: its shards were written with "
+                            f"different settings ({said}); resume with the same settings "
+                            "or use an empty directory", folder, "settings", differences)
+
+
+def _write_manifest(folder: Path, settings: dict[str, Any]) -> None:
+    """Record a fresh run's ``settings`` in ``folder`` (created), before its first shard."""
     folder.mkdir(parents=True, exist_ok=True)
+    manifest = folder / SHARD_MANIFEST
     tmp = manifest.with_suffix(".tmp")
     tmp.write_text(json.dumps({"format": 1, "settings": settings}, indent=1, sort_keys=True))
-    os.replace(tmp, manifest)  # atomic, and written before the first shard
+    os.replace(tmp, manifest)  # atomic
 
 
 def _write_shard(path: Path, result: dict, request: dict) -> None:
