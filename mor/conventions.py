@@ -137,8 +137,10 @@ class Scale:
 
     @classmethod
     def of_filters(cls, h: np.ndarray) -> "Scale":
-        """The scale of validated filters ``(..., L)``."""
-        return cls.of(np.abs(h).max(axis=-1, initial=0.0))
+        """The scale of validated (real, finite) filters ``(..., L)``: of ``max |h|`` per
+        filter, as ``max(max h, -min h)`` (no array of magnitudes: for 64 filters of 2^20 taps
+        1.5 s of fresh memory's page faults -> 0.04 s)."""
+        return cls.of(np.maximum(h.max(axis=-1, initial=0.0), -h.min(axis=-1, initial=0.0)))
 
     def down(self, x: np.ndarray, degree: int = 1) -> np.ndarray:
         """``x 2^(-degree e)``: arrays whose leading axes are the batch's."""
