@@ -459,7 +459,7 @@ def _run(job, inputs, chunks, executor, workers, shard_dir, resume, request, pro
 
     The shard folder is checked before any work. A resumed run compares its settings (the
     filters' checksum among them) with the folder's manifest first; a fresh run checksums its
-    filters in a thread beside the first chunks (at 2^20 taps, seconds a hundred filters) and
+    filters in a thread beside the first chunks (about 6 ms a filter of 2^20 taps here) and
     writes the manifest before the first shard."""
     shards = None if shard_dir is None else Path(shard_dir)
     if resume and shards is None:
