@@ -357,9 +357,9 @@ def test_the_filters_checksum_is_of_their_float64_taps(shards, model, tmp_path, 
 
 
 def test_a_fresh_run_checksums_beside_its_first_chunk(model, tmp_path, monkeypatch):
-    """A fresh run's checksum does not hold the work back (it waits here for the first chunk
-    to finish: run before any work, it would wait forever), and the manifest still comes
-    before the first shard."""
+    """A fresh run's checksum does not hold the work back (here it waits for the first chunk
+    to finish: run before any work, as it was, it fails after its wait), and the manifest
+    still comes before the first shard."""
     import threading
 
     from mor.drivers import distillation
