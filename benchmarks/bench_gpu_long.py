@@ -275,10 +275,11 @@ def _utilisation_sampler(path: Path, device: str):
     device = torch.device(device)
     if device.type != "cuda" or tool is None:
         return None
-    return subprocess.Popen([tool, f"--id={device.index or 0}",
-                             "--query-gpu=timestamp,utilization.gpu",
-                             "--format=csv,noheader,nounits", f"--loop-ms={SAMPLE_MS}"],
-                            stdout=path.open("w"), stderr=subprocess.DEVNULL)
+    with path.open("w") as sink:  # the child holds its own descriptor
+        return subprocess.Popen([tool, f"--id={device.index or 0}",
+                                 "--query-gpu=timestamp,utilization.gpu",
+                                 "--format=csv,noheader,nounits", f"--loop-ms={SAMPLE_MS}"],
+                                stdout=sink, stderr=subprocess.DEVNULL)
 
 
 def busy_seconds(samples: str) -> dict:
