@@ -37,11 +37,13 @@ from __future__ import annotations
 import math
 import threading
 from collections import defaultdict
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from mor._numerics.lanczos import VECTOR_RESIDUAL
+from mor.torch._orthogonality import LossEstimate
 
 try:  # the re-orthogonalisation's products on CUDA (CUDA builds of torch ship Triton)
     from mor.torch import _row_products
@@ -85,6 +87,16 @@ CHOLESKY_MIN_RATIO = 1e-5
 #: A block whose factor keeps less than this of its norm before the projection is projected
 #: and factored again (`_next_block`).
 COLLAPSE = 1e-6
+#: Deflation (module notes): a filter's leading Ritz pairs are locked where their residuals
+#: are at most `LOCK_RESIDUAL` ``sigma_1`` and the next Ritz value is at most `LOCK_DROP`
+#: ``sigma_1`` (the rest of the spectrum then grows rounding errors by ``sigma_{l+1} / beta``
+#: a step instead of ``sigma_1 / beta``). Measured on issue 22's filters (blocks of 4,
+#: `benchmarks/study_deflated_lanczos.py`): 19-24 pairs locked after 28-48 vectors; at
+#: 2^20, 4 of 108 steps re-orthogonalised after it.
+LOCK_RESIDUAL, LOCK_DROP = 1e-13, 1e-3
+#: A batch looks for pairs to lock every `LOCK_EVERY` blocks, while its basis holds at most
+#: `LOCK_PER_VALUE` ``k`` vectors; it locks once every filter left has some.
+LOCK_EVERY, LOCK_PER_VALUE = 2, 2
 #: Share of the device's free memory a batch of filters may take.
 MEMORY_SHARE = 0.6
 #: One decomposition at a time per device: batches are sized from its free memory, so
@@ -94,7 +106,7 @@ _DEVICE_LOCKS: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
 
 def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool = True,
                   kth_rtol: float = 0.0, block: int = BLOCK, batch: int | None = None,
-                  capacity: int | None = None) -> dict[str, np.ndarray]:
+                  capacity: int | None = None, deflate: bool = True) -> dict[str, np.ndarray]:
     """The top-``k`` Hankel eigenpairs of filters ``h`` ``(F, L)`` on ``device``, reduced to
     what balanced truncation needs, each value certified to ``max(rtol sigma_1, kth_rtol
     sigma_k)``.
@@ -107,7 +119,9 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     `VECTOR_RESIDUAL` ``rtol sigma_1``.
 
     ``batch`` (filters a batch) and ``capacity`` (basis vectors held at first) replace the
-    sizes chosen from the device's memory and `EXPECTED_PER_VALUE`.
+    sizes chosen from the device's memory and `EXPECTED_PER_VALUE`; ``deflate`` false keeps
+    every filter's basis fully re-orthogonalised (module notes; deflation needs ``L - 1``
+    beyond the basis limit).
 
     Raises
     ------
@@ -143,7 +157,7 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
             rows = batch or _batch_size(n, size, block, device)
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
                                     .to(device), out, todo[i:i + rows], k, (rtol, kth_rtol),
-                                    block, size, limit, vectors)
+                                    block, size, limit, vectors, deflate and n > limit)
                      for i in range(0, todo.size, rows)]
             todo = np.concatenate(again)
             if not todo.size:
@@ -189,30 +203,36 @@ def _fft_size(n: int) -> int:
 
 def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray, k: int,
                    tolerance: tuple[float, float], block: int, capacity: int, limit: int,
-                   vectors: bool) -> np.ndarray:
+                   vectors: bool, deflate: bool) -> np.ndarray:
     """Block Lanczos on the filters ``h`` (a batch on the device), each written into
     ``out`` (`hankel_blocks`) at its row of ``rows`` when certified to ``tolerance``
-    (``(rtol, kth_rtol)``, `_ritz`). The basis holds
-    ``capacity`` vectors, grown by `BASIS_GROWTH` (up to ``limit``) for the filters that
-    need more; returns the rows of the filters left when the device had no memory to grow it
-    (none otherwise: a filter not certified within ``limit`` raises)."""
+    (``(rtol, kth_rtol)``, `_ritz`); with ``deflate``, its dominant pairs locked once every
+    filter of the batch has them (module notes). The basis holds ``capacity`` vectors, grown
+    by `BASIS_GROWTH` (up to ``limit``) for the filters that need more; returns the rows of
+    the filters left when the device had no memory to grow it (none otherwise: a filter not
+    certified within ``limit`` raises)."""
     f, n = h.shape[0], h.shape[1] - 1
     rtol = tolerance[0]
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
     rounded = torch.empty((f, capacity, n), dtype=torch.float32, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
-    start = torch.randn((f, block, n), generator=generator, dtype=torch.float64,
-                        device=h.device)
-    q, _, _ = _qr(start)
+    q = _orthonormal_complement(torch.randn((f, block, n), generator=generator,
+                                            dtype=torch.float64, device=h.device),
+                                basis[:, :0])
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
-    # `rows`: the filters still iterating, by their row in `out`
-    used, check = 0, k + block
+    # `rows`: the filters still iterating, by their row in `out`; the current Lanczos
+    # sequence starts at row `start` of the basis (the locked pairs before it), after
+    # `earlier` products
+    locked, estimate, start, earlier = None, None, 0, 0
+    used, check = 0, (LOCK_EVERY * block if deflate else k + block)
     previous = None  # (basis, worst bound) at the last check
     while True:
         basis[:, used:used + block] = q
         rounded[:, used:used + block] = q
         w = hankel_product(spectrum, q)
+        if start:  # (I - U U^T) H: the locked directions out
+            w = _subtract(w, _inner(w, basis[:, :start]), rounded[:, :start])
         a = _inner(q, w)
         a = (a + a.transpose(1, 2)) / 2
         # the three-term recurrence (one pass over the last two blocks), then the whole
@@ -223,47 +243,156 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         else:
             w = _subtract(w, a, q)
         used += block
-        q, b = _next_block(w, basis[:, :used], rounded[:, :used])
+        if estimate is None:
+            q, b = _next_block(w, basis[:, :used], rounded[:, :used])
+        else:
+            q, b = _semiorthogonal_block(w, a, basis[:, :used], rounded[:, :used], estimate)
         diagonal.append(a)
         coupling.append(b)
         full = used + block > capacity
-        if used >= check or full or used == n:
-            theta, ritz_vectors, bound, score = _ritz(diagonal, coupling, k, vectors, *tolerance)
-            done = (score <= rtol).cpu().numpy() | (used == n)
-            for i in np.flatnonzero(done):  # certified: out of the batch
-                _finish(out, rows[i], theta[i], ritz_vectors[i], bound[i],
-                        basis[i, :used] if vectors else None)
-                out["basis"][rows[i]] = used
-            if done.all():
-                return rows[:0]
-            worst = float(score[torch.as_tensor(~done, device=score.device)].max())
-            if full and capacity == limit:
-                raise RuntimeError(
-                    f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
-                    f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
-            check = _next_check(used, worst, previous, rtol, block)
-            previous = used, worst
-            if done.any():
-                keep = np.flatnonzero(~done)
-                # in place, each kept filter's rows to its new place (never ahead of it):
-                # no second copy of the basis
-                for new, old in enumerate(keep):
-                    if new != old:
-                        basis[new, :used] = basis[old, :used]
-                        rounded[new, :used] = rounded[old, :used]
-                basis, rounded = basis[:keep.size], rounded[:keep.size]
-                index = torch.as_tensor(keep, device=h.device)
-                spectrum, q = spectrum[index], q[index]
-                diagonal = [x[index] for x in diagonal]
-                coupling = [x[index] for x in coupling]
-                rows = rows[keep]
-            if full:  # the filters left need more vectors than the basis holds
-                capacity = min(limit, max(capacity + block,
-                                          _whole_blocks(int(BASIS_GROWTH * capacity), block)))
-                try:
-                    basis, rounded = (_grown(x, used, capacity) for x in (basis, rounded))
-                except torch.OutOfMemoryError:
-                    return rows  # run again, from the start, in a batch sized for the limit
+        if used < check and not full and used < n:
+            continue
+        wanted = k - (locked.count.cpu().numpy() if locked else 0)
+        count = np.minimum(wanted, used - start) + np.zeros(len(rows), dtype=np.int64)
+        ritz = _ritz(diagonal, coupling, count, vectors, *tolerance, locked)
+        done = ((ritz.score <= rtol).cpu().numpy() & (count == wanted)) | (used == n)
+        for i in np.flatnonzero(done):  # certified: out of the batch
+            _finish(out, rows[i], *_pairs(ritz, i, locked, basis[i], start, used, vectors))
+            out["basis"][rows[i]] = earlier + used - start
+        if done.all():
+            return rows[:0]
+        keep = np.flatnonzero(~done)
+        worst = float(ritz.score[torch.as_tensor(keep, device=h.device)].max())
+        if full and capacity == limit:
+            raise RuntimeError(
+                f"the GPU Hankel solver reached its basis limit ({limit} vectors) with "
+                f"relative residual {worst:.1e} > rtol = {rtol:.1e}; use a larger rtol")
+        lock = None
+        if deflate:
+            lockable = _lockable(ritz)[keep]
+            if lockable.all():
+                lock = lockable
+            deflate = lock is None and used + LOCK_EVERY * block <= LOCK_PER_VALUE * k
+        check = used + LOCK_EVERY * block if deflate else _next_check(used, worst, previous, rtol,
+                                                               block)
+        previous = used, worst
+        if done.any():
+            # in place, each kept filter's rows to its new place (never ahead of it): no
+            # second copy of the basis
+            for new, old in enumerate(keep):
+                if new != old:
+                    basis[new, :used] = basis[old, :used]
+                    rounded[new, :used] = rounded[old, :used]
+            basis, rounded = basis[:keep.size], rounded[:keep.size]
+            index = torch.as_tensor(keep, device=h.device)
+            spectrum, q, ritz = spectrum[index], q[index], ritz.take(index)
+            diagonal = [x[index] for x in diagonal]
+            coupling = [x[index] for x in coupling]
+            if locked:
+                locked = locked.take(index)
+                estimate.take(keep)
+            rows = rows[keep]
+        if lock is not None:  # a new sequence on the complement of the locked pairs
+            locked, start, q = _lock(ritz, lock, basis, rounded, used, block,
+                                     generator)
+            earlier, used = used, start
+            diagonal, coupling, previous = [], [], None
+            estimate = LossEstimate(len(rows), block)
+            check = start + int((k - lock).max()) + block
+        if full and lock is None:  # the filters left need more vectors than the basis holds
+            capacity = min(limit, max(capacity + block,
+                                      _whole_blocks(int(BASIS_GROWTH * capacity), block)))
+            try:
+                basis, rounded = (_grown(x, used, capacity) for x in (basis, rounded))
+            except torch.OutOfMemoryError:
+                return rows  # run again, from the start, in a batch sized for the limit
+
+
+def _orthonormal_complement(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """The rows ``x`` ``(F, b, n)`` projected (twice) on the complement of the orthonormal
+    ``rows`` ``(F, l, n)`` and made orthonormal."""
+    if rows.shape[1]:
+        for _ in range(2):
+            x = _subtract(x, _inner(x, rows), rows)
+    return _qr(x)[0]
+
+
+class _Locked(NamedTuple):
+    """The pairs a batch deflated, per filter: ``count`` values ``theta`` (signed,
+    zero-padded to the batch's most), their Ritz vectors (the basis's first rows),
+    ``spread`` (the Frobenius norm of their residuals, which bounds ``||R||_2``) and
+    ``scale`` (the largest Ritz value's modulus when they were locked)."""
+    theta: torch.Tensor
+    count: torch.Tensor
+    spread: torch.Tensor
+    scale: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> _Locked:
+        return _Locked(*(x[index] for x in self))
+
+
+def _lockable(ritz: _Ritz) -> np.ndarray:
+    """Per filter, the leading Ritz pairs to lock (0 where none): a run, in decreasing
+    modulus, whose residuals are at most `LOCK_RESIDUAL` ``sigma_1``, followed by a Ritz
+    value at most `LOCK_DROP` ``sigma_1`` and fewer than the values wanted."""
+    wanted = ritz.values.shape[1]
+    scale = ritz.scale[:, None]
+    converged = ritz.residual <= LOCK_RESIDUAL * scale
+    run = torch.where(converged.all(dim=1), wanted, (~converged).int().argmax(dim=1))
+    after = ritz.values.abs().gather(1, run.clamp_max(wanted - 1)[:, None])[:, 0]
+    lockable = (run > 0) & (run < wanted) & (after <= LOCK_DROP * ritz.scale)
+    return torch.where(lockable, run, 0).cpu().numpy()
+
+
+def _lock(ritz: _Ritz, count: np.ndarray, basis: torch.Tensor, rounded: torch.Tensor,
+          used: int, block: int, generator: torch.Generator
+          ) -> tuple[_Locked, int, torch.Tensor]:
+    """Lock each filter's leading ``count`` Ritz pairs: their vectors (zero rows to the
+    batch's most) into the first rows of ``basis`` and ``rounded`` (which hold ``used``
+    vectors). Returns the locked pairs, the rows they take, and the block to start the next
+    sequence from: the next Ritz vectors, orthonormal and orthogonal to the locked ones (a
+    random row where there is no next one; the phase-1 information a random block would lose
+    cost issue 22's filters up to a third more products for balanced truncation)."""
+    rows = int(count.max())
+    wanted = ritz.values.shape[1]
+    count = torch.as_tensor(count, device=basis.device)
+    mask = torch.arange(rows, device=basis.device) < count[:, None]
+    following = count[:, None] + torch.arange(block, device=basis.device)
+    columns = torch.cat([torch.arange(rows, device=basis.device).expand(len(count), -1),
+                         following.clamp_max(wanted - 1)], dim=1)
+    weights = ritz.vectors.gather(2, columns[:, None, :].expand(-1, ritz.vectors.shape[1], -1))
+    weights[:, :, :rows] *= mask[:, None, :]
+    vectors = _product(weights.transpose(1, 2).contiguous(), basis[:, :used])
+    basis[:, :rows] = vectors[:, :rows]
+    rounded[:, :rows] = vectors[:, :rows]
+    start = torch.where((following < wanted)[:, :, None], vectors[:, rows:],
+                        torch.randn(vectors[:, rows:].shape, generator=generator,
+                                    dtype=torch.float64, device=basis.device))
+    residual = ritz.residual[:, :rows] * mask
+    locked = _Locked(ritz.values[:, :rows] * mask, count,
+                     torch.linalg.vector_norm(residual, dim=1), ritz.scale)
+    return locked, rows, _orthonormal_complement(start, basis[:, :rows])
+
+
+def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
+                          rounded: torch.Tensor, estimate: LossEstimate):
+    """``(q, B)`` as `_next_block`, but re-orthogonalised against ``basis`` only where the
+    ``estimate`` of the loss of orthogonality asks (or where the block's QR needs the
+    careful path): the step's ``A_j`` (``a``) and ``B_{j+1}`` come back with its tests in
+    one transfer."""
+    before = torch.linalg.vector_norm(w, dim=2)
+    q, r, conditioned = _cholesky_qr2(w)
+    fine = (conditioned & ~_collapsed(r, before)).to(torch.float64)
+    f, b = a.shape[:2]
+    host = torch.cat([a.reshape(-1), r.reshape(-1), fine.reshape(1)]).cpu().numpy()
+    needed = estimate.propose(host[:f * b * b].reshape(f, b, b),
+                              host[f * b * b:-1].reshape(f, b, b))
+    if host[-1] and not needed:
+        estimate.accept()
+        return q, r
+    q, r = _next_block(w, basis, rounded)
+    estimate.accept(r.cpu().numpy())
+    return q, r
 
 
 def _grown(basis: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
@@ -274,17 +403,36 @@ def _grown(basis: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
     return grown
 
 
-def _finish(out: dict, row: int, theta: torch.Tensor, ritz_vectors: torch.Tensor,
-            bound: torch.Tensor, basis: torch.Tensor | None) -> None:
-    """One filter's certified pairs into ``out`` at ``row``: the values and bounds, and from
-    its ``basis`` (``(m, n)``, when vectors are wanted) the first rows of ``U`` and ``V`` and
-    ``V[1:]^T V[:-1]``."""
-    out["sigma"][row] = theta.abs().cpu().numpy()
-    out["bound"][row] = bound.cpu().numpy()
-    if basis is None:
+def _pairs(ritz: _Ritz, i: int, locked: _Locked | None, basis: torch.Tensor, start: int,
+           used: int, vectors: bool):
+    """Filter ``i``'s certified values, their bounds and (with ``vectors``) their Ritz
+    vectors ``(k, n)``, the locked pairs (the first rows of its ``basis``) first."""
+    count = int(ritz.count[i])
+    values, bound = ritz.values[i, :count], ritz.bound[i, :count]
+    found = ritz.vectors[i, :, :count].T @ basis[start:used] if vectors else None
+    if locked is None:
+        return values, bound, found
+    held = int(locked.count[i])
+    values = torch.cat([locked.theta[i, :held], values])
+    bound = torch.cat([ritz.locked_bound[i].expand(held), bound])
+    if vectors:
+        found = torch.cat([basis[:held], found])
+    return values, bound, found
+
+
+def _finish(out: dict, row: int, values: torch.Tensor, bound: torch.Tensor,
+            ritz: torch.Tensor | None) -> None:
+    """One filter's certified pairs into ``out`` at ``row``, in decreasing modulus: the
+    values and bounds, and from its Ritz vectors ``ritz`` (``(k, n)``, when vectors are
+    wanted) the first rows of ``U`` and ``V`` and ``V[1:]^T V[:-1]``."""
+    order = values.abs().argsort(descending=True, stable=True)
+    values = values[order]
+    out["sigma"][row] = values.abs().cpu().numpy()
+    out["bound"][row] = bound[order].cpu().numpy()
+    if ritz is None:
         return
-    ritz = ritz_vectors.T @ basis  # (k, n): the Ritz vectors
-    sign = torch.where(theta < 0, -1.0, 1.0).to(torch.float64)
+    ritz = ritz[order]
+    sign = torch.where(values < 0, -1.0, 1.0).to(torch.float64)
     out["u0"][row] = (ritz[:, 0] * sign).cpu().numpy()
     out["v0"][row] = ritz[:, 0].cpu().numpy()
     out["shifted_gram"][row] = (ritz[:, 1:] @ ritz[:, :-1].T).cpu().numpy()
@@ -422,27 +570,54 @@ def _qr(w: torch.Tensor):
     return q.transpose(1, 2), r, False
 
 
-def _ritz(diagonal: list, coupling: list, k: int, vectors: bool, rtol: float,
-          kth_rtol: float):
-    """The top-``k`` Ritz values by modulus, their eigenvectors of ``T``, the bounds on
-    their distance to an eigenvalue of ``H`` relative to the largest, and per filter the
-    score that certifies them where it is at most ``rtol``.
+class _Ritz(NamedTuple):
+    """Per filter of a batch, its top Ritz pairs by modulus (`_ritz`): ``count`` of them
+    wanted (the first columns), their ``values`` (signed), ``vectors`` (eigenvectors of
+    ``T``), ``bound`` (each value's certified distance to an eigenvalue of ``H`` relative to
+    ``scale``, the largest value's modulus), ``residual`` norms (of ``T``'s sequence alone),
+    ``locked_bound`` (the locked values' bound, relative) and the ``score`` that certifies
+    them all where it is at most ``rtol``."""
+    count: torch.Tensor
+    values: torch.Tensor
+    vectors: torch.Tensor
+    bound: torch.Tensor
+    residual: torch.Tensor
+    scale: torch.Tensor
+    locked_bound: torch.Tensor
+    score: torch.Tensor
+
+    def take(self, index: torch.Tensor) -> _Ritz:
+        return _Ritz(*(x[index] for x in self))
+
+
+def _ritz(diagonal: list, coupling: list, count: np.ndarray, vectors: bool, rtol: float,
+          kth_rtol: float, locked: _Locked | None = None) -> _Ritz:
+    """The top ``count`` (per filter) Ritz values by modulus of ``T``, their eigenvectors,
+    the bounds on their distance to an eigenvalue of ``H`` relative to the largest, and per
+    filter the score that certifies them, with the ``locked`` pairs, where it is at most
+    ``rtol``.
 
     The bounds are Kato-Temple's ``min(r, r^2 / delta)`` from the residual norm
     ``r = ||B_{m+1} s_last||`` and the gap ``delta`` to the rest of the spectrum, as on the
     CPU path (`mor._numerics.lanczos._certified`: the neighbouring Ritz values, and the
-    unexplored middle of the spectrum bounded by the ``(k+1)``-th value and its residual).
-    Each may reach ``max(rtol |theta_1|, kth_rtol |theta_k|)`` (``|theta_k|`` is at most
-    ``sigma_k``: interlacing); with ``vectors``, each residual norm at most
-    ``VECTOR_RESIDUAL rtol |theta_1|`` as well (a Ritz vector's error is its residual over the
-    gap, not its square). The score is the largest of the bounds over their allowance and
+    unexplored middle of the spectrum bounded by the next value and its residual). After a
+    lock, ``T`` is that of ``P H P`` (``P = I - U U^T``), and ``H`` differs from
+    ``U Theta U^T + P H P`` by the locked residuals ``R`` (``H U = U Theta + R``): each
+    eigenvalue of ``H`` lies within ``||R||_2 <= ||R||_F`` of one of theirs (Weyl), which is
+    added to every bound and residual, and is the locked values' bound; the locked values must
+    stand above the unexplored rest (else the filter is not certified). Each bound may reach
+    ``max(rtol |theta_1|, kth_rtol |theta_k|)`` (``|theta_k|``, the smallest value kept, is
+    at most ``sigma_k``: interlacing); with ``vectors``, each residual norm at most
+    ``VECTOR_RESIDUAL rtol |theta_1|`` as well (a Ritz vector's error is its residual over
+    the gap, not its square). The score is the largest of the bounds over their allowance and
     the residuals over theirs, times ``rtol``."""
     f, b = diagonal[0].shape[0], diagonal[0].shape[1]
     steps = len(diagonal)
     m = steps * b
+    device = diagonal[0].device
     # T as (F, steps, b, steps, b): its blocks placed by three indexed writes
-    t = torch.zeros((f, steps, b, steps, b), dtype=torch.float64, device=diagonal[0].device)
-    j = torch.arange(steps, device=t.device)
+    t = torch.zeros((f, steps, b, steps, b), dtype=torch.float64, device=device)
+    j = torch.arange(steps, device=device)
     t[:, j, :, j, :] = torch.stack(diagonal, dim=1).transpose(0, 1)
     if steps > 1:
         below = torch.stack(coupling[:-1], dim=1).transpose(0, 1)
@@ -458,24 +633,45 @@ def _ritz(diagonal: list, coupling: list, k: int, vectors: bool, rtol: float,
     resid = torch.linalg.vector_norm(coupling[-1] @ s[:, -b:, :], dim=1)
     size = theta.abs()
     ranked = size.argsort(dim=1, descending=True)
-    top = ranked[:, :k]
+    wanted = int(count.max())
+    count = torch.as_tensor(count, device=device)
+    top = ranked[:, :wanted]
     values, r = theta.gather(1, top), resid.gather(1, top)
-    if m > k:
-        rest = ranked[:, k:k + 1]
-        gap = values.abs() - (size.gather(1, rest) + resid.gather(1, rest))
-    else:
-        gap = torch.zeros_like(values)
+    valid = torch.arange(wanted, device=device) < count[:, None]
+    # the unexplored rest: below the next value and its residual (where T has one)
+    rest = ranked.gather(1, count.clamp_max(m - 1)[:, None])
+    beyond = torch.where(count[:, None] < m, size.gather(1, rest) + resid.gather(1, rest),
+                         torch.inf)
+    gap = values.abs() - beyond
     below = values - theta.gather(1, (top - 1).clamp_min(0))
     above = theta.gather(1, (top + 1).clamp_max(m - 1)) - values
     gap = torch.where(top > 0, torch.minimum(gap, below), gap)
     gap = torch.where(top < m - 1, torch.minimum(gap, above), gap)
     gap = gap - r
     bound = torch.where(gap > 0, torch.minimum(r, r * r / gap.clamp_min(1e-300)), r)
-    scale = size.max(dim=1, keepdim=True).values.clamp_min(torch.finfo(torch.float64).tiny)
+    scale = size.max(dim=1).values
+    smallest = torch.where(valid, values.abs(), torch.inf).min(dim=1).values
+    spread = torch.zeros_like(scale)
+    if locked is not None:
+        spread = locked.spread
+        scale = torch.maximum(scale, locked.scale)
+        held = torch.arange(locked.theta.shape[1], device=device) < locked.count[:, None]
+        smallest = torch.minimum(smallest, torch.where(held, locked.theta.abs(), torch.inf)
+                                 .min(dim=1).values)
+    scale = scale.clamp_min(torch.finfo(torch.float64).tiny)
     # the allowance relative to the largest value: at least rtol (nothing underflows)
-    allowed = (kth_rtol * values[:, -1:].abs() / scale).clamp_min(rtol)
-    score = bound / scale * (rtol / allowed)
+    allowed = (kth_rtol * smallest / scale).clamp_min(rtol)[:, None]
+    bound = (bound + spread[:, None]) / scale[:, None]
+    score = bound * (rtol / allowed)
     if vectors:
-        score = torch.maximum(score, r / VECTOR_RESIDUAL / scale)
+        score = torch.maximum(score, (r + spread[:, None]) / VECTOR_RESIDUAL / scale[:, None])
+    score = torch.where(valid, score, 0.0).max(dim=1).values
+    locked_bound = spread / scale
+    if locked is not None:
+        score = torch.maximum(score, locked_bound * (rtol / allowed[:, 0]))
+        if vectors:
+            score = torch.maximum(score, locked_bound / VECTOR_RESIDUAL)
+        ordered = torch.where(held, locked.theta.abs() > beyond + spread[:, None], True)
+        score = torch.where(ordered.all(dim=1), score, torch.inf)
     s = s.gather(2, top[:, None, :].expand(-1, m, -1))
-    return values, s, bound / scale, score.max(dim=1).values
+    return _Ritz(count, values, s, bound, r, scale, locked_bound, score)
