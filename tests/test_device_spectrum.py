@@ -323,3 +323,78 @@ def test_row_products_compile_for_hopper_without_spilling(tmp_path):
         assert found, usage
         registers, stack, local = map(int, found.groups())
         assert registers <= 255 and stack == 0 and local == 0, usage
+
+
+def issue22_filters(length: int, count: int) -> np.ndarray:
+    """Issue 22's filters: twelve damped cosines over a decaying noise floor (float32)."""
+    t = np.arange(length)
+    out = np.empty((count, length))
+    for seed in range(count):
+        rng = np.random.default_rng(seed)
+        h = sum(np.cos(0.001 * (k + 1) * t * (1 + 0.3 * rng.random()))
+                * np.exp(-t * (2e-5 + 1e-5 * k) * 2**20 / length) for k in range(12))
+        out[seed] = (h + 1e-4 * rng.standard_normal(length) * np.exp(-t / (length / 8))
+                     ).astype(np.float32)
+    return out
+
+
+@pytest.fixture
+def deflation_spy(monkeypatch):
+    """The pairs each batch locked and its loss estimates (`mor.torch._spectrum`)."""
+    from mor.torch import _spectrum
+    seen = {"locked": [], "estimates": []}
+    lock, estimate = _spectrum._lock, _spectrum.LossEstimate
+
+    def spied_lock(ritz, count, *args):
+        seen["locked"].append(count.tolist())
+        return lock(ritz, count, *args)
+
+    def spied_estimate(*args):
+        seen["estimates"].append(estimate(*args))
+        return seen["estimates"][-1]
+
+    monkeypatch.setattr(_spectrum, "_lock", spied_lock)
+    monkeypatch.setattr(_spectrum, "LossEstimate", spied_estimate)
+    return seen
+
+
+def test_deflation_locks_the_dominant_pairs_and_agrees(device, deflation_spy):
+    """On issue 22's filters a batch locks its dominant Ritz pairs, then re-orthogonalises
+    a minority of its steps (the loss estimate's choice); its values agree with full
+    re-orthogonalisation and with the CPU path, each bound within the tolerance, and
+    balanced truncation from its vectors matches the CPU path's."""
+    h = issue22_filters(1 << 12, 3)
+    out = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False)
+    [locked] = deflation_spy["locked"]
+    [estimate] = deflation_spy["estimates"]
+    assert min(locked) >= 1
+    assert 0 < estimate.passes < len(estimate._diagonal) / 2
+    full = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False, deflate=False)
+    assert len(deflation_spy["locked"]) == 1
+    scale = full["sigma"][:, :1]
+    assert np.abs(out["sigma"] - full["sigma"]).max() <= 1e-12 * scale.max()
+    assert out["bound"].max() <= 1e-11
+    cpu = mor.hankel_singular_values(h, 64)
+    assert np.abs(out["sigma"] - cpu).max() <= 1e-10 * cpu[:, 0].max()
+    on, reference = mor.reduce(h, 32, device=device), mor.reduce(h, 32)
+    assert len(deflation_spy["locked"]) == 2
+    np.testing.assert_allclose(on.info["hinf"], reference.info["hinf"], rtol=1e-2)
+    np.testing.assert_allclose(on.impulse(h.shape[1]), reference.impulse(h.shape[1]),
+                               atol=1e-6 * np.abs(h).max())
+
+
+def test_a_batch_with_a_filter_without_a_drop_keeps_full_reorthogonalisation(
+        device, deflation_spy):
+    """A batch locks only once every filter in it has pairs to lock: with a filter whose
+    spectrum has no drop (decaying noise), none is locked, and the values are those of full
+    re-orthogonalisation."""
+    length = 1 << 12
+    noise = np.random.default_rng(3).standard_normal(length) * np.exp(-np.arange(length) / 500)
+    h = np.concatenate([issue22_filters(length, 1), noise[None]])
+    out = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False)
+    assert deflation_spy["locked"] == [] and deflation_spy["estimates"] == []
+    full = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False, deflate=False)
+    assert np.abs(out["sigma"] - full["sigma"]).max() <= 1e-12 * full["sigma"][:, 0].max()
+    alone = hankel_blocks(h[:1], 64, rtol=1e-11, device=device, vectors=False)
+    assert len(deflation_spy["locked"]) == 1
+    assert np.abs(alone["sigma"] - full["sigma"][:1]).max() <= 1e-12 * full["sigma"][0, 0]
