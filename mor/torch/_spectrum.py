@@ -243,10 +243,11 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     locked, estimate, start, earlier = None, None, 0, 0
     used, check = 0, (LOCK_EVERY * block if deflate else k + block)
     previous = None  # (basis, worst bound) at the last check
+    ahead = None  # H q, where the last step had it computed
     while True:
         basis[:, used:used + block] = q
         rounded[:, used:used + block] = q
-        w = hankel_product(spectrum, q)
+        w = hankel_product(spectrum, q) if ahead is None else ahead
         if start:  # (I - U U^T) H: the locked directions out
             w = _subtract(w, _inner(w, basis[:, :start]), rounded[:, :start])
         a = _inner(q, w)
@@ -262,7 +263,8 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         if estimate is None:
             q, b = _next_block(w, basis[:, :used], rounded[:, :used])
         else:
-            q, b = _semiorthogonal_block(w, a, basis[:, :used], rounded[:, :used], estimate)
+            q, b, ahead = _semiorthogonal_block(w, a, basis[:, :used], rounded[:, :used],
+                                                estimate, spectrum)
         diagonal.append(a)
         coupling.append(b)
         full = used + block > capacity
@@ -302,6 +304,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
             basis, rounded = basis[:keep.size], rounded[:keep.size]
             index = torch.as_tensor(keep, device=h.device)
             spectrum, q, ritz = spectrum[index], q[index], ritz.take(index)
+            ahead = None if ahead is None else ahead[index]
             diagonal = [x[index] for x in diagonal]
             coupling = [x[index] for x in coupling]
             if locked:
@@ -309,6 +312,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                 estimate.take(keep)
             rows = rows[keep]
         if lock is not None:  # a new sequence on the complement of the locked pairs
+            ahead = None
             locked, start, q = _lock(ritz, lock, basis, rounded, used, block,
                                      generator)
             earlier, used = used, start
@@ -391,24 +395,46 @@ def _lock(ritz: _Ritz, count: np.ndarray, basis: torch.Tensor, rounded: torch.Te
 
 
 def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
-                          rounded: torch.Tensor, estimate: LossEstimate):
-    """``(q, B)`` as `_next_block`, but re-orthogonalised against ``basis`` only where the
-    ``estimate`` of the loss of orthogonality asks (or where the block's QR needs the
-    careful path): the step's ``A_j`` (``a``) and ``B_{j+1}`` come back with its tests in
-    one transfer."""
+                          rounded: torch.Tensor, estimate: LossEstimate,
+                          spectrum: torch.Tensor):
+    """``(q, B, H q)`` as `_next_block`, but re-orthogonalised against ``basis`` only where
+    the ``estimate`` of the loss of orthogonality asks (or where the block's QR needs the
+    careful path). The step's ``A_j`` (``a``), ``B_{j+1}`` and tests go to the host while
+    the device computes the next product ``H q`` (`hankel_product` with ``spectrum``) on the
+    guess that no pass is needed; where one is, the guess is dropped (``H q`` None)."""
     before = torch.linalg.vector_norm(w, dim=2)
     q, r, conditioned = _cholesky_qr2(w)
     fine = (conditioned & ~_collapsed(r, before)).to(torch.float64)
     f, b = a.shape[:2]
-    host = torch.cat([a.reshape(-1), r.reshape(-1), fine.reshape(1)]).cpu().numpy()
+    host = _fetch(torch.cat([a.reshape(-1), r.reshape(-1), fine.reshape(1)]))
+    ahead = hankel_product(spectrum, q)
+    host = host()
     needed = estimate.propose(host[:f * b * b].reshape(f, b, b),
                               host[f * b * b:-1].reshape(f, b, b))
     if host[-1] and not needed:
         estimate.accept()
-        return q, r
+        return q, r, ahead
     q, r = _next_block(w, basis, rounded)
     estimate.accept(r.cpu().numpy())
-    return q, r
+    return q, r, None
+
+
+def _fetch(x: torch.Tensor):
+    """Start copying ``x`` to the host; returns a function that waits for the copy and gives
+    it as a NumPy array. On CUDA the copy goes into page-locked memory without waiting, so
+    the work queued after it runs while the host waits and computes."""
+    if not x.is_cuda:
+        return x.numpy
+    host = torch.empty(x.shape, dtype=x.dtype, pin_memory=True)
+    host.copy_(x, non_blocking=True)
+    copied = torch.cuda.Event()
+    copied.record()
+
+    def wait() -> np.ndarray:
+        copied.synchronize()
+        return host.numpy()
+
+    return wait
 
 
 def _grown(basis: torch.Tensor, used: int, capacity: int) -> torch.Tensor:
