@@ -30,8 +30,9 @@ THRESHOLD = float(np.sqrt(EPS))
 class LossEstimate:
     """The estimated ``|Q_{j+1} Q_k^T|`` of the filters of a batch in lockstep.
 
-    `propose` takes a step's ``A_j`` and ``B_{j+1}`` ``(F, b, b)`` and says whether the step
-    must be re-orthogonalised; `accept` commits it (with the new ``B_{j+1}`` where it was)."""
+    `propose` takes a step's ``A_j`` and ``B_{j+1}`` ``(F, b, b)`` and says which filters
+    must re-orthogonalise it; `accept` commits it (with the new ``B_{j+1}`` of those that
+    did)."""
 
     def __init__(self, filters: int, block: int):
         self._eye = np.eye(block)
@@ -41,30 +42,33 @@ class LossEstimate:
         self._before = np.zeros((filters, 0, block, block))
         self._norm = np.zeros(filters)
         self._next: np.ndarray | None = None
-        self._force = False
-        #: Steps re-orthogonalised so far.
-        self.passes = 0
+        self._force = np.zeros(filters, dtype=bool)
+        #: Steps re-orthogonalised so far, per filter.
+        self.passes = np.zeros(filters, dtype=np.int64)
 
-    def propose(self, diagonal: np.ndarray, coupling: np.ndarray) -> bool:
-        """Whether the step with blocks ``A_j`` = ``diagonal`` and ``B_{j+1}`` = ``coupling``
-        (any filter's) must be re-orthogonalised."""
+    def propose(self, diagonal: np.ndarray, coupling: np.ndarray) -> np.ndarray:
+        """Per filter, whether the step with blocks ``A_j`` = ``diagonal`` and ``B_{j+1}`` =
+        ``coupling`` must be re-orthogonalised."""
         previous = self._coupling[-1] if self._coupling else np.zeros_like(coupling)
         self._norm = np.maximum(self._norm, _norm_1(diagonal.transpose(0, 2, 1))
                                 + _norm_1(coupling) + _norm_1(previous))
-        self._diagonal.append(diagonal)
-        self._coupling.append(coupling)
+        self._diagonal.append(np.array(diagonal))
+        self._coupling.append(np.array(coupling))
         self._next = self._recurrence()
-        lost = np.abs(self._next[:, :-1]).max()
-        return self._force or lost > THRESHOLD
+        lost = np.abs(self._next[:, :-1]).max(axis=(1, 2, 3))
+        return self._force | (lost > THRESHOLD)
 
-    def accept(self, coupling: np.ndarray | None = None) -> None:
-        """Commit the proposed step; ``coupling``: its ``B_{j+1}`` after a re-orthogonalisation
-        (the estimate's rows then reset to ``eps``)."""
+    def accept(self, coupling: np.ndarray | None = None, filters: np.ndarray | None = None
+               ) -> None:
+        """Commit the proposed step; ``coupling``: its ``B_{j+1}`` ``(S, b, b)`` after a
+        re-orthogonalisation of the ``filters`` (indices, all where None), whose rows of the
+        estimate then reset to ``eps``."""
         if coupling is not None:
-            self._coupling[-1] = coupling
-            self._next[:, :-1] = EPS
-            self.passes += 1
-            self._force = not self._force
+            filters = slice(None) if filters is None else filters
+            self._coupling[-1][filters] = coupling
+            self._next[filters, :-1] = EPS
+            self.passes[filters] += 1
+            self._force[filters] = ~self._force[filters]
         self._before, self._now = self._now, self._next
 
     def take(self, keep: np.ndarray) -> None:
@@ -73,6 +77,7 @@ class LossEstimate:
         self._coupling = [x[keep] for x in self._coupling]
         self._now, self._before, self._norm = self._now[keep], self._before[keep], \
             self._norm[keep]
+        self._force, self.passes = self._force[keep], self.passes[keep]
 
     def _recurrence(self) -> np.ndarray:
         a, r = np.stack(self._diagonal, axis=1), np.stack(self._coupling, axis=1)

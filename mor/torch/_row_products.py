@@ -35,14 +35,19 @@ UPDATE_BLOCK_J, UPDATE_BLOCK_T, UPDATE_WARPS = 8, 128, 4
 
 
 @triton.jit
-def _inner_kernel(x_ptr, y_ptr, out_ptr, n, rows, m, sxf, sxi, syf, syj,
-                  CHUNK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr):
+def _inner_kernel(x_ptr, y_ptr, out_ptr, filters_ptr, n, rows, m, sxf, sxi, syf, syj,
+                  CHUNK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr,
+                  SELECTED: tl.constexpr):
     jb, s, f = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    if SELECTED:  # the program's filter of y
+        fy = tl.load(filters_ptr + f).to(tl.int64)
+    else:
+        fy = f.to(tl.int64)
     i = tl.arange(0, BI)
     j = jb * BJ + tl.arange(0, BJ)
     imask, jmask = i < rows, j < m
     x_rows = x_ptr + f.to(tl.int64) * sxf + i[:, None] * sxi
-    y_rows = y_ptr + f.to(tl.int64) * syf + j[:, None].to(tl.int64) * syj
+    y_rows = y_ptr + fy * syf + j[:, None].to(tl.int64) * syj
     acc = tl.zeros((BI, BJ, BT), dtype=tl.float64)
     start = s * CHUNK
     for t0 in range(start, tl.minimum(start + CHUNK, n), BT):
@@ -57,14 +62,18 @@ def _inner_kernel(x_ptr, y_ptr, out_ptr, n, rows, m, sxf, sxi, syf, syj,
 
 
 @triton.jit
-def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj,
+def _update_kernel(w_ptr, c_ptr, r_ptr, filters_ptr, n, rows, m, swf, swi, scf, sci, srf, srj,
                    BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr,
-                   SUBTRACT: tl.constexpr):
+                   SUBTRACT: tl.constexpr, SELECTED: tl.constexpr):
     tb, f = tl.program_id(0), tl.program_id(1)
+    if SELECTED:  # the program's filter of r
+        fr = tl.load(filters_ptr + f).to(tl.int64)
+    else:
+        fr = f.to(tl.int64)
     i = tl.arange(0, BI)
     t = tb * BT + tl.arange(0, BT)
     imask, tmask = i < rows, t < n
-    r_base = r_ptr + f.to(tl.int64) * srf
+    r_base = r_ptr + fr * srf
     acc = tl.zeros((BI, BT), dtype=tl.float64)
     for j0 in range(0, m, BJ):
         j = j0 + tl.arange(0, BJ)
@@ -82,27 +91,32 @@ def _update_kernel(w_ptr, c_ptr, r_ptr, n, rows, m, swf, swi, scf, sci, srf, srj
     tl.store(w, acc, mask=wmask)
 
 
-def inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None
+          ) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for float64 rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)``
-    on a CUDA device (rows contiguous: unit stride along ``n``)."""
+    on a CUDA device (rows contiguous: unit stride along ``n``); with ``filters`` (``(S,)``
+    int64), ``x`` ``(S, a, n)`` against ``y[filters]``, without a copy of ``y``."""
     f, a, n = x.shape
     m = y.shape[1]
     splits = triton.cdiv(n, CHUNK)
     partial = torch.empty((f, splits, a, m), dtype=torch.float64, device=x.device)
     if f and a and m and n:
         grid = (triton.cdiv(m, INNER_BLOCK_J), splits, f)
-        _inner_kernel[grid](x, y, partial, n, a, m, x.stride(0), x.stride(1), y.stride(0),
-                            y.stride(1), CHUNK=CHUNK, BI=triton.next_power_of_2(a),
-                            BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T, num_warps=INNER_WARPS,
+        _inner_kernel[grid](x, y, partial, x if filters is None else filters, n, a, m,
+                            x.stride(0), x.stride(1), y.stride(0), y.stride(1), CHUNK=CHUNK,
+                            BI=triton.next_power_of_2(a), BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T,
+                            SELECTED=filters is not None, num_warps=INNER_WARPS,
                             enable_fp_fusion=FMA)
     return partial.sum(dim=1)
 
 
-def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor) -> None:
+def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor,
+                         filters: torch.Tensor | None = None) -> None:
     """``w -= c @ r`` in place: ``w`` ``(F, a, n)`` float64, ``c`` ``(F, a, m)`` float64,
     ``r`` ``(F, m, n)`` float32 or float64, on a CUDA device (rows of ``w`` and ``r``
-    contiguous)."""
-    _combination(w, c, r, subtract=True)
+    contiguous); with ``filters`` (``(S,)`` int64), ``w`` and ``c`` of ``S`` filters and
+    ``r[filters]``, without a copy of ``r``."""
+    _combination(w, c, r, subtract=True, filters=filters)
 
 
 def combination(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
@@ -117,14 +131,16 @@ def combination(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor, subtract: bool) -> None:
+def _combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor, subtract: bool,
+                 filters: torch.Tensor | None = None) -> None:
     f, a, n = w.shape
     m = r.shape[1]
     if not (f and a and m and n):
         return
     c = c.contiguous()
     grid = (triton.cdiv(n, UPDATE_BLOCK_T), f)
-    _update_kernel[grid](w, c, r, n, a, m, w.stride(0), w.stride(1), c.stride(0), c.stride(1),
-                         r.stride(0), r.stride(1), BI=triton.next_power_of_2(a),
-                         BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T, SUBTRACT=subtract,
+    _update_kernel[grid](w, c, r, w if filters is None else filters, n, a, m, w.stride(0),
+                         w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
+                         BI=triton.next_power_of_2(a), BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T,
+                         SUBTRACT=subtract, SELECTED=filters is not None,
                          num_warps=UPDATE_WARPS, enable_fp_fusion=FMA)

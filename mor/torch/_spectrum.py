@@ -407,11 +407,11 @@ def _lock(ritz: _Ritz, count: np.ndarray, basis: torch.Tensor, rounded: torch.Te
 def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
                           rounded: torch.Tensor, estimate: LossEstimate,
                           spectrum: torch.Tensor):
-    """``(q, B, H q)`` as `_next_block`, but re-orthogonalised against ``basis`` only where
-    the ``estimate`` of the loss of orthogonality asks (or where the block's QR needs the
-    careful path). The step's ``A_j`` (``a``), ``B_{j+1}`` and tests go to the host while
-    the device computes the next product ``H q`` (`hankel_product` with ``spectrum``) on the
-    guess that no pass is needed; where one is, the guess is dropped (``H q`` None)."""
+    """``(q, B, H q)`` as `_next_block`, but each filter re-orthogonalised against its
+    ``basis`` only where the ``estimate`` of its loss of orthogonality asks (every filter
+    where the block's QR needs the careful path). The step's ``A_j`` (``a``), ``B_{j+1}`` and
+    tests go to the host while the device computes the next product ``H q`` (with
+    ``spectrum``) on the guess that no filter needs a pass; those that do have theirs again."""
     before = torch.linalg.vector_norm(w, dim=2)
     q, r, conditioned = _cholesky_qr2(w)
     fine = (conditioned & ~_collapsed(r, before)).to(torch.float64)
@@ -421,12 +421,20 @@ def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
     host = host()
     needed = estimate.propose(host[:f * b * b].reshape(f, b, b),
                               host[f * b * b:-1].reshape(f, b, b))
-    if host[-1] and not needed:
+    if not host[-1]:
+        q, r = _next_block(w, basis, rounded)
+        estimate.accept(r.cpu().numpy())
+        return q, r, hankel_product(spectrum, q)
+    if not needed.any():
         estimate.accept()
         return q, r, ahead
-    q, r = _next_block(w, basis, rounded)
-    estimate.accept(r.cpu().numpy())
-    return q, r, None
+    which = np.flatnonzero(needed)
+    index = torch.as_tensor(which, device=w.device)
+    again, coupling = _next_block(w[index], basis, rounded, index)
+    q[index], r[index] = again, coupling
+    ahead[index] = hankel_product(spectrum[index], again)
+    estimate.accept(coupling.cpu().numpy(), which)
+    return q, r, ahead
 
 
 def _fetch(x: torch.Tensor):
@@ -505,7 +513,8 @@ def _next_check(used: int, worst: float, last: tuple[int, float] | None, rtol: f
     return min(max(low, ahead - ahead % block), max(low, high))
 
 
-def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
+def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor,
+                filters: torch.Tensor | None = None):
     """``(q, B)``: the rows of ``w`` (F, b, n), the block after the three-term recurrence,
     made orthonormal and orthogonal to the rows of ``basis`` (F, m, n), with ``W = Q B`` in
     columns (``W = w^T``, ``Q = q^T``) up to the rounding-level components removed. One
@@ -519,24 +528,25 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor):
 
     The common step (one pass, Cholesky QR) runs without waiting for the device: its three
     tests (a second pass, Cholesky QR's conditioning, a collapse) come back together once,
-    and only a step that fails one is done again the careful way."""
+    and only a step that fails one is done again the careful way. With ``filters``
+    (``(S,)``), ``w`` holds the rows of those filters of ``basis`` and ``rounded``."""
     before = torch.linalg.vector_norm(w, dim=2)
-    coefficients = _inner(w, basis)
-    w = _subtract(w, coefficients, rounded)
+    coefficients = _inner(w, basis, filters)
+    w = _subtract(w, coefficients, rounded, filters)
     second = ((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
               | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()
     q, r, conditioned = _cholesky_qr2(w)
     if not bool(second | ~conditioned | _collapsed(r, before)):
         return q, r
     if bool(second):
-        w = _subtract(w, _inner(w, basis), rounded)
+        w = _subtract(w, _inner(w, basis, filters), rounded, filters)
     q, r, conditioned = _qr(w)
     if conditioned and not bool(_collapsed(r, before)):
         return q, r
     # a block that lost most of its norm (an invariant subspace met) is rounding, amplified
     # by the factor: its directions are projected and factored again
     for _ in range(2):
-        q = q - (q @ basis.transpose(1, 2)) @ basis
+        q = _subtract(q, _inner(q, basis, filters), basis, filters)
     q, r2, _ = _qr(q)
     return q, r2 @ r
 
@@ -548,14 +558,16 @@ def _collapsed(r: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
     return ~(kept > COLLAPSE * before.max(dim=1).values).all()
 
 
-def _inner(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None
+           ) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` (rows
-    contiguous); on CUDA by `mor.torch._row_products.inner` (a batched GEMM with a reduction
-    over ``n = 2^20`` runs few tiles per filter: on an H100 it read the basis at 1.8 TB/s for
-    4 filters)."""
+    contiguous), or with ``filters`` (``(S,)``) of ``S`` rows ``x`` against ``y[filters]``;
+    on CUDA by `mor.torch._row_products.inner` (a batched GEMM with a reduction over
+    ``n = 2^20`` runs few tiles per filter: on an H100 it read the basis at 1.8 TB/s for 4
+    filters), which reads the selected filters' rows in place."""
     if _triton_products(x):
-        return _row_products.inner(x, y)
-    return x @ y.transpose(1, 2)
+        return _row_products.inner(x, y, filters)
+    return x @ (y if filters is None else y[filters]).transpose(1, 2)
 
 
 def _triton_products(x: torch.Tensor) -> bool:
@@ -563,17 +575,19 @@ def _triton_products(x: torch.Tensor) -> bool:
     return x.is_cuda and _row_products is not None
 
 
-def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """``w - c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)``: the update
+def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor,
+              filters: torch.Tensor | None = None) -> torch.Tensor:
+    """``w - c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)`` (with
+    ``filters``, ``S`` of them against ``rows[filters]``, as `_inner`): the update
     of the re-orthogonalisation from the float32 basis (`_next_block`), the three-term
     recurrence and Cholesky QR's ``R^{-T}`` (float64 rows, `_product`). On CUDA in place by
     `mor.torch._row_products.subtract_combination`, the combination summed in float64 (a
     batched GEMM of ``(a, m)`` by ``(m, n = 2^20)`` ran at a fifth of the bandwidth on an
     H100); elsewhere by torch, in the rows' precision."""
     if _triton_products(w):
-        _row_products.subtract_combination(w, c, rows)
+        _row_products.subtract_combination(w, c, rows, filters)
         return w
-    return w - c.to(rows.dtype) @ rows
+    return w - c.to(rows.dtype) @ (rows if filters is None else rows[filters])
 
 
 def _product(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
