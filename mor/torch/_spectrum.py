@@ -319,7 +319,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
             coupling = [x[index] for x in coupling]
             if locked:
                 locked = locked.take(index)
-                estimate.take(keep)
+                estimate.take(index)
             rows = rows[keep]
         if lock is not None:  # a new sequence on the complement of the locked pairs
             ahead = None
@@ -327,7 +327,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                                      generator)
             earlier, used = used, start
             diagonal, coupling, previous = [], [], None
-            estimate = LossEstimate(len(rows), block)
+            estimate = LossEstimate(len(rows), block, h.device)
             check = start + int((k - lock).max()) + block
         if full and lock is None:  # the filters left need more vectors than the basis holds
             capacity = min(limit, max(capacity + block,
@@ -409,31 +409,29 @@ def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
                           spectrum: torch.Tensor):
     """``(q, B, H q)`` as `_next_block`, but each filter re-orthogonalised against its
     ``basis`` only where the ``estimate`` of its loss of orthogonality asks (every filter
-    where the block's QR needs the careful path). The step's ``A_j`` (``a``), ``B_{j+1}`` and
-    tests go to the host while the device computes the next product ``H q`` (with
-    ``spectrum``) on the guess that no filter needs a pass; those that do have theirs again."""
+    where the block's QR needs the careful path). The filters' decisions and the QR's tests
+    go to the host while the device computes the next product ``H q`` (with ``spectrum``) on
+    the guess that no filter needs a pass; those that do have theirs again."""
     before = torch.linalg.vector_norm(w, dim=2)
     q, r, conditioned = _cholesky_qr2(w)
-    fine = (conditioned & ~_collapsed(r, before)).to(torch.float64)
-    f, b = a.shape[:2]
-    host = _fetch(torch.cat([a.reshape(-1), r.reshape(-1), fine.reshape(1)]))
+    fine = conditioned & ~_collapsed(r, before)
+    needed = estimate.propose(a, r)
+    decisions = _fetch(torch.cat([needed, fine.reshape(1)]))
     ahead = hankel_product(spectrum, q)
-    host = host()
-    needed = estimate.propose(host[:f * b * b].reshape(f, b, b),
-                              host[f * b * b:-1].reshape(f, b, b))
-    if not host[-1]:
+    decisions = decisions()
+    if not decisions[-1]:
         q, r = _next_block(w, basis, rounded)
-        estimate.accept(r.cpu().numpy())
+        estimate.accept(r)
         return q, r, hankel_product(spectrum, q)
-    if not needed.any():
+    which = np.flatnonzero(decisions[:-1])
+    if not which.size:
         estimate.accept()
         return q, r, ahead
-    which = np.flatnonzero(needed)
     index = torch.as_tensor(which, device=w.device)
     again, coupling = _next_block(w[index], basis, rounded, index)
     q[index], r[index] = again, coupling
     ahead[index] = hankel_product(spectrum[index], again)
-    estimate.accept(coupling.cpu().numpy(), which)
+    estimate.accept(coupling, index)
     return q, r, ahead
 
 
