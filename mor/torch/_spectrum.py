@@ -38,14 +38,19 @@ by ``||H|| / ||B_j|| ~ 1e5`` a step. So a batch whose filters all have a leading
 converged Ritz pairs followed by a drop (`LOCK_RESIDUAL`, `LOCK_DROP`, `_lockable`) locks
 them: their Ritz vectors ``U`` take the basis's first rows, and a new block Lanczos sequence,
 started from the next Ritz vectors, runs on ``P H P`` (``P = I - U U^T``, applied after each
-product), whose norm is the plateau's, so errors grow by a few a step. It is re-orthogonalised
-only where the Grimes-Lewis-Simon estimate of its loss of orthogonality crosses ``sqrt(eps)``
-(`mor.torch._orthogonality`; semi-orthogonality keeps the Ritz values as accurate as full
-re-orthogonalisation, Simon 1984). With ``H U = U Theta + R``, ``H`` differs from
-``U Theta U^T + P H P`` by ``||R||``, which `_ritz` adds to every bound: the certificate is
-unchanged in kind. On issue 22's filters (CPU tensors, 2 filters, blocks of 4) the top 64
-values at 2^18 took 432 products with 6 of 96 steps re-orthogonalised, against 408-448
-products all re-orthogonalised; at 2^16 416 against 376, 27 of 92 steps.
+product), whose norm is the plateau's, so errors grow by a few a step. Each filter
+re-orthogonalises it only where the Grimes-Lewis-Simon estimate of its loss of orthogonality
+crosses ``sqrt(eps)`` (`mor.torch._orthogonality`, computed on the device; semi-orthogonality
+keeps the Ritz values as accurate as full re-orthogonalisation, Simon 1984), the row products
+reading those filters' rows in place; the next product is computed while the decisions come
+back. With ``H U = U Theta + R``, ``H`` differs from ``U Theta U^T + P H P`` by ``||R||``,
+which `_ritz` adds to every bound: the certificate is unchanged in kind. Batches lock only
+when every filter in them can (a filter without a drop keeps the batch on full
+re-orthogonalisation), and only from `DEFLATE_MIN` columns, where it pays: on an H100 at
+2^20 (8 of issue 22's filters, `benchmarks/results/bench_gpu_deflation_h100_s24.log`) the
+top 64 values took 0.218 s a filter against 0.335 s, balanced truncation's pairs 0.093
+against 0.119 s, with 468-536 products against 492-544 and 8 of 117 block steps
+re-orthogonalised; at 2^18 it was slower (1.11x / 1.14x the time).
 """
 
 from __future__ import annotations
