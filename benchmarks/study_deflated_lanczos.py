@@ -1,7 +1,7 @@
 """Study (issue 22): deflated block Lanczos with partial re-orthogonalisation, on the CPU.
 
-Not in the library: the measurements behind the next step of the device path
-(`mor.torch._spectrum`), which re-orthogonalises every block against its whole basis. On
+The measurements behind the device path's deflation (`mor.torch._spectrum`, built in the
+twenty-fourth session after this study), here in NumPy with one filter at a time. On
 issue 22's filters the Lanczos coefficients settle near ``0.4 sigma_25`` once the dominant
 values (the damped cosines, 22-24 of them) are found, so rounding errors grow by
 ``||H|| / beta ~ 1e5`` a step and every step needs the full pass. This study locks the dominant
@@ -13,16 +13,16 @@ pairs and runs Lanczos on the rest of the spectrum, where errors grow by ``sigma
 2. Block Lanczos on ``(I - U U^T) H (I - U U^T)`` from a random block orthogonal to ``U``,
    re-orthogonalised against its own basis only where the loss of orthogonality exceeds
    ``sqrt(eps)`` (and at the step after), the loss estimated by the block recurrence of
-   Grimes, Lewis and Simon (``--loss estimated``, what a device path can afford) or measured
+   Grimes, Lewis and Simon (``--loss estimated``: the library's `LossEstimate`; the committed
+   results came from this script's own NumPy copy of it, before the library had one, which
+   gave the same figures at 2^16) or measured
    (``--loss measured``, one product with the basis a step), until the top ``k - locked``
    values are within `RTOL` ``sigma_1`` by Kato-Temple's bound.
 
 Per filter: the products in each phase, the block steps re-orthogonalised, the values'
 largest difference from `mor.torch._spectrum.hankel_blocks` (block Lanczos, full
 re-orthogonalisation, on CPU tensors) relative to ``sigma_1`` and its products, and the
-phase-2 basis's final ``max |Q^T Q - I|``. The certificate of a library version needs two more
-terms (not computed here): the locked pairs' residuals ``R`` perturb the rest of the spectrum by
-at most ``||R||^2 / gap``, and semi-orthogonality adds ``O(sqrt(eps) sigma_25)``.
+phase-2 basis's final ``max |Q^T Q - I|``.
 
 Run: ``python benchmarks/study_deflated_lanczos.py --power 20 --block 4`` (NumPy, one thread;
 about 8 minutes at 2^20); results in ``results/study_deflated_lanczos.json`` (appended by
@@ -34,8 +34,10 @@ import json
 import time
 
 import numpy as np
+import torch
 
 import _common as C
+from mor.torch._orthogonality import LossEstimate
 from mor.torch._spectrum import hankel_blocks
 
 NAME = "study_deflated_lanczos"
@@ -99,8 +101,7 @@ def block_lanczos(apply, start: np.ndarray, capacity: int, stop, loss: str | Non
     diagonal, coupling = [], []
     used = passes = 0
     force = False
-    w_now, w_before = np.eye(b)[None], np.zeros((0, b, b))  # Q_j Q_k^T, Q_{j-1} Q_k^T
-    norm = 0.0
+    estimate = LossEstimate(1, b)
     while True:
         basis[used:used + b] = q
         w = apply(q)
@@ -109,50 +110,25 @@ def block_lanczos(apply, start: np.ndarray, capacity: int, stop, loss: str | Non
         w = w - a @ q - (coupling[-1] @ basis[used - b:used] if coupling else 0.0)
         used += b
         qq, r = np.linalg.qr(w.T)
-        j = len(diagonal)
-        norm = max(norm, np.abs(a).sum(1).max() + np.abs(r).sum(0).max()
-                   + (np.abs(coupling[-1]).sum(0).max() if coupling else 0.0))
         if loss == "estimated":
-            w_next = _loss_recurrence(w_now, w_before, diagonal + [a], coupling + [r], norm)
-            lost = np.abs(w_next[:j + 1]).max()
+            needed = bool(estimate.propose(torch.as_tensor(a[None]),
+                                           torch.as_tensor(r[None]))[0])
         elif loss == "measured":
-            lost = np.abs(basis[:used] @ qq).max()
-        if loss is None or force or lost > np.sqrt(EPS):
+            needed = force or np.abs(basis[:used] @ qq).max() > np.sqrt(EPS)
+        if loss is None or needed:
             for _ in range(2):
                 w = w - (w @ basis[:used].T) @ basis[:used]
             qq, r = np.linalg.qr(w.T)
             passes += 1
-            force = loss is not None and not force
-            if loss == "estimated":
-                w_next[:j + 1] = EPS
+            force = loss == "measured" and not force
         if loss == "estimated":
-            w_before, w_now = w_now, w_next
+            estimate.accept(torch.as_tensor(r[None]) if needed else None)
         q = qq.T
         diagonal.append(a)
         coupling.append(r)
         result = stop(diagonal, coupling)
         if result is not None:
             return result, basis[:used], passes
-
-
-def _loss_recurrence(w_now, w_before, diagonal, coupling, norm):
-    """``Q_{j+1} Q_k^T`` estimated (Grimes, Lewis and Simon): from ``H`` symmetric and the
-    recurrence, ``B_{j+1}^T W_{j+1,k} = W_{j,k+1} B_{k+1} + W_{j,k} A_k + W_{j,k-1} B_k^T
-    - A_j W_{j,k} - B_j W_{j-1,k}``, with a rounding term ``eps ||H|| ||B_{j+1}^{-1}||`` of
-    the estimate's sign; ``W_{j+1,j}`` rounding-sized, ``W_{j+1,j+1} = I``."""
-    j, b = len(diagonal) - 1, diagonal[0].shape[0]
-    a, r = np.array(diagonal), np.array(coupling)  # r[i] = B_{i+1}
-    out = np.zeros((j + 2, b, b))
-    inverse = np.linalg.inv(r[j].T)
-    rounding = EPS * norm * np.linalg.norm(inverse, 2)
-    if j > 0:
-        acc = w_now[1:j + 1] @ r[:j] + w_now[:j] @ a[:j] - a[j] @ w_now[:j] - r[j - 1] @ w_before[:j]
-        acc[1:] += w_now[:j - 1] @ np.transpose(r[:j - 1], (0, 2, 1))
-        out[:j] = inverse @ acc
-        out[:j] += np.where(out[:j] >= 0, 1.0, -1.0) * rounding
-    out[j] = rounding
-    out[j + 1] = np.eye(b)
-    return out
 
 
 def study(h: np.ndarray, block: int, loss: str, seed: int = 1) -> dict:

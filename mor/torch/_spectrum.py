@@ -318,12 +318,12 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
                     rounded[new, :used] = rounded[old, :used]
             basis, rounded = basis[:keep.size], rounded[:keep.size]
             index = torch.as_tensor(keep, device=h.device)
-            spectrum, q, ritz = spectrum[index], q[index], ritz.take(index)
+            spectrum, q, ritz = spectrum[index], q[index], _take(ritz, index)
             ahead = None if ahead is None else ahead[index]
             diagonal = [x[index] for x in diagonal]
             coupling = [x[index] for x in coupling]
             if locked:
-                locked = locked.take(index)
+                locked = _take(locked, index)
                 estimate.take(index)
             rows = rows[keep]
         if lock is not None:  # a new sequence on the complement of the locked pairs
@@ -361,9 +361,6 @@ class _Locked(NamedTuple):
     count: torch.Tensor
     spread: torch.Tensor
     scale: torch.Tensor
-
-    def take(self, index: torch.Tensor) -> _Locked:
-        return _Locked(*(x[index] for x in self))
 
 
 def _lockable(ritz: _Ritz) -> np.ndarray:
@@ -655,8 +652,10 @@ class _Ritz(NamedTuple):
     locked_bound: torch.Tensor
     score: torch.Tensor
 
-    def take(self, index: torch.Tensor) -> _Ritz:
-        return _Ritz(*(x[index] for x in self))
+
+def _take(group, index: torch.Tensor):
+    """The filters ``index`` of a batch's per-filter tensors (a `_Locked` or `_Ritz`)."""
+    return type(group)(*(x[index] for x in group))
 
 
 def _ritz(diagonal: list, coupling: list, count: np.ndarray, vectors: bool, rtol: float,
