@@ -38,11 +38,10 @@ import torch
 
 import _common as C
 from mor.torch._orthogonality import LossEstimate
-from mor.torch._spectrum import hankel_blocks
+from mor.torch._spectrum import LOCK_DROP, LOCK_RESIDUAL, hankel_blocks
 
 NAME = "study_deflated_lanczos"
 VALUES, RTOL = 64, 1e-11
-LOCK_RESIDUAL, LOCK_DROP = 1e-13, 1e-3
 EPS = float(np.finfo(float).eps)
 
 
