@@ -268,7 +268,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         a = _inner(q, w)
         a = (a + a.transpose(1, 2)) / 2
         # the three-term recurrence (one pass over the last two blocks), then the whole
-        # basis (module notes)
+        # basis: every step, or after a lock where the loss estimate asks (module notes)
         if coupling:
             w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
                           basis[:, used - block:used + block])
@@ -285,7 +285,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         full = used + block > capacity
         if used < check and not full and used < n:
             continue
-        wanted = k - (locked.count.cpu().numpy() if locked else 0)
+        wanted = k - (0 if locked is None else locked.count.cpu().numpy())
         count = np.minimum(wanted, used - start) + np.zeros(len(rows), dtype=np.int64)
         ritz = _ritz(diagonal, coupling, count, vectors, *tolerance, locked)
         done = ((ritz.score <= rtol).cpu().numpy() & (count == wanted)) | (used == n)
@@ -322,7 +322,7 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
             ahead = None if ahead is None else ahead[index]
             diagonal = [x[index] for x in diagonal]
             coupling = [x[index] for x in coupling]
-            if locked:
+            if locked is not None:
                 locked = _take(locked, index)
                 estimate.take(index)
             rows = rows[keep]
