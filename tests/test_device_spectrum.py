@@ -415,3 +415,18 @@ def test_a_batch_with_a_filter_without_a_drop_keeps_full_reorthogonalisation(
     alone = hankel_blocks(h[:1], 64, rtol=1e-11, device=device, vectors=False)
     assert len(deflation_spy["locked"]) == 1
     assert np.abs(alone["sigma"] - full["sigma"][:1]).max() <= 1e-12 * full["sigma"][0, 0]
+
+
+def test_a_deflated_basis_grows(device, deflation_spy, monkeypatch):
+    """After a lock the basis holds the locked vectors and the new sequence; grown for the
+    filters that need more, it keeps both: the values are those of a basis large enough from
+    the start."""
+    from mor.torch import _spectrum
+    h = issue22_filters(1 << 12, 2)
+    full = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False)
+    grown, grow = [], _spectrum._grown
+    monkeypatch.setattr(_spectrum, "_grown", lambda *args: grown.append(args[1:]) or grow(*args))
+    small = hankel_blocks(h, 64, rtol=1e-11, device=device, vectors=False, capacity=64)
+    assert len(deflation_spy["locked"]) == 2 and grown  # grown after the lock
+    assert np.abs(small["sigma"] - full["sigma"]).max() <= 1e-12 * full["sigma"][:, 0].max()
+    assert small["bound"].max() <= 1e-11
