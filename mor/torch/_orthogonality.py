@@ -4,7 +4,7 @@ Partial re-orthogonalisation (Simon; Grimes, Lewis and Simon for blocks) keeps t
 semi-orthogonal, ``|Q_i Q_k^T| <= sqrt(eps)``, which leaves the Ritz values as accurate as full
 re-orthogonalisation would, at the cost of a pass over the basis only where the estimate
 crosses that level. With rows ``w_{j+1}^T = Q_{j+1}^T B_{j+1}`` after
-``w = H q_j - A_j q_j - B_j^T q_{j-1}`` (the row convention of `mor.torch._spectrum`), the
+``w = H q_j - A_j q_j - B_j q_{j-1}`` (the row convention of `mor.torch._spectrum`), the
 blocks ``W_{j,k} = Q_j Q_k^T`` follow the recurrence
 
 ``B_{j+1}^T W_{j+1,k} = W_{j,k+1} B_{k+1} + W_{j,k} A_k + W_{j,k-1} B_k^T - A_j W_{j,k}

@@ -12,6 +12,11 @@ batched GEMM with 4 output rows and a reduction over ``n = 2^20`` runs few tiles
   from the rounded basis) or float64 (the three-term recurrence): each program takes
   ``BLOCK_T`` columns of every row of ``r``, the combination accumulated in float64; and
   `combination` ``c r`` by the same kernel (Cholesky QR's products with the inverse factor).
+
+`inner` and `subtract_combination` also take an index of filters: the rows ``x``, ``w`` and
+``c`` are then those filters' only, and each program reads its filter's rows of ``y`` or ``r``
+in place (the deflated Lanczos re-orthogonalises only the filters that need it without
+copying their bases).
 """
 
 from __future__ import annotations
