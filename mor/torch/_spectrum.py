@@ -248,9 +248,8 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
     rounded = torch.empty((f, capacity, n), dtype=torch.float32, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
-    q = _orthonormal_complement(torch.randn((f, block, n), generator=generator,
-                                            dtype=torch.float64, device=h.device),
-                                basis[:, :0])
+    q, _, _ = _qr(torch.randn((f, block, n), generator=generator, dtype=torch.float64,
+                              device=h.device))
     diagonal, coupling = [], []  # A_j and B_{j+1} of T's blocks
     # `rows`: the filters still iterating, by their row in `out`; the current Lanczos
     # sequence starts at row `start` of the basis (the locked pairs before it), after
