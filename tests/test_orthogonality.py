@@ -42,7 +42,7 @@ def lanczos_losses(seed: int, reorthogonalise: bool, steps: int = 40):
             estimate.accept()
         q = following.T
         losses.append((np.abs(np.concatenate(basis) @ q.T).max(),
-                       float(estimate._now[0, :-1].abs().max())))
+                       float(estimate.loss[0])))
         basis.append(q)
         coupling.append(r)
     return np.array(losses), int(estimate.passes[0])

@@ -16,9 +16,11 @@ is rounding-sized and ``W_{j+1,j+1} = I``. A step whose estimate exceeds `THRESH
 re-orthogonalised against the whole basis, and so is the step after it (its components along
 the old basis came from the same loss); their rows are then reset to ``eps``.
 
-The blocks are ``b x b`` per filter and step, kept where the Lanczos step computes them (on the
-device: an update is a few batched products, and only the filters' decisions go to the host,
-with the step's other tests).
+The rows ``W_{j,.} = Q_j Q^T`` are kept as ``b x (j+1) b`` matrices beside ``T`` itself (dense,
+where the blocks ``A_k``, ``B_{k+1}`` and ``B_{k+1}^T`` are placed as in the Lanczos matrix),
+so that the first three terms for every ``k`` are one product, ``W_{j,.} T``: a step is a
+handful of batched products on the device, whatever its length, and only the filters'
+decisions go to the host, with the step's other tests.
 """
 
 from __future__ import annotations
@@ -40,14 +42,15 @@ class LossEstimate:
     it (with the new ``B_{j+1}`` of those that did)."""
 
     def __init__(self, filters: int, block: int, device: torch.device | str = "cpu"):
+        self._block = block
         self._eye = torch.eye(block, dtype=torch.float64, device=device)
-        # A_j and B_{j+1} of the steps so far, (F, steps, b, b), grown by doubling
         self._steps = 0
-        self._diagonal = torch.zeros((filters, 16, block, block), dtype=torch.float64,
-                                     device=device)
-        self._coupling = torch.zeros_like(self._diagonal)
-        self._now = self._eye.expand(filters, 1, block, block).clone()
-        self._before = self._now[:, :0]
+        # T of the steps so far, dense, grown by doubling
+        self._t = torch.zeros((filters, 16 * block, 16 * block), dtype=torch.float64,
+                              device=device)
+        # the rows W_{j,.} and W_{j-1,.}: (F, b, (j+1) b) and (F, b, j b)
+        self._now = self._eye.expand(filters, block, block).clone()
+        self._before = self._now[:, :, :0]
         self._norm = torch.zeros(filters, dtype=torch.float64, device=device)
         self._next: torch.Tensor | None = None
         self._force = torch.zeros(filters, dtype=torch.bool, device=device)
@@ -59,20 +62,33 @@ class LossEstimate:
         """Steps taken."""
         return self._steps
 
+    @property
+    def loss(self) -> torch.Tensor:
+        """Per filter, the largest estimated ``|Q_j Q_k^T|`` of the last block accepted
+        against the earlier ones."""
+        earlier = self._now[:, :, :-self._block]
+        if not earlier.shape[2]:
+            return self._norm.new_zeros(self._now.shape[0])
+        return earlier.abs().amax(dim=(1, 2))
+
     def propose(self, diagonal: torch.Tensor, coupling: torch.Tensor) -> torch.Tensor:
         """Per filter (a boolean tensor, not waited for), whether the step with blocks
         ``A_j`` = ``diagonal`` and ``B_{j+1}`` = ``coupling`` must be re-orthogonalised."""
-        j = self._steps
-        previous = self._coupling[:, j - 1] if j else torch.zeros_like(coupling)
+        j, b = self._steps, self._block
+        here, after = slice(j * b, (j + 1) * b), slice((j + 1) * b, (j + 2) * b)
+        if after.stop > self._t.shape[1]:
+            grown = self._t.new_zeros((self._t.shape[0], 2 * self._t.shape[1],
+                                       2 * self._t.shape[1]))
+            grown[:, :self._t.shape[1], :self._t.shape[1]] = self._t
+            self._t = grown
+        previous = self._t[:, here, j * b - b:j * b] if j else torch.zeros_like(coupling)
         self._norm = torch.maximum(self._norm, _norm_1(diagonal.transpose(1, 2))
                                    + _norm_1(coupling) + _norm_1(previous))
-        if j == self._diagonal.shape[1]:
-            self._diagonal, self._coupling = (torch.cat([x, torch.zeros_like(x)], dim=1)
-                                              for x in (self._diagonal, self._coupling))
-        self._diagonal[:, j], self._coupling[:, j] = diagonal, coupling
+        self._t[:, here, here] = diagonal
+        self._place(j, coupling)
         self._steps += 1
-        self._next = self._recurrence()
-        lost = self._next[:, :-1].abs().amax(dim=(1, 2, 3))
+        self._next = self._recurrence(diagonal, coupling, previous)
+        lost = self._next[:, :, :-b].abs().amax(dim=(1, 2))
         return self._force | ~(lost <= THRESHOLD)  # NaN (a collapsed block) too
 
     def accept(self, coupling: torch.Tensor | None = None,
@@ -82,37 +98,44 @@ class LossEstimate:
         estimate then reset to ``eps``."""
         if coupling is not None:
             filters = slice(None) if filters is None else filters
-            self._coupling[filters, self._steps - 1] = coupling
-            self._next[filters, :-1] = EPS
+            self._place(self._steps - 1, coupling, filters)
+            self._next[filters, :, :-self._block] = EPS
             self.passes[filters] += 1
             self._force[filters] = ~self._force[filters]
         self._before, self._now = self._now, self._next
 
     def take(self, keep: torch.Tensor) -> None:
         """Keep the filters ``keep`` (indices into the batch) only."""
-        for name in ("_diagonal", "_coupling", "_now", "_before", "_norm", "_force",
-                     "passes"):
+        for name in ("_t", "_now", "_before", "_norm", "_force", "passes"):
             setattr(self, name, getattr(self, name)[keep])
 
-    def _recurrence(self) -> torch.Tensor:
-        j = self._steps - 1
-        a, r = self._diagonal[:, :j + 1], self._coupling[:, :j + 1]
-        f, b = a.shape[0], a.shape[2]
-        now, before = self._now, self._before
-        out = torch.empty((f, j + 2, b, b), dtype=torch.float64, device=a.device)
+    def _place(self, j: int, coupling: torch.Tensor, filters=slice(None)) -> None:
+        """``B_{j+1}`` of step ``j`` into ``T``, below and (transposed) right of ``A_j``, for
+        the ``filters``."""
+        b = self._block
+        here, after = slice(j * b, (j + 1) * b), slice((j + 1) * b, (j + 2) * b)
+        self._t[filters, after, here] = coupling
+        self._t[filters, here, after] = coupling.transpose(1, 2)
+
+    def _recurrence(self, diagonal: torch.Tensor, coupling: torch.Tensor,
+                    previous: torch.Tensor) -> torch.Tensor:
+        """``W_{j+1,.}`` from ``A_j``, ``B_{j+1}`` and ``B_j`` (``previous``)."""
+        j, b = self._steps - 1, self._block
+        f = diagonal.shape[0]
+        out = torch.empty((f, b, (j + 2) * b), dtype=torch.float64, device=diagonal.device)
         # B_{j+1}^T is lower triangular: its inverse by a triangular solve (inf where singular)
-        inverse = torch.linalg.solve_triangular(r[:, j].transpose(1, 2),
+        inverse = torch.linalg.solve_triangular(coupling.transpose(1, 2),
                                                 self._eye.expand(f, b, b), upper=False)
         rounding = EPS * self._norm * torch.linalg.matrix_norm(inverse)
         if j > 0:
-            acc = (now[:, 1:j + 1] @ r[:, :j] + now[:, :j] @ a[:, :j]
-                   - a[:, j:j + 1] @ now[:, :j] - r[:, j - 1:j] @ before[:, :j])
-            acc[:, 1:] += now[:, :j - 1] @ r[:, :j - 1].transpose(2, 3)
-            estimate = inverse[:, None] @ acc
-            out[:, :j] = estimate + torch.copysign(rounding[:, None, None, None].expand_as(
-                estimate), estimate)
-        out[:, j] = rounding[:, None, None]
-        out[:, j + 1] = self._eye
+            # W_{j,k+1} B_{k+1} + W_{j,k} A_k + W_{j,k-1} B_k^T = (W_{j,.} T)_k, k < j
+            acc = torch.baddbmm(torch.bmm(self._now, self._t[:, :(j + 1) * b, :j * b]),
+                                diagonal, self._now[:, :, :j * b], alpha=-1.0)
+            acc = torch.baddbmm(acc, previous, self._before, alpha=-1.0)
+            estimate = torch.bmm(inverse, acc)
+            out[:, :, :j * b] = estimate + torch.copysign(rounding[:, None, None], estimate)
+        out[:, :, j * b:(j + 1) * b] = rounding[:, None, None]
+        out[:, :, (j + 1) * b:] = self._eye
         return out
 
 

@@ -55,6 +55,7 @@ re-orthogonalised; at 2^18 it was slower (1.11x / 1.14x the time).
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import defaultdict
@@ -602,26 +603,35 @@ def _cholesky_qr2(w: torch.Tensor):
     """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows, by Cholesky QR
     done twice (CholQR2: the first leaves orthogonality errors of ``eps kappa^2``, the second
     removes them; Gram products and products with the inverse factor, memory-bound), and
-    ``conditioned`` (a boolean on the device, not waited for): whether every factor was
-    found, finite, with a diagonal spanning at least `CHOLESKY_MIN_RATIO` (the block's
-    condition number then below about its inverse). Where it is false, ``q`` and ``r`` are
+    ``conditioned`` (a boolean on the device, not waited for): whether both factors were
+    found and finite, the first (the block's own) with a diagonal spanning at least
+    `CHOLESKY_MIN_RATIO` (the block's condition number then below about its inverse; the
+    second is near the identity). Where it is false, ``q`` and ``r`` are
     not to be used (`_qr`)."""
-    q, r = w, None
-    conditioned = torch.ones((), dtype=torch.bool, device=w.device)
+    q, r, info = w, None, None
+    eye = _identity(w.shape[1], w.device)
     for _ in range(2):
-        factor, info = torch.linalg.cholesky_ex(_inner(q, q), upper=True)
-        diagonal = torch.diagonal(factor, dim1=1, dim2=2)
-        ratio = diagonal.min(dim=1).values / diagonal.max(dim=1).values.clamp_min(1e-300)
-        conditioned = conditioned & (info == 0).all() & (ratio > CHOLESKY_MIN_RATIO).all() \
-            & torch.isfinite(factor).all()
+        factor, status = torch.linalg.cholesky_ex(_inner(q, q), upper=True)
         # the b x b factor inverted, then one product: cuBLAS's batched triangular solve
         # returned wrong values for n = 2^20 - 1 right-hand sides on an H100 (off by 2.8
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
-        eye = torch.eye(factor.shape[1], dtype=factor.dtype, device=factor.device)
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
         q = _product(inverse.transpose(1, 2), q)
-        r = factor if r is None else factor @ r
+        if r is None:  # the block's own factor: its diagonal's span tells its conditioning
+            diagonal = torch.diagonal(factor, dim1=1, dim2=2)
+            spans = diagonal.amin(dim=1) > CHOLESKY_MIN_RATIO * diagonal.amax(dim=1)
+            r, info = factor, status
+        else:
+            r, info = factor @ r, info | status
+    # (a NaN or Inf anywhere reaches r)
+    conditioned = (info == 0).all() & spans.all() & torch.isfinite(r).all()
     return q, r, conditioned
+
+
+@functools.cache
+def _identity(size: int, device: torch.device) -> torch.Tensor:
+    """The float64 identity of ``size`` on ``device``, made once."""
+    return torch.eye(size, dtype=torch.float64, device=device)
 
 
 def _qr(w: torch.Tensor):
