@@ -28,7 +28,9 @@ must be exact to the working precision: from the rounded basis they carry
 ``sigma_1`` off on issue 22's filters at 2^16), but they are rounding-sized (``1e-12`` of
 ``||w||`` there), so the rounded basis moves ``w`` by ``u_32 |C|``, far below ``eps ||w||``:
 the update reads 4 bytes an entry instead of 8 (the values agreed to 3e-16 ``sigma_1`` and
-the basis stayed within 2e-14 of orthogonal). The basis is allocated for the vectors a
+the basis stayed within 2e-14 of orthogonal). With deflation the float32 copy holds only the rows
+before the lock (`_rounded_rows`): after it the basis is read at a few steps only, in float64,
+and a batch holds a third more filters. The basis is allocated for the vectors a
 filter is expected to need (`EXPECTED_PER_VALUE`) and grown for those that need more.
 
 Deflation. Full re-orthogonalisation reads the whole basis every step, and on long filters it
@@ -186,10 +188,12 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
         # batches sized for the expected basis; filters whose basis could not grow on the
         # device (out of memory) again in batches sized for the limit
         for size in dict.fromkeys((capacity, limit)):
-            rows = batch or _batch_size(n, size, block, device)
+            allowed = deflate and n > limit
+            rows = batch or _batch_size(n, size, _rounded_rows(size, k, block, allowed),
+                                        block, device)
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
                                     .to(device), out, todo[i:i + rows], k, (rtol, kth_rtol),
-                                    block, size, limit, vectors, deflate and n > limit)
+                                    block, size, limit, vectors, allowed)
                      for i in range(0, todo.size, rows)]
             todo = np.concatenate(again)
             if not todo.size:
@@ -201,17 +205,28 @@ def _whole_blocks(vectors: int, block: int) -> int:
     return vectors - vectors % block
 
 
-def _batch_size(n: int, capacity: int, block: int, device: torch.device) -> int:
-    """Filters per batch: the basis (``capacity`` vectors in float64 and float32), the FFT
-    buffers and the filters' spectra within `MEMORY_SHARE` of the device's free memory (no
-    limit on a CPU). Free memory counts what torch's caching allocator holds unused
+def _rounded_rows(capacity: int, k: int, block: int, deflate: bool) -> int:
+    """Rows of the basis held in float32 too: all, or with ``deflate`` those up to the last
+    check for pairs to lock (`LOCK_PER_VALUE`): after a lock the basis is read in passes at
+    a few steps only, where float64 costs little, and without the float32 copy of the rest a
+    batch holds more filters (or, where no lock comes, the passes read float64 throughout)."""
+    if not deflate:
+        return capacity
+    return min(capacity, _whole_blocks(LOCK_PER_VALUE * k, block) + LOCK_EVERY * block)
+
+
+def _batch_size(n: int, capacity: int, rounded: int, block: int,
+                device: torch.device) -> int:
+    """Filters per batch: the basis (``capacity`` vectors in float64, ``rounded`` of them
+    in float32 too), the FFT buffers and the filters' spectra within `MEMORY_SHARE` of the
+    device's free memory (no limit on a CPU). Free memory counts what torch's caching allocator holds unused
     (reserved, not allocated), which the driver's count leaves out."""
     if device.type != "cuda":
         return 1 << 30
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     m = _fft_size(n)
-    per_filter = 12 * n * capacity + 64 * n * block + 16 * (m // 2 + 1) * (3 * block + 1) \
+    per_filter = 8 * n * capacity + 4 * n * rounded + 64 * n * block + 16 * (m // 2 + 1) * (3 * block + 1) \
         + 8 * m * 2 * block
     return max(1, int(MEMORY_SHARE * free // per_filter))
 
@@ -247,7 +262,11 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     rtol = tolerance[0]
     spectrum = hankel_spectrum(h)
     basis = torch.empty((f, capacity, n), dtype=torch.float64, device=h.device)
-    rounded = torch.empty((f, capacity, n), dtype=torch.float32, device=h.device)
+    # with deflation the float32 copy holds the rows up to the last lock check only, beyond
+    # which the basis is read in float64 (`_rounded_rows`)
+    partial = deflate
+    rounded = torch.empty((f, _rounded_rows(capacity, k, block, deflate), n),
+                          dtype=torch.float32, device=h.device)
     generator = torch.Generator(device=h.device).manual_seed(0)
     q, _, _ = _qr(torch.randn((f, block, n), generator=generator, dtype=torch.float64,
                               device=h.device))
@@ -260,8 +279,11 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
     previous = None  # (basis, worst bound) at the last check
     ahead = None  # H q, where the last step had it computed
     while True:
+        if rounded is not basis and used + block > rounded.shape[1]:
+            rounded = basis
         basis[:, used:used + block] = q
-        rounded[:, used:used + block] = q
+        if rounded is not basis:
+            rounded[:, used:used + block] = q
         w = hankel_product(spectrum, q) if ahead is None else ahead
         if start:  # (I - U U^T) H: the locked directions out
             w = _subtract(w, _inner(w, basis[:, :start]), rounded[:, :start])
@@ -312,11 +334,14 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         if done.any():
             # in place, each kept filter's rows to its new place (never ahead of it): no
             # second copy of the basis
+            single = rounded is basis
             for new, old in enumerate(keep):
                 if new != old:
                     basis[new, :used] = basis[old, :used]
-                    rounded[new, :used] = rounded[old, :used]
-            basis, rounded = basis[:keep.size], rounded[:keep.size]
+                    if not single:
+                        rounded[new, :used] = rounded[old, :used]
+            basis = basis[:keep.size]
+            rounded = basis if single else rounded[:keep.size]
             index = torch.as_tensor(keep, device=h.device)
             spectrum, q, ritz = spectrum[index], q[index], _take(ritz, index)
             ahead = None if ahead is None else ahead[index]
@@ -338,7 +363,12 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
             capacity = min(limit, max(capacity + block,
                                       _whole_blocks(int(BASIS_GROWTH * capacity), block)))
             try:
-                basis, rounded = (_grown(x, used, capacity) for x in (basis, rounded))
+                grown = _grown(basis, used, capacity)
+                if rounded is basis:
+                    rounded = grown
+                elif not partial:
+                    rounded = _grown(rounded, used, capacity)
+                basis = grown
             except torch.OutOfMemoryError:
                 return rows  # run again, from the start, in a batch sized for the limit
 
@@ -396,7 +426,8 @@ def _lock(ritz: _Ritz, count: np.ndarray, basis: torch.Tensor, rounded: torch.Te
     weights[:, :, :rows] *= mask[:, None, :]
     vectors = _product(weights.transpose(1, 2).contiguous(), basis[:, :used])
     basis[:, :rows] = vectors[:, :rows]
-    rounded[:, :rows] = vectors[:, :rows]
+    if rounded is not basis:
+        rounded[:, :rows] = vectors[:, :rows]
     start = torch.where((following < wanted)[:, :, None], vectors[:, rows:],
                         torch.randn(vectors[:, rows:].shape, generator=generator,
                                     dtype=torch.float64, device=basis.device))
