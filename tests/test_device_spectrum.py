@@ -35,6 +35,20 @@ def test_values_agree_with_the_krylov_path(device):
     assert np.abs(one - full).max() <= 1e-10 * full[:, 0].max()
 
 
+def test_filters_are_split_into_even_batches(monkeypatch):
+    """As few batches as the most filters a batch allows, of even sizes (a batch steps in
+    lockstep: a small last batch would cost as many steps as a full one)."""
+    from mor.torch import _spectrum
+    sizes, run = [], _spectrum._block_lanczos
+    monkeypatch.setattr(_spectrum, "_block_lanczos",
+                        lambda h, *args: sizes.append(len(h)) or run(h, *args))
+    h = hyena_like_filters(8, 600, seed=3)
+    for most, expected in ((5, [4, 4]), (3, [3, 3, 2]), (8, [8]), (1, [1] * 8)):
+        sizes.clear()
+        hankel_blocks(h, 6, rtol=1e-10, device="cpu", batch=most, vectors=False)
+        assert sizes == expected
+
+
 def test_balanced_truncation_agrees_with_the_cpu_path(device):
     h = hyena_like_filters(3, 2500, seed=6)
     for order in (4, 16):

@@ -149,7 +149,8 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     and ``shifted_gram`` ``(F, k, k)`` (``V[1:]^T V[:-1]``), each vector's residual at most
     `VECTOR_RESIDUAL` ``rtol sigma_1``.
 
-    ``batch`` (filters a batch) and ``capacity`` (basis vectors held at first) replace the
+    ``batch`` (the most filters a batch: the filters are split into as few batches as
+    that allows, of even sizes) and ``capacity`` (basis vectors held at first) replace the
     sizes chosen from the device's memory and `EXPECTED_PER_VALUE`; ``deflate`` (module
     notes) true allows deflation, false keeps every filter's basis fully re-orthogonalised,
     None (the default) allows it from `DEFLATE_MIN` columns (it needs ``L - 1`` beyond the
@@ -189,8 +190,10 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
         # device (out of memory) again in batches sized for the limit
         for size in dict.fromkeys((capacity, limit)):
             allowed = deflate and n > limit
-            rows = batch or _batch_size(n, size, _rounded_rows(size, k, block, allowed),
+            most = batch or _batch_size(n, size, _rounded_rows(size, k, block, allowed),
                                         block, device)
+            # as many batches as that takes, of even sizes (a batch steps in lockstep)
+            rows = -(-todo.size // -(-todo.size // most))
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
                                     .to(device), out, todo[i:i + rows], k, (rtol, kth_rtol),
                                     block, size, limit, vectors, allowed)
