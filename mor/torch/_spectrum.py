@@ -28,10 +28,11 @@ must be exact to the working precision: from the rounded basis they carry
 ``sigma_1`` off on issue 22's filters at 2^16), but they are rounding-sized (``1e-12`` of
 ``||w||`` there), so the rounded basis moves ``w`` by ``u_32 |C|``, far below ``eps ||w||``:
 the update reads 4 bytes an entry instead of 8 (the values agreed to 3e-16 ``sigma_1`` and
-the basis stayed within 2e-14 of orthogonal). With deflation the float32 copy holds only the rows
-before the lock (`_rounded_rows`): after it the basis is read at a few steps only, in float64,
-and a batch holds a third more filters. The basis is allocated for the vectors a
-filter is expected to need (`EXPECTED_PER_VALUE`) and grown for those that need more.
+the basis stayed within 2e-14 of orthogonal). With deflation the float32 copy holds only
+the rows before the lock (`_rounded_rows`): after it the basis is read at a few steps only, in
+float64, and a batch holds a third more filters (at 2^20 on an H100 the time did not change:
+`benchmarks/results/issue22_h100_s25.log`). The basis is allocated for the vectors a filter is
+expected to need (`EXPECTED_PER_VALUE`) and grown for those that need more.
 
 Deflation. Full re-orthogonalisation reads the whole basis every step, and on long filters it
 is needed: once the dominant values (issue 22's damped cosines) are found the coefficients
@@ -212,7 +213,7 @@ def _rounded_rows(capacity: int, k: int, block: int, deflate: bool) -> int:
     """Rows of the basis held in float32 too: all, or with ``deflate`` those up to the last
     check for pairs to lock (`LOCK_PER_VALUE`): after a lock the basis is read in passes at
     a few steps only, where float64 costs little, and without the float32 copy of the rest a
-    batch holds more filters (or, where no lock comes, the passes read float64 throughout)."""
+    batch holds more filters (where no lock comes, the updates read float64 beyond them)."""
     if not deflate:
         return capacity
     return min(capacity, _whole_blocks(LOCK_PER_VALUE * k, block) + LOCK_EVERY * block)
@@ -222,15 +223,15 @@ def _batch_size(n: int, capacity: int, rounded: int, block: int,
                 device: torch.device) -> int:
     """Filters per batch: the basis (``capacity`` vectors in float64, ``rounded`` of them
     in float32 too), the FFT buffers and the filters' spectra within `MEMORY_SHARE` of the
-    device's free memory (no limit on a CPU). Free memory counts what torch's caching allocator holds unused
-    (reserved, not allocated), which the driver's count leaves out."""
+    device's free memory (no limit on a CPU). Free memory counts what torch's caching
+    allocator holds unused (reserved, not allocated), which the driver's count leaves out."""
     if device.type != "cuda":
         return 1 << 30
     free, _ = torch.cuda.mem_get_info(device)
     free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
     m = _fft_size(n)
-    per_filter = 8 * n * capacity + 4 * n * rounded + 64 * n * block + 16 * (m // 2 + 1) * (3 * block + 1) \
-        + 8 * m * 2 * block
+    per_filter = 8 * n * capacity + 4 * n * rounded + 64 * n * block \
+        + 16 * (m // 2 + 1) * (3 * block + 1) + 8 * m * 2 * block
     return max(1, int(MEMORY_SHARE * free // per_filter))
 
 
