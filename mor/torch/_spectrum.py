@@ -183,21 +183,20 @@ def hankel_blocks(h: np.ndarray, k: int, *, rtol: float, device, vectors: bool =
     if capacity is None:
         capacity = max(EXPECTED_PER_VALUE * k, k + 2 * block)
     capacity = min(limit, _whole_blocks(max(capacity, block), block))
-    if deflate is None:
-        deflate = n >= DEFLATE_MIN
+    # deflation needs columns beyond the basis limit
+    deflate = (n >= DEFLATE_MIN if deflate is None else deflate) and n > limit
     todo = np.arange(f)
     with _DEVICE_LOCKS[str(device)]:
         # batches sized for the expected basis; filters whose basis could not grow on the
         # device (out of memory) again in batches sized for the limit
         for size in dict.fromkeys((capacity, limit)):
-            allowed = deflate and n > limit
-            most = batch or _batch_size(n, size, _rounded_rows(size, k, block, allowed),
+            most = batch or _batch_size(n, size, _rounded_rows(size, k, block, deflate),
                                         block, device)
             # as many batches as that takes, of even sizes (a batch steps in lockstep)
             rows = -(-todo.size // -(-todo.size // most))
             again = [_block_lanczos(torch.as_tensor(h[todo[i:i + rows]], dtype=torch.float64)
                                     .to(device), out, todo[i:i + rows], k, (rtol, kth_rtol),
-                                    block, size, limit, vectors, allowed)
+                                    block, size, limit, vectors, deflate)
                      for i in range(0, todo.size, rows)]
             todo = np.concatenate(again)
             if not todo.size:
