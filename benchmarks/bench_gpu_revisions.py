@@ -30,7 +30,8 @@ from mor.torch import _spectrum
 WORKLOADS = (("values", 64, 1e-11, False), ("bt", 33, 1e-10, True))
 #: The steps of `_spectrum._block_lanczos` that ``--breakdown`` times (the products of rows
 #: are told apart by their width: a block's own, or its projection on the basis).
-PHASES = ("hankel_product", "_next_block", "_cholesky_qr2", "_ritz", "_finish", "_inner")
+PHASES = ("hankel_product", "_projected_recurrence", "_next_block", "_cholesky_qr2", "_ritz",
+          "_finish", "_inner")
 
 
 def load_spectrum(checkout: Path):
@@ -58,13 +59,13 @@ def breakdown(h: np.ndarray, device: str) -> dict:
                                 + ["_inner projection", "_inner block"], 0.0)
 
         def timed(fn, phase):
-            def call(*args):
+            def call(*args, **kwargs):
                 label = phase if phase != "_inner" else (
                     "_inner projection" if args[1].shape[1] > args[0].shape[1]
                     else "_inner block")
                 sync()
                 start = time.perf_counter()
-                result = fn(*args)
+                result = fn(*args, **kwargs)
                 sync()
                 seconds[label] += time.perf_counter() - start
                 return result

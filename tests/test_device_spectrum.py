@@ -218,6 +218,22 @@ for a, m in ((4, 25), (4, 4), (3, 17), (1, 1)):
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
     want = c @ y  # Cholesky QR's product with the inverse factor
     assert float((rows.combination(c, y) - want).abs().max()) <= 1e-13 * float(want.abs().max())
+# the deflated step's: two sets of rows (the locked ones rounded), the Gram matrix of the result
+x = torch.randn((3, 4, 1001), dtype=torch.float64, generator=generator).to(DEVICE)
+c = torch.randn((3, 4, 25 + 8), dtype=torch.float64, generator=generator).to(DEVICE)
+locked, recent = basis[:, :25], basis[:, 30:38]
+plain = x @ torch.cat([locked, recent], dim=1).transpose(1, 2)
+assert float((rows.inner(x, locked, y2=recent) - plain).abs().max()) \
+    <= 1e-13 * float(plain.abs().max())
+want = x - c[:, :, :25] @ locked.float().double() - c[:, :, 25:] @ recent
+w = x.clone()
+gram = rows.subtract_combination(w, c, locked.float(), r2=recent, gram=True)
+assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+square = want @ want.transpose(1, 2)
+assert float((gram - square).abs().max()) <= 1e-13 * float(square.abs().max())
+product, gram = rows.combination(c[:, :, :25], locked, gram=True)
+square = product @ product.transpose(1, 2)
+assert float((gram - square).abs().max()) <= 1e-13 * float(square.abs().max())
 pick = torch.tensor([2, 0], dtype=torch.int64).to(DEVICE)  # some filters of the basis
 x = torch.randn((2, 4, 1001), dtype=torch.float64, generator=generator).to(DEVICE)
 c = torch.randn((2, 4, 25), dtype=torch.float64, generator=generator).to(DEVICE)
@@ -310,7 +326,7 @@ def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
 
 def test_row_products_compile_for_hopper_without_spilling(tmp_path):
     """Both kernels compile for sm_90 (H100, H200) with their configured tiles (the update
-    for float32 and float64 rows), and keep them in registers: no local memory (a spill
+    for float32 and float64 rows, with and without the Gram matrix), and keep them in registers: no local memory (a spill
     would make the memory-bound kernel read twice)."""
     triton = pytest.importorskip("triton")
     import re
@@ -322,29 +338,33 @@ def test_row_products_compile_for_hopper_without_spilling(tmp_path):
     tool = Path(triton.__file__).parent / "backends/nvidia/bin/cuobjdump"
     if not tool.exists():
         pytest.skip("this Triton has no CUDA toolchain")
-    pointers = {"x_ptr": "*fp64", "y_ptr": "*fp64", "out_ptr": "*fp64", "filters_ptr": "*i64"}
+    pointers = {"x_ptr": "*fp64", "y_ptr": "*fp64", "y2_ptr": "*fp64", "out_ptr": "*fp64",
+                "filters_ptr": "*i64"}
     kernels = [
         *((rows._inner_kernel, {**pointers, **dict.fromkeys(
-            ("n", "rows", "m", "sxf", "sxi", "syf", "syj"), "i32")},
+            ("n", "rows", "m", "m2", "sxf", "sxi", "syf", "syj", "sy2f", "sy2j"), "i32")},
            {"CHUNK": rows.CHUNK, "BI": 4, "BJ": rows.INNER_BLOCK_J, "BT": rows.INNER_BLOCK_T,
             "SELECTED": selected}, rows.INNER_WARPS)
           for selected in (False, True)),
         *((rows._update_kernel, {"w_ptr": "*fp64", "c_ptr": "*fp64", "r_ptr": rows_type,
-                                 "filters_ptr": "*i64",
-                                 **dict.fromkeys(("n", "rows", "m", "swf", "swi", "scf", "sci",
-                                                  "srf", "srj"), "i32")},
+                                 "r2_ptr": "*fp64", "gram_ptr": "*fp64", "filters_ptr": "*i64",
+                                 **dict.fromkeys(("n", "rows", "m", "m2", "swf", "swi", "scf",
+                                                  "sci", "srf", "srj", "sr2f", "sr2j"), "i32")},
            {"BI": 4, "BJ": rows.UPDATE_BLOCK_J, "BT": rows.UPDATE_BLOCK_T, "SUBTRACT": subtract,
-            "SELECTED": selected}, rows.UPDATE_WARPS)
-          for rows_type, subtract, selected in (("*fp32", True, False), ("*fp64", True, False),
-                                                ("*fp64", False, False), ("*fp32", True, True),
-                                                ("*fp64", True, True)))]
+            "SELECTED": selected, "GRAM": gram}, rows.UPDATE_WARPS)
+          for rows_type, subtract, selected, gram in (
+              ("*fp32", True, False, False), ("*fp64", True, False, False),
+              ("*fp64", False, False, False), ("*fp32", True, True, False),
+              ("*fp64", True, True, False), ("*fp32", True, False, True),
+              ("*fp64", False, False, True)))]
     for kernel, signature, constants, warps in kernels:
         signature.update(dict.fromkeys(constants, "constexpr"))
         compiled = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=constants),
                                   target=GPUTarget("cuda", 90, 32), options={"num_warps": warps,
                                                                    "enable_fp_fusion": rows.FMA})
         cubin = tmp_path / (f"{kernel.fn.__name__}_{signature.get('r_ptr', '')[1:]}"
-                            f"_{constants.get('SUBTRACT', '')}_{constants['SELECTED']}.cubin")
+                            f"_{constants.get('SUBTRACT', '')}_{constants['SELECTED']}"
+                            f"_{constants.get('GRAM', '')}.cubin")
         cubin.write_bytes(compiled.asm["cubin"])
         usage = subprocess.run([str(tool), "-res-usage", str(cubin)], capture_output=True,
                                text=True, check=True).stdout

@@ -40,19 +40,28 @@ UPDATE_BLOCK_J, UPDATE_BLOCK_T, UPDATE_WARPS = 8, 128, 4
 
 
 @triton.jit
-def _inner_kernel(x_ptr, y_ptr, out_ptr, filters_ptr, n, rows, m, sxf, sxi, syf, syj,
-                  CHUNK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr,
-                  SELECTED: tl.constexpr):
+def _inner_kernel(x_ptr, y_ptr, y2_ptr, out_ptr, filters_ptr, n, rows, m, m2, sxf, sxi, syf,
+                  syj, sy2f, sy2j, CHUNK: tl.constexpr, BI: tl.constexpr, BJ: tl.constexpr,
+                  BT: tl.constexpr, SELECTED: tl.constexpr):
     jb, s, f = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     if SELECTED:  # the program's filter of y
         fy = tl.load(filters_ptr + f).to(tl.int64)
     else:
         fy = f.to(tl.int64)
     i = tl.arange(0, BI)
-    j = jb * BJ + tl.arange(0, BJ)
-    imask, jmask = i < rows, j < m
+    first = tl.cdiv(m, BJ)  # the blocks of y's rows; y2's after them
+    if jb < first:
+        j = jb * BJ + tl.arange(0, BJ)
+        jmask = j < m
+        y_rows = y_ptr + fy * syf + j[:, None].to(tl.int64) * syj
+        column = j
+    else:
+        j = (jb - first) * BJ + tl.arange(0, BJ)
+        jmask = j < m2
+        y_rows = y2_ptr + fy * sy2f + j[:, None].to(tl.int64) * sy2j
+        column = m + j
+    imask = i < rows
     x_rows = x_ptr + f.to(tl.int64) * sxf + i[:, None] * sxi
-    y_rows = y_ptr + fy * syf + j[:, None].to(tl.int64) * syj
     acc = tl.zeros((BI, BJ, BT), dtype=tl.float64)
     start = s * CHUNK
     for t0 in range(start, tl.minimum(start + CHUNK, n), BT):
@@ -62,14 +71,15 @@ def _inner_kernel(x_ptr, y_ptr, out_ptr, filters_ptr, n, rows, m, sxf, sxi, syf,
         yv = tl.load(y_rows + t[None, :], mask=jmask[:, None] & tmask[None, :], other=0.0,
                      eviction_policy="evict_first")
         acc += xv[:, None, :] * yv[None, :, :]
-    out = out_ptr + ((f * tl.num_programs(1) + s) * rows + i[:, None]) * m + j[None, :]
+    out = out_ptr + ((f * tl.num_programs(1) + s) * rows + i[:, None]) * (m + m2) + column[None, :]
     tl.store(out, tl.sum(acc, axis=2), mask=imask[:, None] & jmask[None, :])
 
 
 @triton.jit
-def _update_kernel(w_ptr, c_ptr, r_ptr, filters_ptr, n, rows, m, swf, swi, scf, sci, srf, srj,
-                   BI: tl.constexpr, BJ: tl.constexpr, BT: tl.constexpr,
-                   SUBTRACT: tl.constexpr, SELECTED: tl.constexpr):
+def _update_kernel(w_ptr, c_ptr, r_ptr, r2_ptr, gram_ptr, filters_ptr, n, rows, m, m2, swf, swi,
+                   scf, sci, srf, srj, sr2f, sr2j, BI: tl.constexpr, BJ: tl.constexpr,
+                   BT: tl.constexpr, SUBTRACT: tl.constexpr, SELECTED: tl.constexpr,
+                   GRAM: tl.constexpr):
     tb, f = tl.program_id(0), tl.program_id(1)
     if SELECTED:  # the program's filter of r
         fr = tl.load(filters_ptr + f).to(tl.int64)
@@ -78,74 +88,100 @@ def _update_kernel(w_ptr, c_ptr, r_ptr, filters_ptr, n, rows, m, swf, swi, scf, 
     i = tl.arange(0, BI)
     t = tb * BT + tl.arange(0, BT)
     imask, tmask = i < rows, t < n
-    r_base = r_ptr + fr * srf
     acc = tl.zeros((BI, BT), dtype=tl.float64)
-    for j0 in range(0, m, BJ):
+    for j0 in range(0, m, BJ):  # the rows of r, then of r2 (float64)
         j = j0 + tl.arange(0, BJ)
         jmask = j < m
         c = tl.load(c_ptr + f * scf + i[:, None] * sci + j[None, :],
                     mask=imask[:, None] & jmask[None, :], other=0.0)
-        r = tl.load(r_base + j[:, None].to(tl.int64) * srj + t[None, :],
+        r = tl.load(r_ptr + fr * srf + j[:, None].to(tl.int64) * srj + t[None, :],
                     mask=jmask[:, None] & tmask[None, :], other=0.0,
                     eviction_policy="evict_first")
         acc += tl.sum(c[:, :, None] * r.to(tl.float64)[None, :, :], axis=1)
+    for j0 in range(0, m2, BJ):
+        j = j0 + tl.arange(0, BJ)
+        jmask = j < m2
+        c = tl.load(c_ptr + f * scf + i[:, None] * sci + m + j[None, :],
+                    mask=imask[:, None] & jmask[None, :], other=0.0)
+        r = tl.load(r2_ptr + fr * sr2f + j[:, None].to(tl.int64) * sr2j + t[None, :],
+                    mask=jmask[:, None] & tmask[None, :], other=0.0)
+        acc += tl.sum(c[:, :, None] * r[None, :, :], axis=1)
     w = w_ptr + f.to(tl.int64) * swf + i[:, None] * swi + t[None, :]
     wmask = imask[:, None] & tmask[None, :]
     if SUBTRACT:
         acc = tl.load(w, mask=wmask, other=0.0) - acc
     tl.store(w, acc, mask=wmask)
+    if GRAM:  # the tile's share of the result's Gram matrix (zero outside it)
+        gram = tl.sum(acc[:, None, :] * acc[None, :, :], axis=2)
+        out = gram_ptr + ((f * tl.num_programs(0) + tb) * BI + i[:, None]) * BI + i[None, :]
+        tl.store(out, gram)
 
 
-def inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None
-          ) -> torch.Tensor:
+def inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None,
+          y2: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for float64 rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)``
     on a CUDA device (rows contiguous: unit stride along ``n``); with ``filters`` (``(S,)``
-    int64), ``x`` ``(S, a, n)`` against ``y[filters]``, without a copy of ``y``."""
+    int64), ``x`` ``(S, a, n)`` against ``y[filters]``, without a copy of ``y``; with ``y2``
+    ``(F, m2, n)`` (float64), ``x [y; y2]^T`` ``(F, a, m + m2)`` in the same pass over
+    ``x``, without a copy of either."""
     f, a, n = x.shape
-    m = y.shape[1]
+    m, m2 = y.shape[1], 0 if y2 is None else y2.shape[1]
+    y2 = y if y2 is None else y2
     splits = triton.cdiv(n, CHUNK)
-    partial = torch.empty((f, splits, a, m), dtype=torch.float64, device=x.device)
-    if f and a and m and n:
-        grid = (triton.cdiv(m, INNER_BLOCK_J), splits, f)
-        _inner_kernel[grid](x, y, partial, x if filters is None else filters, n, a, m,
-                            x.stride(0), x.stride(1), y.stride(0), y.stride(1), CHUNK=CHUNK,
-                            BI=triton.next_power_of_2(a), BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T,
-                            SELECTED=filters is not None, num_warps=INNER_WARPS,
-                            enable_fp_fusion=FMA)
+    partial = torch.empty((f, splits, a, m + m2), dtype=torch.float64, device=x.device)
+    if f and a and m + m2 and n:
+        grid = (triton.cdiv(m, INNER_BLOCK_J) + triton.cdiv(m2, INNER_BLOCK_J), splits, f)
+        _inner_kernel[grid](x, y, y2, partial, x if filters is None else filters, n, a, m, m2,
+                            x.stride(0), x.stride(1), y.stride(0), y.stride(1), y2.stride(0),
+                            y2.stride(1), CHUNK=CHUNK, BI=triton.next_power_of_2(a),
+                            BJ=INNER_BLOCK_J, BT=INNER_BLOCK_T, SELECTED=filters is not None,
+                            num_warps=INNER_WARPS, enable_fp_fusion=FMA)
     return partial.sum(dim=1)
 
 
 def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor,
-                         filters: torch.Tensor | None = None) -> None:
+                         filters: torch.Tensor | None = None, r2: torch.Tensor | None = None,
+                         gram: bool = False) -> torch.Tensor | None:
     """``w -= c @ r`` in place: ``w`` ``(F, a, n)`` float64, ``c`` ``(F, a, m)`` float64,
     ``r`` ``(F, m, n)`` float32 or float64, on a CUDA device (rows of ``w`` and ``r``
     contiguous); with ``filters`` (``(S,)`` int64), ``w`` and ``c`` of ``S`` filters and
-    ``r[filters]``, without a copy of ``r``."""
-    _combination(w, c, r, subtract=True, filters=filters)
+    ``r[filters]``, without a copy of ``r``; with ``r2`` ``(F, m2, n)`` (float64), ``w -= c
+    [r; r2]`` (``c`` ``(F, a, m + m2)``) in one pass. With ``gram``, returns the new ``w w^T``
+    ``(F, a, a)``, summed in the same pass."""
+    return _combination(w, c, r, True, filters, r2, gram)
 
 
-def combination(c: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+def combination(c: torch.Tensor, r: torch.Tensor, gram: bool = False):
     """``c @ r`` ``(F, a, n)`` float64 for ``c`` ``(F, a, m)`` float64 and ``r``
     ``(F, m, n)`` (rows contiguous) on a CUDA device: `subtract_combination`'s kernel,
-    written without reading an output first."""
-    out = torch.empty((r.shape[0], c.shape[1], r.shape[2]), dtype=torch.float64,
-                      device=r.device)
-    if not c.shape[2]:
-        return out.zero_()
-    _combination(out, c, r, subtract=False)
-    return out
+    written without reading an output first. With ``gram``, returns ``(c r, (c r)
+    (c r)^T)``, the second summed in the same pass."""
+    make = torch.empty if c.shape[2] else torch.zeros  # (no rows: a zero combination)
+    out = make((r.shape[0], c.shape[1], r.shape[2]), dtype=torch.float64, device=r.device)
+    square = _combination(out, c, r, False, gram=gram)
+    return (out, square) if gram else out
 
 
 def _combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor, subtract: bool,
-                 filters: torch.Tensor | None = None) -> None:
+                 filters: torch.Tensor | None = None, r2: torch.Tensor | None = None,
+                 gram: bool = False) -> torch.Tensor | None:
     f, a, n = w.shape
-    m = r.shape[1]
-    if not (f and a and m and n):
-        return
-    c = c.contiguous()
-    grid = (triton.cdiv(n, UPDATE_BLOCK_T), f)
-    _update_kernel[grid](w, c, r, w if filters is None else filters, n, a, m, w.stride(0),
-                         w.stride(1), c.stride(0), c.stride(1), r.stride(0), r.stride(1),
-                         BI=triton.next_power_of_2(a), BJ=UPDATE_BLOCK_J, BT=UPDATE_BLOCK_T,
-                         SUBTRACT=subtract, SELECTED=filters is not None,
-                         num_warps=UPDATE_WARPS, enable_fp_fusion=FMA)
+    m, m2 = r.shape[1], 0 if r2 is None else r2.shape[1]
+    r2 = r if r2 is None else r2
+    rows = triton.next_power_of_2(max(a, 1))
+    tiles = triton.cdiv(n, UPDATE_BLOCK_T)
+    square = (torch.empty((f, tiles, rows, rows), dtype=torch.float64, device=w.device)
+              if gram else None)
+    if f and a and n and m + m2:
+        c = c.contiguous()
+        _update_kernel[(tiles, f)](
+            w, c, r, r2, w if square is None else square, w if filters is None else filters,
+            n, a, m, m2, w.stride(0), w.stride(1), c.stride(0), c.stride(1), r.stride(0),
+            r.stride(1), r2.stride(0), r2.stride(1), BI=rows, BJ=UPDATE_BLOCK_J,
+            BT=UPDATE_BLOCK_T, SUBTRACT=subtract, SELECTED=filters is not None, GRAM=gram,
+            num_warps=UPDATE_WARPS, enable_fp_fusion=FMA)
+    elif gram:  # no rows: the Gram of w as it is
+        square = (w @ w.transpose(1, 2))[:, None]
+    if gram:
+        return square.sum(dim=1)[:, :a, :a]
+    return None

@@ -288,23 +288,22 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         if rounded is not basis:
             rounded[:, used:used + block] = q
         w = hankel_product(spectrum, q) if ahead is None else ahead
-        if start:  # (I - U U^T) H: the locked directions out
-            w = _subtract(w, _inner(w, basis[:, :start]), rounded[:, :start])
-        a = _inner(q, w)
-        a = (a + a.transpose(1, 2)) / 2
         # the three-term recurrence (one pass over the last two blocks), then the whole
         # basis: every step, or after a lock where the loss estimate asks (module notes)
-        if coupling:
-            w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
-                          basis[:, used - block:used + block])
+        if start:
+            w, a, gram = _projected_recurrence(w, basis, rounded, start, used, block,
+                                               coupling[-1] if coupling else None)
         else:
-            w = _subtract(w, a, q)
+            a = _inner(q, w)
+            a = (a + a.transpose(1, 2)) / 2
+            w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
+                          basis[:, used - block:used + block]) if coupling else _subtract(w, a, q)
         used += block
         if estimate is None:
             q, b = _next_block(w, basis[:, :used], rounded[:, :used])
         else:
-            q, b, ahead = _semiorthogonal_block(w, a, basis[:, :used], rounded[:, :used],
-                                                estimate, spectrum)
+            q, b, ahead = _semiorthogonal_block(w, a, gram, basis[:, :used],
+                                                rounded[:, :used], estimate, spectrum)
         diagonal.append(a)
         coupling.append(b)
         full = used + block > capacity
@@ -440,16 +439,37 @@ def _lock(ritz: _Ritz, count: np.ndarray, basis: torch.Tensor, rounded: torch.Te
     return locked, rows, _orthonormal_complement(start, basis[:, :rows])
 
 
-def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, basis: torch.Tensor,
-                          rounded: torch.Tensor, estimate: LossEstimate,
+def _projected_recurrence(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor,
+                          start: int, used: int, block: int, coupling: torch.Tensor | None):
+    """``(w, A_j, w w^T)`` of a step of the deflated sequence, ``q_j = basis[:, used:used +
+    block]``: ``w = P H q_j - A_j q_j - B_j q_{j-1}`` from ``w = H q_j``, ``P = I - U U^T``
+    with ``U = basis[:, :start]`` the locked vectors (module notes), ``B_j = coupling`` (None
+    at the sequence's first block). The coefficients along ``U`` and ``A_j = q_j w^T`` are
+    one product with ``w`` and the update one pass over ``w`` that also sums its Gram
+    matrix: ``w`` is read twice and written once, instead of six reads and three writes
+    for the projection, ``A_j``, the recurrence and Cholesky QR's first Gram matrix apart.
+    ``A_j`` is taken from ``H q_j`` before the projection, which it differs from by
+    ``(q_j U^T)(U w^T)``: rounding times the locked residuals."""
+    recent = basis[:, max(start, used - block):used + block]  # [q_{j-1}; q_j]
+    c = _inner(w, basis[:, :start], y2=recent)
+    a = c[:, :, -block:]
+    a = (a + a.transpose(1, 2)) / 2
+    c = torch.cat([c[:, :, :start], *([] if coupling is None else [coupling]), a], dim=2)
+    w, gram = _subtract(w, c, rounded[:, :start], rows2=recent, gram=True)
+    return w, a, gram
+
+
+def _semiorthogonal_block(w: torch.Tensor, a: torch.Tensor, gram: torch.Tensor,
+                          basis: torch.Tensor, rounded: torch.Tensor, estimate: LossEstimate,
                           spectrum: torch.Tensor):
     """``(q, B, H q)`` as `_next_block`, but each filter re-orthogonalised against its
     ``basis`` only where the ``estimate`` of its loss of orthogonality asks (every filter
-    where the block's QR needs the careful path). The filters' decisions and the QR's tests
-    go to the host while the device computes the next product ``H q`` (with ``spectrum``) on
-    the guess that no filter needs a pass; those that do have theirs again."""
-    before = torch.linalg.vector_norm(w, dim=2)
-    q, r, conditioned = _cholesky_qr2(w)
+    where the block's QR needs the careful path); ``gram`` is ``w w^T``. The filters'
+    decisions and the QR's tests go to the host while the device computes the next product
+    ``H q`` (with ``spectrum``) on the guess that no filter needs a pass; those that do have
+    theirs again."""
+    before = torch.diagonal(gram, dim1=1, dim2=2).sqrt()
+    q, r, conditioned = _cholesky_qr2(w, gram)
     fine = conditioned & ~_collapsed(r, before)
     needed = estimate.propose(a, r)
     decisions = _fetch(torch.cat([needed, fine.reshape(1)]))
@@ -592,16 +612,19 @@ def _collapsed(r: torch.Tensor, before: torch.Tensor) -> torch.Tensor:
     return ~(kept > COLLAPSE * before.max(dim=1).values).all()
 
 
-def _inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None
-           ) -> torch.Tensor:
+def _inner(x: torch.Tensor, y: torch.Tensor, filters: torch.Tensor | None = None,
+           y2: torch.Tensor | None = None) -> torch.Tensor:
     """``x @ y^T`` ``(F, a, m)`` for rows ``x`` ``(F, a, n)`` and ``y`` ``(F, m, n)`` (rows
-    contiguous), or with ``filters`` (``(S,)``) of ``S`` rows ``x`` against ``y[filters]``;
-    on CUDA by `mor.torch._row_products.inner` (a batched GEMM with a reduction over
-    ``n = 2^20`` runs few tiles per filter: on an H100 it read the basis at 1.8 TB/s for 4
-    filters), which reads the selected filters' rows in place."""
+    contiguous), or with ``filters`` (``(S,)``) of ``S`` rows ``x`` against ``y[filters]``,
+    or with ``y2`` ``(F, m2, n)``, ``x [y; y2]^T`` ``(F, a, m + m2)``; on CUDA by
+    `mor.torch._row_products.inner` (a batched GEMM with a reduction over ``n = 2^20`` runs
+    few tiles per filter: on an H100 it read the basis at 1.8 TB/s for 4 filters), which
+    reads the selected filters' rows in place, and both ``y`` and ``y2`` in one pass over
+    ``x``."""
     if _triton_products(x):
-        return _row_products.inner(x, y, filters)
-    return x @ (y if filters is None else y[filters]).transpose(1, 2)
+        return _row_products.inner(x, y, filters, y2)
+    product = x @ (y if filters is None else y[filters]).transpose(1, 2)
+    return product if y2 is None else torch.cat([product, x @ y2.transpose(1, 2)], dim=2)
 
 
 def _triton_products(x: torch.Tensor) -> bool:
@@ -610,53 +633,67 @@ def _triton_products(x: torch.Tensor) -> bool:
 
 
 def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor,
-              filters: torch.Tensor | None = None) -> torch.Tensor:
+              filters: torch.Tensor | None = None, rows2: torch.Tensor | None = None,
+              gram: bool = False):
     """``w - c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)`` (with
-    ``filters``, ``S`` of them against ``rows[filters]``, as `_inner`): the update
-    of the re-orthogonalisation from the float32 basis (`_next_block`), the three-term
-    recurrence and Cholesky QR's ``R^{-T}`` (float64 rows, `_product`). On CUDA in place by
+    ``filters``, ``S`` of them against ``rows[filters]``, as `_inner`; with ``rows2``
+    ``(F, m2, n)``, float64, ``w - c [rows; rows2]``): the update of the
+    re-orthogonalisation from the float32 basis (`_next_block`), the three-term recurrence
+    and the projection on the locked vectors (`_deflated_step`). On CUDA in place by
     `mor.torch._row_products.subtract_combination`, the combination summed in float64 (a
     batched GEMM of ``(a, m)`` by ``(m, n = 2^20)`` ran at a fifth of the bandwidth on an
-    H100); elsewhere by torch, in the rows' precision."""
+    H100); elsewhere by torch, in the rows' precision. With ``gram``, returns ``(w, w w^T)``
+    of the new ``w`` (on CUDA summed in the same pass)."""
     if _triton_products(w):
-        _row_products.subtract_combination(w, c, rows, filters)
-        return w
-    return w - c.to(rows.dtype) @ (rows if filters is None else rows[filters])
+        square = _row_products.subtract_combination(w, c, rows, filters, rows2, gram)
+        return (w, square) if gram else w
+    m = rows.shape[1]
+    w = w - c[:, :, :m].to(rows.dtype) @ (rows if filters is None else rows[filters])
+    if rows2 is not None:
+        w = w - c[:, :, m:] @ rows2
+    return (w, w @ w.transpose(1, 2)) if gram else w
 
 
-def _product(c: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def _product(c: torch.Tensor, rows: torch.Tensor, gram: bool = False):
     """``c @ rows`` ``(F, a, n)`` for a few coefficients ``c`` ``(F, a, m)`` (Cholesky QR's
     ``R^{-T} Q``): on CUDA by `mor.torch._row_products.combination`, elsewhere torch's
-    product."""
+    product. With ``gram``, returns ``(p, p p^T)`` of the product ``p`` (on CUDA summed in
+    the same pass)."""
     if _triton_products(rows):
-        return _row_products.combination(c, rows)
-    return c @ rows
+        return _row_products.combination(c, rows, gram)
+    product = c @ rows
+    return (product, product @ product.transpose(1, 2)) if gram else product
 
 
-def _cholesky_qr2(w: torch.Tensor):
+def _cholesky_qr2(w: torch.Tensor, gram: torch.Tensor | None = None):
     """``(q, r, conditioned)`` with ``w^T = q^T r``, ``q`` orthonormal rows, by Cholesky QR
     done twice (CholQR2: the first leaves orthogonality errors of ``eps kappa^2``, the second
-    removes them; Gram products and products with the inverse factor, memory-bound), and
+    removes them; the products with the inverse factor, memory-bound, give the next Gram
+    matrix in the same pass), from ``w``'s Gram matrix ``gram`` where it is known, and
     ``conditioned`` (a boolean on the device, not waited for): whether both factors were
     found and finite, the first (the block's own) with a diagonal spanning at least
     `CHOLESKY_MIN_RATIO` (the block's condition number then below about its inverse; the
     second is near the identity). Where it is false, ``q`` and ``r`` are
     not to be used (`_qr`)."""
     q, r, info = w, None, None
+    if gram is None:
+        gram = _inner(w, w)
     eye = _identity(w.shape[1], w.device)
-    for _ in range(2):
-        factor, status = torch.linalg.cholesky_ex(_inner(q, q), upper=True)
+    for last in (False, True):
+        factor, status = torch.linalg.cholesky_ex(gram, upper=True)
         # the b x b factor inverted, then one product: cuBLAS's batched triangular solve
         # returned wrong values for n = 2^20 - 1 right-hand sides on an H100 (off by 2.8
         # against the product; exact at 2^18 - 1), which made T NaN in the first runs
         inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
-        q = _product(inverse.transpose(1, 2), q)
-        if r is None:  # the block's own factor: its diagonal's span tells its conditioning
+        if last:
+            q = _product(inverse.transpose(1, 2), q)
+            r, info = factor @ r, info | status
+        else:
+            q, gram = _product(inverse.transpose(1, 2), q, gram=True)
+            # the block's own factor: its diagonal's span tells its conditioning
             diagonal = torch.diagonal(factor, dim1=1, dim2=2)
             spans = diagonal.amin(dim=1) > CHOLESKY_MIN_RATIO * diagonal.amax(dim=1)
             r, info = factor, status
-        else:
-            r, info = factor @ r, info | status
     # (a NaN or Inf anywhere reaches r)
     conditioned = (info == 0).all() & spans.all() & torch.isfinite(r).all()
     return q, r, conditioned
