@@ -586,10 +586,10 @@ def _next_block(w: torch.Tensor, basis: torch.Tensor, rounded: torch.Tensor,
     (``(S,)``), ``w`` holds the rows of those filters of ``basis`` and ``rounded``."""
     before = torch.linalg.vector_norm(w, dim=2)
     coefficients = _inner(w, basis, filters)
-    w = _subtract(w, coefficients, rounded, filters)
-    second = ((torch.linalg.vector_norm(w, dim=2) < DGKS * before)
+    w, gram = _subtract(w, coefficients, rounded, filters, gram=True)
+    second = ((torch.diagonal(gram, dim1=1, dim2=2).sqrt() < DGKS * before)
               | (coefficients.abs().amax(dim=2) > ROUNDED_UPDATE_MAX * before)).any()
-    q, r, conditioned = _cholesky_qr2(w)
+    q, r, conditioned = _cholesky_qr2(w, gram)
     if not bool(second | ~conditioned | _collapsed(r, before)):
         return q, r
     if bool(second):
