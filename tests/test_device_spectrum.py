@@ -326,8 +326,8 @@ def test_the_update_from_the_rounded_basis_keeps_orthogonality(device):
 
 def test_row_products_compile_for_hopper_without_spilling(tmp_path):
     """Both kernels compile for sm_90 (H100, H200) with their configured tiles (the update
-    for float32 and float64 rows, with and without the Gram matrix), and keep them in registers: no local memory (a spill
-    would make the memory-bound kernel read twice)."""
+    for float32 and float64 rows, with and without the Gram matrix), and keep them in
+    registers: no local memory (a spill would make the memory-bound kernel read twice)."""
     triton = pytest.importorskip("triton")
     import re
     import subprocess

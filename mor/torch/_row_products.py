@@ -16,7 +16,11 @@ batched GEMM with 4 output rows and a reduction over ``n = 2^20`` runs few tiles
 `inner` and `subtract_combination` also take an index of filters: the rows ``x``, ``w`` and
 ``c`` are then those filters' only, and each program reads its filter's rows of ``y`` or ``r``
 in place (the deflated Lanczos re-orthogonalises only the filters that need it without
-copying their bases).
+copying their bases). Both also take a second set of float64 rows (``y2``, ``r2``: the last
+two Lanczos blocks beside the locked vectors, which lie apart in the basis), and the update
+can sum the Gram matrix ``w w^T`` of its result in the same pass (each program its columns'
+share, added afterwards in a fixed order), so that a deflated step reads ``w`` twice where
+its projection, recurrence and Cholesky QR apart read it six times.
 """
 
 from __future__ import annotations
