@@ -8,7 +8,8 @@ batches the device's memory allows; per filter the time, the vectors used, the p
 and the largest value difference between the two relative to ``sigma_1``.
 
 Run on the GPU machine: ``python benchmarks/bench_gpu_revisions.py A_DIR [--power 20]
-[--filters 16] [--out FILE]`` (``--device cpu`` runs it on CPU tensors). With
+[--filters 16] [--out FILE]`` (``--device cpu`` runs it on CPU tensors; ``--deflate`` allows
+deflation below `_spectrum.DEFLATE_MIN` columns, in both). With
 ``--breakdown``, this checkout's run is repeated with each step of the iteration timed
 (`PHASES`, the device synchronised around each call: the sum exceeds the plain run's time by
 the pipelining lost) and under torch's profiler (the 25 kernels with the most device time).
@@ -100,17 +101,22 @@ def main():
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--breakdown", action="store_true",
                         help="time this checkout's steps and kernels")
+    parser.add_argument("--deflate", action="store_true",
+                        help="allow deflation at any length (DEFLATE_MIN = 0 in both)")
     args = parser.parse_args()
     cuda = torch.device(args.device).type == "cuda"
     sync = C.device_sync(args.device)
     modules = {"a": load_spectrum(args.a), "b": _spectrum}
+    if args.deflate:
+        for module in modules.values():
+            module.DEFLATE_MIN = 0
     h = C.long_filters(1 << args.power, args.filters)
     for module in modules.values():  # cuFFT plans, cuSOLVER handles
         module.hankel_blocks(C.long_filters(1 << 12, 2), 8, rtol=1e-10, device=args.device)
     found = {"meta": {"device": torch.cuda.get_device_name() if cuda else args.device,
                       "torch": torch.__version__,
                       "date": C.now(), "command": C.command(), "a": str(args.a)},
-             "length": 1 << args.power, "filters": args.filters}
+             "length": 1 << args.power, "filters": args.filters, "deflate": args.deflate}
     for name, k, rtol, vectors in WORKLOADS:
         sigma = {}
         for tag, module in modules.items():

@@ -35,7 +35,7 @@ CHUNK = 1 << 14
 #: that its default changes in 3.10.
 FMA = True
 #: Tile shapes (rows of the basis, columns, warps): compiled for sm_90 without spilling, at
-#: 80 and 110 registers a thread (Triton 3.9). In the whole Lanczos on an H100 they took
+#: 74 and 116-118 registers a thread (Triton 3.9). In the whole Lanczos on an H100 they took
 #: balanced truncation's pairs at 2^20 from 0.185 to 0.162 s a filter against torch's
 #: products (`benchmarks/RESULTS.md`); other tiles are not yet timed
 #: (`benchmarks/bench_gpu_projection.py --sweep` times these and others).
