@@ -243,8 +243,10 @@ assert float((rows.inner(x, y, pick) - plain).abs().max()) <= 1e-13 * float(plai
 for r in (y.float(), y):
     want = x - c @ r[pick].double()
     w = x.clone()
-    rows.subtract_combination(w, c, r, pick)
+    gram = rows.subtract_combination(w, c, r, pick, gram=True)
     assert float((w - want).abs().max()) <= 1e-13 * float(want.abs().max())
+    square = want @ want.transpose(1, 2)
+    assert float((gram - square).abs().max()) <= 1e-13 * float(square.abs().max())
 if DEVICE == "cpu":  # the whole Lanczos with the kernels, against torch's products
     import numpy as np
     from mor.demo import hyena_like_filters

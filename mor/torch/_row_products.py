@@ -155,7 +155,8 @@ def subtract_combination(w: torch.Tensor, c: torch.Tensor, r: torch.Tensor,
     return _combination(w, c, r, True, filters, r2, gram)
 
 
-def combination(c: torch.Tensor, r: torch.Tensor, gram: bool = False):
+def combination(c: torch.Tensor, r: torch.Tensor, gram: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """``c @ r`` ``(F, a, n)`` float64 for ``c`` ``(F, a, m)`` float64 and ``r``
     ``(F, m, n)`` (rows contiguous) on a CUDA device: `subtract_combination`'s kernel,
     written without reading an output first. With ``gram``, returns ``(c r, (c r)

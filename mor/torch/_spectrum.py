@@ -292,16 +292,20 @@ def _block_lanczos(h: torch.Tensor, out: dict[str, np.ndarray], rows: np.ndarray
         if rounded is not basis:
             rounded[:, used:used + block] = q
         w = hankel_product(spectrum, q) if ahead is None else ahead
-        # the three-term recurrence (one pass over the last two blocks), then the whole
-        # basis: every step, or after a lock where the loss estimate asks (module notes)
+        # the three-term recurrence (one pass over the last two blocks; after a lock with
+        # the projection on the locked vectors), then the whole basis: every step, or after
+        # a lock where the loss estimate asks (module notes)
         if start:
             w, a, gram = _projected_recurrence(w, basis, rounded, start, used, block,
                                                coupling[-1] if coupling else None)
         else:
             a = _inner(q, w)
             a = (a + a.transpose(1, 2)) / 2
-            w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
-                          basis[:, used - block:used + block]) if coupling else _subtract(w, a, q)
+            if coupling:
+                w = _subtract(w, torch.cat([coupling[-1], a], dim=2),
+                              basis[:, used - block:used + block])
+            else:
+                w = _subtract(w, a, q)
         used += block
         if estimate is None:
             q, b = _next_block(w, basis[:, :used], rounded[:, :used])
@@ -643,7 +647,7 @@ def _subtract(w: torch.Tensor, c: torch.Tensor, rows: torch.Tensor,
     ``filters``, ``S`` of them against ``rows[filters]``, as `_inner`; with ``rows2``
     ``(F, m2, n)``, float64, ``w - c [rows; rows2]``): the update of the
     re-orthogonalisation from the float32 basis (`_next_block`), the three-term recurrence
-    and the projection on the locked vectors (`_deflated_step`). On CUDA in place by
+    and the projection on the locked vectors (`_projected_recurrence`). On CUDA in place by
     `mor.torch._row_products.subtract_combination`, the combination summed in float64 (a
     batched GEMM of ``(a, m)`` by ``(m, n = 2^20)`` ran at a fifth of the bandwidth on an
     H100); elsewhere by torch, in the rows' precision. With ``gram``, returns ``(w, w w^T)``
