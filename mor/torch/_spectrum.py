@@ -683,28 +683,29 @@ def _cholesky_qr2(w: torch.Tensor, gram: torch.Tensor | None = None):
     `CHOLESKY_MIN_RATIO` (the block's condition number then below about its inverse; the
     second is near the identity). Where it is false, ``q`` and ``r`` are
     not to be used (`_qr`)."""
-    q, r, info = w, None, None
-    if gram is None:
-        gram = _inner(w, w)
-    eye = _identity(w.shape[1], w.device)
-    for last in (False, True):
-        factor, status = torch.linalg.cholesky_ex(gram, upper=True)
-        # the b x b factor inverted, then one product: cuBLAS's batched triangular solve
-        # returned wrong values for n = 2^20 - 1 right-hand sides on an H100 (off by 2.8
-        # against the product; exact at 2^18 - 1), which made T NaN in the first runs
-        inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
-        if last:
-            q = _product(inverse.transpose(1, 2), q)
-            r, info = factor @ r, info | status
-        else:
-            q, gram = _product(inverse.transpose(1, 2), q, gram=True)
-            # the block's own factor: its diagonal's span tells its conditioning
-            diagonal = torch.diagonal(factor, dim1=1, dim2=2)
-            spans = diagonal.amin(dim=1) > CHOLESKY_MIN_RATIO * diagonal.amax(dim=1)
-            r, info = factor, status
-    # (a NaN or Inf anywhere reaches r)
-    conditioned = (info == 0).all() & spans.all() & torch.isfinite(r).all()
+    first, status, inverse = _inverse_factor(_inner(w, w) if gram is None else gram)
+    q, gram = _product(inverse, w, gram=True)
+    second, again, inverse = _inverse_factor(gram)
+    q = _product(inverse, q)
+    r = second @ first
+    # the block's own factor: its diagonal's span tells its conditioning (a NaN or Inf
+    # anywhere reaches r)
+    diagonal = torch.diagonal(first, dim1=1, dim2=2)
+    spans = diagonal.amin(dim=1) > CHOLESKY_MIN_RATIO * diagonal.amax(dim=1)
+    conditioned = ((status | again) == 0).all() & spans.all() & torch.isfinite(r).all()
     return q, r, conditioned
+
+
+def _inverse_factor(gram: torch.Tensor):
+    """``(R, info, R^{-T})`` for the Cholesky factor ``R`` (upper) of ``gram`` ``(F, b, b)``
+    (``info`` nonzero where it failed): the ``b x b`` factor inverted, for one product
+    after it. cuBLAS's batched triangular solve returned wrong values for ``n = 2^20 - 1``
+    right-hand sides on an H100 (off by 2.8 against the product; exact at 2^18 - 1), which
+    made ``T`` NaN in the first runs."""
+    factor, info = torch.linalg.cholesky_ex(gram, upper=True)
+    eye = _identity(gram.shape[1], gram.device)
+    inverse = torch.linalg.solve_triangular(factor, eye.expand_as(factor), upper=True)
+    return factor, info, inverse.transpose(1, 2)
 
 
 @functools.cache
